@@ -1,0 +1,536 @@
+//! [`MemoryBus`]: the embedded, single-process bus.
+//!
+//! # Design
+//!
+//! One mutex guards the bus state (sequence counter and topics). A publish takes it once:
+//! it assigns the next sequence, appends the event to the topic's history and pushes an
+//! `Arc<Event>` into the queue of each subscriber of that topic. Because sequence assignment
+//! and queueing happen under the same lock, every subscriber sees events in sequence order,
+//! across all of its topics, and one id is a correct resume point for a multi-topic
+//! subscription.
+//!
+//! Each subscriber has its own bounded queue. When a push finds it full, the subscriber is
+//! *detached*: the publisher stops queueing for it and moves on, so a slow reader never
+//! delays the publisher or other subscribers. The subscriber first drains what is queued,
+//! then receives [`Notice::Lagged`] and catches up from history in chunks no bigger than
+//! its queue; once the rest of the history fits in one chunk it is re-attached, under the
+//! bus lock, so nothing falls between the replay and the live queue. Events evicted before
+//! it got there are reported with [`Notice::Gap`]. A resumed subscription starts detached
+//! at its resume point and catches up the same way.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use futures_core::Stream;
+
+use crate::bus::{BoxFuture, BusHealth, Delivery, EventBus, Notice, SubscribeRequest, Subscription};
+use crate::error::{PublishError, SubscribeError};
+use crate::event::{unix_micros_now, ContentType, Epoch, Event, EventId, Topic};
+use crate::history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
+
+/// Settings of a [`MemoryBus`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryBusConfig {
+    /// Per-topic history bounds. Default: [`HistoryConfig::default`].
+    pub history: HistoryConfig,
+    /// Events queued per subscriber before it is detached as lagging. Default: 1024.
+    pub subscriber_queue: usize,
+    /// Largest payload accepted, in bytes. Default: 1 MiB.
+    pub max_payload: usize,
+    /// Most topics the bus tracks. Default: 10 000.
+    pub max_topics: usize,
+    /// Most topics in one subscription. Default: 64.
+    pub max_topics_per_subscription: usize,
+    /// Epoch to use; `None` draws a random one. Default: `None`.
+    pub epoch: Option<Epoch>,
+}
+
+impl Default for MemoryBusConfig {
+    fn default() -> Self {
+        Self {
+            history: HistoryConfig::default(),
+            subscriber_queue: 1024,
+            max_payload: 1024 * 1024,
+            max_topics: 10_000,
+            max_topics_per_subscription: 64,
+            epoch: None,
+        }
+    }
+}
+
+impl MemoryBusConfig {
+    /// Sets [`MemoryBusConfig::history`].
+    pub fn history(mut self, history: HistoryConfig) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Sets [`MemoryBusConfig::subscriber_queue`] (at least 1).
+    pub fn subscriber_queue(mut self, events: usize) -> Self {
+        self.subscriber_queue = events.max(1);
+        self
+    }
+
+    /// Sets [`MemoryBusConfig::max_payload`].
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Sets [`MemoryBusConfig::max_topics`].
+    pub fn max_topics(mut self, topics: usize) -> Self {
+        self.max_topics = topics;
+        self
+    }
+
+    /// Sets [`MemoryBusConfig::max_topics_per_subscription`].
+    pub fn max_topics_per_subscription(mut self, topics: usize) -> Self {
+        self.max_topics_per_subscription = topics;
+        self
+    }
+
+    /// Sets [`MemoryBusConfig::epoch`].
+    pub fn epoch(mut self, epoch: Epoch) -> Self {
+        self.epoch = Some(epoch);
+        self
+    }
+}
+
+/// Summary of one topic, for `/topics` and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicStats {
+    /// The topic.
+    pub topic: Topic,
+    /// What its history holds.
+    pub history: HistoryWindow,
+    /// Current subscribers.
+    pub subscribers: usize,
+    /// Events published since the bus started.
+    pub published: u64,
+}
+
+/// The in-memory bus. Cheap to clone; clones share the same state.
+#[derive(Clone)]
+pub struct MemoryBus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    epoch: Epoch,
+    config: MemoryBusConfig,
+    state: Mutex<State>,
+}
+
+struct State {
+    head_seq: u64,
+    closed: bool,
+    next_subscriber: u64,
+    topics: HashMap<Topic, TopicState>,
+}
+
+struct TopicState {
+    history: TopicHistory,
+    subscribers: HashMap<u64, Arc<SubscriberQueue>>,
+    published: u64,
+}
+
+/// The publisher-facing half of one subscriber.
+struct SubscriberQueue {
+    inner: Mutex<QueueState>,
+}
+
+struct QueueState {
+    events: VecDeque<Arc<Event>>,
+    /// The publisher no longer queues for this subscriber; it catches up from history.
+    detached: bool,
+    /// Detached because the queue overflowed (as opposed to starting from a resume id).
+    overflowed: bool,
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these structures half-updated in a way that
+    // matters more than stopping delivery would, so keep serving.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SubscriberQueue {
+    fn new(detached: bool) -> Self {
+        Self {
+            inner: Mutex::new(QueueState {
+                events: VecDeque::new(),
+                detached,
+                overflowed: false,
+                closed: false,
+                waker: None,
+            }),
+        }
+    }
+
+    /// Called by the publisher, under the bus lock.
+    fn offer(&self, event: &Arc<Event>, capacity: usize) {
+        let mut queue = lock(&self.inner);
+        if queue.detached || queue.closed {
+            return;
+        }
+        if queue.events.len() >= capacity {
+            queue.detached = true;
+            queue.overflowed = true;
+        } else {
+            queue.events.push_back(Arc::clone(event));
+        }
+        if let Some(waker) = queue.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn close(&self) {
+        let mut queue = lock(&self.inner);
+        queue.closed = true;
+        if let Some(waker) = queue.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+impl MemoryBus {
+    /// A new, empty bus.
+    pub fn new(config: MemoryBusConfig) -> Self {
+        let epoch = config.epoch.clone().unwrap_or_else(Epoch::random);
+        Self {
+            shared: Arc::new(Shared {
+                epoch,
+                config,
+                state: Mutex::new(State {
+                    head_seq: 0,
+                    closed: false,
+                    next_subscriber: 0,
+                    topics: HashMap::new(),
+                }),
+            }),
+        }
+    }
+
+    /// The epoch of this bus's ids.
+    pub fn epoch(&self) -> &Epoch {
+        &self.shared.epoch
+    }
+
+    /// Publishes synchronously; [`EventBus::publish`] wraps this.
+    ///
+    /// # Errors
+    /// See [`EventBus::publish`].
+    pub fn publish_now(
+        &self,
+        topic: Topic,
+        content_type: ContentType,
+        payload: Bytes,
+    ) -> Result<Arc<Event>, PublishError> {
+        let config = &self.shared.config;
+        if payload.len() > config.max_payload {
+            return Err(PublishError::TooLarge {
+                size: payload.len(),
+                max: config.max_payload,
+            });
+        }
+        content_type.validate(&payload)?;
+        let mut state = lock(&self.shared.state);
+        if state.closed {
+            return Err(PublishError::Closed);
+        }
+        let seq = state.head_seq + 1;
+        let topic_state = state.topic_entry(&topic, config).ok_or(PublishError::TopicLimit {
+            max: config.max_topics,
+        })?;
+        let event = Arc::new(Event::new(
+            topic,
+            EventId::new(self.shared.epoch.clone(), seq),
+            unix_micros_now(),
+            content_type,
+            payload,
+        ));
+        topic_state.history.push(Arc::clone(&event));
+        topic_state.published += 1;
+        for subscriber in topic_state.subscribers.values() {
+            subscriber.offer(&event, config.subscriber_queue);
+        }
+        state.head_seq = seq;
+        Ok(event)
+    }
+
+    /// Subscribes synchronously; [`EventBus::subscribe`] wraps this.
+    ///
+    /// # Errors
+    /// See [`EventBus::subscribe`].
+    pub fn subscribe_now(&self, request: SubscribeRequest) -> Result<Subscription, SubscribeError> {
+        let config = &self.shared.config;
+        let topics = request.topics;
+        if topics.is_empty() {
+            return Err(SubscribeError::NoTopics);
+        }
+        if topics.len() > config.max_topics_per_subscription {
+            return Err(SubscribeError::TooManyTopics {
+                count: topics.len(),
+                max: config.max_topics_per_subscription,
+            });
+        }
+        for (i, topic) in topics.iter().enumerate() {
+            if topics[..i].contains(topic) {
+                return Err(SubscribeError::DuplicateTopic(topic.clone()));
+            }
+        }
+        let mut state = lock(&self.shared.state);
+        if state.closed {
+            return Err(SubscribeError::Closed);
+        }
+        let plan = ResumePlan::decide(request.since.as_ref(), &self.shared.epoch, state.head_seq)?;
+        let mut notices = VecDeque::new();
+        let (position, detached) = match plan {
+            ResumePlan::Live => (state.head_seq, false),
+            ResumePlan::After(seq) => (seq, true),
+            ResumePlan::Reset { requested } => {
+                notices.push_back(Notice::Reset {
+                    requested,
+                    epoch: self.shared.epoch.clone(),
+                });
+                (0, true)
+            }
+        };
+        let new_topics = topics
+            .iter()
+            .filter(|t| !state.topics.contains_key(*t))
+            .count();
+        if state.topics.len() + new_topics > config.max_topics {
+            return Err(SubscribeError::TopicLimit {
+                max: config.max_topics,
+            });
+        }
+        let id = state.next_subscriber;
+        state.next_subscriber += 1;
+        let queue = Arc::new(SubscriberQueue::new(detached));
+        for topic in &topics {
+            if let Some(topic_state) = state.topic_entry(topic, config) {
+                topic_state.subscribers.insert(id, Arc::clone(&queue));
+            }
+        }
+        drop(state);
+        let stream = MemorySubscription {
+            bus: self.clone(),
+            id,
+            topics: topics.clone(),
+            queue,
+            position,
+            last_delivered: None,
+            notices,
+            replay: VecDeque::new(),
+        };
+        Ok(Subscription::new(topics, stream))
+    }
+
+    fn stats(&self) -> Vec<TopicStats> {
+        let state = lock(&self.shared.state);
+        let mut stats: Vec<TopicStats> = state
+            .topics
+            .iter()
+            .map(|(topic, t)| TopicStats {
+                topic: topic.clone(),
+                history: t.history.window(),
+                subscribers: t.subscribers.len(),
+                published: t.published,
+            })
+            .collect();
+        stats.sort_by(|a, b| a.topic.cmp(&b.topic));
+        stats
+    }
+}
+
+impl State {
+    fn topic_entry(&mut self, topic: &Topic, config: &MemoryBusConfig) -> Option<&mut TopicState> {
+        if !self.topics.contains_key(topic) {
+            if self.topics.len() >= config.max_topics {
+                return None;
+            }
+            self.topics.insert(
+                topic.clone(),
+                TopicState {
+                    history: TopicHistory::new(config.history.clone()),
+                    subscribers: HashMap::new(),
+                    published: 0,
+                },
+            );
+        }
+        self.topics.get_mut(topic)
+    }
+}
+
+impl fmt::Debug for MemoryBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBus")
+            .field("epoch", &self.shared.epoch)
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventBus for MemoryBus {
+    fn publish(
+        &self,
+        topic: Topic,
+        content_type: ContentType,
+        payload: Bytes,
+    ) -> BoxFuture<'_, Result<Arc<Event>, PublishError>> {
+        Box::pin(std::future::ready(self.publish_now(
+            topic,
+            content_type,
+            payload,
+        )))
+    }
+
+    fn subscribe(
+        &self,
+        request: SubscribeRequest,
+    ) -> BoxFuture<'_, Result<Subscription, SubscribeError>> {
+        Box::pin(std::future::ready(self.subscribe_now(request)))
+    }
+
+    fn health(&self) -> BusHealth {
+        let closed = lock(&self.shared.state).closed;
+        BusHealth::new("memory", !closed, self.shared.epoch.clone())
+    }
+
+    fn topic_stats(&self) -> BoxFuture<'_, Vec<TopicStats>> {
+        Box::pin(std::future::ready(self.stats()))
+    }
+
+    fn close(&self) {
+        let mut state = lock(&self.shared.state);
+        state.closed = true;
+        for topic in state.topics.values() {
+            for subscriber in topic.subscribers.values() {
+                subscriber.close();
+            }
+        }
+    }
+}
+
+/// The subscriber-facing half: a [`Stream`] of deliveries.
+struct MemorySubscription {
+    bus: MemoryBus,
+    id: u64,
+    topics: Vec<Topic>,
+    queue: Arc<SubscriberQueue>,
+    /// Sequence of the last event delivered or skipped over; the catch-up point.
+    position: u64,
+    last_delivered: Option<EventId>,
+    notices: VecDeque<Notice>,
+    replay: VecDeque<Arc<Event>>,
+}
+
+impl MemorySubscription {
+    fn deliver(&mut self, event: Arc<Event>) -> Delivery {
+        self.position = event.id.seq;
+        self.last_delivered = Some(event.id.clone());
+        Delivery::Event(event)
+    }
+
+    /// Loads the next chunk of history after `position` into `replay`, reports gaps, and
+    /// re-attaches to the live queue when the chunk reaches the head. Runs under the bus lock
+    /// so that no publish falls between the history read and the re-attachment.
+    fn catch_up(&mut self) {
+        let shared = &self.bus.shared;
+        let chunk = shared.config.subscriber_queue;
+        let state = lock(&shared.state);
+        let mut remaining = 0;
+        for topic in &self.topics {
+            let Some(topic_state) = state.topics.get(topic) else {
+                continue;
+            };
+            if let Some(lost_through) = topic_state.history.lost_after(self.position) {
+                self.notices.push_back(Notice::Gap {
+                    topic: topic.clone(),
+                    after: EventId::new(shared.epoch.clone(), self.position),
+                    lost_through: EventId::new(shared.epoch.clone(), lost_through),
+                });
+            }
+            remaining += topic_state.history.count_after(self.position);
+            self.replay.extend(
+                topic_state
+                    .history
+                    .after(self.position)
+                    .take(chunk)
+                    .cloned(),
+            );
+        }
+        if self.topics.len() > 1 {
+            self.replay.make_contiguous().sort_by_key(|e| e.id.seq);
+        }
+        self.replay.truncate(chunk);
+        if remaining <= chunk {
+            let mut queue = lock(&self.queue.inner);
+            queue.detached = false;
+            queue.overflowed = false;
+        }
+        if self.replay.is_empty() {
+            // Everything after `position` was evicted: skip to the head, already reported as gaps.
+            self.position = self.position.max(state.head_seq);
+        }
+    }
+}
+
+impl Stream for MemorySubscription {
+    type Item = Delivery;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let this = &mut *self;
+        loop {
+            if let Some(notice) = this.notices.pop_front() {
+                return Poll::Ready(Some(Delivery::Notice(notice)));
+            }
+            if let Some(event) = this.replay.pop_front() {
+                return Poll::Ready(Some(this.deliver(event)));
+            }
+            let mut queue = lock(&this.queue.inner);
+            if let Some(event) = queue.events.pop_front() {
+                drop(queue);
+                if event.id.seq <= this.position {
+                    continue;
+                }
+                return Poll::Ready(Some(this.deliver(event)));
+            }
+            if queue.closed {
+                return Poll::Ready(None);
+            }
+            if queue.detached {
+                if queue.overflowed {
+                    queue.overflowed = false;
+                    this.notices.push_back(Notice::Lagged {
+                        last_delivered: this.last_delivered.clone(),
+                    });
+                }
+                drop(queue);
+                this.catch_up();
+                continue;
+            }
+            queue.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+    }
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        let mut state = lock(&self.bus.shared.state);
+        for topic in &self.topics {
+            if let Some(topic_state) = state.topics.get_mut(topic) {
+                topic_state.subscribers.remove(&self.id);
+            }
+        }
+    }
+}
