@@ -1,1 +1,142 @@
-fn main() {}
+//! The `streamgate` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use streamgate::config::{GatewayConfig, SourceConfig};
+use streamgate::{Gateway, ShutdownOutcome};
+use streamgate_core::Topic;
+use tracing_subscriber::EnvFilter;
+
+/// A real-time gateway: one event stream over WebSocket, SSE, long polling and WebTransport.
+#[derive(Debug, Parser)]
+#[command(name = "streamgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML configuration file; without one the embedded defaults apply.
+    #[arg(short, long, env = "STREAMGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP listen address (overrides `server.listen`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Demo events per second (overrides `demo.rate`).
+    #[arg(long)]
+    demo_rate: Option<f64>,
+    /// Do not run the demo source.
+    #[arg(long)]
+    no_demo: bool,
+    /// Events kept per topic for resume (overrides `bus.history_events`).
+    #[arg(long)]
+    history_events: Option<usize>,
+    /// Upstream WebSocket feed to republish (adds a source).
+    #[arg(long, value_name = "URL")]
+    source: Option<String>,
+    /// Topic for `--source`.
+    #[arg(long, default_value = "upstream", requires = "source")]
+    source_topic: String,
+    /// Message sent to `--source` after each connect.
+    #[arg(long, requires = "source")]
+    source_subscribe: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("streamgate=info,streamgate_core=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("streamgate: {message}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn load_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => GatewayConfig::from_file(path).map_err(|e| e.to_string())?,
+        None => GatewayConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(rate) = args.demo_rate {
+        config.demo.rate = rate;
+    }
+    if args.no_demo {
+        config.demo.enabled = false;
+    }
+    if let Some(events) = args.history_events {
+        config.bus.history_events = events;
+    }
+    if let Some(url) = &args.source {
+        let topic = Topic::new(&args.source_topic)
+            .map_err(|e| format!("--source-topic {:?}: {e}", args.source_topic))?;
+        let mut source = SourceConfig::new(url.as_str(), topic);
+        if let Some(message) = &args.source_subscribe {
+            source = source.subscribe_message(message.as_str());
+        }
+        config.sources.push(source);
+    }
+    config
+        .validate(std::path::Path::new("<command line>"))
+        .map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = load_config(&args)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listen = config.server.listen;
+        let gateway = Gateway::bind(config)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let addr = gateway.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%addr, "streamgate listening on http://{addr}");
+        match gateway.run(shutdown_signal()).await {
+            ShutdownOutcome::Drained => Ok(()),
+            ShutdownOutcome::TimedOut { remaining } => {
+                // Exiting is still the right end of a requested shutdown; the log says what was cut.
+                tracing::warn!(remaining, "exited with connections still open");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; only SIGINT stops the gateway");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}

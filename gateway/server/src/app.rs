@@ -1,0 +1,244 @@
+//! The gateway's HTTP routes and the state they share.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use streamgate_core::{ContentType, EventBus, PublishError, Topic};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::GatewayConfig;
+use crate::http::{json, Body, Rejection};
+
+/// State shared by every connection and background task of one gateway.
+#[derive(Debug)]
+pub struct App {
+    /// The event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// The configuration the gateway started with.
+    pub config: GatewayConfig,
+    /// Cancelled when the gateway starts shutting down: long-lived handlers watch it to tell
+    /// their clients goodbye in their own protocol.
+    pub shutdown: CancellationToken,
+    /// Every task that must finish before the process exits (connections, upgraded sockets,
+    /// sources).
+    pub tasks: TaskTracker,
+    started: Instant,
+}
+
+impl App {
+    /// Shared state for a gateway over `bus`.
+    pub fn new(config: GatewayConfig, bus: Arc<dyn EventBus>) -> Self {
+        Self {
+            bus,
+            config,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Routes one request. Never fails: every error becomes a response.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        let result = match (request.method(), path.as_str()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => Ok(self.healthz()),
+            (_, "/healthz") => Err(Rejection::method_not_allowed("GET, HEAD")),
+            (&Method::GET, "/topics") => Ok(self.topics().await),
+            (_, "/topics") => Err(Rejection::method_not_allowed("GET")),
+            (method, p) if p.starts_with("/publish/") => {
+                if method == Method::POST {
+                    self.publish(request, &p["/publish/".len()..]).await
+                } else {
+                    Err(Rejection::method_not_allowed("POST"))
+                }
+            }
+            _ => Err(Rejection::not_found(&path)),
+        };
+        result.unwrap_or_else(Rejection::into_response)
+    }
+
+    fn healthz(&self) -> Response<Body> {
+        let health = self.bus.health();
+        let shutting_down = self.shutdown.is_cancelled();
+        let ok = health.available && !shutting_down;
+        let status = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json(
+            status,
+            &serde_json::json!({
+                "status": if shutting_down { "shutting_down" } else if ok { "ok" } else { "degraded" },
+                "uptime_s": self.started.elapsed().as_secs(),
+                "bus": {
+                    "backend": health.backend,
+                    "available": health.available,
+                    "epoch": health.epoch.as_str(),
+                    "detail": health.detail,
+                },
+            }),
+        )
+    }
+
+    async fn topics(&self) -> Response<Body> {
+        let epoch = self.bus.health().epoch;
+        let topics: Vec<_> = self
+            .bus
+            .topic_stats()
+            .await
+            .into_iter()
+            .map(|t| {
+                let id = |seq: Option<u64>| seq.map(|s| format!("{epoch}:{s}"));
+                serde_json::json!({
+                    "topic": t.topic.as_str(),
+                    "published": t.published,
+                    "subscribers": t.subscribers,
+                    "history": {
+                        "events": t.history.len,
+                        "bytes": t.history.bytes,
+                        "first_id": id(t.history.first_seq),
+                        "last_id": id(t.history.last_seq),
+                    },
+                })
+            })
+            .collect();
+        json(StatusCode::OK, &serde_json::json!({ "topics": topics }))
+    }
+
+    /// `POST /publish/{topic}`: the body is the payload, published as one event.
+    async fn publish(
+        &self,
+        request: Request<Incoming>,
+        topic: &str,
+    ) -> Result<Response<Body>, Rejection> {
+        let topic = Topic::new(topic)
+            .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, "bad_topic", e.to_string()))?;
+        let declared = declared_content_type(&request)?;
+        let max = self.config.bus.max_payload;
+        let too_large = |size: String| {
+            Rejection::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("payload is {size} bytes, the limit is {max}"),
+            )
+        };
+        if let Some(length) = content_length(&request) {
+            if length > max as u64 {
+                return Err(too_large(length.to_string()));
+            }
+        }
+        let payload: Bytes = match Limited::new(request.into_body(), max).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return Err(too_large("over".to_owned())),
+            Err(e) => {
+                return Err(Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_read_failed",
+                    format!("could not read the request body: {e}"),
+                ))
+            }
+        };
+        let content_type = declared.unwrap_or_else(|| sniff_content_type(&payload));
+        match self.bus.publish(topic, content_type, payload).await {
+            Ok(event) => Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "id": event.id.to_string(),
+                    "topic": event.topic.as_str(),
+                    "timestamp_us": event.timestamp_us,
+                    "content_type": event.content_type.as_str(),
+                }),
+            )),
+            Err(e) => Err(publish_rejection(e)),
+        }
+    }
+}
+
+fn publish_rejection(error: PublishError) -> Rejection {
+    let (status, code) = match &error {
+        PublishError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        PublishError::InvalidPayload(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
+        PublishError::TopicLimit { .. } => (StatusCode::TOO_MANY_REQUESTS, "topic_limit"),
+        PublishError::Closed => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "bus_unavailable"),
+    };
+    Rejection::new(status, code, error.to_string())
+}
+
+fn content_length(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The content type the publisher asked for: `?content_type=` first, then the `Content-Type`
+/// header. `None` means "sniff it from the payload".
+fn declared_content_type(request: &Request<Incoming>) -> Result<Option<ContentType>, Rejection> {
+    let from_query = request.uri().query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("content_type="))
+    });
+    if let Some(name) = from_query {
+        return ContentType::from_name(name).map(Some).ok_or_else(|| {
+            Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "bad_content_type",
+                format!("content_type must be text, json or binary, got {name:?}"),
+            )
+        });
+    }
+    let Some(header) = request.headers().get(header::CONTENT_TYPE) else {
+        return Ok(None);
+    };
+    let mime = header
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    Ok(if mime == "application/json" || mime.ends_with("+json") {
+        Some(ContentType::Json)
+    } else if mime.starts_with("text/") {
+        Some(ContentType::Text)
+    } else if mime == "application/octet-stream" {
+        Some(ContentType::Binary)
+    } else {
+        None
+    })
+}
+
+/// JSON if the payload is one JSON value, text if it is UTF-8, binary otherwise.
+fn sniff_content_type(payload: &[u8]) -> ContentType {
+    if ContentType::Json.validate(payload).is_ok() {
+        ContentType::Json
+    } else if ContentType::Text.validate(payload).is_ok() {
+        ContentType::Text
+    } else {
+        ContentType::Binary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing() {
+        assert_eq!(sniff_content_type(br#"{"a":1}"#), ContentType::Json);
+        assert_eq!(sniff_content_type(b"hello"), ContentType::Text);
+        assert_eq!(sniff_content_type(b"\xff\x00"), ContentType::Binary);
+    }
+}

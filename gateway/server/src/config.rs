@@ -1,0 +1,450 @@
+//! Gateway configuration: a TOML file, overridden by command-line flags.
+//!
+//! Every field has a default, so an empty file (or no file) is a complete configuration.
+//! Unknown fields are errors: a typo must not silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use streamgate_core::{ContentType, HistoryConfig, MemoryBusConfig, Topic};
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// HTTP listener settings.
+    pub server: ServerConfig,
+    /// Event bus settings.
+    pub bus: BusConfig,
+    /// The synthetic demo source.
+    pub demo: DemoConfig,
+    /// Upstream WebSocket feeds to republish.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// HTTP listener settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address of the HTTP listener. Default: `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Most simultaneous connections; further clients wait in the accept backlog. Default: 10 000.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers (slowloris defence). Default: 10 s.
+    #[serde(with = "humantime_secs")]
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for connections to finish before exiting. Default: 10 s.
+    #[serde(with = "humantime_secs")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Event bus settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BusConfig {
+    /// Backend: only `memory` for now. Default: `memory`.
+    pub backend: BusBackend,
+    /// Events kept per topic for resume. Default: 1000.
+    pub history_events: usize,
+    /// Bytes kept per topic for resume. Default: 4 MiB.
+    pub history_bytes: usize,
+    /// Events queued per subscriber before it counts as lagging. Default: 1024.
+    pub subscriber_queue: usize,
+    /// Largest event payload accepted, in bytes. Default: 1 MiB.
+    pub max_payload: usize,
+    /// Most topics tracked. Default: 10 000.
+    pub max_topics: usize,
+    /// Most topics per subscription. Default: 64.
+    pub max_topics_per_subscription: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        let memory = MemoryBusConfig::default();
+        Self {
+            backend: BusBackend::Memory,
+            history_events: memory.history.max_events,
+            history_bytes: memory.history.max_bytes,
+            subscriber_queue: memory.subscriber_queue,
+            max_payload: memory.max_payload,
+            max_topics: memory.max_topics,
+            max_topics_per_subscription: memory.max_topics_per_subscription,
+        }
+    }
+}
+
+impl BusConfig {
+    /// The in-memory bus settings these values describe.
+    pub fn memory(&self) -> MemoryBusConfig {
+        MemoryBusConfig::default()
+            .history(
+                HistoryConfig::default()
+                    .max_events(self.history_events)
+                    .max_bytes(self.history_bytes),
+            )
+            .subscriber_queue(self.subscriber_queue)
+            .max_payload(self.max_payload)
+            .max_topics(self.max_topics)
+            .max_topics_per_subscription(self.max_topics_per_subscription)
+    }
+}
+
+/// Bus backends.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BusBackend {
+    /// The embedded in-memory bus (one process).
+    Memory,
+}
+
+/// The synthetic demo source: BGP-update-like events in the shape of RIS Live messages.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DemoConfig {
+    /// Whether the demo source runs. Default: true.
+    pub enabled: bool,
+    /// Topic it publishes to. Default: `demo`.
+    #[serde(deserialize_with = "de_topic")]
+    pub topic: Topic,
+    /// Events per second. Default: 5.
+    pub rate: f64,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            topic: Topic::new("demo").expect("valid topic"),
+            rate: 5.0,
+        }
+    }
+}
+
+/// One upstream WebSocket feed whose messages are republished to a topic.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SourceConfig {
+    /// `ws://` or `wss://` URL of the feed.
+    pub url: String,
+    /// Topic to publish to. Default: `upstream`.
+    #[serde(default = "default_source_topic", deserialize_with = "de_topic")]
+    pub topic: Topic,
+    /// Text message sent after each connect (for example a subscribe request). Default: none.
+    #[serde(default)]
+    pub subscribe_message: Option<String>,
+    /// Content type of text messages: `auto` (JSON if it parses, else text), `json` or `text`.
+    /// Binary messages are always `binary`. Default: `auto`.
+    #[serde(default)]
+    pub content_type: SourceContentType,
+    /// First reconnect delay; doubles up to `reconnect_max`. Default: 0.5 s.
+    #[serde(default = "default_reconnect_min", with = "humantime_secs")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay. Default: 30 s.
+    #[serde(default = "default_reconnect_max", with = "humantime_secs")]
+    pub reconnect_max: Duration,
+}
+
+impl SourceConfig {
+    /// A source with default settings.
+    pub fn new(url: impl Into<String>, topic: Topic) -> Self {
+        Self {
+            url: url.into(),
+            topic,
+            subscribe_message: None,
+            content_type: SourceContentType::Auto,
+            reconnect_min: default_reconnect_min(),
+            reconnect_max: default_reconnect_max(),
+        }
+    }
+
+    /// Sets [`SourceConfig::subscribe_message`].
+    pub fn subscribe_message(mut self, message: impl Into<String>) -> Self {
+        self.subscribe_message = Some(message.into());
+        self
+    }
+
+    /// Sets both reconnect delays.
+    pub fn reconnect(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max;
+        self
+    }
+}
+
+/// How a source labels text messages.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceContentType {
+    /// JSON if the message parses as JSON, text otherwise.
+    #[default]
+    Auto,
+    /// Always JSON (messages that do not parse are dropped and counted).
+    Json,
+    /// Always text.
+    Text,
+}
+
+impl SourceContentType {
+    /// The content type to publish a text message with.
+    pub fn classify(self, text: &str) -> ContentType {
+        match self {
+            Self::Json => ContentType::Json,
+            Self::Text => ContentType::Text,
+            Self::Auto if ContentType::Json.validate(text.as_bytes()).is_ok() => ContentType::Json,
+            Self::Auto => ContentType::Text,
+        }
+    }
+}
+
+fn default_source_topic() -> Topic {
+    Topic::new("upstream").expect("valid topic")
+}
+
+fn default_reconnect_min() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn de_topic<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Topic, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    Topic::new(&name).map_err(serde::de::Error::custom)
+}
+
+/// Durations are written as seconds, integer or fractional (`header_read_timeout = 2.5`).
+mod humantime_secs {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| serde::de::Error::custom("expected a non-negative number of seconds"))
+    }
+}
+
+/// A configuration file could not be used. Fatal at start-up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a field has a wrong value.
+    #[error("{path}:{line}:{column}: {field}{message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// `field `a.b`: ` when the error is about a known field, empty otherwise.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The values parse but do not make sense together.
+    #[error("{path}: {message}")]
+    Inconsistent {
+        /// The file (or `<flags>`).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl GatewayConfig {
+    /// Reads and validates a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, line, column and field.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in error messages.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, line, column and field.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |error: &toml::de::Error, field: String| {
+            let (line, column) = error
+                .span()
+                .map(|span| line_and_column(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                field,
+                message: error.message().trim_end().replace('\n', " "),
+            }
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| invalid(&e, String::new()))?;
+        let config: Self = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." {
+                String::new()
+            } else {
+                format!("field `{field}`: ")
+            };
+            invalid(e.inner(), field)
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and relations between fields.
+    ///
+    /// # Errors
+    /// [`ConfigError::Inconsistent`].
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let fail = |message: String| {
+            Err(ConfigError::Inconsistent {
+                path: path.to_owned(),
+                message,
+            })
+        };
+        if self.server.max_connections == 0 {
+            return fail("server.max_connections must be at least 1".to_owned());
+        }
+        if self.bus.subscriber_queue == 0 {
+            return fail("bus.subscriber_queue must be at least 1".to_owned());
+        }
+        if !(self.demo.rate.is_finite() && self.demo.rate > 0.0 && self.demo.rate <= 100_000.0) {
+            return fail(format!(
+                "demo.rate must be above 0 and at most 100000 events/s, got {}",
+                self.demo.rate
+            ));
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            if !(source.url.starts_with("ws://") || source.url.starts_with("wss://")) {
+                return fail(format!(
+                    "sources[{i}].url must start with ws:// or wss://, got {:?}",
+                    source.url
+                ));
+            }
+            if source.reconnect_min.is_zero() || source.reconnect_min > source.reconnect_max {
+                return fail(format!(
+                    "sources[{i}]: need 0 < reconnect_min <= reconnect_max"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<GatewayConfig, String> {
+        GatewayConfig::from_toml(text, Path::new("gw.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(parse("").unwrap(), GatewayConfig::default());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let config = parse(
+            r#"
+            [server]
+            listen = "127.0.0.1:9000"
+            header_read_timeout = 2.5
+            [bus]
+            history_events = 50
+            [demo]
+            topic = "bgp"
+            rate = 20
+            [[sources]]
+            url = "ws://127.0.0.1:1/feed"
+            topic = "ris"
+            subscribe_message = '{"type":"ris_subscribe"}'
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9000);
+        assert_eq!(config.server.header_read_timeout, Duration::from_millis(2500));
+        assert_eq!(config.bus.memory().history.max_events, 50);
+        assert_eq!(config.demo.topic.as_str(), "bgp");
+        assert_eq!(config.sources[0].topic.as_str(), "ris");
+        assert_eq!(config.sources[0].reconnect_min, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        assert!(err.starts_with("gw.toml:3:1: field `server.lisen`: unknown field `lisen`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let err = parse("[bus]\nhistory_events = \"many\"\n").unwrap_err();
+        assert!(err.starts_with("gw.toml:2:18: field `bus.history_events`: "), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn bad_topic_and_bad_address() {
+        let err = parse("[demo]\ntopic = \"a/b\"\n").unwrap_err();
+        assert!(err.contains("field `demo.topic`"), "{err}");
+        let err = parse("[server]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(err.contains("field `server.listen`"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let err = parse("[server\n").unwrap_err();
+        assert!(err.starts_with("gw.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_values() {
+        assert!(parse("[demo]\nrate = 0\n").unwrap_err().contains("demo.rate"));
+        assert!(parse("[[sources]]\nurl = \"http://x\"\n")
+            .unwrap_err()
+            .contains("sources[0].url"));
+    }
+}

@@ -1,0 +1,105 @@
+//! HTTP plumbing shared by the gateway's handlers: the body type, JSON responses and typed
+//! rejections.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+
+/// Errors a response body can fail with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response body type of every handler: a full body or a stream, boxed.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A complete body from bytes.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// A `200`-style JSON response.
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A request the gateway refuses, with the status and reason the client gets.
+///
+/// Every rejection is logged once, at TRACE, to the target `streamgate::rejection`, so an
+/// operator can turn them on (`RUST_LOG=streamgate::rejection=trace`) without flooding the
+/// default log with client mistakes.
+#[derive(Debug)]
+pub struct Rejection {
+    status: StatusCode,
+    code: &'static str,
+    reason: String,
+    allow: Option<&'static str>,
+}
+
+impl Rejection {
+    /// A rejection with a machine-readable `code` and a human `reason`.
+    pub fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            reason: reason.into(),
+            allow: None,
+        }
+    }
+
+    /// `404 Not Found`.
+    pub fn not_found(path: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))
+    }
+
+    /// `405 Method Not Allowed`, with the `Allow` header.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut rejection = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("use {allow}"),
+        );
+        rejection.allow = Some(allow);
+        rejection
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Turns the rejection into its response: `{"error":{"code":…,"reason":…}}`.
+    pub fn into_response(self) -> Response<Body> {
+        tracing::trace!(
+            target: "streamgate::rejection",
+            status = self.status.as_u16(),
+            code = self.code,
+            reason = %self.reason,
+            "rejected request"
+        );
+        let mut response = json(
+            self.status,
+            &serde_json::json!({"error": {"code": self.code, "reason": self.reason}}),
+        );
+        if let Some(allow) = self.allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        response
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.reason)
+    }
+}

@@ -1,0 +1,28 @@
+//! # streamgate
+//!
+//! The gateway binary's library: configuration, the HTTP server and its routes, the demo
+//! source and upstream ingest. Transports plug into the router; the event bus comes from
+//! [`streamgate_core`].
+//!
+//! ```no_run
+//! use streamgate::{config::GatewayConfig, Gateway};
+//!
+//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! let gateway = Gateway::bind(GatewayConfig::default()).await?;
+//! println!("listening on {}", gateway.local_addr()?);
+//! gateway.run(async { tokio::signal::ctrl_c().await.ok(); }).await;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod app;
+pub mod config;
+pub mod demo;
+mod http;
+mod server;
+mod upstream;
+
+pub use app::App;
+pub use http::{Body, Rejection};
+pub use server::{Gateway, ShutdownOutcome};
+pub use upstream::run as run_upstream_source;
