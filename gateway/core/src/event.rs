@@ -211,9 +211,13 @@ impl ContentType {
     pub fn validate(self, payload: &[u8]) -> Result<(), PayloadError> {
         match self {
             Self::Binary => Ok(()),
-            Self::Text => std::str::from_utf8(payload).map(drop).map_err(|e| PayloadError::NotUtf8 {
-                valid_up_to: e.valid_up_to(),
-            }),
+            Self::Text => {
+                std::str::from_utf8(payload)
+                    .map(drop)
+                    .map_err(|e| PayloadError::NotUtf8 {
+                        valid_up_to: e.valid_up_to(),
+                    })
+            }
             Self::Json => {
                 std::str::from_utf8(payload).map_err(|e| PayloadError::NotUtf8 {
                     valid_up_to: e.valid_up_to(),

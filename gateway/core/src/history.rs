@@ -216,8 +216,7 @@ mod tests {
     #[test]
     fn byte_bound_evicts_oldest_but_keeps_newest() {
         let per_event = event(1, 100).accounted_size();
-        let mut history =
-            TopicHistory::new(HistoryConfig::default().max_bytes(per_event * 2 + 10));
+        let mut history = TopicHistory::new(HistoryConfig::default().max_bytes(per_event * 2 + 10));
         for seq in 1..=4 {
             history.push(event(seq, 100));
         }
@@ -253,7 +252,10 @@ mod tests {
     fn resume_rule() {
         let epoch = Epoch::new("now").unwrap();
         let old = Epoch::new("old").unwrap();
-        assert_eq!(ResumePlan::decide(None, &epoch, 9).unwrap(), ResumePlan::Live);
+        assert_eq!(
+            ResumePlan::decide(None, &epoch, 9).unwrap(),
+            ResumePlan::Live
+        );
         assert_eq!(
             ResumePlan::decide(Some(&EventId::new(epoch.clone(), 9)), &epoch, 9).unwrap(),
             ResumePlan::After(9)

@@ -48,6 +48,8 @@ mod memory;
 
 pub use bus::{BoxFuture, BusHealth, Delivery, EventBus, Notice, SubscribeRequest, Subscription};
 pub use error::{IdError, PayloadError, PublishError, SubscribeError, TopicError};
-pub use event::{ContentType, Epoch, Event, EventId, Topic, WireFormat, MAX_EPOCH_LEN, MAX_TOPIC_LEN};
+pub use event::{
+    ContentType, Epoch, Event, EventId, Topic, WireFormat, MAX_EPOCH_LEN, MAX_TOPIC_LEN,
+};
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
 pub use memory::{MemoryBus, MemoryBusConfig, TopicStats};

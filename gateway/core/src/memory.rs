@@ -27,7 +27,9 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use futures_core::Stream;
 
-use crate::bus::{BoxFuture, BusHealth, Delivery, EventBus, Notice, SubscribeRequest, Subscription};
+use crate::bus::{
+    BoxFuture, BusHealth, Delivery, EventBus, Notice, SubscribeRequest, Subscription,
+};
 use crate::error::{PublishError, SubscribeError};
 use crate::event::{unix_micros_now, ContentType, Epoch, Event, EventId, Topic};
 use crate::history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
@@ -158,7 +160,9 @@ struct QueueState {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these structures half-updated in a way that
     // matters more than stopping delivery would, so keep serving.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl SubscriberQueue {
@@ -174,11 +178,13 @@ impl SubscriberQueue {
         }
     }
 
-    /// Called by the publisher, under the bus lock.
-    fn offer(&self, event: &Arc<Event>, capacity: usize) {
+    /// Called by the publisher, under the bus lock. Returns the subscriber's waker if it is
+    /// waiting, for the publisher to wake once the bus lock is released: waking thousands of
+    /// tasks inside the lock would hold up every other publish and subscribe.
+    fn offer(&self, event: &Arc<Event>, capacity: usize) -> Option<Waker> {
         let mut queue = lock(&self.inner);
         if queue.detached || queue.closed {
-            return;
+            return None;
         }
         if queue.events.len() >= capacity {
             queue.detached = true;
@@ -186,9 +192,7 @@ impl SubscriberQueue {
         } else {
             queue.events.push_back(Arc::clone(event));
         }
-        if let Some(waker) = queue.waker.take() {
-            waker.wake();
-        }
+        queue.waker.take()
     }
 
     fn close(&self) {
@@ -246,9 +250,11 @@ impl MemoryBus {
             return Err(PublishError::Closed);
         }
         let seq = state.head_seq + 1;
-        let topic_state = state.topic_entry(&topic, config).ok_or(PublishError::TopicLimit {
-            max: config.max_topics,
-        })?;
+        let topic_state = state
+            .topic_entry(&topic, config)
+            .ok_or(PublishError::TopicLimit {
+                max: config.max_topics,
+            })?;
         let event = Arc::new(Event::new(
             topic,
             EventId::new(self.shared.epoch.clone(), seq),
@@ -258,10 +264,16 @@ impl MemoryBus {
         ));
         topic_state.history.push(Arc::clone(&event));
         topic_state.published += 1;
-        for subscriber in topic_state.subscribers.values() {
-            subscriber.offer(&event, config.subscriber_queue);
-        }
+        let wakers: Vec<Waker> = topic_state
+            .subscribers
+            .values()
+            .filter_map(|subscriber| subscriber.offer(&event, config.subscriber_queue))
+            .collect();
         state.head_seq = seq;
+        drop(state);
+        for waker in wakers {
+            waker.wake();
+        }
         Ok(event)
     }
 
@@ -330,6 +342,7 @@ impl MemoryBus {
             last_delivered: None,
             notices,
             replay: VecDeque::new(),
+            loss_reported_through: vec![0; topics.len()],
         };
         Ok(Subscription::new(topics, stream))
     }
@@ -386,11 +399,15 @@ impl EventBus for MemoryBus {
         content_type: ContentType,
         payload: Bytes,
     ) -> BoxFuture<'_, Result<Arc<Event>, PublishError>> {
-        Box::pin(std::future::ready(self.publish_now(
-            topic,
-            content_type,
-            payload,
-        )))
+        let result = self.publish_now(topic, content_type, payload);
+        Box::pin(async move {
+            // Publishing never waits, so a publisher in a loop would keep its worker thread
+            // and starve the very subscribers it wakes (tokio runs a woken task in the LIFO
+            // slot of the waking worker, which other workers cannot steal). Spending
+            // cooperative budget makes such a loop yield now and then.
+            tokio::task::consume_budget().await;
+            result
+        })
     }
 
     fn subscribe(
@@ -431,6 +448,9 @@ struct MemorySubscription {
     last_delivered: Option<EventId>,
     notices: VecDeque<Notice>,
     replay: VecDeque<Arc<Event>>,
+    /// Per topic (same order as `topics`), the highest evicted sequence already reported in a
+    /// [`Notice::Gap`], so one loss is reported once however many catch-up chunks follow.
+    loss_reported_through: Vec<u64>,
 }
 
 impl MemorySubscription {
@@ -448,11 +468,14 @@ impl MemorySubscription {
         let chunk = shared.config.subscriber_queue;
         let state = lock(&shared.state);
         let mut remaining = 0;
-        for topic in &self.topics {
+        for (i, topic) in self.topics.iter().enumerate() {
             let Some(topic_state) = state.topics.get(topic) else {
                 continue;
             };
-            if let Some(lost_through) = topic_state.history.lost_after(self.position) {
+            let reported = &mut self.loss_reported_through[i];
+            if let Some(lost_through) = topic_state.history.lost_after(self.position.max(*reported))
+            {
+                *reported = lost_through;
                 self.notices.push_back(Notice::Gap {
                     topic: topic.clone(),
                     after: EventId::new(shared.epoch.clone(), self.position),
@@ -504,9 +527,8 @@ impl Stream for MemorySubscription {
                 }
                 return Poll::Ready(Some(this.deliver(event)));
             }
-            if queue.closed {
-                return Poll::Ready(None);
-            }
+            // A detached subscriber catches up from history even after the bus closed: what it
+            // missed is still kept, and ending early would drop it silently.
             if queue.detached {
                 if queue.overflowed {
                     queue.overflowed = false;
@@ -517,6 +539,9 @@ impl Stream for MemorySubscription {
                 drop(queue);
                 this.catch_up();
                 continue;
+            }
+            if queue.closed {
+                return Poll::Ready(None);
             }
             queue.waker = Some(cx.waker().clone());
             return Poll::Pending;

@@ -18,8 +18,12 @@ fn bus(config: MemoryBusConfig) -> MemoryBus {
 }
 
 fn publish(bus: &MemoryBus, topic_name: &str, text: &str) -> Arc<Event> {
-    bus.publish_now(topic(topic_name), ContentType::Text, Bytes::from(text.to_owned()))
-        .unwrap()
+    bus.publish_now(
+        topic(topic_name),
+        ContentType::Text,
+        Bytes::from(text.to_owned()),
+    )
+    .unwrap()
 }
 
 /// Takes every delivery that is ready now, without waiting.
@@ -62,7 +66,9 @@ async fn events_arrive_in_publish_order_with_increasing_ids() {
         .subscribe(SubscribeRequest::live(vec![topic("a")]))
         .await
         .unwrap();
-    let published: Vec<_> = (0..100).map(|i| publish(&bus, "a", &i.to_string())).collect();
+    let published: Vec<_> = (0..100)
+        .map(|i| publish(&bus, "a", &i.to_string()))
+        .collect();
     let got = ready(&mut sub);
     let expected: Vec<String> = (0..100).map(|i| i.to_string()).collect();
     assert_eq!(payloads(&got), expected);
@@ -79,7 +85,9 @@ async fn events_arrive_in_publish_order_with_increasing_ids() {
 async fn live_subscription_skips_earlier_events() {
     let bus = bus(MemoryBusConfig::default());
     publish(&bus, "a", "before");
-    let mut sub = bus.subscribe_now(SubscribeRequest::live(vec![topic("a")])).unwrap();
+    let mut sub = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("a")]))
+        .unwrap();
     publish(&bus, "a", "after");
     assert_eq!(payloads(&ready(&mut sub)), ["after"]);
 }
@@ -88,7 +96,10 @@ async fn live_subscription_skips_earlier_events() {
 async fn fan_out_reaches_every_subscriber() {
     let bus = bus(MemoryBusConfig::default());
     let mut subs: Vec<_> = (0..500)
-        .map(|_| bus.subscribe_now(SubscribeRequest::live(vec![topic("a")])).unwrap())
+        .map(|_| {
+            bus.subscribe_now(SubscribeRequest::live(vec![topic("a")]))
+                .unwrap()
+        })
         .collect();
     for i in 0..10 {
         publish(&bus, "a", &i.to_string());
@@ -100,13 +111,19 @@ async fn fan_out_reaches_every_subscriber() {
     let stats = bus.topic_stats().await;
     assert_eq!(stats[0].subscribers, 500);
     drop(subs);
-    assert_eq!(bus.topic_stats().await[0].subscribers, 0, "drop unsubscribes");
+    assert_eq!(
+        bus.topic_stats().await[0].subscribers,
+        0,
+        "drop unsubscribes"
+    );
 }
 
 #[tokio::test]
 async fn subscriber_wakes_on_publish_from_another_task() {
     let bus = bus(MemoryBusConfig::default());
-    let mut sub = bus.subscribe_now(SubscribeRequest::live(vec![topic("a")])).unwrap();
+    let mut sub = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("a")]))
+        .unwrap();
     let publisher = bus.clone();
     let handle = tokio::spawn(async move {
         tokio::task::yield_now().await;
@@ -163,7 +180,9 @@ fn bus_with_bytes(max_bytes: usize) -> MemoryBus {
 #[tokio::test]
 async fn resume_replays_after_the_id_then_goes_live() {
     let bus = bus(MemoryBusConfig::default());
-    let events: Vec<_> = (0..10).map(|i| publish(&bus, "a", &i.to_string())).collect();
+    let events: Vec<_> = (0..10)
+        .map(|i| publish(&bus, "a", &i.to_string()))
+        .collect();
     let mut sub = bus
         .subscribe_now(SubscribeRequest::resume(
             vec![topic("a")],
@@ -177,9 +196,14 @@ async fn resume_replays_after_the_id_then_goes_live() {
 #[tokio::test]
 async fn resume_from_the_newest_id_replays_nothing() {
     let bus = bus(MemoryBusConfig::default());
-    let last = (0..3).map(|i| publish(&bus, "a", &i.to_string())).last().unwrap();
+    publish(&bus, "a", "0");
+    publish(&bus, "a", "1");
+    let last = publish(&bus, "a", "2");
     let mut sub = bus
-        .subscribe_now(SubscribeRequest::resume(vec![topic("a")], Some(last.id.clone())))
+        .subscribe_now(SubscribeRequest::resume(
+            vec![topic("a")],
+            Some(last.id.clone()),
+        ))
         .unwrap();
     assert!(ready(&mut sub).is_empty());
     publish(&bus, "a", "next");
@@ -205,7 +229,9 @@ async fn resume_across_topics_uses_one_id() {
 #[tokio::test]
 async fn resume_past_history_start_reports_a_gap() {
     let bus = bus(MemoryBusConfig::default().history(HistoryConfig::default().max_events(3)));
-    let events: Vec<_> = (0..10).map(|i| publish(&bus, "a", &i.to_string())).collect();
+    let events: Vec<_> = (0..10)
+        .map(|i| publish(&bus, "a", &i.to_string()))
+        .collect();
     let mut sub = bus
         .subscribe_now(SubscribeRequest::resume(
             vec![topic("a")],
@@ -232,7 +258,10 @@ async fn resume_from_another_epoch_is_a_reset() {
     publish(&bus, "a", "y");
     let stale = EventId::new(Epoch::new("gone").unwrap(), 1);
     let mut sub = bus
-        .subscribe_now(SubscribeRequest::resume(vec![topic("a")], Some(stale.clone())))
+        .subscribe_now(SubscribeRequest::resume(
+            vec![topic("a")],
+            Some(stale.clone()),
+        ))
         .unwrap();
     let got = ready(&mut sub);
     assert_eq!(
@@ -252,7 +281,10 @@ async fn resume_ahead_of_the_stream_is_rejected() {
     let err = bus
         .subscribe_now(SubscribeRequest::resume(vec![topic("a")], Some(id(5))))
         .unwrap_err();
-    assert!(matches!(err, SubscribeError::CursorAhead { head_seq: 1, .. }));
+    assert!(matches!(
+        err,
+        SubscribeError::CursorAhead { head_seq: 1, .. }
+    ));
 }
 
 #[tokio::test]
@@ -281,14 +313,21 @@ async fn slow_subscriber_does_not_hold_back_a_fast_one() {
     let bus = bus(MemoryBusConfig::default()
         .subscriber_queue(8)
         .history(HistoryConfig::default().max_events(10_000)));
-    let mut slow = bus.subscribe_now(SubscribeRequest::live(vec![topic("a")])).unwrap();
-    let mut fast = bus.subscribe_now(SubscribeRequest::live(vec![topic("a")])).unwrap();
+    let mut slow = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("a")]))
+        .unwrap();
+    let mut fast = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("a")]))
+        .unwrap();
     let mut fast_received = 0;
     for i in 0..1000 {
         publish(&bus, "a", &i.to_string());
         fast_received += payloads(&ready(&mut fast)).len();
     }
-    assert_eq!(fast_received, 1000, "the fast subscriber got every event at once");
+    assert_eq!(
+        fast_received, 1000,
+        "the fast subscriber got every event at once"
+    );
 
     // The slow one never read: it was detached, and now catches up from history, with the
     // lag reported, nothing lost and nothing duplicated.
@@ -313,7 +352,9 @@ async fn lagging_past_history_reports_the_gap() {
     let bus = bus(MemoryBusConfig::default()
         .subscriber_queue(4)
         .history(HistoryConfig::default().max_events(10)));
-    let mut slow = bus.subscribe_now(SubscribeRequest::live(vec![topic("a")])).unwrap();
+    let mut slow = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("a")]))
+        .unwrap();
     for i in 0..100 {
         publish(&bus, "a", &i.to_string());
     }
@@ -340,7 +381,11 @@ async fn lagging_past_history_reports_the_gap() {
 async fn publish_validates_payloads_and_size() {
     let bus = bus(MemoryBusConfig::default().max_payload(4));
     assert!(matches!(
-        bus.publish_now(topic("a"), ContentType::Binary, Bytes::from_static(b"12345")),
+        bus.publish_now(
+            topic("a"),
+            ContentType::Binary,
+            Bytes::from_static(b"12345")
+        ),
         Err(PublishError::TooLarge { size: 5, max: 4 })
     ));
     assert!(matches!(
@@ -351,7 +396,10 @@ async fn publish_validates_payloads_and_size() {
         bus.publish_now(topic("a"), ContentType::Text, Bytes::from_static(b"\xff")),
         Err(PublishError::InvalidPayload(_))
     ));
-    assert!(bus.topic_stats().await.is_empty(), "rejected publishes store nothing");
+    assert!(
+        bus.topic_stats().await.is_empty(),
+        "rejected publishes store nothing"
+    );
 }
 
 #[tokio::test]
@@ -367,13 +415,17 @@ async fn topic_limit_is_enforced() {
         bus.subscribe_now(SubscribeRequest::live(vec![topic("d")])),
         Err(SubscribeError::TopicLimit { max: 2 })
     ));
-    assert!(bus.subscribe_now(SubscribeRequest::live(vec![topic("a")])).is_ok());
+    assert!(bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("a")]))
+        .is_ok());
 }
 
 #[tokio::test]
 async fn close_drains_then_ends_subscriptions_and_refuses_publishes() {
     let bus = bus(MemoryBusConfig::default());
-    let mut sub = bus.subscribe_now(SubscribeRequest::live(vec![topic("a")])).unwrap();
+    let mut sub = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("a")]))
+        .unwrap();
     publish(&bus, "a", "last");
     bus.close();
     assert_eq!(payloads(&[sub.next().await.unwrap()]), ["last"]);
@@ -393,7 +445,9 @@ async fn concurrent_publishers_keep_every_subscriber_in_id_order() {
     let topics = vec![topic("a"), topic("b"), topic("c")];
     let readers: Vec<_> = (0..4)
         .map(|_| {
-            let mut sub = bus.subscribe_now(SubscribeRequest::live(topics.clone())).unwrap();
+            let mut sub = bus
+                .subscribe_now(SubscribeRequest::live(topics.clone()))
+                .unwrap();
             tokio::spawn(async move {
                 let mut seqs = Vec::new();
                 while let Some(delivery) = sub.next().await {
@@ -427,4 +481,98 @@ async fn concurrent_publishers_keep_every_subscriber_in_id_order() {
         let seqs = reader.await.unwrap();
         assert_eq!(seqs, (1..=6000).collect::<Vec<u64>>());
     }
+}
+
+#[tokio::test]
+async fn close_still_replays_what_a_lagging_subscriber_missed() {
+    let bus = bus(MemoryBusConfig::default().subscriber_queue(2));
+    let mut slow = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("a")]))
+        .unwrap();
+    for i in 0..10 {
+        publish(&bus, "a", &i.to_string());
+    }
+    bus.close();
+    let mut got = Vec::new();
+    while let Some(delivery) = slow.next().await {
+        got.push(delivery);
+    }
+    assert_eq!(
+        notices(&got),
+        [Notice::Lagged {
+            last_delivered: Some(id(2))
+        }]
+    );
+    let expected: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    assert_eq!(payloads(&got), expected);
+}
+
+#[tokio::test]
+async fn one_loss_is_reported_once_across_catch_up_chunks() {
+    let bus = bus(MemoryBusConfig::default()
+        .subscriber_queue(1)
+        .history(HistoryConfig::default().max_events(2)));
+    let first = publish(&bus, "b", "b0");
+    for i in 1..=4 {
+        publish(&bus, "a", &format!("a{i}"));
+        publish(&bus, "b", &format!("b{i}"));
+    }
+    // History keeps a3, a4 and b3, b4; a1, a2 and b0..b2 are gone.
+    let mut sub = bus
+        .subscribe_now(SubscribeRequest::resume(
+            vec![topic("a"), topic("b")],
+            Some(first.id.clone()),
+        ))
+        .unwrap();
+    let got = ready(&mut sub);
+    let gaps: Vec<_> = notices(&got)
+        .into_iter()
+        .map(|n| match n {
+            Notice::Gap { topic, .. } => topic.to_string(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(gaps, ["a", "b"], "one gap per topic, however many chunks");
+    assert_eq!(payloads(&got), ["a3", "b3", "a4", "b4"]);
+}
+
+#[tokio::test]
+async fn a_publishing_loop_does_not_starve_subscribers() {
+    let bus = bus(MemoryBusConfig::default().subscriber_queue(1024));
+    let mut sub = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("a")]))
+        .unwrap();
+    let reader = tokio::spawn(async move {
+        let mut events = 0;
+        let mut notices = 0;
+        while let Some(delivery) = sub.next().await {
+            match delivery {
+                Delivery::Event(_) => events += 1,
+                Delivery::Notice(_) => notices += 1,
+            }
+        }
+        (events, notices)
+    });
+    let publisher = bus.clone();
+    tokio::spawn(async move {
+        for i in 0..100_000u32 {
+            publisher
+                .publish(
+                    topic("a"),
+                    ContentType::Binary,
+                    Bytes::from(i.to_be_bytes().to_vec()),
+                )
+                .await
+                .unwrap();
+        }
+        publisher.close();
+    })
+    .await
+    .unwrap();
+    let (events, notices) = reader.await.unwrap();
+    assert_eq!(
+        (events, notices),
+        (100_000, 0),
+        "the reader kept up: no lag"
+    );
 }

@@ -311,7 +311,8 @@ impl GatewayConfig {
                 message: error.message().trim_end().replace('\n', " "),
             }
         };
-        let deserializer = toml::Deserializer::parse(text).map_err(|e| invalid(&e, String::new()))?;
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| invalid(&e, String::new()))?;
         let config: Self = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let field = e.path().to_string();
             let field = if field == "." {
@@ -406,7 +407,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.server.listen.port(), 9000);
-        assert_eq!(config.server.header_read_timeout, Duration::from_millis(2500));
+        assert_eq!(
+            config.server.header_read_timeout,
+            Duration::from_millis(2500)
+        );
         assert_eq!(config.bus.memory().history.max_events, 50);
         assert_eq!(config.demo.topic.as_str(), "bgp");
         assert_eq!(config.sources[0].topic.as_str(), "ris");
@@ -416,13 +420,19 @@ mod tests {
     #[test]
     fn unknown_field_names_file_line_and_field() {
         let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
-        assert!(err.starts_with("gw.toml:3:1: field `server.lisen`: unknown field `lisen`"), "{err}");
+        assert!(
+            err.starts_with("gw.toml:3:1: field `server.lisen`: unknown field `lisen`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_type_names_the_field() {
         let err = parse("[bus]\nhistory_events = \"many\"\n").unwrap_err();
-        assert!(err.starts_with("gw.toml:2:18: field `bus.history_events`: "), "{err}");
+        assert!(
+            err.starts_with("gw.toml:2:18: field `bus.history_events`: "),
+            "{err}"
+        );
         assert!(!err.contains('\n'), "one line: {err}");
     }
 
@@ -442,7 +452,9 @@ mod tests {
 
     #[test]
     fn inconsistent_values() {
-        assert!(parse("[demo]\nrate = 0\n").unwrap_err().contains("demo.rate"));
+        assert!(parse("[demo]\nrate = 0\n")
+            .unwrap_err()
+            .contains("demo.rate"));
         assert!(parse("[[sources]]\nurl = \"http://x\"\n")
             .unwrap_err()
             .contains("sources[0].url"));

@@ -68,7 +68,10 @@ impl DemoFeed {
         let (announcements, withdrawals) = if withdrawal {
             (json!([]), json!(prefixes))
         } else {
-            (json!([{ "next_hop": peer, "prefixes": prefixes }]), json!([]))
+            (
+                json!([{ "next_hop": peer, "prefixes": prefixes }]),
+                json!([]),
+            )
         };
         json!({
             "type": "ris_message",

@@ -57,7 +57,11 @@ impl Rejection {
 
     /// `404 Not Found`.
     pub fn not_found(path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {path}"),
+        )
     }
 
     /// `405 Method Not Allowed`, with the `Allow` header.

@@ -1,5 +1,6 @@
 //! The `streamgate` command.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("streamgate=info,streamgate_core=info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
         Command::Serve(args) => match serve(args) {

@@ -36,7 +36,10 @@ pub async fn run(bus: Arc<dyn EventBus>, source: SourceConfig, shutdown: Cancell
             }
         }
         let jittered = delay.mul_f64(rand::random_range(0.75..1.25));
-        tracing::info!(retry_in_ms = jittered.as_millis() as u64, "upstream disconnected");
+        tracing::info!(
+            retry_in_ms = jittered.as_millis() as u64,
+            "upstream disconnected"
+        );
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(jittered) => {}
@@ -95,7 +98,10 @@ async fn connect_once(
             }
             None => return Attempt::Ended { delivered },
         };
-        match bus.publish(source.topic.clone(), content_type, payload).await {
+        match bus
+            .publish(source.topic.clone(), content_type, payload)
+            .await
+        {
             Ok(_) => delivered = true,
             Err(e) => tracing::warn!(error = %e, "republishing an upstream message failed"),
         }
