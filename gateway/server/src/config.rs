@@ -388,6 +388,12 @@ mod tests {
     }
 
     #[test]
+    fn example_file_lists_the_defaults() {
+        let text = include_str!("../../../streamgate.example.toml");
+        assert_eq!(parse(text).unwrap(), GatewayConfig::default());
+    }
+
+    #[test]
     fn full_file_parses() {
         let config = parse(
             r#"
