@@ -1,0 +1,27 @@
+//! # streamgate-proto
+//!
+//! The protocol logic streamgate owns, written without I/O so that it is unit-tested and
+//! fuzzed directly: the envelope of `docs/PROTOCOL.md` (JSON and binary), client messages,
+//! subscription query strings, and the clocks of a connection (keepalive and rate limits)
+//! as state machines that are handed the current time instead of reading it.
+//!
+//! Nothing here opens a socket, spawns a task or reads a clock; transports do that and call
+//! in. (The split follows quinn-proto / quinn.)
+#![warn(missing_docs)]
+
+mod client;
+mod envelope;
+mod error;
+mod keepalive;
+mod query;
+mod rate;
+
+pub use client::{ClientMessage, PublishRequest, MAX_REF_LEN};
+pub use envelope::{
+    encode_error, encode_event_binary, encode_event_json, encode_notice, encode_published,
+    encode_subscribed, BINARY_ENVELOPE_VERSION,
+};
+pub use error::ProtocolError;
+pub use keepalive::{Keepalive, KeepaliveAction};
+pub use query::{EnvelopeFormat, SubscribeQuery};
+pub use rate::TokenBucket;
