@@ -34,7 +34,8 @@ fi
 cd "$(dirname "$0")/../.."
 root=$PWD
 
-# Cases run by wstest: "cases" minus "exclude-cases" (fnmatch patterns on case ids).
+# wstest runs "cases" minus "exclude-cases"; in a pattern `*` matches anything and the rest is
+# matched literally from the start of the case id. quick = 247 cases, compression = 283, full = 517.
 case "$mode" in
   quick)
     cases='["*"]'
@@ -42,7 +43,8 @@ case "$mode" in
     default_timeout=300 ;;
   compression)
     cases='["*"]'
-    exclude='["9.*", "12.[2-9].*", "13.[2-9].*"]'
+    exclude='["9.*", "12.2.*", "12.3.*", "12.4.*", "12.5.*",
+              "13.2.*", "13.3.*", "13.4.*", "13.5.*", "13.6.*", "13.7.*"]'
     default_timeout=1200 ;;
   full)
     cases='["*"]'
@@ -100,21 +102,28 @@ setup_wstest() {
     return
   fi
   local start=$SECONDS py27
+  export PIP_NO_PYTHON_VERSION_WARNING=1 PIP_DISABLE_PIP_VERSION_CHECK=1
   echo "autobahn: building the wstest virtualenv in $cache (about a minute)"
   py27=$(find_py27)
   rm -rf "$cache/env" "$cache/.ok"
-  if [[ ! -f $cache/py2tools/.ok ]]; then
-    rm -rf "$cache/py2tools"
-    # virtualenv 20.15.1 is the last release that runs on Python 2.7.
-    timeout 600 "$py27" -m pip install --disable-pip-version-check -q \
-      --target "$cache/py2tools" 'virtualenv==20.15.1'
-    touch "$cache/py2tools/.ok"
+  local log=$cache/setup.log
+  : >"$log"
+  if ! {
+    if [[ ! -f $cache/py2tools/.ok ]]; then
+      rm -rf "$cache/py2tools"
+      # virtualenv 20.15.1 is the last release that runs on Python 2.7.
+      timeout 600 "$py27" -m pip install -q --target "$cache/py2tools" 'virtualenv==20.15.1' &&
+        touch "$cache/py2tools/.ok"
+    fi &&
+      PYTHONPATH="$cache/py2tools" "$py27" -m virtualenv -q "$cache/env" &&
+      printf '%s\n' "$requirements" >"$cache/requirements.txt" &&
+      timeout 900 "$cache/env/bin/pip" install -q -r "$cache/requirements.txt" &&
+      "$cache/env/bin/python" -c 'import autobahntestsuite.wstest, twisted, wsaccel'
+  } >>"$log" 2>&1; then
+    echo "autobahn: building the wstest virtualenv failed; last lines of $log:"
+    tail -n 40 "$log"
+    exit 1
   fi
-  PYTHONPATH="$cache/py2tools" "$py27" -m virtualenv -q "$cache/env"
-  printf '%s\n' "$requirements" >"$cache/requirements.txt"
-  timeout 900 "$cache/env/bin/pip" install --disable-pip-version-check -q \
-    -r "$cache/requirements.txt"
-  "$cache/env/bin/python" -c 'import autobahntestsuite.wstest, twisted, wsaccel'
   printf '%s' "$requirements" >"$cache/.ok"
   echo "autobahn: wstest ready ($((SECONDS - start)) s)"
   exec 9>&-
@@ -186,7 +195,8 @@ if ! status=$(python3 - "$url" <<'PY'
 import socket, sys, urllib.parse
 u = urllib.parse.urlsplit(sys.argv[1])
 s = socket.create_connection((u.hostname, u.port or 80), timeout=5)
-s.sendall((f"GET {u.path or '/'} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
+target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+s.sendall((f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
 line = s.makefile("rb").readline().decode("latin-1").strip()

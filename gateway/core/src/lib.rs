@@ -45,6 +45,7 @@ mod error;
 mod event;
 mod history;
 mod memory;
+mod transport;
 
 pub use bus::{BoxFuture, BusHealth, Delivery, EventBus, Notice, SubscribeRequest, Subscription};
 pub use error::{IdError, PayloadError, PublishError, SubscribeError, TopicError};
@@ -53,3 +54,4 @@ pub use event::{
 };
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
 pub use memory::{MemoryBus, MemoryBusConfig, TopicStats};
+pub use transport::{full_body, Body, BoxError, ConnectionInfo, HttpTransport, TransportContext};

@@ -89,7 +89,9 @@ impl ClientMessage {
         let fail = |e: ProtocolError| (e, reference.clone());
         match raw.kind.as_str() {
             "subscribe" => {
-                let topics = raw.topics.ok_or_else(|| fail(missing("topics", "subscribe")))?;
+                let topics = raw
+                    .topics
+                    .ok_or_else(|| fail(missing("topics", "subscribe")))?;
                 let topics = parse_topics(&topics).map_err(fail)?;
                 let since = raw
                     .since
@@ -103,7 +105,9 @@ impl ClientMessage {
                 })
             }
             "unsubscribe" => {
-                let topics = raw.topics.ok_or_else(|| fail(missing("topics", "unsubscribe")))?;
+                let topics = raw
+                    .topics
+                    .ok_or_else(|| fail(missing("topics", "unsubscribe")))?;
                 let topics = parse_topics(&topics).map_err(fail)?;
                 Ok(Self::Unsubscribe { topics, reference })
             }
@@ -130,7 +134,9 @@ impl ClientMessage {
             }
             other => Err(fail(ProtocolError::new(
                 "bad_message",
-                format!("unknown message type {other:?}; expected subscribe, unsubscribe or publish"),
+                format!(
+                    "unknown message type {other:?}; expected subscribe, unsubscribe or publish"
+                ),
             ))),
         }
     }
@@ -191,9 +197,10 @@ mod tests {
 
     #[test]
     fn subscribe() {
-        let message =
-            ClientMessage::parse(r#"{"type":"subscribe","topics":["a","b"],"since":"e:5","ref":"x"}"#)
-                .unwrap();
+        let message = ClientMessage::parse(
+            r#"{"type":"subscribe","topics":["a","b"],"since":"e:5","ref":"x"}"#,
+        )
+        .unwrap();
         let ClientMessage::Subscribe {
             topics,
             since,
@@ -231,8 +238,14 @@ mod tests {
     fn errors_have_codes_and_keep_the_ref() {
         assert_eq!(code("not json"), "bad_message");
         assert_eq!(code(r#"{"type":"dance"}"#), "bad_message");
-        assert_eq!(code(r#"{"type":"subscribe","topics":["a/b"]}"#), "bad_topic");
-        assert_eq!(code(r#"{"type":"subscribe","topics":["a"],"since":"x"}"#), "bad_cursor");
+        assert_eq!(
+            code(r#"{"type":"subscribe","topics":["a/b"]}"#),
+            "bad_topic"
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","topics":["a"],"since":"x"}"#),
+            "bad_cursor"
+        );
         assert_eq!(
             code(r#"{"type":"publish","topic":"t","content_type":"xml","data":1}"#),
             "bad_content_type"
@@ -245,7 +258,10 @@ mod tests {
             code(r#"{"type":"publish","topic":"t","content_type":"binary","data":"!!"}"#),
             "invalid_payload"
         );
-        let long_ref = format!(r#"{{"type":"unsubscribe","topics":[],"ref":"{}"}}"#, "r".repeat(65));
+        let long_ref = format!(
+            r#"{{"type":"unsubscribe","topics":[],"ref":"{}"}}"#,
+            "r".repeat(65)
+        );
         assert_eq!(code(&long_ref), "bad_ref");
         let (_, reference) =
             ClientMessage::parse(r#"{"type":"publish","topic":"a b","data":1,"ref":"r9"}"#)

@@ -8,12 +8,30 @@
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::json;
-use streamgate_core::{ContentType, Epoch, Event, EventId, Notice, Topic};
+use std::sync::LazyLock;
+
+use streamgate_core::{ContentType, Epoch, Event, EventId, Notice, Topic, WireFormat};
 
 use crate::error::ProtocolError;
 
 /// First byte of every binary envelope.
 pub const BINARY_ENVELOPE_VERSION: u8 = 1;
+
+static JSON_ENVELOPE: LazyLock<WireFormat> =
+    LazyLock::new(|| WireFormat::register("json-envelope"));
+static BINARY_ENVELOPE: LazyLock<WireFormat> =
+    LazyLock::new(|| WireFormat::register("binary-envelope"));
+
+/// The JSON envelope of `event`, encoded on first use and shared by every subscriber of every
+/// transport afterwards.
+pub fn json_envelope(event: &Event) -> Bytes {
+    event.encoded(*JSON_ENVELOPE, encode_event_json)
+}
+
+/// The binary envelope of `event`, encoded once and shared like [`json_envelope`].
+pub fn binary_envelope(event: &Event) -> Bytes {
+    event.encoded(*BINARY_ENVELOPE, encode_event_binary)
+}
 
 /// The JSON envelope of an event: `{"type":"event","topic":…,"id":…,"ts":…,"content_type":…,"data":…}`.
 pub fn encode_event_json(event: &Event) -> Bytes {
@@ -101,7 +119,9 @@ pub fn encode_notice(notice: &Notice) -> Bytes {
 /// `{"type":"subscribed","topics":[…],"epoch":…}`.
 pub fn encode_subscribed(topics: &[Topic], epoch: &Epoch) -> Bytes {
     let topics: Vec<&str> = topics.iter().map(Topic::as_str).collect();
-    Bytes::from(json!({"type": "subscribed", "topics": topics, "epoch": epoch.as_str()}).to_string())
+    Bytes::from(
+        json!({"type": "subscribed", "topics": topics, "epoch": epoch.as_str()}).to_string(),
+    )
 }
 
 /// `{"type":"published","ref":…,"id":…}`.
@@ -176,13 +196,19 @@ mod tests {
             lost_through: EventId::new(epoch.clone(), 9),
         });
         let value: serde_json::Value = serde_json::from_slice(&gap).unwrap();
-        assert_eq!(value, json!({"type":"gap","topic":"t","after":"ep:1","lost_through":"ep:9"}));
+        assert_eq!(
+            value,
+            json!({"type":"gap","topic":"t","after":"ep:1","lost_through":"ep:9"})
+        );
         let lagged = encode_notice(&Notice::Lagged {
             last_delivered: None,
         });
         assert_eq!(&lagged[..], br#"{"type":"lagged","last_delivered":null}"#);
         let error = encode_error(&ProtocolError::new("bad_topic", "no"), Some("r1"));
         let value: serde_json::Value = serde_json::from_slice(&error).unwrap();
-        assert_eq!(value, json!({"type":"error","code":"bad_topic","reason":"no","ref":"r1"}));
+        assert_eq!(
+            value,
+            json!({"type":"error","code":"bad_topic","reason":"no","ref":"r1"})
+        );
     }
 }

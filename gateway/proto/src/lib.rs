@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod client;
+pub mod duration_secs;
 mod envelope;
 mod error;
 mod keepalive;
@@ -18,8 +19,8 @@ mod rate;
 
 pub use client::{ClientMessage, PublishRequest, MAX_REF_LEN};
 pub use envelope::{
-    encode_error, encode_event_binary, encode_event_json, encode_notice, encode_published,
-    encode_subscribed, BINARY_ENVELOPE_VERSION,
+    binary_envelope, encode_error, encode_event_binary, encode_event_json, encode_notice,
+    encode_published, encode_subscribed, json_envelope, BINARY_ENVELOPE_VERSION,
 };
 pub use error::ProtocolError;
 pub use keepalive::{Keepalive, KeepaliveAction};

@@ -88,10 +88,16 @@ mod tests {
     #[test]
     fn parses_topics_since_and_envelope() {
         let q = SubscribeQuery::parse(Some("topics=a,b&since=ep%3A7&envelope=binary&x=1")).unwrap();
-        assert_eq!(q.topics, vec![Topic::new("a").unwrap(), Topic::new("b").unwrap()]);
+        assert_eq!(
+            q.topics,
+            vec![Topic::new("a").unwrap(), Topic::new("b").unwrap()]
+        );
         assert_eq!(q.since.unwrap().to_string(), "ep:7");
         assert_eq!(q.envelope, EnvelopeFormat::Binary);
-        assert_eq!(SubscribeQuery::parse(None).unwrap(), SubscribeQuery::default());
+        assert_eq!(
+            SubscribeQuery::parse(None).unwrap(),
+            SubscribeQuery::default()
+        );
         assert_eq!(SubscribeQuery::parse(Some("since=")).unwrap().since, None);
     }
 

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use streamgate_core::{ContentType, EventBus, PublishError, Topic};
+use streamgate_core::{
+    ConnectionInfo, ContentType, EventBus, HttpTransport, PublishError, Topic, TransportContext,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,24 +29,44 @@ pub struct App {
     /// Every task that must finish before the process exits (connections, upgraded sockets,
     /// sources).
     pub tasks: TaskTracker,
+    transports: Vec<Arc<dyn HttpTransport>>,
     started: Instant,
 }
 
 impl App {
     /// Shared state for a gateway over `bus`.
     pub fn new(config: GatewayConfig, bus: Arc<dyn EventBus>) -> Self {
+        let transports = enabled_transports(&config);
         Self {
             bus,
             config,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            transports,
             started: Instant::now(),
+        }
+    }
+
+    /// The context handed to transports with each request.
+    pub fn transport_context(&self) -> TransportContext {
+        TransportContext {
+            bus: Arc::clone(&self.bus),
+            shutdown: self.shutdown.clone(),
+            tasks: self.tasks.clone(),
         }
     }
 
     /// Routes one request. Never fails: every error becomes a response.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let path = request.uri().path().to_owned();
+        if let Some(transport) = self
+            .transports
+            .iter()
+            .find(|t| t.paths().contains(&path.as_str()))
+        {
+            let request = request.map(|body| body.map_err(Into::into).boxed());
+            return transport.handle(request, self.transport_context()).await;
+        }
         let result = match (request.method(), path.as_str()) {
             (&Method::GET | &Method::HEAD, "/healthz") => Ok(self.healthz()),
             (_, "/healthz") => Err(Rejection::method_not_allowed("GET, HEAD")),
@@ -158,6 +180,19 @@ impl App {
             Err(e) => Err(publish_rejection(e)),
         }
     }
+}
+
+fn enabled_transports(config: &GatewayConfig) -> Vec<Arc<dyn HttpTransport>> {
+    let _ = config;
+    vec![
+        #[cfg(feature = "ws")]
+        Arc::new(ws::WsTransport::new(config.ws.clone())),
+    ]
+}
+
+/// Records which connection a request came in on, for transports' logs and limits.
+pub(crate) fn tag_connection(request: &mut Request<Incoming>, info: ConnectionInfo) {
+    request.extensions_mut().insert(info);
 }
 
 fn publish_rejection(error: PublishError) -> Rejection {

@@ -23,6 +23,9 @@ pub struct GatewayConfig {
     pub demo: DemoConfig,
     /// Upstream WebSocket feeds to republish.
     pub sources: Vec<SourceConfig>,
+    /// The WebSocket transport.
+    #[cfg(feature = "ws")]
+    pub ws: ws::WsConfig,
 }
 
 /// HTTP listener settings.
@@ -35,10 +38,10 @@ pub struct ServerConfig {
     /// Most simultaneous connections; further clients wait in the accept backlog. Default: 10 000.
     pub max_connections: usize,
     /// Time a client has to send its request headers (slowloris defence). Default: 10 s.
-    #[serde(with = "humantime_secs")]
+    #[serde(with = "streamgate_proto::duration_secs")]
     pub header_read_timeout: Duration,
     /// How long shutdown waits for connections to finish before exiting. Default: 10 s.
-    #[serde(with = "humantime_secs")]
+    #[serde(with = "streamgate_proto::duration_secs")]
     pub shutdown_grace: Duration,
 }
 
@@ -156,10 +159,16 @@ pub struct SourceConfig {
     #[serde(default)]
     pub content_type: SourceContentType,
     /// First reconnect delay; doubles up to `reconnect_max`. Default: 0.5 s.
-    #[serde(default = "default_reconnect_min", with = "humantime_secs")]
+    #[serde(
+        default = "default_reconnect_min",
+        with = "streamgate_proto::duration_secs"
+    )]
     pub reconnect_min: Duration,
     /// Longest reconnect delay. Default: 30 s.
-    #[serde(default = "default_reconnect_max", with = "humantime_secs")]
+    #[serde(
+        default = "default_reconnect_max",
+        with = "streamgate_proto::duration_secs"
+    )]
     pub reconnect_max: Duration,
 }
 
@@ -230,18 +239,6 @@ fn default_reconnect_max() -> Duration {
 fn de_topic<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Topic, D::Error> {
     let name = String::deserialize(deserializer)?;
     Topic::new(&name).map_err(serde::de::Error::custom)
-}
-
-/// Durations are written as seconds, integer or fractional (`header_read_timeout = 2.5`).
-mod humantime_secs {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs)
-            .map_err(|_| serde::de::Error::custom("expected a non-negative number of seconds"))
-    }
 }
 
 /// A configuration file could not be used. Fatal at start-up.

@@ -1,24 +1,10 @@
 //! HTTP plumbing shared by the gateway's handlers: the body type, JSON responses and typed
 //! rejections.
 
-use std::convert::Infallible;
-
-use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
 
-/// Errors a response body can fail with.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The response body type of every handler: a full body or a stream, boxed.
-pub type Body = BoxBody<Bytes, BoxError>;
-
-/// A complete body from bytes.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never: Infallible| match never {})
-        .boxed()
-}
+use streamgate_core::full_body as full;
+pub use streamgate_core::Body;
 
 /// A `200`-style JSON response.
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

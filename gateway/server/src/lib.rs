@@ -20,6 +20,8 @@ pub mod config;
 pub mod demo;
 mod http;
 mod server;
+#[doc(hidden)]
+pub mod testkit;
 mod upstream;
 
 pub use app::App;

@@ -20,10 +20,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::app::App;
+use crate::app::{tag_connection, App};
 use crate::config::GatewayConfig;
 use crate::{demo, upstream};
-use streamgate_core::{EventBus, MemoryBus};
+use streamgate_core::{ConnectionInfo, EventBus, MemoryBus};
 
 /// Largest request head (request line and headers) accepted, in bytes.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -120,8 +120,13 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             next_conn_id += 1;
             let service_app = Arc::clone(&app);
-            let service = service_fn(move |request| {
+            let info = ConnectionInfo {
+                peer,
+                conn_id: next_conn_id,
+            };
+            let service = service_fn(move |mut request| {
                 let app = Arc::clone(&service_app);
+                tag_connection(&mut request, info);
                 async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
             });
             let connection = builder

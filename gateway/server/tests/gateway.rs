@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestGateway;
+use common::{send, TestGateway};
 use futures_util::StreamExt;
 use streamgate::config::GatewayConfig;
 use streamgate::ShutdownOutcome;
@@ -19,7 +19,7 @@ fn quiet_config() -> GatewayConfig {
 #[tokio::test]
 async fn healthz_reports_the_bus() {
     let gateway = TestGateway::start(quiet_config()).await;
-    let response = gateway.request("GET", "/healthz", &[], "").await;
+    let response = send(&gateway, "GET", "/healthz", &[], "").await;
     assert_eq!(response.status, 200);
     let body = response.json();
     assert_eq!(body["status"], "ok");
@@ -38,14 +38,14 @@ async fn publish_reaches_subscribers_with_the_returned_id() {
         .subscribe(SubscribeRequest::live(vec![Topic::new("news").unwrap()]))
         .await
         .unwrap();
-    let response = gateway
-        .request(
-            "POST",
-            "/publish/news",
-            &[("content-type", "application/json")],
-            r#"{"headline":"hi"}"#,
-        )
-        .await;
+    let response = send(
+        &gateway,
+        "POST",
+        "/publish/news",
+        &[("content-type", "application/json")],
+        r#"{"headline":"hi"}"#,
+    )
+    .await;
     assert_eq!(response.status, 200, "{:?}", response.body);
     let body = response.json();
     assert_eq!(body["topic"], "news");
@@ -86,7 +86,7 @@ async fn publish_content_type_comes_from_query_header_or_payload() {
         ),
     ];
     for (path, headers, body, expected) in cases {
-        let response = gateway.request("POST", path, headers, body.to_vec()).await;
+        let response = send(&gateway, "POST", path, headers, body.to_vec()).await;
         assert_eq!(response.status, 200);
         assert_eq!(
             response.json()["content_type"],
@@ -103,40 +103,36 @@ async fn bad_publishes_get_clear_errors() {
     config.bus.max_payload = 16;
     let gateway = TestGateway::start(config).await;
 
-    let response = gateway.request("POST", "/publish/a%2Fb", &[], "x").await;
+    let response = send(&gateway, "POST", "/publish/a%2Fb", &[], "x").await;
     assert_eq!(response.status, 400);
     assert_eq!(response.json()["error"]["code"], "bad_topic");
 
-    let response = gateway
-        .request(
-            "POST",
-            "/publish/t",
-            &[("content-type", "application/json")],
-            "{nope",
-        )
-        .await;
+    let response = send(
+        &gateway,
+        "POST",
+        "/publish/t",
+        &[("content-type", "application/json")],
+        "{nope",
+    )
+    .await;
     assert_eq!(response.status, 400);
     assert_eq!(response.json()["error"]["code"], "invalid_payload");
 
-    let response = gateway
-        .request("POST", "/publish/t", &[], vec![b'x'; 17])
-        .await;
+    let response = send(&gateway, "POST", "/publish/t", &[], vec![b'x'; 17]).await;
     assert_eq!(response.status, 413);
     assert_eq!(response.json()["error"]["code"], "payload_too_large");
 
-    let response = gateway
-        .request("POST", "/publish/t?content_type=xml", &[], "x")
-        .await;
+    let response = send(&gateway, "POST", "/publish/t?content_type=xml", &[], "x").await;
     assert_eq!(response.status, 400);
 
-    let response = gateway.request("GET", "/publish/t", &[], "").await;
+    let response = send(&gateway, "GET", "/publish/t", &[], "").await;
     assert_eq!(response.status, 405);
     assert_eq!(response.headers["allow"], "POST");
 
-    let response = gateway.request("GET", "/nowhere", &[], "").await;
+    let response = send(&gateway, "GET", "/nowhere", &[], "").await;
     assert_eq!(response.status, 404);
 
-    let topics = gateway.request("GET", "/topics", &[], "").await.json();
+    let topics = send(&gateway, "GET", "/topics", &[], "").await.json();
     assert_eq!(
         topics["topics"],
         serde_json::json!([]),
@@ -167,7 +163,7 @@ async fn demo_source_publishes_ris_shaped_events() {
         assert_eq!(message["type"], "ris_message");
         assert!(message["data"]["path"].is_array());
     }
-    let topics = gateway.request("GET", "/topics", &[], "").await.json();
+    let topics = send(&gateway, "GET", "/topics", &[], "").await.json();
     assert_eq!(topics["topics"][0]["topic"], "demo");
     assert!(topics["topics"][0]["published"].as_u64().unwrap() >= 5);
     assert_eq!(gateway.shutdown().await, ShutdownOutcome::Drained);

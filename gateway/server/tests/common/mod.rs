@@ -3,60 +3,23 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use streamgate::config::GatewayConfig;
-use streamgate::{App, Gateway, ShutdownOutcome};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-/// A gateway running in this process.
-pub struct TestGateway {
-    pub addr: SocketAddr,
-    pub app: Arc<App>,
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<ShutdownOutcome>,
-}
+pub use streamgate::testkit::TestGateway;
 
-impl TestGateway {
-    /// Starts a gateway on 127.0.0.1:0 with `config` (its listen address is replaced).
-    pub async fn start(mut config: GatewayConfig) -> Self {
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
-        let gateway = Gateway::bind(config).await.unwrap();
-        let addr = gateway.local_addr().unwrap();
-        let app = Arc::clone(gateway.app());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(gateway.run(async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            app,
-            stop: Some(stop),
-            handle,
-        }
-    }
-
-    /// Triggers shutdown and returns how it ended.
-    pub async fn shutdown(mut self) -> ShutdownOutcome {
-        let _ = self.stop.take().unwrap().send(());
-        self.handle.await.unwrap()
-    }
-
-    /// One request on a fresh connection; returns status, headers and body.
-    pub async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Response {
-        request(self.addr, method, path, headers, body.into()).await
-    }
+/// One request on a fresh connection; returns status, headers and body.
+pub async fn send(
+    gateway: &TestGateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Response {
+    request(gateway.addr, method, path, headers, body.into()).await
 }
 
 pub struct Response {

@@ -1,0 +1,70 @@
+//! The shape every HTTP-served transport (WebSocket, SSE, long polling) has.
+//!
+//! The gateway owns the listener and the router; a transport claims a few paths and turns
+//! each request it gets into a response — streaming, or an upgrade whose connection it then
+//! drives as a task. It sees the bus only through [`EventBus`], and never another transport.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{BoxFuture, EventBus};
+
+/// Errors a body can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Request and response body type between the gateway and its transports.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A complete body from bytes.
+pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// What the gateway hands a transport with each request.
+#[derive(Clone, Debug)]
+pub struct TransportContext {
+    /// The event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// Cancelled when the gateway starts shutting down: say goodbye in the transport's own
+    /// protocol (a WebSocket close 1001, the end of an SSE stream, …).
+    pub shutdown: CancellationToken,
+    /// Spawn connection tasks that outlive the request here (upgraded sockets), so that
+    /// shutdown waits for them.
+    pub tasks: TaskTracker,
+}
+
+/// Facts about the TCP connection a request came in on, put in the request's extensions by
+/// the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// A number unique within this gateway process, for logs.
+    pub conn_id: u64,
+}
+
+/// A transport served over the gateway's HTTP listener.
+pub trait HttpTransport: Send + Sync + fmt::Debug + 'static {
+    /// Short name, for logs and metrics (`ws`, `sse`, `longpoll`).
+    fn name(&self) -> &'static str;
+
+    /// Paths this transport serves (exact matches).
+    fn paths(&self) -> &'static [&'static str];
+
+    /// Answers one request to one of [`HttpTransport::paths`]. Never fails: errors are
+    /// responses.
+    fn handle(
+        &self,
+        request: Request<Body>,
+        context: TransportContext,
+    ) -> BoxFuture<'static, Response<Body>>;
+}

@@ -1,0 +1,342 @@
+//! One WebSocket connection after the upgrade: the I/O driver around the bus subscription,
+//! the keepalive state machine and the rate limiter.
+//!
+//! The driver is generic over any `Stream + Sink` of tungstenite messages, so tests can run
+//! it over an in-memory duplex as well as a socket.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use hyper_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+use hyper_tungstenite::tungstenite::{Error as WsError, Message};
+use streamgate_core::{
+    ContentType, Delivery, Event, EventId, SubscribeRequest, Subscription, Topic, TransportContext,
+};
+use streamgate_proto::{
+    binary_envelope, encode_error, encode_notice, encode_published, encode_subscribed,
+    json_envelope, ClientMessage, EnvelopeFormat, Keepalive, KeepaliveAction, ProtocolError,
+    TokenBucket,
+};
+use tokio::time::Instant;
+
+use crate::close::{close_for_error, truncate};
+use crate::config::WsConfig;
+
+/// Most ready events written before one flush.
+const MAX_BATCH: usize = 256;
+
+/// What a connection does.
+pub(crate) enum Mode {
+    /// `/ws`: a subscriber (and publisher) of the bus.
+    Subscriber {
+        subscription: Option<Subscription>,
+        envelope: EnvelopeFormat,
+    },
+    /// `/ws/echo`: send every message back.
+    Echo,
+}
+
+/// Why the connection loop ended.
+enum End {
+    /// Close with this code and reason, then wait for the peer's close.
+    Close(CloseCode, String),
+    /// The peer closed (its close was answered) or vanished: nothing more to send.
+    Gone,
+}
+
+/// A text frame from bytes the gateway itself produced, which are UTF-8 by construction:
+/// building the frame directly skips re-validating every envelope for every subscriber.
+fn text(bytes: Bytes) -> Message {
+    Message::Frame(Frame::message(bytes, OpCode::Data(Data::Text), true))
+}
+
+fn event_message(event: &Event, envelope: EnvelopeFormat) -> Message {
+    if envelope == EnvelopeFormat::Binary || event.content_type == ContentType::Binary {
+        Message::Binary(binary_envelope(event))
+    } else {
+        text(json_envelope(event))
+    }
+}
+
+struct Session<S> {
+    socket: S,
+    config: Arc<WsConfig>,
+    context: TransportContext,
+    keepalive: Keepalive,
+    rate: TokenBucket,
+    subscription: Option<Subscription>,
+    topics: Vec<Topic>,
+    envelope: EnvelopeFormat,
+    last_delivered: Option<EventId>,
+    echo: bool,
+}
+
+/// Drives one connection to its end.
+pub(crate) async fn run<S>(socket: S, config: Arc<WsConfig>, mode: Mode, context: TransportContext)
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    let now = Instant::now().into_std();
+    let (subscription, envelope, echo) = match mode {
+        Mode::Subscriber {
+            subscription,
+            envelope,
+        } => (subscription, envelope, false),
+        Mode::Echo => (None, EnvelopeFormat::Json, true),
+    };
+    let mut session = Session {
+        socket,
+        keepalive: Keepalive::new(now, config.ping_interval, config.pong_timeout),
+        rate: TokenBucket::new(now, config.message_rate, config.message_burst),
+        topics: subscription
+            .as_ref()
+            .map(|s| s.topics().to_vec())
+            .unwrap_or_default(),
+        subscription,
+        envelope,
+        last_delivered: None,
+        echo,
+        config,
+        context,
+    };
+    tracing::debug!("connected");
+    let end = session.serve().await;
+    match end {
+        End::Close(code, reason) => {
+            tracing::debug!(code = u16::from(code), %reason, "closing");
+            session.close(code, reason).await;
+        }
+        End::Gone => tracing::debug!("peer gone"),
+    }
+}
+
+impl<S> Session<S>
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    async fn serve(&mut self) -> End {
+        if self.subscription.is_some() {
+            let reply = encode_subscribed(&self.topics, &self.context.bus.health().epoch);
+            if let Err(end) = self.send(text(reply)).await {
+                return end;
+            }
+        }
+        loop {
+            let wake = tokio::time::Instant::from_std(self.keepalive.poll_timeout());
+            let step = tokio::select! {
+                () = self.context.shutdown.cancelled() => {
+                    Err(End::Close(CloseCode::Away, "server shutting down".to_owned()))
+                }
+                inbound = self.socket.next() => self.on_inbound(inbound).await,
+                delivery = next_delivery(&mut self.subscription) => self.on_delivery(delivery).await,
+                () = tokio::time::sleep_until(wake) => self.on_timer().await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn on_timer(&mut self) -> Result<(), End> {
+        match self.keepalive.handle_timeout(Instant::now().into_std()) {
+            KeepaliveAction::Wait => Ok(()),
+            KeepaliveAction::SendPing => self.send(Message::Ping(Bytes::from_static(b"sg"))).await,
+            KeepaliveAction::PeerDead => {
+                // A peer that answers nothing will not answer a close frame either.
+                tracing::info!("no answer to ping; dropping the connection");
+                Err(End::Gone)
+            }
+        }
+    }
+
+    async fn on_inbound(&mut self, inbound: Option<Result<Message, WsError>>) -> Result<(), End> {
+        let message = match inbound {
+            None => return Err(End::Gone),
+            Some(Err(e)) => {
+                return Err(match close_for_error(&e) {
+                    Some((code, reason)) => End::Close(code, reason),
+                    None => End::Gone,
+                })
+            }
+            Some(Ok(message)) => message,
+        };
+        let now = Instant::now().into_std();
+        self.keepalive.handle_activity(now);
+        match message {
+            Message::Close(_) => {
+                // tungstenite has queued the close reply; reading on flushes it and then ends.
+                self.drain_after_close().await;
+                Err(End::Gone)
+            }
+            // Pings are answered by tungstenite; pongs (solicited or not) only prove life.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => self.flush().await,
+            Message::Text(t) if self.echo => self.send(Message::Text(t)).await,
+            Message::Binary(b) if self.echo => self.send(Message::Binary(b)).await,
+            Message::Binary(_) => Err(End::Close(
+                CloseCode::Unsupported,
+                "binary messages are not accepted on /ws; send JSON text".to_owned(),
+            )),
+            Message::Text(t) => {
+                if !self.rate.try_take(now) {
+                    return Err(End::Close(
+                        CloseCode::Policy,
+                        format!("over the limit of {} messages/s", self.config.message_rate),
+                    ));
+                }
+                self.on_client_message(t.as_str()).await
+            }
+        }
+    }
+
+    async fn on_client_message(&mut self, message: &str) -> Result<(), End> {
+        let reply = match ClientMessage::parse(message) {
+            Err((error, reference)) => encode_error(&error, reference.as_deref()),
+            Ok(ClientMessage::Publish(request)) => {
+                let reference = request.reference;
+                match self
+                    .context
+                    .bus
+                    .publish(request.topic, request.content_type, request.payload)
+                    .await
+                {
+                    Ok(event) => encode_published(reference.as_deref(), &event.id),
+                    Err(e) => encode_error(&ProtocolError::from(&e), reference.as_deref()),
+                }
+            }
+            Ok(ClientMessage::Subscribe {
+                topics,
+                since,
+                reference,
+            }) => self.resubscribe(topics, since, reference).await,
+            Ok(ClientMessage::Unsubscribe { topics, reference }) => {
+                let remaining: Vec<Topic> = self
+                    .topics
+                    .iter()
+                    .filter(|t| !topics.contains(t))
+                    .cloned()
+                    .collect();
+                self.resubscribe(remaining, None, reference).await
+            }
+        };
+        self.send(text(reply)).await
+    }
+
+    /// Replaces the subscription; resumes after the last delivered id unless told otherwise,
+    /// so topics kept across the change lose and repeat nothing.
+    async fn resubscribe(
+        &mut self,
+        topics: Vec<Topic>,
+        since: Option<EventId>,
+        reference: Option<String>,
+    ) -> Bytes {
+        self.subscription = None;
+        self.topics.clear();
+        let epoch = self.context.bus.health().epoch;
+        if topics.is_empty() {
+            return encode_subscribed(&[], &epoch);
+        }
+        let since = since.or_else(|| self.last_delivered.clone());
+        match self
+            .context
+            .bus
+            .subscribe(SubscribeRequest::resume(topics.clone(), since))
+            .await
+        {
+            Ok(subscription) => {
+                self.subscription = Some(subscription);
+                self.topics = topics;
+                encode_subscribed(&self.topics, &epoch)
+            }
+            Err(e) => encode_error(&ProtocolError::from(&e), reference.as_deref()),
+        }
+    }
+
+    async fn on_delivery(&mut self, delivery: Option<Delivery>) -> Result<(), End> {
+        let Some(first) = delivery else {
+            return Err(End::Close(
+                CloseCode::Away,
+                "server shutting down".to_owned(),
+            ));
+        };
+        let mut next = Some(first);
+        let mut batched = 0;
+        while let Some(delivery) = next.take() {
+            let message = match &delivery {
+                Delivery::Event(event) => {
+                    self.last_delivered = Some(event.id.clone());
+                    event_message(event, self.envelope)
+                }
+                Delivery::Notice(notice) => text(encode_notice(notice)),
+            };
+            self.feed(message).await?;
+            batched += 1;
+            if batched < MAX_BATCH {
+                next = self
+                    .subscription
+                    .as_mut()
+                    .and_then(|s| s.next().now_or_never().flatten());
+            }
+        }
+        self.flush().await
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), End> {
+        let timeout = self.config.write_timeout;
+        match tokio::time::timeout(timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => {
+                tracing::info!("client stopped reading; dropping the connection");
+                Err(End::Gone)
+            }
+        }
+    }
+
+    async fn feed(&mut self, message: Message) -> Result<(), End> {
+        let timeout = self.config.write_timeout;
+        match tokio::time::timeout(timeout, self.socket.feed(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(End::Gone),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        let timeout = self.config.write_timeout;
+        match tokio::time::timeout(timeout, self.socket.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => {
+                tracing::info!("client stopped reading; dropping the connection");
+                Err(End::Gone)
+            }
+        }
+    }
+
+    /// Sends our close frame and waits, at most `close_timeout`, for the peer's.
+    async fn close(&mut self, code: CloseCode, reason: String) {
+        let frame = CloseFrame {
+            code,
+            reason: truncate(reason).into(),
+        };
+        if self.send(Message::Close(Some(frame))).await.is_ok() {
+            self.drain_after_close().await;
+        }
+    }
+
+    /// Reads until the closing handshake completes (tungstenite ends the stream), bounded by
+    /// `close_timeout`; then the socket is dropped, which closes TCP.
+    async fn drain_after_close(&mut self) {
+        let drain = async { while let Some(Ok(_)) = self.socket.next().await {} };
+        let _ = tokio::time::timeout(self.config.close_timeout, drain).await;
+    }
+}
+
+async fn next_delivery(subscription: &mut Option<Subscription>) -> Option<Delivery> {
+    match subscription {
+        Some(subscription) => subscription.next().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,171 @@
+//! [`WsTransport`]: routing `/ws` and `/ws/echo` requests to handshakes and sessions.
+
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use streamgate_core::{
+    full_body, Body, BoxFuture, ConnectionInfo, HttpTransport, SubscribeRequest, TransportContext,
+};
+use streamgate_proto::{ProtocolError, SubscribeQuery};
+use tracing::Instrument;
+
+use crate::config::WsConfig;
+use crate::handshake::{self, HandshakeRejection};
+use crate::session::{self, Mode};
+
+/// The WebSocket transport. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WsTransport {
+    config: Arc<WsConfig>,
+}
+
+impl WsTransport {
+    /// A transport with these settings.
+    pub fn new(config: WsConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl HttpTransport for WsTransport {
+    fn name(&self) -> &'static str {
+        "ws"
+    }
+
+    fn paths(&self) -> &'static [&'static str] {
+        &["/ws", "/ws/echo"]
+    }
+
+    fn handle(
+        &self,
+        request: Request<Body>,
+        context: TransportContext,
+    ) -> BoxFuture<'static, Response<Body>> {
+        Box::pin(handle(Arc::clone(&self.config), request, context))
+    }
+}
+
+fn json_error(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
+    tracing::trace!(target: "streamgate::rejection", status = status.as_u16(), code, reason, "rejected WebSocket request");
+    let body = serde_json::json!({"error": {"code": code, "reason": reason}}).to_string();
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn rejection_response(rejection: HandshakeRejection) -> Response<Body> {
+    let mut response = json_error(rejection.status, rejection.code, &rejection.reason);
+    for (name, value) in rejection.headers {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+fn protocol_error_response(error: &ProtocolError) -> Response<Body> {
+    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json_error(status, error.code, &error.reason)
+}
+
+async fn handle(
+    config: Arc<WsConfig>,
+    mut request: Request<Body>,
+    context: TransportContext,
+) -> Response<Body> {
+    let echo = request.uri().path() == "/ws/echo";
+    let accepted = match handshake::check(
+        request.method(),
+        request.headers(),
+        &config.origins,
+        &config.subprotocols,
+    ) {
+        Ok(accepted) => accepted,
+        Err(rejection) => return rejection_response(rejection),
+    };
+    let mode = if echo {
+        Mode::Echo
+    } else {
+        let query = match SubscribeQuery::parse(request.uri().query()) {
+            Ok(query) => query,
+            Err(e) => return protocol_error_response(&e),
+        };
+        if query.topics.is_empty() && query.since.is_some() {
+            return protocol_error_response(&ProtocolError::new(
+                "no_topics",
+                "since needs topics=…",
+            ));
+        }
+        // Subscribing before the upgrade means a refused subscription is an HTTP error the
+        // client can read, and events published during the handshake are already queued.
+        let subscription = if query.topics.is_empty() {
+            None
+        } else {
+            match context
+                .bus
+                .subscribe(SubscribeRequest::resume(
+                    query.topics.clone(),
+                    query.since.clone(),
+                ))
+                .await
+            {
+                Ok(subscription) => Some(subscription),
+                Err(e) => return protocol_error_response(&ProtocolError::from(&e)),
+            }
+        };
+        Mode::Subscriber {
+            subscription,
+            envelope: query.envelope,
+        }
+    };
+    let max_message = if echo {
+        config.echo_max_message_size
+    } else {
+        config.max_message_size
+    };
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(config.write_buffer_size)
+        .max_write_buffer_size(
+            config
+                .max_write_buffer_size
+                .max(config.write_buffer_size + 1),
+        )
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let (response, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(ws_config)) {
+        Ok(upgrade) => upgrade,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_handshake", &e.to_string()),
+    };
+    let info = request.extensions().get::<ConnectionInfo>().copied();
+    let span = tracing::info_span!(
+        "ws",
+        conn_id = info.map(|i| i.conn_id),
+        peer = info.map(|i| i.peer.to_string()),
+        echo
+    );
+    let tasks = context.tasks.clone();
+    tasks.spawn(
+        async move {
+            match websocket.await {
+                Ok(socket) => session::run(socket, config, mode, context).await,
+                Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+            }
+        }
+        .instrument(span),
+    );
+    let mut response = response.map(|body| body.map_err(|never| match never {}).boxed());
+    if let Some(protocol) = accepted.subprotocol {
+        if let Ok(value) = HeaderValue::from_str(&protocol) {
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+    }
+    response
+}
