@@ -37,6 +37,11 @@ export async function launch({ userDataDir, args = [] } = {}) {
     headless: true,
     args: [...CHROMIUM_ARGS, ...args],
     timeout: 30000,
+    // run.mjs handles signals itself: playwright's handler closes the browser but leaves the node
+    // process running, so `timeout`'s SIGTERM would not end a hung test.
+    handleSIGINT: false,
+    handleSIGTERM: false,
+    handleSIGHUP: false,
   });
   const version = context.browser()?.version() ?? (await versionFromPage(context));
   return {

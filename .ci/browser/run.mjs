@@ -23,6 +23,17 @@ let browser;
 let ok = false;
 let reason = '';
 let opened;
+
+// `timeout` (in chromium.sh) or Ctrl-C: report, close Chromium (bounded), exit non-zero.
+for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
+  process.once(signal, async () => {
+    console.log(`FAIL: ${name}: ${signal} after ${Date.now() - t0} ms (test process timed out?)`);
+    for (const l of lines) console.log(`  ${l}`);
+    for (const l of opened?.consoleLines ?? []) console.log(`  [console] ${l}`);
+    await withTimeout(browser?.close() ?? Promise.resolve(), 3000, 'closing chromium').catch(() => {});
+    process.exit(1);
+  });
+}
 try {
   browser = await withTimeout(launch({ userDataDir }), 30000, 'launching chromium');
   opened = await withTimeout(openPage(browser.context, base), 15000, `opening ${base}`);

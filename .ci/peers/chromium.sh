@@ -68,14 +68,16 @@ if (($#)); then tests=("$@"); else tests=("$browser_dir"/tests/*.mjs); fi
 passed=0
 failed=0
 for t in "${tests[@]}"; do
+  t=$(realpath "$t")
   profile=$(mktemp -d "$work/profile.XXXXXX")
   status=0
-  (cd "$browser_dir" && timeout --kill-after=5 "$test_timeout" node run.mjs "$(realpath "$t")" "$base" "$profile") ||
+  # timeout signals the whole process group (node and its Chromium); run.mjs reports and exits.
+  (cd "$browser_dir" && exec timeout --kill-after=5 "$test_timeout" node run.mjs "$t" "$base" "$profile") ||
     status=$?
   if ((status == 0)); then
     passed=$((passed + 1))
   else
-    ((status == 124 || status == 137)) && echo "FAIL: $(basename "$t"): killed after ${test_timeout}s"
+    ((status == 124 || status == 137)) && echo "FAIL: $(basename "$t"): over the ${test_timeout}s limit"
     failed=$((failed + 1))
   fi
   rm -rf "$profile"

@@ -44,8 +44,6 @@ pub struct WsConfig {
     pub read_buffer_size: usize,
     /// Bytes buffered before a write is forced. Default: 16 KiB.
     pub write_buffer_size: usize,
-    /// Most bytes buffered for a connection that does not read. Default: 1 MiB.
-    pub max_write_buffer_size: usize,
 }
 
 /// Which `Origin` headers are accepted on the upgrade request.
@@ -90,7 +88,6 @@ impl Default for WsConfig {
             message_burst: 100,
             read_buffer_size: 4096,
             write_buffer_size: 16 * 1024,
-            max_write_buffer_size: 1024 * 1024,
         }
     }
 }

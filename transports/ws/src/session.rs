@@ -286,7 +286,10 @@ where
         let timeout = self.config.write_timeout;
         match tokio::time::timeout(timeout, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "write failed");
+                Err(End::Gone)
+            }
             Err(_) => {
                 tracing::info!("client stopped reading; dropping the connection");
                 Err(End::Gone)
@@ -298,8 +301,14 @@ where
         let timeout = self.config.write_timeout;
         match tokio::time::timeout(timeout, self.socket.feed(message)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => Err(End::Gone),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "write failed");
+                Err(End::Gone)
+            }
+            Err(_) => {
+                tracing::info!("client stopped reading; dropping the connection");
+                Err(End::Gone)
+            }
         }
     }
 
@@ -307,7 +316,10 @@ where
         let timeout = self.config.write_timeout;
         match tokio::time::timeout(timeout, self.socket.flush()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "write failed");
+                Err(End::Gone)
+            }
             Err(_) => {
                 tracing::info!("client stopped reading; dropping the connection");
                 Err(End::Gone)

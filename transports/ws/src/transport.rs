@@ -131,11 +131,11 @@ async fn handle(
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_size)
         .write_buffer_size(config.write_buffer_size)
-        .max_write_buffer_size(
-            config
-                .max_write_buffer_size
-                .max(config.write_buffer_size + 1),
-        )
+        // tungstenite refuses any frame larger than this buffer, and an event's envelope can
+        // be several times its payload (JSON escaping), so it is not the slow-client bound:
+        // that is `write_timeout`, as the session awaits every flush, which caps the buffer
+        // at one batch of frames.
+        .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
     let (response, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(ws_config)) {
