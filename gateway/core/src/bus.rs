@@ -128,16 +128,29 @@ pub enum Notice {
 /// Dropping it unsubscribes.
 pub struct Subscription {
     topics: Vec<Topic>,
+    start: EventId,
     inner: Pin<Box<dyn Stream<Item = Delivery> + Send>>,
 }
 
 impl Subscription {
-    /// Wraps a backend's stream.
-    pub fn new(topics: Vec<Topic>, inner: impl Stream<Item = Delivery> + Send + 'static) -> Self {
+    /// Wraps a backend's stream that delivers events after `start`.
+    pub fn new(
+        topics: Vec<Topic>,
+        start: EventId,
+        inner: impl Stream<Item = Delivery> + Send + 'static,
+    ) -> Self {
         Self {
             topics,
+            start,
             inner: Box::pin(inner),
         }
+    }
+
+    /// The position the subscription started from: it delivers events after this id (for a
+    /// live subscription, the newest id when it opened; after a reset, `epoch:0`). A
+    /// stateless client (long polling) that received nothing resumes from here next time.
+    pub fn start(&self) -> &EventId {
+        &self.start
     }
 
     /// The topics subscribed to.
@@ -158,6 +171,7 @@ impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("topics", &self.topics)
+            .field("start", &self.start)
             .finish_non_exhaustive()
     }
 }

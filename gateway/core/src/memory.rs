@@ -344,7 +344,8 @@ impl MemoryBus {
             replay: VecDeque::new(),
             loss_reported_through: vec![0; topics.len()],
         };
-        Ok(Subscription::new(topics, stream))
+        let start = EventId::new(self.shared.epoch.clone(), position);
+        Ok(Subscription::new(topics, start, stream))
     }
 
     fn stats(&self) -> Vec<TopicStats> {
