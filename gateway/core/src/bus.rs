@@ -129,7 +129,7 @@ pub enum Notice {
 pub struct Subscription {
     topics: Vec<Topic>,
     start: EventId,
-    inner: Pin<Box<dyn Stream<Item = Delivery> + Send>>,
+    inner: Pin<Box<dyn Stream<Item = Delivery> + Send + Sync>>,
 }
 
 impl Subscription {
@@ -137,7 +137,7 @@ impl Subscription {
     pub fn new(
         topics: Vec<Topic>,
         start: EventId,
-        inner: impl Stream<Item = Delivery> + Send + 'static,
+        inner: impl Stream<Item = Delivery> + Send + Sync + 'static,
     ) -> Self {
         Self {
             topics,

@@ -16,6 +16,7 @@ mod error;
 mod keepalive;
 mod query;
 mod rate;
+mod sse;
 
 pub use client::{ClientMessage, PublishRequest, MAX_REF_LEN};
 pub use envelope::{
@@ -26,3 +27,7 @@ pub use error::ProtocolError;
 pub use keepalive::{Keepalive, KeepaliveAction};
 pub use query::{EnvelopeFormat, SubscribeQuery};
 pub use rate::TokenBucket;
+pub use sse::{
+    encode_sse_block, parse_last_event_id, sse_comment, sse_event, sse_notice, sse_retry,
+    SSE_NOTICE_PREFIX,
+};

@@ -187,6 +187,8 @@ fn enabled_transports(config: &GatewayConfig) -> Vec<Arc<dyn HttpTransport>> {
     vec![
         #[cfg(feature = "ws")]
         Arc::new(ws::WsTransport::new(config.ws.clone())),
+        #[cfg(feature = "sse")]
+        Arc::new(sse::SseTransport::new(config.sse.clone())),
     ]
 }
 

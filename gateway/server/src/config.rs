@@ -26,6 +26,9 @@ pub struct GatewayConfig {
     /// The WebSocket transport.
     #[cfg(feature = "ws")]
     pub ws: ws::WsConfig,
+    /// The Server-Sent Events transport.
+    #[cfg(feature = "sse")]
+    pub sse: sse::SseConfig,
 }
 
 /// HTTP listener settings.

@@ -1,0 +1,36 @@
+//! SSE transport settings.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Settings of the SSE transport (the `[sse]` table of the gateway configuration).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SseConfig {
+    /// Idle time after which a comment line is sent, so proxies and load balancers that close
+    /// silent connections keep the stream. Default: 15 s.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub heartbeat_interval: Duration,
+    /// Reconnect delay suggested to browsers with `retry:`. Default: 3 s.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub retry: Duration,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(15),
+            retry: Duration::from_secs(3),
+        }
+    }
+}
+
+impl SseConfig {
+    /// Sets [`SseConfig::heartbeat_interval`].
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+}

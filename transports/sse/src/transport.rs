@@ -1,0 +1,130 @@
+//! [`SseTransport`]: `GET /sse`.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use streamgate_core::{
+    full_body, Body, BoxFuture, HttpTransport, SubscribeRequest, TransportContext,
+};
+use streamgate_proto::{
+    parse_last_event_id, sse_comment, sse_retry, ProtocolError, SubscribeQuery,
+};
+
+use crate::body::EventStreamBody;
+use crate::config::SseConfig;
+
+/// The SSE transport. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SseTransport {
+    config: Arc<SseConfig>,
+}
+
+impl SseTransport {
+    /// A transport with these settings.
+    pub fn new(config: SseConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl HttpTransport for SseTransport {
+    fn name(&self) -> &'static str {
+        "sse"
+    }
+
+    fn paths(&self) -> &'static [&'static str] {
+        &["/sse"]
+    }
+
+    fn handle(
+        &self,
+        request: Request<Body>,
+        context: TransportContext,
+    ) -> BoxFuture<'static, Response<Body>> {
+        let config = Arc::clone(&self.config);
+        Box::pin(async move {
+            match handle(&config, &request, context).await {
+                Ok(response) => response,
+                Err(rejection) => rejection,
+            }
+        })
+    }
+}
+
+fn error_response(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
+    tracing::trace!(target: "streamgate::rejection", status = status.as_u16(), code, reason, "rejected SSE request");
+    let body = serde_json::json!({"error": {"code": code, "reason": reason}}).to_string();
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn protocol_error(error: &ProtocolError) -> Response<Body> {
+    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    error_response(status, error.code, &error.reason)
+}
+
+async fn handle(
+    config: &SseConfig,
+    request: &Request<Body>,
+    context: TransportContext,
+) -> Result<Response<Body>, Response<Body>> {
+    if request.method() != Method::GET {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return Err(response);
+    }
+    let query = SubscribeQuery::parse(request.uri().query()).map_err(|e| protocol_error(&e))?;
+    if query.topics.is_empty() {
+        return Err(protocol_error(&ProtocolError::new(
+            "no_topics",
+            "name the topics to stream: /sse?topics=a,b",
+        )));
+    }
+    let since = match request.headers().get("last-event-id") {
+        Some(value) => parse_last_event_id(value.as_bytes())
+            .map_err(|e| protocol_error(&e))?
+            .or(query.since),
+        None => query.since,
+    };
+    let subscription = context
+        .bus
+        .subscribe(SubscribeRequest::resume(query.topics, since))
+        .await
+        .map_err(|e| protocol_error(&ProtocolError::from(&e)))?;
+    let mut preamble = BytesMut::new();
+    preamble.put(sse_retry(config.retry.as_millis() as u64));
+    preamble.put(sse_comment(&format!(
+        "streamgate epoch {}",
+        subscription.start().epoch
+    )));
+    let body = EventStreamBody::new(
+        preamble.freeze(),
+        subscription,
+        config.heartbeat_interval,
+        context.shutdown.clone().cancelled_owned(),
+    );
+    let mut response = Response::new(body.boxed());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx buffers proxied responses unless told not to, which would hold events back.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
