@@ -46,7 +46,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-"$bin" serve --listen "127.0.0.1:$port" --demo-rate 50 >"$log" 2>&1 &
+# gateway.toml: settings the browser tests rely on (short SSE streams, fast reconnects).
+"$bin" serve --config "$browser_dir/gateway.toml" --listen "127.0.0.1:$port" --tls-listen 127.0.0.1:0 \
+  --demo-rate 50 >"$log" 2>&1 &
 pid=$!
 base="http://127.0.0.1:$port"
 up=

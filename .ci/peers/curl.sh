@@ -5,7 +5,7 @@ set -euo pipefail
 bin=${1:?usage: curl.sh path/to/streamgate}
 log=$(mktemp)
 port=$((20000 + RANDOM % 20000))
-"$bin" serve --listen "127.0.0.1:$port" --demo-rate 100 2>"$log" &
+"$bin" serve --listen "127.0.0.1:$port" --tls-listen 127.0.0.1:0 --demo-rate 100 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
 base="http://127.0.0.1:$port"
@@ -38,6 +38,20 @@ expect "too large" \
   ' 413$'
 expect "wrong method" "$(curl -s -o /dev/null -w '%{http_code}' "$base/publish/news")" '^405$'
 expect "demo topic flows" "$(curl -s "$base/topics")" '"topic":"demo","published":[1-9][0-9]*,"subscribers":0'
+
+# Long polling: a poll with timeout=0 answers at once with a cursor for "now"; a publish over
+# POST /poll; a poll from that cursor returns exactly that event, whose id is the next cursor.
+poll=$(curl -s -w ' %{http_code}' "$base/poll?topics=lp&timeout=0")
+expect "poll timeout=0 gives a cursor" "$poll" '^\{"cursor":"[a-z0-9]+:[0-9]+","messages":\[\]\} 200$'
+cursor=${poll#'{"cursor":"'}
+cursor=${cursor%%'"'*}
+published=$(curl -s -w ' %{http_code}' -X POST "$base/poll" -d '{"type":"publish","topic":"lp","data":{"n":1},"ref":"c1"}')
+expect "poll publish" "$published" '^\{"type":"published","ref":"c1","id":"[a-z0-9]+:[0-9]+"\} 200$'
+id=${published#*'"id":"'}
+id=${id%%'"'*}
+expect "poll from cursor returns exactly that event" \
+  "$(curl -s -w ' %{http_code}' "$base/poll?topics=lp&cursor=$cursor&timeout=5")" \
+  '^\{"cursor":"'"$id"'","messages":\[\{"type":"event","topic":"lp","id":"'"$id"'","ts":[0-9]+,"content_type":"json","data":\{"n":1\}\}\]\} 200$'
 
 kill -TERM $pid
 status=0

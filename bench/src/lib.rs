@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use hdrhistogram::Histogram;
+use hdrhistogram::{Counter, Histogram};
 use serde::Serialize;
 use streamgate_core::{
     ContentType, Delivery, EventBus, MemoryBus, MemoryBusConfig, Notice, SubscribeRequest,
@@ -74,8 +74,13 @@ const LATENCY_SIGFIG: u8 = 2;
 /// usual range is allocated up front, before the first publish.
 const LATENCY_PRESIZED_NS: u64 = 1_000_000_000;
 
-/// An empty latency histogram, in nanoseconds.
-fn latency_histogram() -> Histogram<u64> {
+/// An empty latency histogram, in nanoseconds: 2 significant digits, presized to one second,
+/// growing past it if needed. Every benchmark of this crate records latency into these, so
+/// their figures have the same resolution.
+///
+/// The counter type is the caller's: a benchmark holding one histogram per client can use
+/// `u32` counters (half the memory) and merge them into a `u64` one.
+pub fn latency_histogram<C: Counter>() -> Histogram<C> {
     let mut histogram = Histogram::new_with_bounds(1, LATENCY_PRESIZED_NS, LATENCY_SIGFIG)
         .expect("constant bounds are valid");
     histogram.auto(true);
@@ -185,7 +190,7 @@ pub struct LatencySummary {
 
 impl LatencySummary {
     /// Summarises a histogram of nanoseconds.
-    pub fn from_nanos(histogram: &Histogram<u64>) -> Self {
+    pub fn from_nanos<C: Counter>(histogram: &Histogram<C>) -> Self {
         let us = |ns: u64| ns as f64 / 1_000.0;
         if histogram.is_empty() {
             return Self::default();
@@ -534,6 +539,36 @@ pub fn median<T: Copy + PartialOrd>(values: &[T]) -> T {
     sorted[sorted.len() / 2]
 }
 
+/// Formats a table: one header line, then one line per row, every column right-aligned to
+/// its widest cell and columns separated by two spaces. Rows shorter than the header leave
+/// their last columns empty.
+pub fn format_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|col| {
+            rows.iter()
+                .filter_map(|row| row.get(col))
+                .map(|cell| cell.chars().count())
+                .chain([header[col].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |fields: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = fields
+            .zip(&widths)
+            .map(|(field, width)| format!("{field:>width$}"))
+            .collect();
+        padded.join("  ")
+    };
+    let mut out = line(&mut header.iter().copied());
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out.push('\n');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,6 +589,18 @@ mod tests {
         assert_eq!(pace.due_after_start(3), Some(750_000_000));
         assert_eq!(Pace::from_rate(0), Pace::Saturate);
         assert_eq!(Pace::Saturate.due_after_start(3), None);
+    }
+
+    #[test]
+    fn table_is_right_aligned() {
+        let table = format_table(
+            &["n", "value"],
+            &[
+                vec!["1".to_owned(), "2.5".to_owned()],
+                vec!["1000".to_owned(), "12".to_owned()],
+            ],
+        );
+        assert_eq!(table, "   n  value\n   1    2.5\n1000     12\n");
     }
 
     #[test]

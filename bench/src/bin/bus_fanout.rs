@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use serde::Serialize;
-use streamgate_bench::{median, run_fanout, Pace, RunReport, Scenario, HEADER_BYTES};
+use streamgate_bench::{format_table, median, run_fanout, Pace, RunReport, Scenario, HEADER_BYTES};
 
 /// Deliveries (subscribers × events) aimed at per run when `--events` is not given.
 const DELIVERY_BUDGET: u64 = 5_000_000;
@@ -264,10 +264,10 @@ fn print_table(rows: &[Row]) {
         "lagged",
         "gaps",
     ];
-    let cells: Vec<[String; 11]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            [
+            vec![
                 row.subscribers.to_string(),
                 row.events.to_string(),
                 row.deliveries.to_string(),
@@ -283,27 +283,7 @@ fn print_table(rows: &[Row]) {
             ]
         })
         .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|col| {
-            cells
-                .iter()
-                .map(|row| row[col].chars().count())
-                .chain([header[col].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |fields: &mut dyn Iterator<Item = &str>| {
-        let padded: Vec<String> = fields
-            .zip(&widths)
-            .map(|(field, width)| format!("{field:>width$}"))
-            .collect();
-        println!("{}", padded.join("  "));
-    };
-    line(&mut header.iter().copied());
-    for row in &cells {
-        line(&mut row.iter().map(String::as_str));
-    }
+    print!("{}", format_table(&header, &cells));
 }
 
 fn warn_about(row: &Row) {

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::GatewayConfig;
 use crate::http::{json, Body, Rejection};
+use crate::tls::TlsMaterial;
 
 /// State shared by every connection and background task of one gateway.
 #[derive(Debug)]
@@ -30,12 +31,14 @@ pub struct App {
     /// sources).
     pub tasks: TaskTracker,
     transports: Vec<Arc<dyn HttpTransport>>,
+    /// The HTTPS certificate, when TLS is on.
+    pub tls: Option<TlsMaterial>,
     started: Instant,
 }
 
 impl App {
     /// Shared state for a gateway over `bus`.
-    pub fn new(config: GatewayConfig, bus: Arc<dyn EventBus>) -> Self {
+    pub fn new(config: GatewayConfig, bus: Arc<dyn EventBus>, tls: Option<TlsMaterial>) -> Self {
         let transports = enabled_transports(&config);
         Self {
             bus,
@@ -43,6 +46,7 @@ impl App {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             transports,
+            tls,
             started: Instant::now(),
         }
     }
@@ -187,6 +191,8 @@ fn enabled_transports(config: &GatewayConfig) -> Vec<Arc<dyn HttpTransport>> {
     vec![
         #[cfg(feature = "ws")]
         Arc::new(ws::WsTransport::new(config.ws.clone())),
+        #[cfg(feature = "longpoll")]
+        Arc::new(longpoll::LongPollTransport::new(config.longpoll.clone())),
         #[cfg(feature = "sse")]
         Arc::new(sse::SseTransport::new(config.sse.clone())),
     ]

@@ -17,6 +17,8 @@ use streamgate_core::{ContentType, HistoryConfig, MemoryBusConfig, Topic};
 pub struct GatewayConfig {
     /// HTTP listener settings.
     pub server: ServerConfig,
+    /// The HTTPS listener (HTTP/2 and HTTP/1.1).
+    pub tls: TlsConfig,
     /// Event bus settings.
     pub bus: BusConfig,
     /// The synthetic demo source.
@@ -26,6 +28,9 @@ pub struct GatewayConfig {
     /// The WebSocket transport.
     #[cfg(feature = "ws")]
     pub ws: ws::WsConfig,
+    /// The long-polling transport.
+    #[cfg(feature = "longpoll")]
+    pub longpoll: longpoll::LongPollConfig,
     /// The Server-Sent Events transport.
     #[cfg(feature = "sse")]
     pub sse: sse::SseConfig,
@@ -55,6 +60,34 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The HTTPS listener: the same routes as the HTTP listener, over TLS, with HTTP/2 chosen by
+/// ALPN (so a browser multiplexes many SSE streams over one connection).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// Whether to serve HTTPS. Default: true.
+    pub enabled: bool,
+    /// Address of the HTTPS listener. Default: `127.0.0.1:8443`.
+    pub listen: SocketAddr,
+    /// PEM certificate chain. Default: none, which generates a self-signed development
+    /// certificate (ECDSA P-256, 13 days) at start-up.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            cert: None,
+            key: None,
         }
     }
 }
@@ -339,6 +372,9 @@ impl GatewayConfig {
         };
         if self.server.max_connections == 0 {
             return fail("server.max_connections must be at least 1".to_owned());
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return fail("tls.cert and tls.key go together: give both or neither".to_owned());
         }
         if self.bus.subscriber_queue == 0 {
             return fail("bus.subscriber_queue must be at least 1".to_owned());

@@ -22,6 +22,7 @@ mod http;
 mod server;
 #[doc(hidden)]
 pub mod testkit;
+pub mod tls;
 mod upstream;
 
 pub use app::App;

@@ -33,6 +33,12 @@ struct ServeArgs {
     /// HTTP listen address (overrides `server.listen`).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// HTTPS listen address (overrides `tls.listen`).
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
+    /// Do not serve HTTPS.
+    #[arg(long)]
+    no_tls: bool,
     /// Demo events per second (overrides `demo.rate`).
     #[arg(long)]
     demo_rate: Option<f64>,
@@ -82,6 +88,12 @@ fn load_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if let Some(listen) = args.tls_listen {
+        config.tls.listen = listen;
+    }
+    if args.no_tls {
+        config.tls.enabled = false;
+    }
     if let Some(rate) = args.demo_rate {
         config.demo.rate = rate;
     }
@@ -116,6 +128,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = gateway.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%addr, "streamgate listening on http://{addr}");
+        if let (Some(tls_addr), Some(tls)) = (gateway.tls_local_addr(), &gateway.app().tls) {
+            tracing::info!(
+                %tls_addr,
+                self_signed = tls.self_signed,
+                sha256 = %tls.certificate_sha256_hex(),
+                "streamgate listening on https://{tls_addr} (HTTP/2 and HTTP/1.1)"
+            );
+        }
         match gateway.run(shutdown_signal()).await {
             ShutdownOutcome::Drained => Ok(()),
             ShutdownOutcome::TimedOut { remaining } => {

@@ -15,13 +15,15 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::app::{tag_connection, App};
 use crate::config::GatewayConfig;
+use crate::tls::TlsMaterial;
 use crate::{demo, upstream};
 use streamgate_core::{ConnectionInfo, EventBus, MemoryBus};
 
@@ -29,10 +31,19 @@ use streamgate_core::{ConnectionInfo, EventBus, MemoryBus};
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// A bound, not yet running gateway.
-#[derive(Debug)]
 pub struct Gateway {
     listener: TcpListener,
+    tls_listener: Option<(TcpListener, TlsAcceptor)>,
     app: Arc<App>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls_local_addr())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How the gateway ended.
@@ -66,10 +77,32 @@ impl Gateway {
         bus: Arc<dyn EventBus>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.server.listen).await?;
+        let (tls, tls_listener) = if config.tls.enabled {
+            let material = match (&config.tls.cert, &config.tls.key) {
+                (Some(cert), Some(key)) => TlsMaterial::from_pem_files(cert, key),
+                _ => TlsMaterial::self_signed(),
+            }
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let tls_listener = TcpListener::bind(config.tls.listen).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("{}: {e}", config.tls.listen))
+            })?;
+            let acceptor = TlsAcceptor::from(Arc::clone(&material.server_config));
+            (Some(material), Some((tls_listener, acceptor)))
+        } else {
+            (None, None)
+        };
         Ok(Self {
             listener,
-            app: Arc::new(App::new(config, bus)),
+            tls_listener,
+            app: Arc::new(App::new(config, bus, tls)),
         })
+    }
+
+    /// The bound HTTPS address, when TLS is on.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// The bound address (useful with port 0).
@@ -87,7 +120,11 @@ impl Gateway {
 
     /// Serves until `shutdown` completes, then shuts down gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> ShutdownOutcome {
-        let Self { listener, app } = self;
+        let Self {
+            listener,
+            tls_listener,
+            app,
+        } = self;
         start_sources(&app);
         let graceful = GracefulShutdown::new();
         let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
@@ -97,6 +134,7 @@ impl Gateway {
             .timer(TokioTimer::new())
             .header_read_timeout(app.config.server.header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES);
+        builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);
         let mut next_conn_id: u64 = 0;
         tokio::pin!(shutdown);
@@ -105,46 +143,46 @@ impl Gateway {
                 () = &mut shutdown => break,
                 permit = Arc::clone(&limit).acquire_owned() => permit.expect("semaphore is never closed"),
             };
-            let (stream, peer) = tokio::select! {
+            let (accepted, tls) = tokio::select! {
                 () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Running out of file descriptors must not end the server: wait and retry.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = listener.accept() => (accepted, None),
+                accepted = accept_tls(&tls_listener) => (accepted, tls_listener.as_ref().map(|(_, a)| a.clone())),
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Running out of file descriptors must not end the server: wait and retry.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             next_conn_id += 1;
-            let service_app = Arc::clone(&app);
             let info = ConnectionInfo {
                 peer,
                 conn_id: next_conn_id,
             };
-            let service = service_fn(move |mut request| {
-                let app = Arc::clone(&service_app);
-                tag_connection(&mut request, info);
-                async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
-            });
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            let span = tracing::debug_span!("conn", conn_id = next_conn_id, %peer);
+            let span =
+                tracing::debug_span!("conn", conn_id = next_conn_id, %peer, tls = tls.is_some());
+            let connection = serve_connection(
+                Arc::clone(&app),
+                Arc::clone(&builder),
+                graceful.watcher(),
+                stream,
+                tls,
+                info,
+            );
             app.tasks.spawn(
                 async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
+                    connection.await;
                     drop(permit);
                 }
                 .instrument(span),
             );
         }
         drop(listener);
+        drop(tls_listener);
         tracing::info!("shutting down: stopped accepting");
         app.shutdown.cancel();
         app.bus.close();
@@ -166,6 +204,58 @@ impl Gateway {
                 ShutdownOutcome::TimedOut { remaining }
             }
         }
+    }
+}
+
+async fn accept_tls(
+    tls: &Option<(TcpListener, TlsAcceptor)>,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match tls {
+        Some((listener, _)) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves one connection, plain or TLS, until it ends or graceful shutdown closes it.
+async fn serve_connection(
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    info: ConnectionInfo,
+) {
+    let service_app = Arc::clone(&app);
+    let service = service_fn(move |mut request| {
+        let app = Arc::clone(&service_app);
+        tag_connection(&mut request, info);
+        async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
+    });
+    let result = match tls {
+        None => {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            watcher.watch(connection.into_owned()).await
+        }
+        Some(acceptor) => {
+            // The handshake counts against the same budget as request headers (slowloris).
+            let timeout = app.config.server.header_read_timeout;
+            let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            watcher.watch(connection.into_owned()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 

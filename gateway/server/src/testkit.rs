@@ -15,6 +15,8 @@ use crate::{App, Gateway, ShutdownOutcome};
 pub struct TestGateway {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it listens for HTTPS, when TLS is on.
+    pub tls_addr: Option<SocketAddr>,
     /// Its shared state (bus, shutdown token).
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
@@ -28,8 +30,10 @@ impl TestGateway {
     /// If the listener cannot be bound.
     pub async fn start(mut config: GatewayConfig) -> Self {
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.tls.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let gateway = Gateway::bind(config).await.expect("bind 127.0.0.1:0");
         let addr = gateway.local_addr().expect("local address");
+        let tls_addr = gateway.tls_local_addr();
         let app = Arc::clone(gateway.app());
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(gateway.run(async move {
@@ -37,16 +41,18 @@ impl TestGateway {
         }));
         Self {
             addr,
+            tls_addr,
             app,
             stop: Some(stop),
             handle,
         }
     }
 
-    /// A configuration without the demo source.
+    /// A configuration without the demo source or TLS.
     pub fn quiet_config() -> GatewayConfig {
         let mut config = GatewayConfig::default();
         config.demo.enabled = false;
+        config.tls.enabled = false;
         config
     }
 

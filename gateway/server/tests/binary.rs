@@ -51,7 +51,15 @@ fn bad_config_is_a_one_line_error_naming_the_field() {
 fn serves_with_defaults_and_exits_zero_on_sigterm() {
     let mut child = KillOnDrop(
         streamgate()
-            .args(["serve", "--listen", "127.0.0.1:0", "--demo-rate", "50"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--demo-rate",
+                "50",
+            ])
             .env("RUST_LOG", "streamgate=info")
             .stderr(Stdio::piped())
             .spawn()

@@ -21,6 +21,7 @@ pub(crate) struct EventStreamBody {
     heartbeat: Pin<Box<Sleep>>,
     heartbeat_interval: Duration,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    expiry: Option<Pin<Box<Sleep>>>,
     ended: bool,
 }
 
@@ -29,6 +30,7 @@ impl EventStreamBody {
         preamble: Bytes,
         subscription: Subscription,
         heartbeat_interval: Duration,
+        max_duration: Duration,
         shutdown: WaitForCancellationFutureOwned,
     ) -> Self {
         Self {
@@ -37,6 +39,7 @@ impl EventStreamBody {
             heartbeat: Box::pin(tokio::time::sleep(heartbeat_interval)),
             heartbeat_interval,
             shutdown: Box::pin(shutdown),
+            expiry: (!max_duration.is_zero()).then(|| Box::pin(tokio::time::sleep(max_duration))),
             ended: false,
         }
     }
@@ -68,6 +71,14 @@ impl Body for EventStreamBody {
             // Last-Event-ID, to whichever gateway is still up.
             this.ended = true;
             return Poll::Ready(Some(Ok(Frame::data(sse_comment("server shutting down")))));
+        }
+        if let Some(expiry) = &mut this.expiry {
+            if expiry.as_mut().poll(cx).is_ready() {
+                this.ended = true;
+                return Poll::Ready(Some(Ok(Frame::data(sse_comment(
+                    "stream duration limit reached; reconnect with Last-Event-ID",
+                )))));
+            }
         }
         match Pin::new(&mut this.subscription).poll_next(cx) {
             Poll::Ready(Some(Delivery::Event(event))) => return this.frame(sse_event(&event)),

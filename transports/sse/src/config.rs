@@ -16,6 +16,11 @@ pub struct SseConfig {
     /// Reconnect delay suggested to browsers with `retry:`. Default: 3 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub retry: Duration,
+    /// End each stream after this long; `EventSource` reconnects with `Last-Event-ID` and
+    /// misses nothing. Spreads long-lived clients over gateway nodes after a scale-out.
+    /// `0` means never. Default: 0.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub max_stream_duration: Duration,
 }
 
 impl Default for SseConfig {
@@ -23,11 +28,24 @@ impl Default for SseConfig {
         Self {
             heartbeat_interval: Duration::from_secs(15),
             retry: Duration::from_secs(3),
+            max_stream_duration: Duration::ZERO,
         }
     }
 }
 
 impl SseConfig {
+    /// Sets [`SseConfig::max_stream_duration`].
+    pub fn max_stream_duration(mut self, duration: Duration) -> Self {
+        self.max_stream_duration = duration;
+        self
+    }
+
+    /// Sets [`SseConfig::retry`].
+    pub fn retry(mut self, retry: Duration) -> Self {
+        self.retry = retry;
+        self
+    }
+
     /// Sets [`SseConfig::heartbeat_interval`].
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;

@@ -115,6 +115,7 @@ async fn handle(
         preamble.freeze(),
         subscription,
         config.heartbeat_interval,
+        config.max_stream_duration,
         context.shutdown.clone().cancelled_owned(),
     );
     let mut response = Response::new(body.boxed());

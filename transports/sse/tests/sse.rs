@@ -248,3 +248,19 @@ async fn shutdown_ends_the_stream() {
     assert_eq!(outcome, streamgate::ShutdownOutcome::Drained);
     assert!(text.ends_with(": server shutting down\n\n"), "{text}");
 }
+
+#[tokio::test]
+async fn stream_ends_at_its_duration_limit_and_resumes_with_last_event_id() {
+    let mut config = TestGateway::quiet_config();
+    config.sse = config.sse.max_stream_duration(Duration::from_millis(200));
+    let gateway = TestGateway::start(config).await;
+    let first = publish(&gateway, "a", ContentType::Text, "before");
+    let mut stream = Stream::open(&gateway, &format!("/sse?topics=a&since={first}"), &[]).await;
+    let text = stream.read_to_end().await;
+    assert!(text.ends_with(": stream duration limit reached; reconnect with Last-Event-ID\n\n"));
+    let second = publish(&gateway, "a", ContentType::Text, "between");
+    let mut again = Stream::open(&gateway, "/sse?topics=a", &[("last-event-id", &first)]).await;
+    let text = again.until("id: ", 1).await;
+    assert!(text.contains(&format!("id: {second}\n")), "{text}");
+    gateway.shutdown().await;
+}

@@ -224,20 +224,26 @@ where
     }
 
     /// Replaces the subscription; resumes after the last delivered id unless told otherwise,
-    /// so topics kept across the change lose and repeat nothing.
+    /// so topics kept across the change lose and repeat nothing. A change the bus refuses
+    /// leaves the current subscription as it was: the client gets an `error`, not a
+    /// `subscribed`, so it must be able to rely on nothing having changed.
     async fn resubscribe(
         &mut self,
         topics: Vec<Topic>,
         since: Option<EventId>,
         reference: Option<String>,
     ) -> Bytes {
-        self.subscription = None;
-        self.topics.clear();
         let epoch = self.context.bus.health().epoch;
         if topics.is_empty() {
+            self.subscription = None;
+            self.topics.clear();
             return encode_subscribed(&[], &epoch);
         }
-        let since = since.or_else(|| self.last_delivered.clone());
+        // Nothing delivered yet: start where the old subscription started, so events it had
+        // queued but not sent are not skipped.
+        let since = since
+            .or_else(|| self.last_delivered.clone())
+            .or_else(|| self.subscription.as_ref().map(|s| s.start().clone()));
         match self
             .context
             .bus

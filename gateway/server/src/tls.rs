@@ -1,0 +1,154 @@
+//! TLS for the HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN), from PEM files or a generated
+//! self-signed development certificate.
+//!
+//! The self-signed certificate is ECDSA P-256 and valid for 13 days: that is what browsers
+//! accept through WebTransport's `serverCertificateHashes` (at most 14 days), so the same
+//! certificate can serve HTTP/3 too.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::ServerConfig;
+use sha2::{Digest, Sha256};
+
+/// Validity of a generated certificate, in days.
+pub const SELF_SIGNED_DAYS: i64 = 13;
+
+/// A certificate chain, its key, and the rustls configuration built from them.
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    /// The server configuration (ALPN `h2`, `http/1.1`).
+    pub server_config: Arc<ServerConfig>,
+    /// The leaf certificate, DER.
+    pub certificate: CertificateDer<'static>,
+    /// SHA-256 of the leaf certificate (what `serverCertificateHashes` pins).
+    pub certificate_sha256: [u8; 32],
+    /// Whether the certificate was generated at start-up.
+    pub self_signed: bool,
+}
+
+/// Why TLS could not be set up. Fatal at start-up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the certificate or key.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The development certificate could not be generated.
+    #[error("generating the self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    // One explicit provider: with two compiled in (aws-lc-rs and ring can both be present
+    // through dependencies), `ServerConfig::builder()` cannot choose and panics.
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsMaterial {
+    /// Loads a PEM certificate chain and private key.
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the file and what is wrong with it.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let pem_error = |path: &Path, reason: String| TlsError::Pem {
+            path: path.display().to_string(),
+            reason,
+        };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| pem_error(cert, e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| pem_error(cert, e.to_string()))?;
+        if chain.is_empty() {
+            return Err(pem_error(cert, "no certificate found".to_owned()));
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e.to_string()))?;
+        Self::build(chain, key, false)
+    }
+
+    /// Generates a self-signed ECDSA P-256 certificate for `localhost`, `127.0.0.1` and `::1`,
+    /// valid from an hour ago for [`SELF_SIGNED_DAYS`] days.
+    ///
+    /// # Errors
+    /// [`TlsError::Generate`] if key or certificate generation fails.
+    pub fn self_signed() -> Result<Self, TlsError> {
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = rcgen::CertificateParams::new(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ])?;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(SELF_SIGNED_DAYS);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "streamgate development certificate",
+        );
+        let certificate = params.self_signed(&key_pair)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+        Self::build(vec![certificate.der().clone()], key, true)
+    }
+
+    fn build(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        self_signed: bool,
+    ) -> Result<Self, TlsError> {
+        let certificate = chain[0].clone();
+        let certificate_sha256 = Sha256::digest(certificate.as_ref()).into();
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            server_config: Arc::new(config),
+            certificate,
+            certificate_sha256,
+            self_signed,
+        })
+    }
+
+    /// The certificate's SHA-256 in lowercase hex.
+    pub fn certificate_sha256_hex(&self) -> String {
+        self.certificate_sha256
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_certificate_is_short_lived_p256() {
+        let material = TlsMaterial::self_signed().unwrap();
+        assert!(material.self_signed);
+        assert_eq!(material.certificate_sha256_hex().len(), 64);
+        assert_eq!(
+            material.server_config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+    }
+
+    #[test]
+    fn pem_errors_name_the_file() {
+        let err = TlsMaterial::from_pem_files(Path::new("/nonexistent.pem"), Path::new("/k.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/nonexistent.pem: "), "{err}");
+    }
+}

@@ -1,0 +1,285 @@
+//! [`LongPollTransport`]: `GET /poll` (hold, then answer with a batch) and `POST /poll`
+//! (publish). The batch rules and the cursor choice live in [`crate::poll`]; this file only
+//! waits on the subscription and the clocks.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use streamgate_core::{
+    full_body, Body, BoxError, BoxFuture, Delivery, HttpTransport, SubscribeRequest, Subscription,
+    TransportContext,
+};
+use streamgate_proto::{
+    encode_error, encode_notice, encode_published, json_envelope, ClientMessage, ProtocolError,
+};
+
+use crate::config::LongPollConfig;
+use crate::poll::{next_cursor, Batch, BatchLimits, Offer, PollQuery, QueryBounds};
+
+/// Methods `/poll` answers.
+const ALLOW: &str = "GET, POST";
+
+/// The long-polling transport. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LongPollTransport {
+    config: Arc<LongPollConfig>,
+}
+
+impl LongPollTransport {
+    /// A transport with these settings.
+    pub fn new(config: LongPollConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl HttpTransport for LongPollTransport {
+    fn name(&self) -> &'static str {
+        "longpoll"
+    }
+
+    fn paths(&self) -> &'static [&'static str] {
+        &["/poll"]
+    }
+
+    fn handle(
+        &self,
+        request: Request<Body>,
+        context: TransportContext,
+    ) -> BoxFuture<'static, Response<Body>> {
+        let config = Arc::clone(&self.config);
+        Box::pin(async move {
+            match *request.method() {
+                Method::GET => poll(&config, request.uri().query(), context).await,
+                Method::POST => post(&config, request, context).await,
+                _ => {
+                    let mut response = http_error(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method_not_allowed",
+                        &format!("use {ALLOW}"),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+                    response
+                }
+            }
+        })
+    }
+}
+
+/// `GET /poll`: subscribe, answer at once with what is ready, else hold until the first
+/// delivery, the timeout or shutdown. The subscription ends with the request.
+async fn poll(
+    config: &LongPollConfig,
+    query: Option<&str>,
+    context: TransportContext,
+) -> Response<Body> {
+    let bounds = QueryBounds {
+        default_timeout: config.default_timeout,
+        max_timeout: config.max_timeout,
+        max_events: config.max_batch_events,
+    };
+    let query = match PollQuery::parse(query, &bounds) {
+        Ok(query) => query,
+        Err(e) => return protocol_error(&e),
+    };
+    let mut subscription = match context
+        .bus
+        .subscribe(SubscribeRequest::resume(
+            query.topics.clone(),
+            query.cursor.clone(),
+        ))
+        .await
+    {
+        Ok(subscription) => subscription,
+        Err(e) => return protocol_error(&ProtocolError::from(&e)),
+    };
+    let mut batch = Batch::new(BatchLimits {
+        max_events: query.max_events,
+        max_bytes: config.max_batch_bytes,
+    });
+    take_ready(&mut subscription, &mut batch);
+    if batch.is_empty() && !query.timeout.is_zero() {
+        let first = tokio::select! {
+            biased;
+            delivery = subscription.next() => delivery,
+            () = context.shutdown.cancelled() => None,
+            () = tokio::time::sleep(query.timeout) => None,
+        };
+        if let Some(delivery) = first {
+            if offer(&mut batch, delivery) != Offer::Refused {
+                take_ready(&mut subscription, &mut batch);
+            }
+        }
+    }
+    let cursor = next_cursor(
+        batch.last_event(),
+        query.cursor.as_ref(),
+        subscription.start(),
+    );
+    drop(subscription);
+    let mut response = Response::new(full_body(batch.into_body(&cursor)));
+    set_json_headers(&mut response);
+    response
+}
+
+/// Adds every delivery that is ready now, without waiting, until the batch is closed.
+fn take_ready(subscription: &mut Subscription, batch: &mut Batch) {
+    while !batch.is_closed() {
+        match subscription.next().now_or_never() {
+            Some(Some(delivery)) => {
+                if offer(batch, delivery) == Offer::Refused {
+                    break;
+                }
+            }
+            // Nothing ready, or the bus closed.
+            Some(None) | None => break,
+        }
+    }
+}
+
+fn offer(batch: &mut Batch, delivery: Delivery) -> Offer {
+    match delivery {
+        Delivery::Event(event) => batch.offer_event(&event.id, json_envelope(&event)),
+        Delivery::Notice(notice) => batch.offer_notice(encode_notice(&notice)),
+    }
+}
+
+/// `POST /poll`: one client message. Only `publish` means something without a connection.
+async fn post(
+    config: &LongPollConfig,
+    request: Request<Body>,
+    context: TransportContext,
+) -> Response<Body> {
+    let limit = config.max_message_size;
+    let too_large = || {
+        reply(
+            None,
+            &Err(ProtocolError::new(
+                "payload_too_large",
+                format!("the message is over the limit of {limit} bytes"),
+            )),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return too_large();
+    }
+    let body = match read_body(request.into_body(), limit).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return too_large(),
+        Err(e) => {
+            return reply(
+                None,
+                &Err(ProtocolError::new(
+                    "body_read_failed",
+                    format!("could not read the request body: {e}"),
+                )),
+            )
+        }
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return reply(
+            None,
+            &Err(ProtocolError::new(
+                "bad_message",
+                "the body must be one JSON client message, in UTF-8",
+            )),
+        );
+    };
+    match ClientMessage::parse(text) {
+        Err((error, reference)) => reply(reference.as_deref(), &Err(error)),
+        Ok(ClientMessage::Publish(publish)) => {
+            let reference = publish.reference;
+            let result = match context
+                .bus
+                .publish(publish.topic, publish.content_type, publish.payload)
+                .await
+            {
+                Ok(event) => Ok(encode_published(reference.as_deref(), &event.id)),
+                Err(e) => Err(ProtocolError::from(&e)),
+            };
+            reply(reference.as_deref(), &result)
+        }
+        Ok(
+            ClientMessage::Subscribe { reference, .. }
+            | ClientMessage::Unsubscribe { reference, .. },
+        ) => reply(
+            reference.as_deref(),
+            &Err(ProtocolError::new(
+                "bad_message",
+                "long polling is stateless: there is no subscription to change; name the \
+                 topics in each poll, GET /poll?topics=a,b&cursor=<cursor>",
+            )),
+        ),
+    }
+}
+
+/// The whole body, or `None` as soon as it is over `limit` bytes.
+async fn read_body(mut body: Body, limit: usize) -> Result<Option<Bytes>, BoxError> {
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if collected.len() + data.len() > limit {
+                return Ok(None);
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(collected.freeze()))
+}
+
+/// A `POST /poll` answer: `published` (200) or an `error` message with its HTTP status.
+fn reply(reference: Option<&str>, result: &Result<Bytes, ProtocolError>) -> Response<Body> {
+    let (status, body) = match result {
+        Ok(body) => (StatusCode::OK, body.clone()),
+        Err(error) => {
+            log_rejection(error.http_status(), error.code, &error.reason);
+            (status_of(error), encode_error(error, reference))
+        }
+    };
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    set_json_headers(&mut response);
+    response
+}
+
+fn status_of(error: &ProtocolError) -> StatusCode {
+    StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+fn protocol_error(error: &ProtocolError) -> Response<Body> {
+    http_error(status_of(error), error.code, &error.reason)
+}
+
+/// An HTTP error: `{"error":{"code":…,"reason":…}}`.
+fn http_error(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
+    log_rejection(status.as_u16(), code, reason);
+    let body = serde_json::json!({"error": {"code": code, "reason": reason}}).to_string();
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    set_json_headers(&mut response);
+    response
+}
+
+fn log_rejection(status: u16, code: &str, reason: &str) {
+    tracing::trace!(target: "streamgate::rejection", status, code, reason, "rejected long-poll request");
+}
+
+/// Every `/poll` answer is JSON and describes one moment of the stream: never cache it.
+fn set_json_headers(response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
