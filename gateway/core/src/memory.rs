@@ -556,6 +556,11 @@ impl Drop for MemorySubscription {
         for topic in &self.topics {
             if let Some(topic_state) = state.topics.get_mut(topic) {
                 topic_state.subscribers.remove(&self.id);
+                // A topic only ever subscribed to, never published, is forgotten with its last
+                // subscriber: otherwise subscribing to made-up names would use up `max_topics`.
+                if topic_state.subscribers.is_empty() && topic_state.published == 0 {
+                    state.topics.remove(topic);
+                }
             }
         }
     }

@@ -576,3 +576,27 @@ async fn a_publishing_loop_does_not_starve_subscribers() {
         "the reader kept up: no lag"
     );
 }
+
+#[tokio::test]
+async fn topics_only_subscribed_to_are_forgotten_with_their_last_subscriber() {
+    let bus = bus(MemoryBusConfig::default().max_topics(2));
+    for round in 0..5 {
+        let sub = bus
+            .subscribe_now(SubscribeRequest::live(vec![topic(&format!(
+                "made-up-{round}"
+            ))]))
+            .unwrap();
+        drop(sub);
+    }
+    assert!(bus.topic_stats().await.is_empty());
+    publish(&bus, "kept", "x");
+    let sub = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("kept")]))
+        .unwrap();
+    drop(sub);
+    assert_eq!(
+        bus.topic_stats().await.len(),
+        1,
+        "a topic with history stays"
+    );
+}
