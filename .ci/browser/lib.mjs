@@ -126,6 +126,6 @@ export function assertIncreasingIds(events, what) {
 
 /// Short JSON for failure messages.
 export function brief(value, max = 300) {
-  const s = JSON.stringify(value);
+  const s = JSON.stringify(value) ?? String(value); // undefined (and functions) stringify to undefined
   return s.length > max ? s.slice(0, max) + '…' : s;
 }

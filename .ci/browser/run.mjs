@@ -48,7 +48,6 @@ try {
   ok = true;
 } catch (e) {
   reason = (e && e.message ? e.message : String(e)).split('\n')[0];
-  if (process.env.SG_STACK) console.log(e?.stack);
 }
 const elapsed = Date.now() - t0;
 const version = browser?.version ? ` chromium ${browser.version}` : '';

@@ -53,6 +53,62 @@ expect "poll from cursor returns exactly that event" \
   "$(curl -s -w ' %{http_code}' "$base/poll?topics=lp&cursor=$cursor&timeout=5")" \
   '^\{"cursor":"'"$id"'","messages":\[\{"type":"event","topic":"lp","id":"'"$id"'","ts":[0-9]+,"content_type":"json","data":\{"n":1\}\}\]\} 200$'
 
+# Server-Sent Events: `curl -N` holds /sse?topics=news open in the background (bounded by
+# --max-time) while three events are published; then the raw stream is checked line by line:
+# `retry:` first, the epoch comment, and per event `id: <id>`, `event: news`, `data: <envelope>`.
+# A JSON payload pretty-printed over several lines goes out verbatim, so its envelope spans
+# several `data:` lines (which EventSource joins back with "\n"); a newline inside a JSON string
+# (escaped `\n`) and a text payload with a newline (escaped inside the envelope's JSON string)
+# stay on one `data:` line.
+sse=$(mktemp)
+curl -sN --max-time 10 -D "$sse.headers" "$base/sse?topics=news" >"$sse" 2>/dev/null &
+sse_pid=$!
+trap 'kill $pid $sse_pid 2>/dev/null || true; rm -f "$log" "$sse" "$sse.headers"' EXIT
+for _ in $(seq 50); do
+  grep -q '^retry: ' "$sse" && break
+  sleep 0.1
+done
+expect "sse: retry first, then the epoch comment" "$(head -c 200 "$sse")" $'^retry: [0-9]+\n\n: streamgate epoch [a-z0-9]+'
+expect "sse: content-type text/event-stream" "$(tr -d '\r' <"$sse.headers")" $'\n'"[Cc]ontent-[Tt]ype: text/event-stream"$'\n'
+published_id() { local id=${1#*'"id":"'}; echo "${id%%'"'*}"; }
+one=$(published_id "$(curl -s --max-time 5 -X POST "$base/publish/news" -H 'content-type: application/json' \
+  --data-binary '{"headline":"line one\nline two"}')")
+pretty=$(published_id "$(curl -s --max-time 5 -X POST "$base/publish/news" -H 'content-type: application/json' \
+  --data-binary $'{\n  "a": 1,\n  "b": [\n    2\n  ]\n}')")
+text=$(published_id "$(curl -s --max-time 5 -X POST "$base/publish/news?content_type=text" --data-binary $'a\nb')")
+for _ in $(seq 50); do
+  grep -qx "id: $text" "$sse" && break
+  sleep 0.1
+done
+kill $sse_pid 2>/dev/null || true
+wait $sse_pid 2>/dev/null || true
+# block ID: the lines of the event with that id, up to its blank line, with ts masked.
+block() { awk -v id="$1" '$0 == "id: " id { p = 1 } p { print } p && $0 == "" { exit }' "$sse" | sed -E 's/"ts":[0-9]+/"ts":TS/'; }
+same() { # same NAME ACTUAL EXPECTED: exact text
+  [[ $2 == "$3" ]] || fail "$1: got"$'\n'"$2"$'\n'"--- want"$'\n'"$3"
+  echo "ok: $1"
+  passed=$((passed + 1))
+}
+same "sse: JSON with an escaped newline in a string: one data: line" "$(block "$one")" \
+  "id: $one
+event: news
+data: {\"type\":\"event\",\"topic\":\"news\",\"id\":\"$one\",\"ts\":TS,\"content_type\":\"json\",\"data\":{\"headline\":\"line one\\nline two\"}}"
+same "sse: pretty-printed JSON: one data: line per payload line" "$(block "$pretty")" \
+  "id: $pretty
+event: news
+data: {\"type\":\"event\",\"topic\":\"news\",\"id\":\"$pretty\",\"ts\":TS,\"content_type\":\"json\",\"data\":{
+data:   \"a\": 1,
+data:   \"b\": [
+data:     2
+data:   ]
+data: }}"
+same "sse: text with a newline: escaped in the envelope, one data: line" "$(block "$text")" \
+  "id: $text
+event: news
+data: {\"type\":\"event\",\"topic\":\"news\",\"id\":\"$text\",\"ts\":TS,\"content_type\":\"text\",\"data\":\"a\\nb\"}"
+expect "sse: only our three events, in order" "$(grep '^id: ' "$sse" | tr '\n' ' ')" "^id: $one id: $pretty id: $text \$"
+rm -f "$sse" "$sse.headers"
+
 kill -TERM $pid
 status=0
 wait $pid || status=$?

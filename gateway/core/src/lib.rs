@@ -54,4 +54,6 @@ pub use event::{
 };
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
 pub use memory::{MemoryBus, MemoryBusConfig, TopicStats};
-pub use transport::{full_body, Body, BoxError, ConnectionInfo, HttpTransport, TransportContext};
+pub use transport::{
+    error_response, full_body, Body, BoxError, ConnectionInfo, HttpTransport, TransportContext,
+};

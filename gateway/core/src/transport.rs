@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +27,29 @@ pub fn full_body(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never: Infallible| match never {})
         .boxed()
+}
+
+/// The HTTP error answer of `docs/PROTOCOL.md` §6, `{"error":{"code":…,"reason":…}}`.
+///
+/// Every refusal goes through here and is logged once, at TRACE, to the target
+/// `streamgate::rejection`, so an operator can turn them on
+/// (`RUST_LOG=streamgate::rejection=trace`) without flooding the default log.
+pub fn error_response(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
+    tracing::trace!(
+        target: "streamgate::rejection",
+        status = status.as_u16(),
+        code,
+        reason,
+        "rejected request"
+    );
+    let body = serde_json::json!({"error": {"code": code, "reason": reason}}).to_string();
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// What the gateway hands a transport with each request.

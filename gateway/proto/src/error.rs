@@ -1,6 +1,9 @@
 //! The one error type of client input: a stable code and a human reason.
 
-use streamgate_core::{IdError, PayloadError, PublishError, SubscribeError, TopicError};
+use http::{Response, StatusCode};
+use streamgate_core::{
+    error_response, Body, IdError, PayloadError, PublishError, SubscribeError, TopicError,
+};
 
 /// Client input the gateway refuses. Always the client's fault, never fatal to the gateway:
 /// HTTP transports answer 400 (or the status of [`ProtocolError::http_status`]), bidirectional
@@ -24,13 +27,19 @@ impl ProtocolError {
     }
 
     /// The HTTP status for this error.
-    pub fn http_status(&self) -> u16 {
+    pub fn status(&self) -> StatusCode {
         match self.code {
-            "payload_too_large" => 413,
-            "topic_limit" => 429,
-            "bus_unavailable" | "shutting_down" => 503,
-            _ => 400,
+            "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            "topic_limit" => StatusCode::TOO_MANY_REQUESTS,
+            "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
+            "bus_unavailable" | "shutting_down" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
         }
+    }
+
+    /// The HTTP error answer for this error (`docs/PROTOCOL.md` §6).
+    pub fn to_response(&self) -> Response<Body> {
+        error_response(self.status(), self.code, &self.reason)
     }
 }
 

@@ -3,8 +3,8 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use streamgate_core::full_body as full;
 pub use streamgate_core::Body;
+use streamgate_core::{error_response, full_body as full};
 
 /// A `200`-style JSON response.
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -17,11 +17,8 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
     response
 }
 
-/// A request the gateway refuses, with the status and reason the client gets.
-///
-/// Every rejection is logged once, at TRACE, to the target `streamgate::rejection`, so an
-/// operator can turn them on (`RUST_LOG=streamgate::rejection=trace`) without flooding the
-/// default log with client mistakes.
+/// A request the gateway refuses, with the status and reason the client gets (logged once,
+/// at TRACE, to `streamgate::rejection`, by [`error_response`]).
 #[derive(Debug)]
 pub struct Rejection {
     status: StatusCode,
@@ -68,17 +65,7 @@ impl Rejection {
 
     /// Turns the rejection into its response: `{"error":{"code":…,"reason":…}}`.
     pub fn into_response(self) -> Response<Body> {
-        tracing::trace!(
-            target: "streamgate::rejection",
-            status = self.status.as_u16(),
-            code = self.code,
-            reason = %self.reason,
-            "rejected request"
-        );
-        let mut response = json(
-            self.status,
-            &serde_json::json!({"error": {"code": self.code, "reason": self.reason}}),
-        );
+        let mut response = error_response(self.status, self.code, &self.reason);
         if let Some(allow) = self.allow {
             response
                 .headers_mut()

@@ -9,8 +9,8 @@ use futures_util::{FutureExt, StreamExt};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use streamgate_core::{
-    full_body, Body, BoxError, BoxFuture, Delivery, HttpTransport, SubscribeRequest, Subscription,
-    TransportContext,
+    error_response, full_body, Body, BoxError, BoxFuture, Delivery, HttpTransport,
+    SubscribeRequest, Subscription, TransportContext,
 };
 use streamgate_proto::{
     encode_error, encode_notice, encode_published, json_envelope, ClientMessage, ProtocolError,
@@ -242,8 +242,8 @@ fn reply(reference: Option<&str>, result: &Result<Bytes, ProtocolError>) -> Resp
     let (status, body) = match result {
         Ok(body) => (StatusCode::OK, body.clone()),
         Err(error) => {
-            log_rejection(error.http_status(), error.code, &error.reason);
-            (status_of(error), encode_error(error, reference))
+            log_rejection(error.status().as_u16(), error.code, &error.reason);
+            (error.status(), encode_error(error, reference))
         }
     };
     let mut response = Response::new(full_body(body));
@@ -252,20 +252,15 @@ fn reply(reference: Option<&str>, result: &Result<Bytes, ProtocolError>) -> Resp
     response
 }
 
-fn status_of(error: &ProtocolError) -> StatusCode {
-    StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
-}
-
 fn protocol_error(error: &ProtocolError) -> Response<Body> {
-    http_error(status_of(error), error.code, &error.reason)
+    let mut response = error.to_response();
+    set_json_headers(&mut response);
+    response
 }
 
 /// An HTTP error: `{"error":{"code":…,"reason":…}}`.
 fn http_error(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
-    log_rejection(status.as_u16(), code, reason);
-    let body = serde_json::json!({"error": {"code": code, "reason": reason}}).to_string();
-    let mut response = Response::new(full_body(body));
-    *response.status_mut() = status;
+    let mut response = error_response(status, code, reason);
     set_json_headers(&mut response);
     response
 }

@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use streamgate_core::{
-    full_body, Body, BoxFuture, HttpTransport, SubscribeRequest, TransportContext,
+    error_response, Body, BoxFuture, HttpTransport, SubscribeRequest, TransportContext,
 };
 use streamgate_proto::{
     parse_last_event_id, sse_comment, sse_retry, ProtocolError, SubscribeQuery,
@@ -54,23 +54,6 @@ impl HttpTransport for SseTransport {
     }
 }
 
-fn error_response(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
-    tracing::trace!(target: "streamgate::rejection", status = status.as_u16(), code, reason, "rejected SSE request");
-    let body = serde_json::json!({"error": {"code": code, "reason": reason}}).to_string();
-    let mut response = Response::new(full_body(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn protocol_error(error: &ProtocolError) -> Response<Body> {
-    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    error_response(status, error.code, &error.reason)
-}
-
 async fn handle(
     config: &SseConfig,
     request: &Request<Body>,
@@ -87,16 +70,16 @@ async fn handle(
             .insert(header::ALLOW, HeaderValue::from_static("GET"));
         return Err(response);
     }
-    let query = SubscribeQuery::parse(request.uri().query()).map_err(|e| protocol_error(&e))?;
+    let query = SubscribeQuery::parse(request.uri().query()).map_err(|e| e.to_response())?;
     if query.topics.is_empty() {
-        return Err(protocol_error(&ProtocolError::new(
-            "no_topics",
-            "name the topics to stream: /sse?topics=a,b",
-        )));
+        return Err(
+            ProtocolError::new("no_topics", "name the topics to stream: /sse?topics=a,b")
+                .to_response(),
+        );
     }
     let since = match request.headers().get("last-event-id") {
         Some(value) => parse_last_event_id(value.as_bytes())
-            .map_err(|e| protocol_error(&e))?
+            .map_err(|e| e.to_response())?
             .or(query.since),
         None => query.since,
     };
@@ -104,7 +87,7 @@ async fn handle(
         .bus
         .subscribe(SubscribeRequest::resume(query.topics, since))
         .await
-        .map_err(|e| protocol_error(&ProtocolError::from(&e)))?;
+        .map_err(|e| ProtocolError::from(&e).to_response())?;
     let mut preamble = BytesMut::new();
     preamble.put(sse_retry(config.retry.as_millis() as u64));
     preamble.put(sse_comment(&format!(

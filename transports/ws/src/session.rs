@@ -289,38 +289,27 @@ where
     }
 
     async fn send(&mut self, message: Message) -> Result<(), End> {
-        let timeout = self.config.write_timeout;
-        match tokio::time::timeout(timeout, self.socket.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "write failed");
-                Err(End::Gone)
-            }
-            Err(_) => {
-                tracing::info!("client stopped reading; dropping the connection");
-                Err(End::Gone)
-            }
-        }
+        let write = self.socket.send(message);
+        Self::bounded(self.config.write_timeout, write).await
     }
 
     async fn feed(&mut self, message: Message) -> Result<(), End> {
-        let timeout = self.config.write_timeout;
-        match tokio::time::timeout(timeout, self.socket.feed(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "write failed");
-                Err(End::Gone)
-            }
-            Err(_) => {
-                tracing::info!("client stopped reading; dropping the connection");
-                Err(End::Gone)
-            }
-        }
+        let write = self.socket.feed(message);
+        Self::bounded(self.config.write_timeout, write).await
     }
 
     async fn flush(&mut self) -> Result<(), End> {
-        let timeout = self.config.write_timeout;
-        match tokio::time::timeout(timeout, self.socket.flush()).await {
+        let write = self.socket.flush();
+        Self::bounded(self.config.write_timeout, write).await
+    }
+
+    /// Runs a write, ending the connection if it fails or stays blocked past `timeout` (a
+    /// client that stopped reading; it can resume from its last id).
+    async fn bounded(
+        timeout: std::time::Duration,
+        write: impl std::future::Future<Output = Result<(), WsError>>,
+    ) -> Result<(), End> {
+        match tokio::time::timeout(timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "write failed");

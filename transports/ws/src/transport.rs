@@ -6,7 +6,8 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use streamgate_core::{
-    full_body, Body, BoxFuture, ConnectionInfo, HttpTransport, SubscribeRequest, TransportContext,
+    error_response, Body, BoxFuture, ConnectionInfo, HttpTransport, SubscribeRequest,
+    TransportContext,
 };
 use streamgate_proto::{ProtocolError, SubscribeQuery};
 use tracing::Instrument;
@@ -48,29 +49,12 @@ impl HttpTransport for WsTransport {
     }
 }
 
-fn json_error(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
-    tracing::trace!(target: "streamgate::rejection", status = status.as_u16(), code, reason, "rejected WebSocket request");
-    let body = serde_json::json!({"error": {"code": code, "reason": reason}}).to_string();
-    let mut response = Response::new(full_body(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 fn rejection_response(rejection: HandshakeRejection) -> Response<Body> {
-    let mut response = json_error(rejection.status, rejection.code, &rejection.reason);
+    let mut response = error_response(rejection.status, rejection.code, &rejection.reason);
     for (name, value) in rejection.headers {
         response.headers_mut().insert(name, value);
     }
     response
-}
-
-fn protocol_error_response(error: &ProtocolError) -> Response<Body> {
-    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    json_error(status, error.code, &error.reason)
 }
 
 async fn handle(
@@ -93,13 +77,10 @@ async fn handle(
     } else {
         let query = match SubscribeQuery::parse(request.uri().query()) {
             Ok(query) => query,
-            Err(e) => return protocol_error_response(&e),
+            Err(e) => return e.to_response(),
         };
         if query.topics.is_empty() && query.since.is_some() {
-            return protocol_error_response(&ProtocolError::new(
-                "no_topics",
-                "since needs topics=…",
-            ));
+            return ProtocolError::new("no_topics", "since needs topics=…").to_response();
         }
         // Subscribing before the upgrade means a refused subscription is an HTTP error the
         // client can read, and events published during the handshake are already queued.
@@ -115,7 +96,7 @@ async fn handle(
                 .await
             {
                 Ok(subscription) => Some(subscription),
-                Err(e) => return protocol_error_response(&ProtocolError::from(&e)),
+                Err(e) => return ProtocolError::from(&e).to_response(),
             }
         };
         Mode::Subscriber {
@@ -140,7 +121,7 @@ async fn handle(
         .max_frame_size(Some(max_message));
     let (response, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(ws_config)) {
         Ok(upgrade) => upgrade,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_handshake", &e.to_string()),
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_handshake", &e.to_string()),
     };
     let info = request.extensions().get::<ConnectionInfo>().copied();
     let span = tracing::info_span!(
