@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# curl, a client we did not write, against the gateway binary on its embedded defaults (port
-# changed so it cannot collide): health, publish, topics, errors, and a clean SIGTERM exit.
+# curl, a client we did not write, against the gateway binary on its embedded defaults (ports
+# chosen by the kernel so they cannot collide): health, publish, topics, errors, long polling,
+# SSE, and a clean SIGTERM exit.
 set -euo pipefail
 bin=${1:?usage: curl.sh path/to/streamgate}
 log=$(mktemp)
-port=$((20000 + RANDOM % 20000))
-"$bin" serve --listen "127.0.0.1:$port" --tls-listen 127.0.0.1:0 --demo-rate 100 2>"$log" &
+"$bin" serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --demo-rate 100 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
-base="http://127.0.0.1:$port"
+base=""
+for _ in $(seq 100); do
+  base=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$log" | head -n1 | sed 's/^listening on //') || true
+  [[ -n $base ]] && break
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.1
+done
 
 fail() { echo "FAIL: $*"; echo "--- gateway log"; cat "$log"; exit 1; }
+[[ -n $base ]] || fail "the gateway did not report its address"
 expect() { # expect NAME ACTUAL PATTERN
   [[ $2 =~ $3 ]] || fail "$1: got '$2', want /$3/"
   echo "ok: $1"

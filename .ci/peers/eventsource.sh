@@ -66,10 +66,12 @@ start B --no-demo --history-events 5
 echo "gateway A $base_A (demo 50/s, sse streams 1.5 s, retry 0.2 s), B $base_B (history 5 events)," \
   "eventsource $(cd "$browser_dir" && node -p 'require("eventsource/package.json").version')"
 
-status=0
-(cd "$browser_dir" && exec timeout --kill-after=5 "$limit" node eventsource.mjs "$base_A" "$base_B") >"$work/out" 2>&1 ||
-  status=$?
-grep -v '^eventsource: ' "$work/out" || true
+# Shown as it runs; the summary line is printed below, counting this script's own checks too.
+set +e
+(cd "$browser_dir" && exec timeout --kill-after=5 "$limit" node eventsource.mjs "$base_A" "$base_B") 2>&1 |
+  tee "$work/out" | grep --line-buffered -v '^eventsource: '
+status=${PIPESTATUS[0]}
+set -e
 passed=$(grep -c '^ok: ' "$work/out" || true)
 failed=$(grep -c '^FAIL: ' "$work/out" || true)
 if ((status == 124 || status == 137)); then

@@ -8,9 +8,10 @@
 //  4. publish: `POST /poll` with a `publish` message to `chat` answers `published` (with our ref),
 //     and a poll on `chat` that was already waiting answers that event, with the same id and data;
 //  5. burst: 1100 events published with `POST /poll` to `lpburst` while a poll loop on
-//     `demo,lpburst` follows; the loop (batches of at most 100 events, each resumed from the last
-//     cursor) delivers every published id once, in order, and exactly the witness's events of those
-//     topics over the whole range (more than 1000 consecutive ids), with no notice.
+//     `demo,lpburst` follows, starting 300 events behind; the loop (full batches of 100 events
+//     while catching up, each resumed from the last cursor) delivers every published id once, in
+//     order, and exactly the witness's events of those topics over the whole range (more than
+//     1000 consecutive ids), with no notice.
 import { assert, assertIncreasingIds, brief, parseId } from '../lib.mjs';
 
 export const name = 'longpoll: cursor loop, hold, POST /poll publish, 1100-event burst';
@@ -249,6 +250,11 @@ export async function run({ page, log }) {
       const answers = [];
       let cursor = c;
       const pub = sg.runBurst('lpburst', n, 4, 500);
+      // Let 300 publishes go first, so the follower starts behind and catches up from history
+      // in full batches.
+      while (sg.burst.published.length < 300 && !sg.burst.failures.length && !sg.burst.done) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
       const end = performance.now() + 40000;
       let burstSeen = 0;
       let lastSeen = 0n;
@@ -290,6 +296,8 @@ export async function run({ page, log }) {
     prevCursor = r.cursor;
   }
   assertIncreasingIds(got, 'burst');
+  // The follower started 300 events behind: a catch-up batch is full (max_batch_events = 100).
+  assert(maxBatch === 100, `burst: the largest batch had ${maxBatch} events; catching up 300 events behind, want full batches of 100 (max_batch_events)`);
   // Every published id exactly once, in publication order (ids are sorted: the bus orders them).
   const publishedIds = burst.published.map((p) => p.id).sort((x, y) => (parseId(x).seq < parseId(y).seq ? -1 : 1));
   const burstGot = got.filter((e) => e.topic === 'lpburst');

@@ -304,6 +304,7 @@ impl MemoryBus {
         }
         let plan = ResumePlan::decide(request.since.as_ref(), &self.shared.epoch, state.head_seq)?;
         let mut notices = VecDeque::new();
+        let mut loss_reported_through = vec![0; topics.len()];
         let (position, detached) = match plan {
             ResumePlan::Live => (state.head_seq, false),
             ResumePlan::After(seq) => (seq, true),
@@ -312,6 +313,13 @@ impl MemoryBus {
                     requested,
                     epoch: self.shared.epoch.clone(),
                 });
+                // A reset already says "you may have missed anything": what was evicted
+                // before it is not reported again as gaps.
+                for (reported, topic) in loss_reported_through.iter_mut().zip(&topics) {
+                    if let Some(topic_state) = state.topics.get(topic) {
+                        *reported = topic_state.history.window().evicted_through;
+                    }
+                }
                 (0, true)
             }
         };
@@ -342,7 +350,7 @@ impl MemoryBus {
             last_delivered: None,
             notices,
             replay: VecDeque::new(),
-            loss_reported_through: vec![0; topics.len()],
+            loss_reported_through,
         };
         let start = EventId::new(self.shared.epoch.clone(), position);
         Ok(Subscription::new(topics, start, stream))

@@ -600,3 +600,27 @@ async fn topics_only_subscribed_to_are_forgotten_with_their_last_subscriber() {
         "a topic with history stays"
     );
 }
+
+#[tokio::test]
+async fn a_reset_is_not_followed_by_gaps_for_what_was_evicted_before_it() {
+    let bus = bus(MemoryBusConfig::default().history(HistoryConfig::default().max_events(2)));
+    for i in 0..5 {
+        publish(&bus, "a", &i.to_string());
+    }
+    let stale = EventId::new(Epoch::new("gone").unwrap(), 1);
+    let mut sub = bus
+        .subscribe_now(SubscribeRequest::resume(
+            vec![topic("a")],
+            Some(stale.clone()),
+        ))
+        .unwrap();
+    let got = ready(&mut sub);
+    assert_eq!(
+        notices(&got),
+        [Notice::Reset {
+            requested: stale,
+            epoch: Epoch::new("test").unwrap()
+        }]
+    );
+    assert_eq!(payloads(&got), ["3", "4"]);
+}
