@@ -51,6 +51,12 @@ impl App {
         }
     }
 
+    /// Adds a route served by a transport that is built at bind time (`/wt/cert-hash`).
+    #[cfg(feature = "webtransport")]
+    pub(crate) fn add_transport(&mut self, transport: Arc<dyn HttpTransport>) {
+        self.transports.push(transport);
+    }
+
     /// The context handed to transports with each request.
     pub fn transport_context(&self) -> TransportContext {
         TransportContext {

@@ -34,6 +34,9 @@ pub struct GatewayConfig {
     /// The Server-Sent Events transport.
     #[cfg(feature = "sse")]
     pub sse: sse::SseConfig,
+    /// The WebTransport transport (its own UDP listener).
+    #[cfg(feature = "webtransport")]
+    pub webtransport: webtransport::WtConfig,
 }
 
 /// HTTP listener settings.

@@ -35,6 +35,8 @@ pub struct Gateway {
     listener: TcpListener,
     tls_listener: Option<(TcpListener, TlsAcceptor)>,
     app: Arc<App>,
+    #[cfg(feature = "webtransport")]
+    wt: Option<webtransport::WtServer>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -91,10 +93,20 @@ impl Gateway {
         } else {
             (None, None)
         };
+        #[cfg(feature = "webtransport")]
+        let wt = bind_webtransport(&config, tls.as_ref())?;
+        #[allow(unused_mut)]
+        let mut app = App::new(config, bus, tls);
+        #[cfg(feature = "webtransport")]
+        if let Some(wt) = &wt {
+            app.add_transport(Arc::new(wt.cert_hash_transport()));
+        }
         Ok(Self {
             listener,
             tls_listener,
-            app: Arc::new(App::new(config, bus, tls)),
+            app: Arc::new(app),
+            #[cfg(feature = "webtransport")]
+            wt,
         })
     }
 
@@ -103,6 +115,12 @@ impl Gateway {
         self.tls_listener
             .as_ref()
             .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// The bound WebTransport (UDP) address, when WebTransport is on.
+    #[cfg(feature = "webtransport")]
+    pub fn wt_local_addr(&self) -> Option<SocketAddr> {
+        self.wt.as_ref().map(webtransport::WtServer::local_addr)
     }
 
     /// The bound address (useful with port 0).
@@ -124,8 +142,17 @@ impl Gateway {
             listener,
             tls_listener,
             app,
+            #[cfg(feature = "webtransport")]
+            wt,
         } = self;
         start_sources(&app);
+        #[cfg(feature = "webtransport")]
+        if let Some(wt) = wt {
+            app.tasks.spawn(
+                wt.run(app.transport_context())
+                    .instrument(tracing::info_span!("wt")),
+            );
+        }
         let graceful = GracefulShutdown::new();
         let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -205,6 +232,38 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Binds the WebTransport endpoint: with the configured (PEM) certificate when there is one,
+/// else the gateway's generated certificate (or a new one when TLS is off), rotated every
+/// `webtransport.cert_rotation`.
+#[cfg(feature = "webtransport")]
+fn bind_webtransport(
+    config: &GatewayConfig,
+    tls: Option<&TlsMaterial>,
+) -> std::io::Result<Option<webtransport::WtServer>> {
+    if !config.webtransport.enabled {
+        return Ok(None);
+    }
+    let invalid =
+        |e: crate::tls::TlsError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let material = match tls {
+        Some(material) => material.clone(),
+        None => TlsMaterial::self_signed().map_err(invalid)?,
+    };
+    let regenerate: Option<webtransport::Regenerate> = material.self_signed.then(|| {
+        Arc::new(|| {
+            TlsMaterial::self_signed()
+                .map(|m| (m.server_config, m.certificate_sha256))
+                .map_err(|e| e.to_string())
+        }) as webtransport::Regenerate
+    });
+    let source = webtransport::CertSource {
+        server_config: material.server_config,
+        sha256: material.certificate_sha256,
+        regenerate,
+    };
+    webtransport::WtServer::bind(config.webtransport.clone(), source).map(Some)
 }
 
 async fn accept_tls(

@@ -17,6 +17,8 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     /// Where it listens for HTTPS, when TLS is on.
     pub tls_addr: Option<SocketAddr>,
+    /// Where it listens for WebTransport (UDP), when that is on.
+    pub wt_addr: Option<SocketAddr>,
     /// Its shared state (bus, shutdown token).
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
@@ -31,9 +33,17 @@ impl TestGateway {
     pub async fn start(mut config: GatewayConfig) -> Self {
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.tls.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        #[cfg(feature = "webtransport")]
+        {
+            config.webtransport.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        }
         let gateway = Gateway::bind(config).await.expect("bind 127.0.0.1:0");
         let addr = gateway.local_addr().expect("local address");
         let tls_addr = gateway.tls_local_addr();
+        #[cfg(feature = "webtransport")]
+        let wt_addr = gateway.wt_local_addr();
+        #[cfg(not(feature = "webtransport"))]
+        let wt_addr = None;
         let app = Arc::clone(gateway.app());
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(gateway.run(async move {
@@ -42,6 +52,7 @@ impl TestGateway {
         Self {
             addr,
             tls_addr,
+            wt_addr,
             app,
             stop: Some(stop),
             handle,

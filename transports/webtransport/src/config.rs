@@ -1,0 +1,66 @@
+//! WebTransport transport settings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Settings of the WebTransport transport (the `[webtransport]` table of the gateway
+/// configuration).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WtConfig {
+    /// Whether to serve WebTransport. Default: true.
+    pub enabled: bool,
+    /// UDP address of the HTTP/3 endpoint. Default: `127.0.0.1:4433`.
+    pub listen: SocketAddr,
+    /// Most simultaneous sessions; a session over it is closed at once with code 1013.
+    /// Default: 10 000.
+    pub max_sessions: usize,
+    /// Most client-opened bidirectional streams open at once in one session (also the QUIC
+    /// stream credit given to the client); one more closes the session with code 1008.
+    /// Default: 16.
+    pub max_streams_per_session: u32,
+    /// Client datagrams per second allowed per session (token bucket); over it closes the
+    /// session with code 1008. Default: 50.
+    pub max_datagram_rate: f64,
+    /// Burst of client datagrams allowed. Default: 100.
+    pub datagram_burst: u32,
+    /// Largest client message on a stream, in bytes (the length prefix); larger closes the
+    /// session with code 1009. Default: 64 KiB.
+    pub max_message_size: usize,
+    /// QUIC idle timeout: a peer silent this long is dropped. Default: 30 s.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub idle_timeout: Duration,
+    /// QUIC keep-alive (PING) interval, below the idle timeout. Default: 10 s.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub keep_alive_interval: Duration,
+    /// Time a write may stay blocked (a client that stopped reading) before the session is
+    /// dropped. Default: 5 s.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub write_timeout: Duration,
+    /// Age at which a generated (self-signed) certificate is replaced by a fresh one. It is
+    /// valid for 13 days, so the default leaves 3 days for pages that fetched the old hash.
+    /// Default: 10 days (864 000 s).
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub cert_rotation: Duration,
+}
+
+impl Default for WtConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            max_sessions: 10_000,
+            max_streams_per_session: 16,
+            max_datagram_rate: 50.0,
+            datagram_burst: 100,
+            max_message_size: 64 * 1024,
+            idle_timeout: Duration::from_secs(30),
+            keep_alive_interval: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(5),
+            cert_rotation: Duration::from_secs(10 * 24 * 3600),
+        }
+    }
+}

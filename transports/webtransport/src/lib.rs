@@ -1,0 +1,31 @@
+//! # streamgate-transport-webtransport
+//!
+//! The bus over WebTransport (HTTP/3 over QUIC), on wtransport. Unlike the HTTP transports it
+//! owns a listener: a UDP socket (default `127.0.0.1:4433`) served by [`WtServer`].
+//!
+//! - A session to `https://host:4433/wt?topics=a,b&since=<id>&mode=stream|stream-per-event|datagram`
+//!   (`&envelope=binary` optional) subscribes. The server opens one unidirectional *control
+//!   stream* first; its first message is `subscribed` (with `mode` and `max_datagram_size`).
+//! - Every stream carries length-prefixed messages: a `u32` big-endian length, then a JSON
+//!   envelope (`docs/PROTOCOL.md` §3.1), or the binary envelope (§3.3) for `binary` events and
+//!   for every event with `envelope=binary` (first byte `{` or `0x01` tells which).
+//! - `stream`: events and notices in order on the control stream. `stream-per-event`: each
+//!   event on its own new unidirectional stream (one message, then FIN); notices on the
+//!   control stream. `datagram`: each event in one datagram (the envelope, unframed); an
+//!   event that does not fit `max_datagram_size` goes on the control stream as a
+//!   `datagram_fallback` notice followed by the event.
+//! - Client → server: `publish` messages, length-prefixed, on a client-opened bidirectional
+//!   stream (one length-prefixed JSON reply each, on the same stream), or one per datagram
+//!   (the reply is a datagram).
+//! - Close codes: see [`wire::close_code`].
+//!
+//! `GET /wt/cert-hash` on the HTTP listener ([`CertHashTransport`]) gives the certificate's
+//! SHA-256 and the session URL for `serverCertificateHashes`.
+#![warn(missing_docs)]
+
+mod config;
+mod server;
+pub mod wire;
+
+pub use config::WtConfig;
+pub use server::{CertHashHandle, CertHashTransport, CertSource, Regenerate, WtServer};

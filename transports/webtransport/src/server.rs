@@ -1,0 +1,688 @@
+//! [`WtServer`]: the QUIC/HTTP/3 endpoint, its accept loop, certificate rotation and the
+//! sessions; [`CertHashTransport`]: `GET /wt/cert-hash` on the gateway's HTTP listener.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use streamgate_core::{
+    error_response, full_body, Body, BoxFuture, ContentType, Delivery, Event, EventBus,
+    HttpTransport, SubscribeRequest, Subscription, TransportContext,
+};
+use streamgate_proto::{
+    binary_envelope, encode_error, encode_notice, encode_published, json_envelope, ClientMessage,
+    EnvelopeFormat, ProtocolError, TokenBucket,
+};
+use tracing::Instrument;
+use wtransport::endpoint::endpoint_side::Server;
+use wtransport::endpoint::IncomingSession;
+use wtransport::{Connection, Endpoint, RecvStream, SendStream, ServerConfig, VarInt};
+
+use crate::config::WtConfig;
+use crate::wire::{
+    close_code, encode_datagram_fallback, encode_subscribed, fits_datagram, frame, DeliveryMode,
+    FrameDecoder, SessionParams, SessionRefusal,
+};
+
+/// Makes a fresh certificate: the rustls configuration serving it and its SHA-256.
+pub type Regenerate =
+    Arc<dyn Fn() -> Result<(Arc<rustls::ServerConfig>, [u8; 32]), String> + Send + Sync>;
+
+/// The certificate the endpoint serves.
+#[derive(Clone)]
+pub struct CertSource {
+    /// The gateway's rustls configuration (its ALPN is replaced by `h3` for QUIC).
+    pub server_config: Arc<rustls::ServerConfig>,
+    /// SHA-256 of the leaf certificate.
+    pub sha256: [u8; 32],
+    /// For a generated certificate: how to make the next one, every
+    /// [`WtConfig::cert_rotation`]. `None` for configured (PEM) certificates.
+    pub regenerate: Option<Regenerate>,
+}
+
+impl std::fmt::Debug for CertSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertSource")
+            .field("sha256", &hex(&self.sha256))
+            .field("rotates", &self.regenerate.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct CertState {
+    sha256: [u8; 32],
+    generation: u64,
+}
+
+/// The current certificate hash and session URL, shared with `/wt/cert-hash`.
+#[derive(Clone, Debug)]
+pub struct CertHashHandle {
+    state: Arc<RwLock<CertState>>,
+    url: Arc<str>,
+    self_signed: bool,
+}
+
+impl CertHashHandle {
+    /// SHA-256 of the certificate served now.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.state.read().expect("cert state lock").sha256
+    }
+
+    /// How many times the certificate was rotated.
+    pub fn generation(&self) -> u64 {
+        self.state.read().expect("cert state lock").generation
+    }
+
+    /// The session URL, `https://<bound address>/wt`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The `/wt/cert-hash` document.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (sha256, generation) = {
+            let state = self.state.read().expect("cert state lock");
+            (state.sha256, state.generation)
+        };
+        serde_json::json!({
+            "algorithm": "sha-256",
+            "value": sha256.to_vec(),
+            "hex": hex(&sha256),
+            "url": &*self.url,
+            "self_signed": self.self_signed,
+            "generation": generation,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `GET /wt/cert-hash`: what a page needs for `new WebTransport(url, {serverCertificateHashes})`.
+#[derive(Clone, Debug)]
+pub struct CertHashTransport {
+    handle: CertHashHandle,
+}
+
+impl HttpTransport for CertHashTransport {
+    fn name(&self) -> &'static str {
+        "webtransport-cert-hash"
+    }
+
+    fn paths(&self) -> &'static [&'static str] {
+        &["/wt/cert-hash"]
+    }
+
+    fn handle(
+        &self,
+        request: Request<Body>,
+        _context: TransportContext,
+    ) -> BoxFuture<'static, Response<Body>> {
+        let handle = self.handle.clone();
+        Box::pin(async move {
+            if request.method() != Method::GET && request.method() != Method::HEAD {
+                let mut response = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                return response;
+            }
+            let mut response = Response::new(full_body(handle.to_json().to_string()));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        })
+    }
+}
+
+/// The WebTransport endpoint: bound, not yet serving.
+pub struct WtServer {
+    endpoint: Endpoint<Server>,
+    config: Arc<WtConfig>,
+    local_addr: SocketAddr,
+    cert: CertHashHandle,
+    regenerate: Option<Regenerate>,
+}
+
+impl std::fmt::Debug for WtServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WtServer")
+            .field("local_addr", &self.local_addr)
+            .field("url", &self.cert.url())
+            .finish_non_exhaustive()
+    }
+}
+
+fn quic_server_config(
+    config: &WtConfig,
+    bind: SocketAddr,
+    tls: &rustls::ServerConfig,
+) -> std::io::Result<ServerConfig> {
+    let mut tls = tls.clone();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let mut transport = wtransport::quinn::TransportConfig::default();
+    // One bidirectional stream is the session's CONNECT request.
+    transport.max_concurrent_bidi_streams(wtransport::quinn::VarInt::from_u32(
+        config.max_streams_per_session.saturating_add(1),
+    ));
+    ServerConfig::builder()
+        .with_bind_address(bind)
+        .with_custom_tls_and_transport(tls, transport)
+        .max_idle_timeout(Some(config.idle_timeout))
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "webtransport.idle_timeout is out of range",
+            )
+        })
+        .map(|builder| {
+            builder
+                .keep_alive_interval(Some(config.keep_alive_interval))
+                .build()
+        })
+}
+
+impl WtServer {
+    /// Binds the UDP socket of `config.listen` and prepares to serve `cert`.
+    ///
+    /// # Errors
+    /// The address cannot be bound, or the configuration is unusable.
+    pub fn bind(config: WtConfig, cert: CertSource) -> std::io::Result<Self> {
+        let server_config = quic_server_config(&config, config.listen, &cert.server_config)?;
+        let endpoint = Endpoint::server(server_config)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", config.listen)))?;
+        let local_addr = endpoint.local_addr()?;
+        let host = match local_addr.ip() {
+            ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip => ip,
+        };
+        let url = SocketAddr::new(host, local_addr.port());
+        Ok(Self {
+            endpoint,
+            config: Arc::new(config),
+            local_addr,
+            cert: CertHashHandle {
+                state: Arc::new(RwLock::new(CertState {
+                    sha256: cert.sha256,
+                    generation: 0,
+                })),
+                url: Arc::from(format!("https://{url}/wt").as_str()),
+                self_signed: cert.regenerate.is_some(),
+            },
+            regenerate: cert.regenerate,
+        })
+    }
+
+    /// The bound UDP address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The certificate hash and URL, kept current across rotations.
+    pub fn cert_hash(&self) -> CertHashHandle {
+        self.cert.clone()
+    }
+
+    /// The `/wt/cert-hash` route for the gateway's HTTP listener.
+    pub fn cert_hash_transport(&self) -> CertHashTransport {
+        CertHashTransport {
+            handle: self.cert.clone(),
+        }
+    }
+
+    /// Accepts sessions until `context.shutdown`, then closes every session with code 1001
+    /// and waits (at most 2 s) for the closes to be sent. Spawn it into `context.tasks`.
+    pub async fn run(self, context: TransportContext) {
+        let sessions = Arc::new(AtomicUsize::new(0));
+        let next_id = AtomicU64::new(0);
+        let mut next_rotation = tokio::time::Instant::now() + self.config.cert_rotation;
+        tracing::info!(url = self.cert.url(), "webtransport listening");
+        loop {
+            let incoming = tokio::select! {
+                () = context.shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(next_rotation), if self.regenerate.is_some() => {
+                    self.rotate();
+                    next_rotation = tokio::time::Instant::now() + self.config.cert_rotation;
+                    continue;
+                }
+                incoming = self.endpoint.accept() => incoming,
+            };
+            let session_id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+            let span = tracing::debug_span!(
+                "wt",
+                session_id,
+                peer = %incoming.remote_address()
+            );
+            context.tasks.spawn(
+                handle_incoming(
+                    incoming,
+                    Arc::clone(&self.config),
+                    context.clone(),
+                    Arc::clone(&sessions),
+                )
+                .instrument(span),
+            );
+        }
+        self.endpoint.close(
+            VarInt::from_u32(close_code::GOING_AWAY),
+            b"server shutting down",
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        tracing::debug!("webtransport endpoint closed");
+    }
+
+    fn rotate(&self) {
+        let Some(regenerate) = &self.regenerate else {
+            return;
+        };
+        let result = regenerate().and_then(|(tls, sha256)| {
+            let config = quic_server_config(&self.config, self.local_addr, &tls)
+                .map_err(|e| e.to_string())?;
+            self.endpoint
+                .reload_config(config, false)
+                .map_err(|e| e.to_string())?;
+            Ok(sha256)
+        });
+        match result {
+            Ok(sha256) => {
+                let mut state = self.cert.state.write().expect("cert state lock");
+                state.sha256 = sha256;
+                state.generation += 1;
+                tracing::info!(sha256 = %hex(&sha256), generation = state.generation, "webtransport certificate rotated");
+            }
+            // The old certificate is still valid for a few days: keep it and retry at the
+            // next rotation time.
+            Err(e) => tracing::error!(error = %e, "webtransport certificate rotation failed"),
+        }
+    }
+}
+
+/// Counts a session against `max_sessions` while it lives.
+struct SessionSlot(Arc<AtomicUsize>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn close(connection: &Connection, code: u32, reason: &str) {
+    // A close reason must fit in one packet with the rest of the frame.
+    let mut end = reason.len().min(512);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    tracing::debug!(code, reason, "closing session");
+    connection.close(VarInt::from_u32(code), &reason.as_bytes()[..end]);
+}
+
+async fn handle_incoming(
+    incoming: IncomingSession,
+    config: Arc<WtConfig>,
+    context: TransportContext,
+    sessions: Arc<AtomicUsize>,
+) {
+    let handshake = async {
+        let request = incoming.await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(request)
+    };
+    let request = tokio::select! {
+        () = context.shutdown.cancelled() => return,
+        request = tokio::time::timeout(Duration::from_secs(10), handshake) => match request {
+            Ok(Ok(request)) => request,
+            Ok(Err(e)) => return tracing::debug!(error = %e, "handshake failed"),
+            Err(_) => return tracing::debug!("handshake timed out"),
+        },
+    };
+    let params = SessionParams::parse(request.path());
+    if matches!(params, Err(SessionRefusal::NotFound)) {
+        tracing::debug!(path = request.path(), "no such WebTransport path");
+        request.not_found().await;
+        return;
+    }
+    let connection = match request.accept().await {
+        Ok(connection) => connection,
+        Err(e) => return tracing::debug!(error = %e, "session accept failed"),
+    };
+    let slot = SessionSlot(Arc::clone(&sessions));
+    if sessions.fetch_add(1, Ordering::Relaxed) >= config.max_sessions {
+        let reason = format!("too many sessions (limit {})", config.max_sessions);
+        close(&connection, close_code::TRY_AGAIN_LATER, &reason);
+        return;
+    }
+    let params = match params {
+        Ok(params) => params,
+        Err(SessionRefusal::Bad(e)) => {
+            close(&connection, close_code::BAD_REQUEST, &e.to_string());
+            return;
+        }
+        Err(SessionRefusal::NotFound) => return,
+    };
+    let subscription = match context
+        .bus
+        .subscribe(SubscribeRequest::resume(
+            params.query.topics.clone(),
+            params.query.since.clone(),
+        ))
+        .await
+    {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            close(
+                &connection,
+                close_code::BAD_REQUEST,
+                &ProtocolError::from(&e).to_string(),
+            );
+            return;
+        }
+    };
+    let session = Session {
+        rate: TokenBucket::new(
+            std::time::Instant::now(),
+            config.max_datagram_rate,
+            config.datagram_burst,
+        ),
+        open_streams: Arc::new(AtomicUsize::new(0)),
+        connection,
+        config,
+        context,
+        mode: params.mode,
+        envelope: params.query.envelope,
+    };
+    tracing::debug!(mode = params.mode.as_str(), "session open");
+    session.run(subscription).await;
+    drop(slot);
+}
+
+struct Session {
+    connection: Connection,
+    config: Arc<WtConfig>,
+    context: TransportContext,
+    mode: DeliveryMode,
+    envelope: EnvelopeFormat,
+    rate: TokenBucket,
+    open_streams: Arc<AtomicUsize>,
+}
+
+/// Why a session ended; the close was already sent (or the peer is gone).
+struct Ended;
+
+impl Session {
+    async fn run(mut self, mut subscription: Subscription) {
+        let mut control = match self.open_control().await {
+            Ok(control) => control,
+            Err(Ended) => return,
+        };
+        let subscribed = encode_subscribed(
+            subscription.topics(),
+            &self.context.bus.health().epoch,
+            self.mode,
+            self.connection.max_datagram_size(),
+        );
+        if self.write(&mut control, &frame(&subscribed)).await.is_err() {
+            return;
+        }
+        loop {
+            let step = tokio::select! {
+                () = self.context.shutdown.cancelled() => {
+                    close(&self.connection, close_code::GOING_AWAY, "server shutting down");
+                    Err(Ended)
+                }
+                delivery = subscription.next() => match delivery {
+                    Some(delivery) => self.deliver(&mut control, delivery).await,
+                    None => {
+                        close(&self.connection, close_code::GOING_AWAY, "server shutting down");
+                        Err(Ended)
+                    }
+                },
+                bi = self.connection.accept_bi() => match bi {
+                    Ok((send, recv)) => self.on_bidi(send, recv),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "session ended");
+                        Err(Ended)
+                    }
+                },
+                uni = self.connection.accept_uni() => match uni {
+                    // Client→server messages go on bidirectional streams (they get replies).
+                    Ok(stream) => {
+                        stream.stop(VarInt::from_u32(0));
+                        Ok(())
+                    }
+                    Err(_) => Err(Ended),
+                },
+                datagram = self.connection.receive_datagram() => match datagram {
+                    Ok(datagram) => self.on_datagram(datagram.payload()).await,
+                    Err(_) => Err(Ended),
+                },
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn open_control(&self) -> Result<SendStream, Ended> {
+        let open = async {
+            let opening = self
+                .connection
+                .open_uni()
+                .await
+                .map_err(|e| e.to_string())?;
+            opening.await.map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.config.write_timeout, open).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot open the control stream");
+                close(
+                    &self.connection,
+                    close_code::INTERNAL,
+                    "cannot open the control stream",
+                );
+                Err(Ended)
+            }
+            Err(_) => {
+                close(
+                    &self.connection,
+                    close_code::POLICY,
+                    "client gave no stream credit",
+                );
+                Err(Ended)
+            }
+        }
+    }
+
+    async fn write(&self, stream: &mut SendStream, bytes: &[u8]) -> Result<(), Ended> {
+        match tokio::time::timeout(self.config.write_timeout, stream.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "write failed");
+                Err(Ended)
+            }
+            Err(_) => {
+                close(
+                    &self.connection,
+                    close_code::POLICY,
+                    "client stopped reading",
+                );
+                Err(Ended)
+            }
+        }
+    }
+
+    async fn deliver(&self, control: &mut SendStream, delivery: Delivery) -> Result<(), Ended> {
+        let event = match delivery {
+            Delivery::Notice(notice) => {
+                return self.write(control, &frame(&encode_notice(&notice))).await
+            }
+            Delivery::Event(event) => event,
+        };
+        let envelope = envelope(&event, self.envelope);
+        match self.mode {
+            DeliveryMode::Stream => self.write(control, &frame(&envelope)).await,
+            DeliveryMode::StreamPerEvent => {
+                let mut stream = self.open_control().await?;
+                let timeout = self.config.write_timeout;
+                // Written by its own task: a lost packet of one event does not hold up the next.
+                self.context.tasks.spawn(async move {
+                    let write = async {
+                        stream.write_all(&frame(&envelope)).await?;
+                        stream.finish().await
+                    };
+                    if let Ok(Err(e)) = tokio::time::timeout(timeout, write).await {
+                        tracing::debug!(error = %e, "event stream write failed");
+                    }
+                });
+                Ok(())
+            }
+            DeliveryMode::Datagram => {
+                let max = self.connection.max_datagram_size();
+                if fits_datagram(envelope.len(), max)
+                    && self.connection.send_datagram(&envelope).is_ok()
+                {
+                    return Ok(());
+                }
+                let notice = encode_datagram_fallback(&event.id.to_string(), envelope.len(), max);
+                self.write(control, &frame(&notice)).await?;
+                self.write(control, &frame(&envelope)).await
+            }
+        }
+    }
+
+    fn on_bidi(&self, send: SendStream, recv: RecvStream) -> Result<(), Ended> {
+        let open = self.open_streams.fetch_add(1, Ordering::Relaxed);
+        if open >= self.config.max_streams_per_session as usize {
+            self.open_streams.fetch_sub(1, Ordering::Relaxed);
+            let reason = format!(
+                "too many streams (limit {} per session)",
+                self.config.max_streams_per_session
+            );
+            close(&self.connection, close_code::POLICY, &reason);
+            return Err(Ended);
+        }
+        let connection = self.connection.clone();
+        let bus = Arc::clone(&self.context.bus);
+        let max = self.config.max_message_size;
+        let open_streams = Arc::clone(&self.open_streams);
+        self.context.tasks.spawn(async move {
+            serve_bidi(&connection, send, recv, bus, max).await;
+            open_streams.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(())
+    }
+
+    async fn on_datagram(&mut self, payload: Bytes) -> Result<(), Ended> {
+        if !self.rate.try_take(std::time::Instant::now()) {
+            let reason = format!(
+                "over the datagram rate of {}/s",
+                self.config.max_datagram_rate
+            );
+            close(&self.connection, close_code::POLICY, &reason);
+            return Err(Ended);
+        }
+        let reply = client_message(self.context.bus.as_ref(), &payload).await;
+        // Replies to datagrams are datagrams: as unreliable as the request.
+        if fits_datagram(reply.len(), self.connection.max_datagram_size()) {
+            let _ = self.connection.send_datagram(&reply);
+        }
+        Ok(())
+    }
+}
+
+fn envelope(event: &Event, format: EnvelopeFormat) -> Bytes {
+    if format == EnvelopeFormat::Binary || event.content_type == ContentType::Binary {
+        binary_envelope(event)
+    } else {
+        json_envelope(event)
+    }
+}
+
+/// Answers one client message (`publish`); the reply is a JSON message.
+async fn client_message(bus: &dyn EventBus, message: &[u8]) -> Bytes {
+    let Ok(text) = std::str::from_utf8(message) else {
+        return encode_error(
+            &ProtocolError::new("bad_message", "a client message is JSON text (UTF-8)"),
+            None,
+        );
+    };
+    match ClientMessage::parse(text) {
+        Err((error, reference)) => encode_error(&error, reference.as_deref()),
+        Ok(ClientMessage::Publish(request)) => {
+            match bus
+                .publish(request.topic, request.content_type, request.payload)
+                .await
+            {
+                Ok(event) => encode_published(request.reference.as_deref(), &event.id),
+                Err(e) => encode_error(&ProtocolError::from(&e), request.reference.as_deref()),
+            }
+        }
+        Ok(ClientMessage::Subscribe { reference, .. })
+        | Ok(ClientMessage::Unsubscribe { reference, .. }) => encode_error(
+            &ProtocolError::new(
+                "unsupported",
+                "a WebTransport session's topics are fixed by its URL: open a new session \
+                 with the new topics and since=<last id>",
+            ),
+            reference.as_deref(),
+        ),
+    }
+}
+
+/// Reads length-prefixed client messages from a client-opened bidirectional stream and
+/// writes one length-prefixed JSON reply per message on its send side.
+async fn serve_bidi(
+    connection: &Connection,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    bus: Arc<dyn EventBus>,
+    max: usize,
+) {
+    let mut decoder = FrameDecoder::new(max);
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(message)) => {
+                    let reply = client_message(bus.as_ref(), &message).await;
+                    if send.write_all(&frame(&reply)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(too_large) => {
+                    let reason = format!(
+                        "message of {} bytes, the limit is {}",
+                        too_large.len, too_large.max
+                    );
+                    close(connection, close_code::TOO_BIG, &reason);
+                    return;
+                }
+            }
+        }
+        match recv.read(&mut buffer).await {
+            Ok(Some(n)) => decoder.push(&buffer[..n]),
+            Ok(None) => {
+                if decoder.pending() > 0 {
+                    tracing::debug!(bytes = decoder.pending(), "stream ended inside a message");
+                }
+                let _ = send.finish().await;
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
