@@ -172,7 +172,7 @@ else
   started=
   for _attempt in 1 2 3; do # a free port can be taken between the probe and the bind
     port=$(free_port)
-    "$bin" serve --listen "127.0.0.1:$port" --no-tls --no-demo >"$out/gateway.log" 2>&1 &
+    "$bin" serve --listen "127.0.0.1:$port" --no-tls --no-webtransport --no-demo >"$out/gateway.log" 2>&1 &
     gw_pid=$!
     for _ in $(seq 100); do
       kill -0 "$gw_pid" 2>/dev/null || break

@@ -5,7 +5,7 @@
 set -euo pipefail
 bin=${1:?usage: curl.sh path/to/streamgate}
 log=$(mktemp)
-"$bin" serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --demo-rate 100 2>"$log" &
+"$bin" serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --wt-listen 127.0.0.1:0 --demo-rate 100 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
 base=""

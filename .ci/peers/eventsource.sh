@@ -44,7 +44,7 @@ EOF
 start() {
   local name=$1 log=$work/$1.log base=
   shift
-  "$bin" serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
+  "$bin" serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --wt-listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do
     base=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$log" | head -n1 | sed 's/^listening on //') || true

@@ -39,6 +39,14 @@ struct ServeArgs {
     /// Do not serve HTTPS.
     #[arg(long)]
     no_tls: bool,
+    /// WebTransport (HTTP/3, UDP) listen address (overrides `webtransport.listen`).
+    #[cfg(feature = "webtransport")]
+    #[arg(long)]
+    wt_listen: Option<SocketAddr>,
+    /// Do not serve WebTransport.
+    #[cfg(feature = "webtransport")]
+    #[arg(long)]
+    no_webtransport: bool,
     /// Demo events per second (overrides `demo.rate`).
     #[arg(long)]
     demo_rate: Option<f64>,
@@ -93,6 +101,15 @@ fn load_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     }
     if args.no_tls {
         config.tls.enabled = false;
+    }
+    #[cfg(feature = "webtransport")]
+    {
+        if let Some(listen) = args.wt_listen {
+            config.webtransport.listen = listen;
+        }
+        if args.no_webtransport {
+            config.webtransport.enabled = false;
+        }
     }
     if let Some(rate) = args.demo_rate {
         config.demo.rate = rate;

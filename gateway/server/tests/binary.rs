@@ -57,6 +57,8 @@ fn serves_with_defaults_and_exits_zero_on_sigterm() {
                 "127.0.0.1:0",
                 "--tls-listen",
                 "127.0.0.1:0",
+                "--wt-listen",
+                "127.0.0.1:0",
                 "--demo-rate",
                 "50",
             ])
