@@ -3,6 +3,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -76,5 +82,117 @@ impl TestGateway {
             let _ = stop.send(());
         }
         (&mut self.handle).await.expect("gateway task")
+    }
+}
+
+/// A response read to its end.
+#[derive(Debug)]
+pub struct TestResponse {
+    /// The status code.
+    pub status: u16,
+    /// The headers.
+    pub headers: hyper::HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    /// The body as JSON.
+    ///
+    /// # Panics
+    /// If the body is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One HTTP/1.1 connection (hyper's client), reused for every request sent through it.
+#[derive(Debug)]
+pub struct TestClient {
+    addr: SocketAddr,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+/// Longest a test request may take before the test fails.
+const REQUEST_BOUND: Duration = Duration::from_secs(80);
+
+impl TestClient {
+    /// Connects to `addr`.
+    ///
+    /// # Panics
+    /// If the connection or the HTTP handshake fails.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("HTTP/1.1 handshake");
+        tokio::spawn(connection);
+        Self { addr, sender }
+    }
+
+    /// Sends a request with extra headers and reads the whole response.
+    ///
+    /// # Panics
+    /// If the request fails or takes longer than 80 s.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> TestResponse {
+        self.sender.ready().await.expect("connection ready");
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string());
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(Full::new(body.into())).expect("valid request");
+        let response = tokio::time::timeout(REQUEST_BOUND, self.sender.send_request(request))
+            .await
+            .expect("response within the bound")
+            .expect("response");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Sends a request and reads the whole response.
+    ///
+    /// # Panics
+    /// See [`TestClient::request`].
+    pub async fn send(&mut self, method: &str, path: &str, body: impl Into<Bytes>) -> TestResponse {
+        self.request(method, path, &[], body).await
+    }
+
+    /// `GET path`.
+    ///
+    /// # Panics
+    /// See [`TestClient::request`].
+    pub async fn get(&mut self, path: &str) -> TestResponse {
+        self.send("GET", path, Bytes::new()).await
     }
 }

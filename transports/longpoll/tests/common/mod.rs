@@ -6,10 +6,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 
 pub use streamgate::testkit::TestGateway;
 use streamgate_core::{ContentType, EventId, Topic};
@@ -17,69 +13,7 @@ use streamgate_core::{ContentType, EventId, Topic};
 /// Longest any single wait in these tests may take before the test fails.
 pub const BOUND: Duration = Duration::from_secs(20);
 
-pub struct Response {
-    pub status: u16,
-    pub headers: hyper::HeaderMap,
-    pub body: Bytes,
-}
-
-impl Response {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-/// One HTTP/1.1 connection, reused for every request sent through it.
-pub struct Client {
-    addr: SocketAddr,
-    sender: SendRequest<Full<Bytes>>,
-}
-
-impl Client {
-    pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        Self { addr, sender }
-    }
-
-    pub async fn send(&mut self, method: &str, path: &str, body: impl Into<Bytes>) -> Response {
-        self.sender.ready().await.unwrap();
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .body(Full::new(body.into()))
-            .unwrap();
-        let response = tokio::time::timeout(BOUND * 4, self.sender.send_request(request))
-            .await
-            .expect("response within the bound")
-            .unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Response {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    pub async fn get(&mut self, path: &str) -> Response {
-        self.send("GET", path, Bytes::new()).await
-    }
-}
+pub use streamgate::testkit::{TestClient as Client, TestResponse as Response};
 
 /// One request on a fresh connection.
 pub async fn send(addr: SocketAddr, method: &str, path: &str, body: impl Into<Bytes>) -> Response {
