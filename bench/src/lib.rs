@@ -139,13 +139,15 @@ pub struct Scenario {
     /// Under [`Pace::Saturate`], whether the publisher yields to the scheduler after each
     /// publish. Default: `true`.
     ///
-    /// The memory bus's publish future is always ready, so a publisher that never yields
-    /// keeps its worker thread for the whole run. Worse, tokio puts the task a publish wakes
-    /// in the waking worker's LIFO slot, which other workers cannot steal: the subscriber
-    /// woken last sits there until the publisher finishes, and with one subscriber that is
-    /// the whole run (it overflows any queue smaller than the run). `false` exists to show
-    /// that hazard; the default is what a gateway task does anyway, awaiting its next input
-    /// between publishes.
+    /// `false` runs the publisher as a tight loop of `publish(..).await`. The memory bus's
+    /// publish never waits, and tokio puts the task a publish wakes in the waking worker's
+    /// LIFO slot, which other workers cannot steal; before `publish` spent tokio's
+    /// cooperative budget, such a loop kept its worker for the whole run and a lone
+    /// subscriber overflowed any queue smaller than the run. It now gives up its worker
+    /// every 128 publishes (the budget), so the subscriber runs at least that often; `false`
+    /// shows what remains of the hazard (a loop can still outrun subscribers whose queue is
+    /// short, see `bench/README.md`). The default is what a gateway task does anyway,
+    /// awaiting its next input between publishes.
     pub publisher_yields: bool,
 }
 

@@ -55,8 +55,8 @@ struct Args {
     #[arg(long)]
     queue: Option<usize>,
 
-    /// Saturate only: the publisher never yields its worker thread between publishes. Shows
-    /// how such a task starves the subscribers it wakes; see `Scenario::publisher_yields`.
+    /// Saturate only: the publisher publishes in a tight loop, yielding only when `publish`
+    /// spends the task's cooperative budget; see `Scenario::publisher_yields`.
     #[arg(long)]
     no_yield: bool,
 
@@ -97,7 +97,9 @@ struct Row {
     p99_us: f64,
     p999_us: f64,
     max_us: f64,
+    /// Worst run.
     lagged: u64,
+    /// Worst run.
     gaps: u64,
     misordered: u64,
     unfinished_subscribers: usize,
@@ -122,9 +124,10 @@ impl Row {
             p99_us: of(|r| r.latency.p99_us),
             p999_us: of(|r| r.latency.p999_us),
             max_us: of(|r| r.latency.max_us),
-            lagged: count(|r| r.lagged),
-            gaps: count(|r| r.gaps),
-            // Correctness counters: one bad run is one too many, so these take the worst.
+            // Loss and correctness counters: one bad run is one too many, so these take the
+            // worst run rather than hide it behind a median.
+            lagged: runs.iter().map(|r| r.lagged).max().unwrap_or(0),
+            gaps: runs.iter().map(|r| r.gaps).max().unwrap_or(0),
             misordered: runs.iter().map(|r| r.misordered).max().unwrap_or(0),
             unfinished_subscribers: runs
                 .iter()
@@ -288,12 +291,18 @@ fn print_table(rows: &[Row]) {
 
 fn warn_about(row: &Row) {
     let n = row.subscribers;
-    if row.deliveries != row.expected_deliveries {
-        println!(
-            "warning: {n} subscribers: {} of {} deliveries missing (median run); see lagged/gaps",
-            row.expected_deliveries - row.deliveries.min(row.expected_deliveries),
-            row.expected_deliveries,
-        );
+    for (i, run) in row.runs.iter().enumerate() {
+        if run.deliveries != run.expected_deliveries {
+            println!(
+                "warning: {n} subscribers, run {}: {} of {} deliveries missing \
+                 ({} lagged, {} gaps)",
+                i + 1,
+                run.expected_deliveries - run.deliveries.min(run.expected_deliveries),
+                run.expected_deliveries,
+                run.lagged,
+                run.gaps,
+            );
+        }
     }
     if row.misordered > 0 {
         println!(

@@ -230,7 +230,8 @@ impl GatewayProcess {
             if let Some(status) = gateway.child.try_wait()? {
                 gateway.exited = true;
                 bail!(
-                    "the gateway exited at start ({status}); its log:\n{}",
+                    "the gateway exited at start ({status}); its log ({}):\n{}",
+                    gateway.log.display(),
                     gateway.log_tail(20)
                 );
             }
@@ -240,7 +241,8 @@ impl GatewayProcess {
             if Instant::now() > deadline {
                 bail!(
                     "the gateway did not listen on {addr} within {GATEWAY_START_TIMEOUT:?}; \
-                     its log:\n{}",
+                     its log ({}):\n{}",
+                    gateway.log.display(),
                     gateway.log_tail(20)
                 );
             }
@@ -305,7 +307,11 @@ fn gateway_config(subscribers: usize, queue: usize, payload_bytes: usize) -> Str
          max_connections = {max_connections}\n\
          shutdown_grace = 2\n\
          \n\
+         # Only the plain HTTP listener: the others would bind fixed ports.\n\
          [tls]\n\
+         enabled = false\n\
+         \n\
+         [webtransport]\n\
          enabled = false\n\
          \n\
          [bus]\n\
@@ -1371,7 +1377,7 @@ fn print_table(rows: &[Row]) {
     let header = [
         "subs",
         "events",
-        "connect s",
+        "connect ms",
         "deliveries",
         "missing",
         "lagged",
@@ -1391,7 +1397,7 @@ fn print_table(rows: &[Row]) {
             vec![
                 row.subscribers.to_string(),
                 row.events.to_string(),
-                format!("{:.2}", row.connect_secs),
+                format!("{:.0}", row.connect_secs * 1e3),
                 row.deliveries.to_string(),
                 row.missing.to_string(),
                 row.lagged.to_string(),
@@ -1595,39 +1601,45 @@ fn main() -> anyhow::Result<()> {
     std::fs::copy(&args.gateway, &gateway_copy)
         .with_context(|| format!("copying {}", args.gateway.display()))?;
     let mut runs: Vec<Vec<RunReport>> = vec![Vec::new(); args.subscribers.len()];
-    for repeat in 0..args.repeat {
-        for (slot, &subscribers) in args.subscribers.iter().enumerate() {
-            let spec = RunSpec {
-                args: &args,
-                gateway: &gateway_copy,
-                subscribers,
-                events: args.events_for(subscribers),
-                dir: temp.join(format!("run{}-{subscribers}", repeat + 1)),
-                ticks_per_sec,
-            };
-            let report = runtime
-                .block_on(run_once(&spec))
-                .with_context(|| format!("running {subscribers} subscribers"))?;
-            eprintln!(
-                "run {}/{} {subscribers:>6} subscribers: connected {} in {:.2} s, \
-                 {}/{} deliveries, {:.0} msg/s, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
-                repeat + 1,
-                args.repeat,
-                report.connected,
-                report.connect_secs,
-                report.deliveries,
-                report.expected_deliveries,
-                report.delivered_per_sec,
-                report.latency.p50_us,
-                report.latency.p99_us,
-                report.latency.max_us,
-            );
-            runs[slot].push(report);
+    let mut run_all = || -> anyhow::Result<()> {
+        for repeat in 0..args.repeat {
+            for (slot, &subscribers) in args.subscribers.iter().enumerate() {
+                let spec = RunSpec {
+                    args: &args,
+                    gateway: &gateway_copy,
+                    subscribers,
+                    events: args.events_for(subscribers),
+                    dir: temp.join(format!("run{}-{subscribers}", repeat + 1)),
+                    ticks_per_sec,
+                };
+                let report = runtime
+                    .block_on(run_once(&spec))
+                    .with_context(|| format!("running {subscribers} subscribers"))?;
+                eprintln!(
+                    "run {}/{} {subscribers:>6} subscribers: connected {} in {:.2} s, \
+                     {}/{} deliveries, {:.0} msg/s, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+                    repeat + 1,
+                    args.repeat,
+                    report.connected,
+                    report.connect_secs,
+                    report.deliveries,
+                    report.expected_deliveries,
+                    report.delivered_per_sec,
+                    report.latency.p50_us,
+                    report.latency.p99_us,
+                    report.latency.max_us,
+                );
+                runs[slot].push(report);
+            }
         }
-    }
+        Ok(())
+    };
+    let result = run_all();
+    // The copy goes whatever happened; only empty directories are left if every run went
+    // well (the logs of troubled runs stay).
     let _ = std::fs::remove_file(&gateway_copy);
-    // Only empty directories are left if every run went well.
     let _ = std::fs::remove_dir(&temp);
+    result?;
     let loadavg_after = loadavg();
 
     let rows: Vec<Row> = runs.into_iter().map(Row::from_runs).collect();
@@ -1729,5 +1741,6 @@ mod tests {
         assert!(config.ws.max_message_size >= 200_000);
         assert!(config.ws.message_rate >= 1e9);
         assert!(!config.tls.enabled);
+        assert!(!config.webtransport.enabled);
     }
 }
