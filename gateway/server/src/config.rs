@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Most simultaneous connections; further clients wait in the accept backlog. Default: 10 000.
     pub max_connections: usize,
+    /// Accept backlog of the listeners (the kernel caps it at `net.core.somaxconn`).
+    /// Default: 4096.
+    pub backlog: u32,
     /// Time a client has to send its request headers (slowloris defence). Default: 10 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub header_read_timeout: Duration,
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_connections: 10_000,
+            backlog: 4096,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
         }

@@ -78,14 +78,14 @@ impl Gateway {
         config: GatewayConfig,
         bus: Arc<dyn EventBus>,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.server.listen).await?;
+        let listener = bind_tcp(config.server.listen, config.server.backlog)?;
         let (tls, tls_listener) = if config.tls.enabled {
             let material = match (&config.tls.cert, &config.tls.key) {
                 (Some(cert), Some(key)) => TlsMaterial::from_pem_files(cert, key),
                 _ => TlsMaterial::self_signed(),
             }
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            let tls_listener = TcpListener::bind(config.tls.listen).await.map_err(|e| {
+            let tls_listener = bind_tcp(config.tls.listen, config.server.backlog).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("{}: {e}", config.tls.listen))
             })?;
             let acceptor = TlsAcceptor::from(Arc::clone(&material.server_config));
@@ -264,6 +264,20 @@ fn bind_webtransport(
         regenerate,
     };
     webtransport::WtServer::bind(config.webtransport.clone(), source).map(Some)
+}
+
+/// Binds a listener with an explicit accept backlog. `TcpListener::bind` uses a fixed 128,
+/// which a reconnect storm (thousands of clients coming back at once) overflows: the kernel
+/// drops the excess SYNs and those clients wait a full SYN retry (1 s, then 3 s, …).
+fn bind_tcp(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 async fn accept_tls(
