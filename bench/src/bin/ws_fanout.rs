@@ -59,6 +59,10 @@ const GATEWAY_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read buffer of each client connection. tungstenite's default (128 KiB) would cost 1.3 GB
 /// for 10 000 clients; events are a few hundred bytes, so 8 KiB still takes many per read.
 const CLIENT_READ_BUFFER: usize = 8 * 1024;
+/// "No deadline" for a `sleep_until` in a `select!` (far beyond any run).
+const WT_FOREVER: Duration = Duration::from_secs(86_400);
+/// WebTransport subscribers share this many client endpoints (UDP sockets), round robin.
+const WT_CLIENT_ENDPOINTS: usize = 8;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,6 +73,20 @@ struct Args {
     /// The gateway binary, started once per run as a separate process.
     #[arg(long, default_value = "target/release/streamgate")]
     gateway: PathBuf,
+
+    /// Transports the subscribers use, one row group each (the publisher is always one
+    /// WebSocket connection): ws, sse, longpoll, wt-stream, wt-stream-per-event, wt-datagram.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ws")]
+    transport: Vec<Transport>,
+
+    /// Long polling: the `timeout=` of each poll, in seconds.
+    #[arg(long, default_value_t = 25.0)]
+    poll_timeout: f64,
+
+    /// WebTransport rows: sequential connection setups timed per protocol (ws://, wss://,
+    /// WebTransport) before the subscribers connect; 0 skips the measurement.
+    #[arg(long, default_value_t = 20)]
+    setup_samples: usize,
 
     /// Subscriber counts to run, one table row each.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
@@ -142,6 +160,50 @@ enum Envelope {
     Json,
     /// `/ws?topics=bench&envelope=binary`: binary frames (docs/PROTOCOL.md §3.3).
     Binary,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Transport {
+    /// `GET /ws?topics=bench`.
+    Ws,
+    /// `GET /sse?topics=bench`, one HTTP/1.1 stream per subscriber.
+    Sse,
+    /// `GET /poll?topics=bench&cursor=…` in a loop, one keep-alive connection per subscriber.
+    Longpoll,
+    /// WebTransport, `mode=stream`: every event on the control stream.
+    WtStream,
+    /// WebTransport, `mode=stream-per-event`: one unidirectional stream per event.
+    WtStreamPerEvent,
+    /// WebTransport, `mode=datagram`: one datagram per event.
+    WtDatagram,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ws => "ws",
+            Self::Sse => "sse",
+            Self::Longpoll => "longpoll",
+            Self::WtStream => "wt-stream",
+            Self::WtStreamPerEvent => "wt-stream-per-event",
+            Self::WtDatagram => "wt-datagram",
+        }
+    }
+
+    fn wt_mode(self) -> Option<&'static str> {
+        match self {
+            Self::WtStream => Some("stream"),
+            Self::WtStreamPerEvent => Some("stream-per-event"),
+            Self::WtDatagram => Some("datagram"),
+            _ => None,
+        }
+    }
+
+    /// Whether events arrive in id order (else the subscriber waits for the count).
+    fn ordered(self) -> bool {
+        !matches!(self, Self::WtStreamPerEvent | Self::WtDatagram)
+    }
 }
 
 impl Args {
@@ -300,19 +362,19 @@ impl Drop for GatewayProcess {
 }
 
 /// The config each run's gateway starts with: limits raised so they do not shape the result.
-fn gateway_config(subscribers: usize, queue: usize, payload_bytes: usize) -> String {
-    format!(
+///
+/// `secure`: also the HTTPS listener and WebTransport, on these loopback ports (TLS, UDP).
+fn gateway_config(
+    subscribers: usize,
+    queue: usize,
+    payload_bytes: usize,
+    secure: Option<(SocketAddr, SocketAddr)>,
+) -> String {
+    let mut config = format!(
         "# Written by ws_fanout for one run.\n\
          [server]\n\
          max_connections = {max_connections}\n\
          shutdown_grace = 2\n\
-         \n\
-         # Only the plain HTTP listener: the others would bind fixed ports.\n\
-         [tls]\n\
-         enabled = false\n\
-         \n\
-         [webtransport]\n\
-         enabled = false\n\
          \n\
          [bus]\n\
          subscriber_queue = {queue}\n\
@@ -326,7 +388,35 @@ fn gateway_config(subscribers: usize, queue: usize, payload_bytes: usize) -> Str
         max_connections = subscribers + EXTRA_CONNECTIONS,
         max_payload = (1 << 20).max(payload_bytes + 1024),
         max_message = (64 * 1024).max(2 * payload_bytes + 1024),
-    )
+    );
+    match secure {
+        // Only the plain HTTP listener: the others would bind fixed ports.
+        None => config.push_str("\n[tls]\nenabled = false\n\n[webtransport]\nenabled = false\n"),
+        Some((tls, wt)) => {
+            let _ = write!(
+                config,
+                "\n[tls]\nenabled = true\nlisten = \"{tls}\"\n\n\
+                 [webtransport]\nenabled = true\nlisten = \"{wt}\"\n\
+                 max_sessions = {sessions}\nidle_timeout = 120\n",
+                sessions = subscribers + EXTRA_CONNECTIONS,
+            );
+        }
+    }
+    config
+}
+
+/// A loopback UDP port that is free when we look (the gateway binds it a moment later).
+fn free_udp_port() -> anyhow::Result<SocketAddr> {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .context("finding a free UDP port")
+}
+
+/// A loopback TCP port that is free when we look.
+fn free_tcp_port() -> anyhow::Result<SocketAddr> {
+    StdTcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .context("finding a free TCP port")
 }
 
 /// `VmRSS` of a process, in KiB.
@@ -449,10 +539,16 @@ fn client_config() -> WebSocketConfig {
 }
 
 /// What every subscriber of a run shares.
-#[derive(Debug)]
 struct SubscriberSetup {
+    transport: Transport,
     addr: SocketAddr,
+    /// WebSocket: the `ws://` URL; SSE and long polling: the request target (`/sse?…`);
+    /// WebTransport: the session URL.
     url: String,
+    /// WebTransport: client endpoints, shared round robin by the subscribers.
+    wt_endpoints: Vec<wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>>,
+    /// Long polling: `timeout=` of each poll, seconds.
+    poll_timeout: f64,
     /// Events of the run; a subscriber is done once it has the one with index `events - 1`.
     events: u64,
     connect_slots: Semaphore,
@@ -477,8 +573,16 @@ struct Tally {
     message_bytes: u64,
     /// `message_bytes` plus the WebSocket frame header each message came with.
     frame_bytes: u64,
-    /// Bytes read from the socket after the `subscribed` reply.
+    /// Bytes read from the socket after the `subscribed` reply (long polling: the requests
+    /// written too; WebTransport: stream and datagram payload bytes, not QUIC's).
     wire_bytes: u64,
+    /// Long polling: polls answered after the first.
+    polls: u64,
+    /// Events of the run, and whether they arrive in id order: an unordered subscriber is
+    /// finished when it has them all, an ordered one when it has the last.
+    events: u64,
+    ordered: bool,
+    saw_last: bool,
     last_receive_ns: u64,
     /// Whether the subscriber got its `subscribed` reply.
     connected: bool,
@@ -490,7 +594,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn new() -> Self {
+    fn new(events: u64, ordered: bool) -> Self {
         Self {
             latency: latency_histogram(),
             fanout: latency_histogram(),
@@ -504,6 +608,10 @@ impl Tally {
             message_bytes: 0,
             frame_bytes: 0,
             wire_bytes: 0,
+            polls: 0,
+            events,
+            ordered,
+            saw_last: false,
             last_receive_ns: 0,
             connected: false,
             finished: false,
@@ -526,15 +634,18 @@ impl Tally {
             self.misordered += 1;
         }
         self.previous = Some(index);
+        self.saw_last |= index + 1 >= self.events;
+        self.finished = if self.ordered {
+            self.saw_last
+        } else {
+            self.deliveries >= self.events
+        };
     }
 
-    fn on_text(&mut self, text: &[u8], last_index: u64, now_ns: u64) {
+    fn on_text(&mut self, text: &[u8], now_ns: u64) {
         if text.starts_with(b"{\"type\":\"event\"") {
             match parse_json_event(text) {
-                Some(event) => {
-                    self.on_event(event, text.len(), now_ns);
-                    self.finished = event.2 >= last_index;
-                }
+                Some(event) => self.on_event(event, text.len(), now_ns),
                 None => self.unreadable_events += 1,
             }
             return;
@@ -546,17 +657,25 @@ impl Tally {
             Some("lagged") => self.lagged += 1,
             Some("gap") => self.gaps += 1,
             Some("error") => self.errors += 1,
+            // SSE's first block, WebTransport's first control message.
+            Some("subscribed") => {}
             _ => self.other_messages += 1,
         }
     }
 
-    fn on_binary(&mut self, bytes: &[u8], last_index: u64, now_ns: u64) {
+    fn on_binary(&mut self, bytes: &[u8], now_ns: u64) {
         match parse_binary_event(bytes) {
-            Some(event) => {
-                self.on_event(event, bytes.len(), now_ns);
-                self.finished = event.2 >= last_index;
-            }
+            Some(event) => self.on_event(event, bytes.len(), now_ns),
             None => self.unreadable_events += 1,
+        }
+    }
+
+    /// A WebTransport message: a JSON envelope or (first byte 1) a binary one.
+    fn on_message(&mut self, bytes: &[u8], now_ns: u64) {
+        if bytes.first() == Some(&1) {
+            self.on_binary(bytes, now_ns);
+        } else {
+            self.on_text(bytes, now_ns);
         }
     }
 }
@@ -632,12 +751,21 @@ async fn connect_subscriber(setup: &SubscriberSetup) -> anyhow::Result<Socket> {
     )
     .await
     .context("WebSocket handshake")?;
+    wait_subscribed(&mut socket).await?;
+    Ok(socket)
+}
+
+/// Reads a WebSocket until its `subscribed` reply.
+async fn wait_subscribed<S>(socket: &mut WebSocketStream<S>) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
         match socket.next().await {
             Some(Ok(Message::Text(text)))
                 if text.as_str().starts_with("{\"type\":\"subscribed\"") =>
             {
-                return Ok(socket)
+                return Ok(())
             }
             Some(Ok(Message::Text(text))) => bail!("unexpected first message {}", text.as_str()),
             Some(Ok(Message::Close(frame))) => bail!("closed before subscribing: {frame:?}"),
@@ -648,19 +776,284 @@ async fn connect_subscriber(setup: &SubscriberSetup) -> anyhow::Result<Socket> {
     }
 }
 
+/// An HTTP/1.1 client connection that counts every byte read and written, for SSE and long
+/// polling. Hand-written so the counts are exactly the bytes on the socket (headers and
+/// chunked framing included) and reading is cancel-safe (all state is in the struct).
+#[derive(Debug)]
+struct HttpConn {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+    read: u64,
+    written: u64,
+}
+
+/// The parts of an HTTP response head the clients need.
+#[derive(Debug)]
+struct Head {
+    status: u16,
+    chunked: bool,
+    content_length: Option<usize>,
+}
+
+impl HttpConn {
+    async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let tcp = TcpStream::connect(addr).await.context("TCP connect")?;
+        tcp.set_nodelay(true)?;
+        Ok(Self {
+            tcp,
+            buf: Vec::with_capacity(CLIENT_READ_BUFFER),
+            read: 0,
+            written: 0,
+        })
+    }
+
+    async fn get(&mut self, target: &str, addr: SocketAddr) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        self.tcp.write_all(request.as_bytes()).await?;
+        self.written += request.len() as u64;
+        Ok(())
+    }
+
+    /// Reads more into `buf`; an error at the end of the connection.
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        use tokio::io::AsyncReadExt as _;
+        self.buf.reserve(CLIENT_READ_BUFFER);
+        let n = self.tcp.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            bail!("connection ended");
+        }
+        self.read += n as u64;
+        Ok(())
+    }
+
+    async fn head(&mut self) -> anyhow::Result<Head> {
+        let end = loop {
+            if let Some(at) = find(&self.buf, b"\r\n\r\n") {
+                break at;
+            }
+            self.fill().await?;
+        };
+        let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end + 4);
+        let status = text
+            .get(9..12)
+            .and_then(|code| code.parse().ok())
+            .context("no HTTP status")?;
+        let mut head = Head {
+            status,
+            chunked: false,
+            content_length: None,
+        };
+        for line in text.lines().skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                head.chunked = value.eq_ignore_ascii_case("chunked");
+            } else if name.eq_ignore_ascii_case("content-length") {
+                head.content_length = value.parse().ok();
+            }
+        }
+        Ok(head)
+    }
+
+    /// The next piece of a chunked body appended to `out`; `false` at its last chunk.
+    async fn chunk(&mut self, out: &mut Vec<u8>) -> anyhow::Result<bool> {
+        let line_end = loop {
+            if let Some(at) = find(&self.buf, b"\r\n") {
+                break at;
+            }
+            self.fill().await?;
+        };
+        let size_text = String::from_utf8_lossy(&self.buf[..line_end]);
+        let size_hex = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_hex, 16)
+            .with_context(|| format!("bad chunk size {size_hex:?}"))?;
+        while self.buf.len() < line_end + 2 + size + 2 {
+            self.fill().await?;
+        }
+        out.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+        self.buf.drain(..line_end + 2 + size + 2);
+        Ok(size > 0)
+    }
+
+    /// A whole response body (chunked or with a length).
+    async fn body(&mut self, head: &Head) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        if head.chunked {
+            while self.chunk(&mut out).await? {}
+        } else {
+            let len = head.content_length.context("no body length")?;
+            while self.buf.len() < len {
+                self.fill().await?;
+            }
+            out.extend(self.buf.drain(..len));
+        }
+        Ok(out)
+    }
+}
+
+/// A long-polling response.
+#[derive(serde::Deserialize)]
+struct PollResponse<'a> {
+    cursor: String,
+    #[serde(borrow)]
+    messages: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// One poll: its cursor and the messages' bytes.
+async fn poll_once(
+    conn: &mut HttpConn,
+    setup: &SubscriberSetup,
+    cursor: &str,
+    timeout: f64,
+) -> anyhow::Result<Vec<u8>> {
+    let target = format!("{}&cursor={cursor}&timeout={timeout}", setup.url);
+    conn.get(&target, setup.addr).await?;
+    let head = conn.head().await?;
+    let body = conn.body(&head).await?;
+    if head.status != 200 {
+        bail!(
+            "poll answered {}: {}",
+            head.status,
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(body)
+}
+
+/// A WebTransport stream read as length-prefixed messages, cancel-safe (state in the struct).
+struct FrameReader {
+    stream: wtransport::RecvStream,
+    buf: Vec<u8>,
+    chunk: Box<[u8]>,
+}
+
+impl FrameReader {
+    fn new(stream: wtransport::RecvStream) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+            chunk: vec![0; 16 * 1024].into_boxed_slice(),
+        }
+    }
+
+    /// The next message (without its prefix); `None` at the end of the stream.
+    async fn next(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
+                if self.buf.len() >= 4 + len {
+                    let message = self.buf[4..4 + len].to_vec();
+                    self.buf.drain(..4 + len);
+                    return Ok(Some(message));
+                }
+            }
+            match self.stream.read(&mut self.chunk).await? {
+                Some(n) => self.buf.extend_from_slice(&self.chunk[..n]),
+                None if self.buf.is_empty() => return Ok(None),
+                None => bail!("stream ended inside a message"),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for SubscriberSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberSetup")
+            .field("transport", &self.transport)
+            .field("url", &self.url)
+            .field("wt_endpoints", &self.wt_endpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connected subscriber of any transport.
+enum Conn {
+    Ws(Box<Socket>),
+    Sse(HttpConn),
+    Poll(HttpConn, String),
+    Wt(wtransport::Connection, FrameReader),
+}
+
+/// Whatever must stay open until every subscriber is done.
+type Keep = Box<dyn Send>;
+
+/// Opens a WebTransport session and reads its control stream's `subscribed` message.
+async fn connect_wt(
+    endpoint: &wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+    url: &str,
+) -> anyhow::Result<(wtransport::Connection, FrameReader)> {
+    let connection = endpoint
+        .connect(url)
+        .await
+        .context("WebTransport connect")?;
+    let control = connection.accept_uni().await.context("control stream")?;
+    let mut control = FrameReader::new(control);
+    let first = control
+        .next()
+        .await?
+        .context("control stream ended at once")?;
+    if !first.starts_with(b"{\"type\":\"subscribed\"") {
+        bail!(
+            "unexpected first message {}",
+            String::from_utf8_lossy(&first)
+        );
+    }
+    Ok((connection, control))
+}
+
+async fn connect_any(setup: &SubscriberSetup, slot: usize) -> anyhow::Result<Conn> {
+    match setup.transport {
+        Transport::Ws => Ok(Conn::Ws(Box::new(connect_subscriber(setup).await?))),
+        Transport::Sse => {
+            let mut conn = HttpConn::connect(setup.addr).await?;
+            conn.get(&setup.url, setup.addr).await?;
+            let head = conn.head().await?;
+            if head.status != 200 || !head.chunked {
+                bail!(
+                    "SSE answered {} (chunked: {}), expected a chunked 200",
+                    head.status,
+                    head.chunked
+                );
+            }
+            Ok(Conn::Sse(conn))
+        }
+        Transport::Longpoll => {
+            let mut conn = HttpConn::connect(setup.addr).await?;
+            // A first poll that answers at once: its cursor is the newest id.
+            let body = poll_once(&mut conn, setup, "", 0.0).await?;
+            let response: PollResponse<'_> =
+                serde_json::from_slice(&body).context("the first poll's answer")?;
+            let cursor = response.cursor;
+            Ok(Conn::Poll(conn, cursor))
+        }
+        Transport::WtStream | Transport::WtStreamPerEvent | Transport::WtDatagram => {
+            let endpoint = &setup.wt_endpoints[slot % setup.wt_endpoints.len()];
+            let (connection, control) = connect_wt(endpoint, &setup.url).await?;
+            Ok(Conn::Wt(connection, control))
+        }
+    }
+}
+
 /// One subscriber: connect (reporting on `ready`), then read until the last event, a stop
-/// signal or the end of the connection. Returns the socket too, so that it stays open until
-/// every subscriber is done: closing it early would add teardown work to the measurement.
+/// signal or the end of the connection. Returns the connection too, so that it stays open
+/// until every subscriber is done: closing it early would add teardown work to the
+/// measurement.
 async fn subscriber(
     setup: Arc<SubscriberSetup>,
+    slot: usize,
     ready: mpsc::UnboundedSender<Result<(), String>>,
     mut abort_connect: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-) -> (Tally, Option<Socket>) {
-    let mut tally = Tally::new();
+    stop: watch::Receiver<bool>,
+) -> (Tally, Option<Keep>) {
+    let mut tally = Tally::new(setup.events, setup.transport.ordered());
     let connect = async {
         let _slot = setup.connect_slots.acquire().await?;
-        tokio::time::timeout(setup.connect_timeout, connect_subscriber(&setup))
+        tokio::time::timeout(setup.connect_timeout, connect_any(&setup, slot))
             .await
             .map_err(|_| {
                 anyhow::anyhow!("no subscribed reply within {:?}", setup.connect_timeout)
@@ -670,8 +1063,8 @@ async fn subscriber(
         connected = connect => connected,
         _ = abort_connect.wait_for(|abort| *abort) => Err(anyhow::anyhow!("connect deadline passed")),
     };
-    let mut socket = match connected {
-        Ok(socket) => socket,
+    let conn = match connected {
+        Ok(conn) => conn,
         Err(e) => {
             let _ = ready.send(Err(format!("{e:#}")));
             return (tally, None);
@@ -680,8 +1073,21 @@ async fn subscriber(
     let _ = ready.send(Ok(()));
     drop(ready);
     tally.connected = true;
+    let keep: Keep = match conn {
+        Conn::Ws(socket) => Box::new(read_ws(*socket, &mut tally, stop).await),
+        Conn::Sse(conn) => Box::new(read_sse(conn, &mut tally, stop).await),
+        Conn::Poll(conn, cursor) => {
+            Box::new(read_poll(conn, cursor, &setup, &mut tally, stop).await)
+        }
+        Conn::Wt(connection, control) => {
+            Box::new(read_wt(connection, control, setup.transport, &mut tally, stop).await)
+        }
+    };
+    (tally, Some(keep))
+}
+
+async fn read_ws(mut socket: Socket, tally: &mut Tally, mut stop: watch::Receiver<bool>) -> Socket {
     let read_at_ready = socket.get_ref().read;
-    let last_index = setup.events.saturating_sub(1);
     while !tally.finished {
         let message = tokio::select! {
             biased;
@@ -690,8 +1096,8 @@ async fn subscriber(
         };
         let now_ns = wall_ns();
         match message {
-            Some(Ok(Message::Text(text))) => tally.on_text(text.as_bytes(), last_index, now_ns),
-            Some(Ok(Message::Binary(bytes))) => tally.on_binary(&bytes, last_index, now_ns),
+            Some(Ok(Message::Text(text))) => tally.on_text(text.as_bytes(), now_ns),
+            Some(Ok(Message::Binary(bytes))) => tally.on_binary(&bytes, now_ns),
             Some(Ok(Message::Close(frame))) => {
                 tally.dropped = Some(format!("closed by the gateway: {frame:?}"));
                 break;
@@ -708,7 +1114,171 @@ async fn subscriber(
         }
     }
     tally.wire_bytes = socket.get_ref().read - read_at_ready;
-    (tally, Some(socket))
+    socket
+}
+
+/// SSE: chunks of the `text/event-stream` body, split into blocks at blank lines; each
+/// block's `data:` lines are the envelope.
+async fn read_sse(
+    mut conn: HttpConn,
+    tally: &mut Tally,
+    mut stop: watch::Receiver<bool>,
+) -> HttpConn {
+    let read_at_ready = conn.read;
+    let mut text = Vec::new();
+    let mut data = Vec::new();
+    while !tally.finished {
+        let more = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
+            more = conn.chunk(&mut text) => more,
+        };
+        let now_ns = wall_ns();
+        match more {
+            Ok(true) => {}
+            Ok(false) => {
+                tally.dropped = Some("the stream ended".to_owned());
+                break;
+            }
+            Err(e) => {
+                tally.dropped = Some(format!("read error: {e:#}"));
+                break;
+            }
+        }
+        let mut start = 0;
+        while let Some(end) = find(&text[start..], b"\n\n") {
+            data.clear();
+            for line in text[start..start + end].split(|&b| b == b'\n') {
+                if let Some(rest) = line.strip_prefix(b"data:") {
+                    if !data.is_empty() {
+                        data.push(b'\n');
+                    }
+                    data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+                }
+            }
+            if !data.is_empty() {
+                tally.on_text(&data, now_ns);
+            }
+            start += end + 2;
+        }
+        text.drain(..start);
+    }
+    tally.wire_bytes = conn.read - read_at_ready;
+    conn
+}
+
+/// Long polling: `GET /poll` with the last cursor until the last event.
+async fn read_poll(
+    mut conn: HttpConn,
+    mut cursor: String,
+    setup: &SubscriberSetup,
+    tally: &mut Tally,
+    mut stop: watch::Receiver<bool>,
+) -> HttpConn {
+    let bytes_at_ready = conn.read + conn.written;
+    while !tally.finished {
+        let answer = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
+            answer = poll_once(&mut conn, setup, &cursor, setup.poll_timeout) => answer,
+        };
+        let now_ns = wall_ns();
+        let body = match answer {
+            Ok(body) => body,
+            Err(e) => {
+                tally.dropped = Some(format!("poll failed: {e:#}"));
+                break;
+            }
+        };
+        tally.polls += 1;
+        match serde_json::from_slice::<PollResponse<'_>>(&body) {
+            Ok(response) => {
+                for message in &response.messages {
+                    tally.on_text(message.get().as_bytes(), now_ns);
+                }
+                cursor = response.cursor;
+            }
+            Err(_) => tally.unreadable_events += 1,
+        }
+    }
+    tally.wire_bytes = conn.read + conn.written - bytes_at_ready;
+    conn
+}
+
+/// WebTransport: the control stream, plus per-event streams or datagrams by mode.
+async fn read_wt(
+    connection: wtransport::Connection,
+    mut control: FrameReader,
+    transport: Transport,
+    tally: &mut Tally,
+    mut stop: watch::Receiver<bool>,
+) -> wtransport::Connection {
+    // Unordered modes: once the last event is in, stragglers have this long to arrive.
+    let grace = Duration::from_secs(1);
+    let mut give_up: Option<tokio::time::Instant> = None;
+    let mut bytes = 0u64;
+    let mut per_event = futures_util::stream::FuturesUnordered::new();
+    while !tally.finished {
+        let give_up_at = give_up.unwrap_or_else(|| tokio::time::Instant::now() + WT_FOREVER);
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
+            () = tokio::time::sleep_until(give_up_at) => break,
+            message = control.next() => match message {
+                Ok(Some(message)) => {
+                    bytes += 4 + message.len() as u64;
+                    tally.on_message(&message, wall_ns());
+                }
+                Ok(None) => {
+                    tally.dropped = Some("the control stream ended".to_owned());
+                    break;
+                }
+                Err(e) => {
+                    tally.dropped = Some(format!("control stream: {e:#}"));
+                    break;
+                }
+            },
+            stream = connection.accept_uni(), if transport == Transport::WtStreamPerEvent => {
+                match stream {
+                    Ok(stream) => per_event.push(async move {
+                        let mut reader = FrameReader::new(stream);
+                        reader.next().await
+                    }),
+                    Err(e) => {
+                        tally.dropped = Some(format!("session: {e}"));
+                        break;
+                    }
+                }
+            }
+            Some(message) = per_event.next(), if !per_event.is_empty() => {
+                match message {
+                    Ok(Some(message)) => {
+                        bytes += 4 + message.len() as u64;
+                        tally.on_message(&message, wall_ns());
+                    }
+                    Ok(None) => tally.other_messages += 1,
+                    Err(_) => tally.unreadable_events += 1,
+                }
+            }
+            datagram = connection.receive_datagram(), if transport == Transport::WtDatagram => {
+                match datagram {
+                    Ok(datagram) => {
+                        bytes += datagram.len() as u64;
+                        tally.on_message(&datagram, wall_ns());
+                    }
+                    Err(e) => {
+                        tally.dropped = Some(format!("session: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+        if tally.saw_last && give_up.is_none() {
+            give_up = Some(tokio::time::Instant::now() + grace);
+        }
+    }
+    tally.wire_bytes = bytes;
+    connection
 }
 
 // ---------------------------------------------------------------------------------------
@@ -940,12 +1510,214 @@ async fn publisher(
 }
 
 // ---------------------------------------------------------------------------------------
+// WebTransport and TLS clients, connection setup time
+// ---------------------------------------------------------------------------------------
+
+/// `GET /wt/cert-hash`: the certificate's SHA-256 and the session URL.
+async fn cert_hash(addr: SocketAddr) -> anyhow::Result<([u8; 32], String)> {
+    let fetch = async {
+        let mut conn = HttpConn::connect(addr).await?;
+        conn.get("/wt/cert-hash", addr).await?;
+        let head = conn.head().await?;
+        let body = conn.body(&head).await?;
+        anyhow::ensure!(head.status == 200, "/wt/cert-hash answered {}", head.status);
+        let doc: serde_json::Value = serde_json::from_slice(&body)?;
+        let bytes: Vec<u8> = doc["value"]
+            .as_array()
+            .context("no value array")?
+            .iter()
+            .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect();
+        let hash: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("hash not 32 bytes"))?;
+        let url = doc["url"].as_str().context("no url")?.to_owned();
+        anyhow::Ok((hash, url))
+    };
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .context("/wt/cert-hash timed out")?
+}
+
+/// A WebTransport client endpoint pinning the gateway's certificate hash.
+fn wt_endpoint(
+    hash: [u8; 32],
+) -> anyhow::Result<wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>> {
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_address(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
+        .max_idle_timeout(Some(Duration::from_secs(120)))
+        .context("idle timeout")?
+        .build();
+    wtransport::Endpoint::client(config).context("WebTransport client endpoint")
+}
+
+/// Accepts exactly the server certificate whose SHA-256 is the one `/wt/cert-hash` gave
+/// (the gateway's self-signed certificate). Bench code only.
+#[derive(Debug)]
+struct PinnedCert {
+    hash: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use sha2::Digest as _;
+        if sha2::Sha256::digest(end_entity.as_ref())[..] == self.hash {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "not the certificate of /wt/cert-hash".to_owned(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn tls_connector(hash: [u8; 32]) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCert { hash, provider }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Connection setup, from nothing to the `subscribed` message, median and max over the
+/// samples, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+struct SetupTimes {
+    samples: usize,
+    /// TCP + WebSocket upgrade + `subscribed`.
+    ws_p50_ms: f64,
+    ws_max_ms: f64,
+    /// TCP + TLS 1.3 + WebSocket upgrade + `subscribed`.
+    wss_p50_ms: f64,
+    wss_max_ms: f64,
+    /// QUIC (TLS 1.3 inside) + HTTP/3 SETTINGS + CONNECT + control stream `subscribed`.
+    wt_p50_ms: f64,
+    wt_max_ms: f64,
+}
+
+/// Times `samples` sequential setups of each: ws://, wss://, WebTransport (alternating,
+/// each connection closed before the next). The WebTransport client endpoint is reused.
+async fn measure_setup(
+    addr: SocketAddr,
+    tls_addr: SocketAddr,
+    hash: [u8; 32],
+    endpoint: &wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+    wt_url: &str,
+    samples: usize,
+    timeout: Duration,
+) -> anyhow::Result<SetupTimes> {
+    let connector = tls_connector(hash)?;
+    let server_name = rustls::pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+    let (mut ws, mut wss, mut wt) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..samples {
+        let start = Instant::now();
+        let once = async {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let url = format!("ws://{addr}/ws?topics={TOPIC}");
+            let (mut socket, _) = tokio_tungstenite::client_async(url, tcp).await?;
+            wait_subscribed(&mut socket).await?;
+            anyhow::Ok(socket)
+        };
+        let socket = tokio::time::timeout(timeout, once)
+            .await
+            .context("ws:// setup timed out")??;
+        ws.push(start.elapsed().as_secs_f64() * 1e3);
+        drop(socket);
+
+        let start = Instant::now();
+        let once = async {
+            let tcp = TcpStream::connect(tls_addr).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name.clone(), tcp).await?;
+            let url = format!("wss://{tls_addr}/ws?topics={TOPIC}");
+            let (mut socket, _) = tokio_tungstenite::client_async(url, tls).await?;
+            wait_subscribed(&mut socket).await?;
+            anyhow::Ok(socket)
+        };
+        let socket = tokio::time::timeout(timeout, once)
+            .await
+            .context("wss:// setup timed out")??;
+        wss.push(start.elapsed().as_secs_f64() * 1e3);
+        drop(socket);
+
+        let start = Instant::now();
+        let (connection, _control) = tokio::time::timeout(timeout, connect_wt(endpoint, wt_url))
+            .await
+            .context("WebTransport setup timed out")??;
+        wt.push(start.elapsed().as_secs_f64() * 1e3);
+        connection.close(0u32.into(), b"");
+    }
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    Ok(SetupTimes {
+        samples,
+        ws_p50_ms: median(&ws),
+        ws_max_ms: max(&ws),
+        wss_p50_ms: median(&wss),
+        wss_max_ms: max(&wss),
+        wt_p50_ms: median(&wt),
+        wt_max_ms: max(&wt),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 // One run
 // ---------------------------------------------------------------------------------------
 
 /// What one run measured.
 #[derive(Clone, Debug, Serialize)]
 struct RunReport {
+    transport: Transport,
+    /// WebTransport runs: sequential connection setup times, ws:// vs wss:// vs WebTransport.
+    setup_times: Option<SetupTimes>,
+    /// Long polling: polls answered per delivery.
+    polls_per_event: f64,
     subscribers: usize,
     events: u64,
     queue: usize,
@@ -1007,6 +1779,7 @@ struct RunReport {
 #[derive(Debug)]
 struct RunSpec<'a> {
     args: &'a Args,
+    transport: Transport,
     /// The copy of `args.gateway` every run starts.
     gateway: &'a Path,
     subscribers: usize,
@@ -1018,11 +1791,16 @@ struct RunSpec<'a> {
 async fn run_once(spec: &RunSpec<'_>) -> anyhow::Result<RunReport> {
     let args = spec.args;
     let n = spec.subscribers;
+    let transport = spec.transport;
     let queue = args.queue_for(spec.events);
+    let secure = match transport.wt_mode() {
+        Some(_) => Some((free_tcp_port()?, free_udp_port()?)),
+        None => None,
+    };
     let mut gateway = GatewayProcess::start(
         spec.gateway,
         &spec.dir,
-        &gateway_config(n, queue, args.payload_bytes),
+        &gateway_config(n, queue, args.payload_bytes, secure),
     )
     .await?;
     let pid = gateway.pid().to_string();
@@ -1040,14 +1818,50 @@ async fn run_once(spec: &RunSpec<'_>) -> anyhow::Result<RunReport> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = rss_kib(&pid)?;
 
-    // Connect every subscriber, `connect_parallel` at a time.
+    // WebTransport: the certificate hash, the session URL, the setup-time comparison.
     let query = match args.envelope {
         Envelope::Json => format!("topics={TOPIC}"),
         Envelope::Binary => format!("topics={TOPIC}&envelope=binary"),
     };
+    let mut wt_endpoints = Vec::new();
+    let mut setup_times = None;
+    let url = match (transport, secure) {
+        (Transport::Ws, _) => format!("ws://{}/ws?{query}", gateway.addr),
+        (Transport::Sse, _) => format!("/sse?{query}"),
+        (Transport::Longpoll, _) => format!("/poll?{query}"),
+        (_, Some((tls_addr, _))) => {
+            let (hash, wt_url) = cert_hash(gateway.addr).await?;
+            for _ in 0..WT_CLIENT_ENDPOINTS {
+                wt_endpoints.push(wt_endpoint(hash)?);
+            }
+            let mode = transport.wt_mode().unwrap_or("stream");
+            let url = format!("{wt_url}?{query}&mode={mode}");
+            if args.setup_samples > 0 {
+                let times = measure_setup(
+                    gateway.addr,
+                    tls_addr,
+                    hash,
+                    &wt_endpoints[0],
+                    &url,
+                    args.setup_samples,
+                    connect_timeout,
+                )
+                .await
+                .context("timing connection setup")?;
+                setup_times = Some(times);
+            }
+            url
+        }
+        (_, None) => unreachable!("WebTransport runs have a secure config"),
+    };
+
+    // Connect every subscriber, `connect_parallel` at a time.
     let setup = Arc::new(SubscriberSetup {
+        transport,
         addr: gateway.addr,
-        url: format!("ws://{}/ws?{query}", gateway.addr),
+        url,
+        wt_endpoints,
+        poll_timeout: args.poll_timeout,
         events: spec.events,
         connect_slots: Semaphore::new(args.connect_parallel.max(1)),
         connect_timeout,
@@ -1057,9 +1871,10 @@ async fn run_once(spec: &RunSpec<'_>) -> anyhow::Result<RunReport> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let connect_start = Instant::now();
     let mut tasks = JoinSet::new();
-    for _ in 0..n {
+    for slot in 0..n {
         tasks.spawn(subscriber(
             Arc::clone(&setup),
+            slot,
             ready_tx.clone(),
             abort_connect_rx.clone(),
             stop_rx.clone(),
@@ -1146,12 +1961,16 @@ async fn run_once(spec: &RunSpec<'_>) -> anyhow::Result<RunReport> {
 
     // Tear down: clients first, so the gateway shuts down with nothing to drain.
     drop(sockets);
+    drop(setup);
     tokio::time::sleep(Duration::from_millis(100)).await;
     gateway.stop().await;
 
     let mut latency: Histogram<u64> = latency_histogram();
     let mut fanout: Histogram<u64> = latency_histogram();
     let mut report = RunReport {
+        transport,
+        setup_times,
+        polls_per_event: 0.0,
         subscribers: n,
         events: spec.events,
         queue,
@@ -1194,6 +2013,7 @@ async fn run_once(spec: &RunSpec<'_>) -> anyhow::Result<RunReport> {
         gateway_log: None,
     };
     let (mut message_bytes, mut frame_bytes, mut wire_bytes, mut last_receive_ns) = (0, 0, 0, 0);
+    let mut polls = 0;
     for tally in &tallies {
         merge(&mut latency, &tally.latency)?;
         merge(&mut fanout, &tally.fanout)?;
@@ -1207,6 +2027,7 @@ async fn run_once(spec: &RunSpec<'_>) -> anyhow::Result<RunReport> {
         message_bytes += tally.message_bytes;
         frame_bytes += tally.frame_bytes;
         wire_bytes += tally.wire_bytes;
+        polls += tally.polls;
         last_receive_ns = last_receive_ns.max(tally.last_receive_ns);
         if let Some(reason) = &tally.dropped {
             report.dropped += 1;
@@ -1230,6 +2051,7 @@ async fn run_once(spec: &RunSpec<'_>) -> anyhow::Result<RunReport> {
     report.message_bytes_per_event = per_delivery(message_bytes);
     report.frame_bytes_per_event = per_delivery(frame_bytes);
     report.wire_bytes_per_event = per_delivery(wire_bytes);
+    report.polls_per_event = per_delivery(polls);
     report.elapsed_secs = last_receive_ns.saturating_sub(report.publish.start_ns) as f64 / 1e9;
     if report.elapsed_secs > 0.0 {
         report.delivered_per_sec = report.deliveries as f64 / report.elapsed_secs;
@@ -1284,6 +2106,7 @@ fn merge(into: &mut Histogram<u64>, from: &Histogram<u32>) -> anyhow::Result<()>
 /// the worst run for the loss counters.
 #[derive(Debug, Serialize)]
 struct Row {
+    transport: Transport,
     subscribers: usize,
     events: u64,
     connect_secs: f64,
@@ -1317,6 +2140,10 @@ struct Row {
     gateway_sched_cpu_ms_per_1k: f64,
     client_cpu_ms_per_1k: f64,
     publisher_behind_max_us: f64,
+    polls_per_event: f64,
+    setup_ws_p50_ms: Option<f64>,
+    setup_wss_p50_ms: Option<f64>,
+    setup_wt_p50_ms: Option<f64>,
     runs: Vec<RunReport>,
 }
 
@@ -1325,7 +2152,19 @@ impl Row {
         let of =
             |figure: fn(&RunReport) -> f64| median(&runs.iter().map(figure).collect::<Vec<_>>());
         let worst = |figure: fn(&RunReport) -> u64| runs.iter().map(figure).max().unwrap_or(0);
+        let setup = |figure: fn(&SetupTimes) -> f64| {
+            let values: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.setup_times.as_ref().map(figure))
+                .collect();
+            (!values.is_empty()).then(|| median(&values))
+        };
         Self {
+            transport: runs[0].transport,
+            polls_per_event: of(|r| r.polls_per_event),
+            setup_ws_p50_ms: setup(|t| t.ws_p50_ms),
+            setup_wss_p50_ms: setup(|t| t.wss_p50_ms),
+            setup_wt_p50_ms: setup(|t| t.wt_p50_ms),
             subscribers: runs[0].subscribers,
             events: runs[0].events,
             connect_secs: of(|r| r.connect_secs),
@@ -1363,6 +2202,7 @@ struct Output<'a> {
     workers: usize,
     gateway: &'a Path,
     mode: &'a str,
+    transports: &'a [Transport],
     rate: u64,
     payload_bytes: usize,
     envelope: Envelope,
@@ -1375,6 +2215,7 @@ struct Output<'a> {
 
 fn print_table(rows: &[Row]) {
     let header = [
+        "transport",
         "subs",
         "events",
         "connect ms",
@@ -1395,6 +2236,7 @@ fn print_table(rows: &[Row]) {
         .iter()
         .map(|row| {
             vec![
+                row.transport.name().to_owned(),
                 row.subscribers.to_string(),
                 row.events.to_string(),
                 format!("{:.0}", row.connect_secs * 1e3),
@@ -1418,6 +2260,7 @@ fn print_table(rows: &[Row]) {
 
 fn print_detail(rows: &[Row]) {
     let header = [
+        "transport",
         "subs",
         "fan-out p50 µs",
         "fan-out p99 µs",
@@ -1425,11 +2268,15 @@ fn print_detail(rows: &[Row]) {
         "gw CPU ms/1k (schedstat)",
         "client CPU ms/1k",
         "publisher late µs",
+        "polls/ev",
+        "setup ms ws/wss/wt",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
+            let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
             vec![
+                row.transport.name().to_owned(),
                 row.subscribers.to_string(),
                 format!("{:.0}", row.fanout_p50_us),
                 format!("{:.0}", row.fanout_p99_us),
@@ -1437,6 +2284,21 @@ fn print_detail(rows: &[Row]) {
                 format!("{:.2}", row.gateway_sched_cpu_ms_per_1k),
                 format!("{:.2}", row.client_cpu_ms_per_1k),
                 format!("{:.0}", row.publisher_behind_max_us),
+                if row.transport == Transport::Longpoll {
+                    format!("{:.3}", row.polls_per_event)
+                } else {
+                    "-".to_owned()
+                },
+                if row.setup_wt_p50_ms.is_some() {
+                    format!(
+                        "{}/{}/{}",
+                        ms(row.setup_ws_p50_ms),
+                        ms(row.setup_wss_p50_ms),
+                        ms(row.setup_wt_p50_ms)
+                    )
+                } else {
+                    "-".to_owned()
+                },
             ]
         })
         .collect();
@@ -1444,7 +2306,7 @@ fn print_detail(rows: &[Row]) {
 }
 
 fn warn_about(row: &Row) {
-    let n = row.subscribers;
+    let n = format!("{} {}", row.transport.name(), row.subscribers);
     for run in &row.runs {
         let mut notes = Vec::new();
         if run.missing > 0 {
@@ -1545,6 +2407,15 @@ fn main() -> anyhow::Result<()> {
         "--subscribers needs positive counts"
     );
     anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
+    anyhow::ensure!(!args.transport.is_empty(), "--transport needs a transport");
+    anyhow::ensure!(
+        args.envelope == Envelope::Json
+            || !args
+                .transport
+                .iter()
+                .any(|t| matches!(t, Transport::Sse | Transport::Longpoll)),
+        "--envelope binary is for ws and WebTransport only (SSE and long polling are UTF-8)"
+    );
     anyhow::ensure!(
         args.payload_bytes >= MIN_PAYLOAD_BYTES,
         "--payload-bytes must be at least {MIN_PAYLOAD_BYTES}"
@@ -1580,7 +2451,11 @@ fn main() -> anyhow::Result<()> {
         format!("open loop at {} events/s", args.rate)
     };
     let loadavg_before = loadavg();
-    println!("streamgate WebSocket fan-out: {mode}");
+    let transports: Vec<&str> = args.transport.iter().map(|t| t.name()).collect();
+    println!(
+        "streamgate fan-out ({} subscribers, one WebSocket publisher): {mode}",
+        transports.join(", ")
+    );
     println!(
         "gateway {} (separate process), {cores} cores shared by gateway and clients, \
          {workers} client workers, payload {} B, {} envelopes, median of {} runs, load {}",
@@ -1600,26 +2475,37 @@ fn main() -> anyhow::Result<()> {
     let gateway_copy = temp.join("streamgate");
     std::fs::copy(&args.gateway, &gateway_copy)
         .with_context(|| format!("copying {}", args.gateway.display()))?;
-    let mut runs: Vec<Vec<RunReport>> = vec![Vec::new(); args.subscribers.len()];
+    let groups: Vec<(Transport, usize)> = args
+        .transport
+        .iter()
+        .flat_map(|&t| args.subscribers.iter().map(move |&n| (t, n)))
+        .collect();
+    let mut runs: Vec<Vec<RunReport>> = vec![Vec::new(); groups.len()];
     let mut run_all = || -> anyhow::Result<()> {
         for repeat in 0..args.repeat {
-            for (slot, &subscribers) in args.subscribers.iter().enumerate() {
+            for (slot, &(transport, subscribers)) in groups.iter().enumerate() {
                 let spec = RunSpec {
                     args: &args,
+                    transport,
                     gateway: &gateway_copy,
                     subscribers,
                     events: args.events_for(subscribers),
-                    dir: temp.join(format!("run{}-{subscribers}", repeat + 1)),
+                    dir: temp.join(format!(
+                        "run{}-{}-{subscribers}",
+                        repeat + 1,
+                        transport.name()
+                    )),
                     ticks_per_sec,
                 };
-                let report = runtime
-                    .block_on(run_once(&spec))
-                    .with_context(|| format!("running {subscribers} subscribers"))?;
+                let report = runtime.block_on(run_once(&spec)).with_context(|| {
+                    format!("running {} {subscribers} subscribers", transport.name())
+                })?;
                 eprintln!(
-                    "run {}/{} {subscribers:>6} subscribers: connected {} in {:.2} s, \
+                    "run {}/{} {:>19} {subscribers:>6} subscribers: connected {} in {:.2} s, \
                      {}/{} deliveries, {:.0} msg/s, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
                     repeat + 1,
                     args.repeat,
+                    transport.name(),
                     report.connected,
                     report.connect_secs,
                     report.deliveries,
@@ -1657,6 +2543,7 @@ fn main() -> anyhow::Result<()> {
             workers,
             gateway: &args.gateway,
             mode: &mode,
+            transports: &args.transport,
             rate: args.rate,
             payload_bytes: args.payload_bytes,
             envelope: args.envelope,
@@ -1732,7 +2619,7 @@ mod tests {
 
     #[test]
     fn the_gateway_accepts_the_generated_config() {
-        let text = gateway_config(10_000, 2048, 100_000);
+        let text = gateway_config(10_000, 2048, 100_000, None);
         let config = streamgate::config::GatewayConfig::from_toml(&text, Path::new("run.toml"))
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(config.server.max_connections, 10_000 + EXTRA_CONNECTIONS);
@@ -1742,5 +2629,12 @@ mod tests {
         assert!(config.ws.message_rate >= 1e9);
         assert!(!config.tls.enabled);
         assert!(!config.webtransport.enabled);
+        let tls = SocketAddr::from(([127, 0, 0, 1], 18443));
+        let wt = SocketAddr::from(([127, 0, 0, 1], 14433));
+        let text = gateway_config(100, 1024, 256, Some((tls, wt)));
+        let config = streamgate::config::GatewayConfig::from_toml(&text, Path::new("run.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(config.tls.enabled);
+        assert!(config.webtransport.enabled);
     }
 }
