@@ -123,15 +123,23 @@ where
                 return end;
             }
         }
+        // One timer for the connection's life, moved only when the keepalive deadline moves:
+        // a fresh `sleep_until` per loop turn would register a timer for every batch sent.
+        let mut timer = Box::pin(tokio::time::sleep_until(Instant::from_std(
+            self.keepalive.poll_timeout(),
+        )));
         loop {
-            let wake = tokio::time::Instant::from_std(self.keepalive.poll_timeout());
+            let wake = Instant::from_std(self.keepalive.poll_timeout());
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             let step = tokio::select! {
                 () = self.context.shutdown.cancelled() => {
                     Err(End::Close(CloseCode::Away, "server shutting down".to_owned()))
                 }
                 inbound = self.socket.next() => self.on_inbound(inbound).await,
                 delivery = next_delivery(&mut self.subscription) => self.on_delivery(delivery).await,
-                () = tokio::time::sleep_until(wake) => self.on_timer().await,
+                () = &mut timer => self.on_timer().await,
             };
             if let Err(end) = step {
                 return end;
