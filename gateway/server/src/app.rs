@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::GatewayConfig;
 use crate::http::{json, Body, Rejection};
 use crate::tls::TlsMaterial;
+use streamgate_proto::ProtocolError;
 
 /// State shared by every connection and background task of one gateway.
 #[derive(Debug)]
@@ -187,7 +188,7 @@ impl App {
                     "content_type": event.content_type.as_str(),
                 }),
             )),
-            Err(e) => Err(publish_rejection(e)),
+            Err(e) => Err(publish_rejection(&e)),
         }
     }
 }
@@ -209,15 +210,10 @@ pub(crate) fn tag_connection(request: &mut Request<Incoming>, info: ConnectionIn
     request.extensions_mut().insert(info);
 }
 
-fn publish_rejection(error: PublishError) -> Rejection {
-    let (status, code) = match &error {
-        PublishError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        PublishError::InvalidPayload(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
-        PublishError::TopicLimit { .. } => (StatusCode::TOO_MANY_REQUESTS, "topic_limit"),
-        PublishError::Closed => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "bus_unavailable"),
-    };
-    Rejection::new(status, code, error.to_string())
+/// The publish API answers bus errors with the codes every transport uses.
+fn publish_rejection(error: &PublishError) -> Rejection {
+    let error = ProtocolError::from(error);
+    Rejection::new(error.status(), error.code, error.reason)
 }
 
 fn content_length(request: &Request<Incoming>) -> Option<u64> {
