@@ -82,7 +82,7 @@ pub struct TlsConfig {
     /// Address of the HTTPS listener. Default: `127.0.0.1:8443`.
     pub listen: SocketAddr,
     /// PEM certificate chain. Default: none, which generates a self-signed development
-    /// certificate (ECDSA P-256, 13 days) at start-up.
+    /// certificate (ECDSA P-256, valid one year) at start-up.
     pub cert: Option<PathBuf>,
     /// PEM private key for `cert`.
     pub key: Option<PathBuf>,

@@ -82,7 +82,7 @@ impl Gateway {
         let (tls, tls_listener) = if config.tls.enabled {
             let material = match (&config.tls.cert, &config.tls.key) {
                 (Some(cert), Some(key)) => TlsMaterial::from_pem_files(cert, key),
-                _ => TlsMaterial::self_signed(),
+                _ => TlsMaterial::self_signed_https(),
             }
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             let tls_listener = bind_tcp(config.tls.listen, config.server.backlog).map_err(|e| {
@@ -235,8 +235,7 @@ impl Gateway {
 }
 
 /// Binds the WebTransport endpoint: with the configured (PEM) certificate when there is one,
-/// else the gateway's generated certificate (or a new one when TLS is off), rotated every
-/// `webtransport.cert_rotation`.
+/// else a generated 13-day certificate of its own, rotated every `webtransport.cert_rotation`.
 #[cfg(feature = "webtransport")]
 fn bind_webtransport(
     config: &GatewayConfig,
@@ -247,9 +246,11 @@ fn bind_webtransport(
     }
     let invalid =
         |e: crate::tls::TlsError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    // A configured certificate is shared with HTTPS; a generated one is WebTransport's own,
+    // short-lived so browsers accept it by hash.
     let material = match tls {
-        Some(material) => material.clone(),
-        None => TlsMaterial::self_signed().map_err(invalid)?,
+        Some(material) if !material.self_signed => material.clone(),
+        _ => TlsMaterial::self_signed().map_err(invalid)?,
     };
     let regenerate: Option<webtransport::Regenerate> = material.self_signed.then(|| {
         Arc::new(|| {

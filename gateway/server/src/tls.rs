@@ -1,9 +1,11 @@
 //! TLS for the HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN), from PEM files or a generated
 //! self-signed development certificate.
 //!
-//! The self-signed certificate is ECDSA P-256 and valid for 13 days: that is what browsers
-//! accept through WebTransport's `serverCertificateHashes` (at most 14 days), so the same
-//! certificate can serve HTTP/3 too.
+//! Self-signed certificates are ECDSA P-256. The HTTPS listener's lives a year
+//! ([`TlsMaterial::self_signed_https`]): it is never rotated, and a gateway may run that long.
+//! WebTransport pins its certificate with `serverCertificateHashes`, which browsers accept only
+//! for certificates valid at most 14 days, so it gets its own 13-day one
+//! ([`TlsMaterial::self_signed`]) and renews it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,8 +15,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 
-/// Validity of a generated certificate, in days.
+/// Validity of a generated certificate pinned by hash (WebTransport), in days.
 pub const SELF_SIGNED_DAYS: i64 = 13;
+/// Validity of the generated HTTPS certificate, in days.
+pub const SELF_SIGNED_HTTPS_DAYS: i64 = 365;
 
 /// A certificate chain, its key, and the rustls configuration built from them.
 #[derive(Debug, Clone)]
@@ -77,11 +81,25 @@ impl TlsMaterial {
     }
 
     /// Generates a self-signed ECDSA P-256 certificate for `localhost`, `127.0.0.1` and `::1`,
-    /// valid from an hour ago for [`SELF_SIGNED_DAYS`] days.
+    /// valid from an hour ago for [`SELF_SIGNED_DAYS`] days (short enough to be pinned by
+    /// hash in a browser).
     ///
     /// # Errors
     /// [`TlsError::Generate`] if key or certificate generation fails.
     pub fn self_signed() -> Result<Self, TlsError> {
+        Self::self_signed_for_days(SELF_SIGNED_DAYS)
+    }
+
+    /// The HTTPS listener's development certificate: as [`TlsMaterial::self_signed`], valid
+    /// [`SELF_SIGNED_HTTPS_DAYS`] days.
+    ///
+    /// # Errors
+    /// [`TlsError::Generate`] if key or certificate generation fails.
+    pub fn self_signed_https() -> Result<Self, TlsError> {
+        Self::self_signed_for_days(SELF_SIGNED_HTTPS_DAYS)
+    }
+
+    fn self_signed_for_days(days: i64) -> Result<Self, TlsError> {
         let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = rcgen::CertificateParams::new(vec![
             "localhost".to_owned(),
@@ -90,7 +108,7 @@ impl TlsMaterial {
         ])?;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(SELF_SIGNED_DAYS);
+        params.not_after = now + time::Duration::days(days);
         params.distinguished_name.push(
             rcgen::DnType::CommonName,
             "streamgate development certificate",
