@@ -50,8 +50,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use hdrhistogram::{Counter, Histogram};
+use hdrhistogram::Histogram;
+// The arithmetic is shared with `streamgate compare`, so both report the same resolution.
 use serde::Serialize;
+pub use streamgate_compare::stats::{format_table, latency_histogram, median, LatencySummary};
 use streamgate_core::{
     ContentType, Delivery, EventBus, MemoryBus, MemoryBusConfig, Notice, SubscribeRequest,
     Subscription, Topic,
@@ -61,31 +63,6 @@ use tokio::task::JoinSet;
 
 /// Bytes at the start of every payload that the scenario reads back: send time and index.
 pub const HEADER_BYTES: usize = 16;
-
-/// Significant decimal digits kept by the latency histograms: values are exact to within 1%.
-///
-/// Three digits would multiply every histogram's size by eight, and with 10 000 subscribers
-/// each holding one that is more than a gigabyte of counters to allocate and merge.
-const LATENCY_SIGFIG: u8 = 2;
-
-/// Latency the histograms cover from the start, in nanoseconds (one second).
-///
-/// They still grow past it, but growing reallocates inside the measured receive path, so the
-/// usual range is allocated up front, before the first publish.
-const LATENCY_PRESIZED_NS: u64 = 1_000_000_000;
-
-/// An empty latency histogram, in nanoseconds: 2 significant digits, presized to one second,
-/// growing past it if needed. Every benchmark of this crate records latency into these, so
-/// their figures have the same resolution.
-///
-/// The counter type is the caller's: a benchmark holding one histogram per client can use
-/// `u32` counters (half the memory) and merge them into a `u64` one.
-pub fn latency_histogram<C: Counter>() -> Histogram<C> {
-    let mut histogram = Histogram::new_with_bounds(1, LATENCY_PRESIZED_NS, LATENCY_SIGFIG)
-        .expect("constant bounds are valid");
-    histogram.auto(true);
-    histogram
-}
 
 /// Below this much time to wait, the open-loop publisher stops trusting tokio's timer.
 ///
@@ -172,38 +149,6 @@ impl Scenario {
             // figures describe the bus's normal path, not its catch-up path.
             usize::try_from(self.events).unwrap_or(usize::MAX).max(1024)
         })
-    }
-}
-
-/// Latency percentiles of every delivery in a run, in microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct LatencySummary {
-    /// Deliveries timed.
-    pub samples: u64,
-    /// Median.
-    pub p50_us: f64,
-    /// 99th percentile.
-    pub p99_us: f64,
-    /// 99.9th percentile.
-    pub p999_us: f64,
-    /// Largest.
-    pub max_us: f64,
-}
-
-impl LatencySummary {
-    /// Summarises a histogram of nanoseconds.
-    pub fn from_nanos<C: Counter>(histogram: &Histogram<C>) -> Self {
-        let us = |ns: u64| ns as f64 / 1_000.0;
-        if histogram.is_empty() {
-            return Self::default();
-        }
-        Self {
-            samples: histogram.len(),
-            p50_us: us(histogram.value_at_quantile(0.50)),
-            p99_us: us(histogram.value_at_quantile(0.99)),
-            p999_us: us(histogram.value_at_quantile(0.999)),
-            max_us: us(histogram.max()),
-        }
     }
 }
 
@@ -530,47 +475,6 @@ impl Totals {
     }
 }
 
-/// The median of `values`; for an even count, the upper of the two middle values, so the
-/// result is always a figure some run actually produced.
-///
-/// # Panics
-/// If `values` is empty.
-pub fn median<T: Copy + PartialOrd>(values: &[T]) -> T {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    sorted[sorted.len() / 2]
-}
-
-/// Formats a table: one header line, then one line per row, every column right-aligned to
-/// its widest cell and columns separated by two spaces. Rows shorter than the header leave
-/// their last columns empty.
-pub fn format_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..header.len())
-        .map(|col| {
-            rows.iter()
-                .filter_map(|row| row.get(col))
-                .map(|cell| cell.chars().count())
-                .chain([header[col].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |fields: &mut dyn Iterator<Item = &str>| {
-        let padded: Vec<String> = fields
-            .zip(&widths)
-            .map(|(field, width)| format!("{field:>width$}"))
-            .collect();
-        padded.join("  ")
-    };
-    let mut out = line(&mut header.iter().copied());
-    for row in rows {
-        out.push('\n');
-        out.push_str(&line(&mut row.iter().map(String::as_str)));
-    }
-    out.push('\n');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,24 +495,6 @@ mod tests {
         assert_eq!(pace.due_after_start(3), Some(750_000_000));
         assert_eq!(Pace::from_rate(0), Pace::Saturate);
         assert_eq!(Pace::Saturate.due_after_start(3), None);
-    }
-
-    #[test]
-    fn table_is_right_aligned() {
-        let table = format_table(
-            &["n", "value"],
-            &[
-                vec!["1".to_owned(), "2.5".to_owned()],
-                vec!["1000".to_owned(), "12".to_owned()],
-            ],
-        );
-        assert_eq!(table, "   n  value\n   1    2.5\n1000     12\n");
-    }
-
-    #[test]
-    fn median_picks_a_real_run() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4, 1, 3, 2]), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,10 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
+    /// Measure every transport on the same events, side by side: setup time, latency
+    /// percentiles, throughput, bytes on the wire, CPU and memory per connection.
+    #[cfg(feature = "compare")]
+    Compare(streamgate_compare::CompareArgs),
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +89,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        #[cfg(feature = "compare")]
+        Command::Compare(args) => {
+            // The gateway under test is this same program, started as `serve` per run.
+            let this = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("streamgate"));
+            match streamgate_compare::run(&args, &this) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("streamgate compare: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

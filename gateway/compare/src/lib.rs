@@ -1,0 +1,321 @@
+//! # `streamgate compare`: every transport on the same events, side by side
+//!
+//! One command measures what each transport costs on the same stream: connection setup
+//! time, publish → receive latency percentiles, delivered events per second at saturation,
+//! bytes on the wire per event (both directions, framing and headers included, counted at
+//! the client socket), and the gateway's CPU time per delivery and memory per connection.
+//! It prints a table (with a progress bar while it runs), and writes JSON and a chart.
+//!
+//! ## How a run works
+//!
+//! For every transport in turn, [`run::run_once`] starts a fresh gateway as a child process
+//! (this same binary, `serve`, or the one `--gateway` names), connects one WebSocket
+//! publisher and N subscribers of that transport, and publishes the same sequence of
+//! events: first at a fixed rate (open loop, for latency), then back to back (for
+//! throughput). Each transport gets a gateway of its own so that its CPU time and memory
+//! are its own; each gets the same events, the same payloads and the same schedule, so the
+//! rows differ only by transport. The modules follow the run's parts:
+//!
+//! - [`args`]: the options and the plan made of them;
+//! - [`gateway`]: the gateway process, its config, `/proc` readings;
+//! - [`publisher`]: the open-loop publisher on its own thread;
+//! - [`clients`]: one subscriber per transport, and the tally of what it receives;
+//! - [`wire`]: byte counting at the socket, reading events back;
+//! - [`run`]: one run's phases; [`report`]: rows, table, JSON; [`chart`]: the SVG/PNG;
+//! - [`impair`]: `--netem`, an impaired link to a network namespace.
+//!
+//! `docs/COMPARISON.md` shows a full run and explains the differences in protocol terms;
+//! `bench/README.md` says what every figure means.
+
+pub mod args;
+pub mod chart;
+pub mod clients;
+pub mod gateway;
+pub mod impair;
+pub mod progress;
+pub mod publisher;
+pub mod report;
+pub mod run;
+pub mod stats;
+mod tls;
+pub mod wire;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+pub use args::{CompareArgs, Transport};
+
+use crate::gateway::Endpoints;
+use crate::impair::{ImpairedLink, Impairment};
+use crate::progress::RunProgress;
+use crate::report::{Output, Row};
+use crate::run::{GatewaySource, RunReport, RunSpec};
+
+/// Runs a comparison as the command line asks, printing to the terminal and writing the
+/// files asked for. `default_gateway` is the gateway binary when `--gateway` is not given.
+///
+/// # Errors
+/// Bad options, a gateway that cannot start, or reliable transports that lost events (the
+/// table and files are written first).
+pub fn run(args: &CompareArgs, default_gateway: &Path) -> anyhow::Result<()> {
+    let plan = args.plan()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args.workers.unwrap_or(cores);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
+    // With JSON on standard output, everything for people goes to standard error.
+    let mut out: Box<dyn std::io::Write> = if json_to_stdout {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let show_progress = !args.no_progress && std::io::stderr().is_terminal();
+
+    let temp = std::env::temp_dir().join(format!("streamgate-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&temp).with_context(|| format!("creating {}", temp.display()))?;
+    let mut impairment_note = None;
+    let mut gateway_name = String::new();
+    let source = runtime.block_on(async {
+        if let Some(target) = &args.target {
+            let resolve = |text: &str| -> anyhow::Result<SocketAddr> {
+                text.to_socket_addrs()
+                    .with_context(|| format!("resolving {text}"))?
+                    .next()
+                    .with_context(|| format!("{text} resolves to no address"))
+            };
+            let http = resolve(target)?;
+            let tls = args.target_tls.as_deref().map(resolve).transpose()?;
+            gateway_name = format!("running gateway at {http}");
+            anyhow::Ok(GatewaySource::Target {
+                endpoints: Endpoints {
+                    http,
+                    tls,
+                    wt: None,
+                },
+                pid: args.target_pid,
+            })
+        } else {
+            let binary = args
+                .gateway
+                .clone()
+                .unwrap_or_else(|| default_gateway.to_path_buf());
+            anyhow::ensure!(
+                binary.is_file(),
+                "no gateway binary at {} (build it with `cargo build --release -p streamgate`, \
+                 or pass --gateway)",
+                binary.display()
+            );
+            gateway_name = binary.display().to_string();
+            // Every run starts the same build, even if the binary is rebuilt meanwhile.
+            let copy = temp.join("streamgate");
+            std::fs::copy(&binary, &copy)
+                .with_context(|| format!("copying {}", binary.display()))?;
+            let link = match &args.netem {
+                Some(spec) => {
+                    let impairment: Impairment = spec
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("--netem {spec:?}: {e}"))?;
+                    // Its errors say what is missing (root, `ip`, netem or /dev/net/tun).
+                    let link = ImpairedLink::create(&impairment).await?;
+                    impairment_note = Some(link.describe());
+                    Some(Arc::new(link))
+                }
+                None => None,
+            };
+            Ok(GatewaySource::Launch { binary: copy, link })
+        }
+    })?;
+
+    let machine = machine_description(cores, workers);
+    let loadavg_before = gateway::loadavg();
+    let _ = writeln!(
+        out,
+        "streamgate compare: {} transports × {:?} subscribers, {} events at {}/s then {} back \
+         to back, {} B payloads, {} setup samples, median of {} runs",
+        plan.transports.len(),
+        plan.subscribers,
+        plan.events_for(),
+        plan.rate,
+        plan.subscribers
+            .iter()
+            .map(|&n| plan.saturate_events_for(n).to_string())
+            .collect::<Vec<_>>()
+            .join("/"),
+        plan.payload_bytes,
+        plan.setup_samples,
+        plan.repeat,
+    );
+    let _ = writeln!(
+        out,
+        "gateway: {gateway_name}; {machine}; load {loadavg_before}"
+    );
+    if let Some(note) = &impairment_note {
+        let _ = writeln!(out, "link: {note}");
+    }
+
+    let ticks_per_sec = gateway::clock_ticks_per_sec();
+    let groups: Vec<(Transport, usize)> = plan
+        .transports
+        .iter()
+        .flat_map(|&t| plan.subscribers.iter().map(move |&n| (t, n)))
+        .collect();
+    let mut runs: Vec<Vec<RunReport>> = vec![Vec::new(); groups.len()];
+    let mut skipped = Vec::new();
+    let result =
+        (|| -> anyhow::Result<()> {
+            for repeat in 0..plan.repeat {
+                for (slot, &(transport, subscribers)) in groups.iter().enumerate() {
+                    if let GatewaySource::Target { endpoints, .. } = &source {
+                        if transport == Transport::SseH2 && endpoints.tls.is_none() {
+                            if repeat == 0 {
+                                skipped.push("sse-h2 (no --target-tls)".to_owned());
+                            }
+                            continue;
+                        }
+                    }
+                    let spec = RunSpec {
+                        args,
+                        plan: &plan,
+                        transport,
+                        subscribers,
+                        source: &source,
+                        dir: run::run_dir(&temp, repeat, transport, subscribers),
+                        ticks_per_sec,
+                    };
+                    let label = format!(
+                        "{} ×{subscribers} ({}/{})",
+                        transport.name(),
+                        repeat + 1,
+                        plan.repeat
+                    );
+                    let progress = RunProgress::new(&label, show_progress);
+                    let report = runtime
+                        .block_on(run::run_once(&spec, &progress))
+                        .with_context(|| format!("running {label}"))?;
+                    progress.finish();
+                    eprintln!(
+                    "{label:>32}: setup {:.2} ms, p50 {:.2} ms, p99 {:.2} ms, {}/{} delivered, \
+                     saturated {:.0} ev/s",
+                    report.setup.p50_ms,
+                    report.open_loop.latency.p50_us / 1e3,
+                    report.open_loop.latency.p99_us / 1e3,
+                    report.open_loop.deliveries,
+                    report.open_loop.expected_deliveries,
+                    report.saturation.as_ref().map_or(0.0, |p| p.delivered_per_sec),
+                );
+                    runs[slot].push(report);
+                }
+            }
+            Ok(())
+        })();
+    let _ = std::fs::remove_file(temp.join("streamgate"));
+    let _ = std::fs::remove_dir(&temp);
+    if let GatewaySource::Launch {
+        link: Some(link), ..
+    } = source
+    {
+        if let Ok(link) = Arc::try_unwrap(link) {
+            if let Err(e) = runtime.block_on(link.remove()) {
+                eprintln!("warning: removing the impaired link: {e:#}");
+            }
+        }
+    }
+    result?;
+
+    let latency_from_gateway = args.netem.is_some();
+    let rows: Vec<Row> = runs
+        .into_iter()
+        .filter(|runs| !runs.is_empty())
+        .map(|runs| Row::from_runs(runs, latency_from_gateway))
+        .collect();
+    let _ = writeln!(out);
+    let _ = write!(out, "{}", report::table(&rows));
+    if latency_from_gateway {
+        let _ = writeln!(
+            out,
+            "latency: from the gateway's publish timestamp (the publisher's own path crosses \
+             the impaired link too)"
+        );
+    }
+    for note in &skipped {
+        let _ = writeln!(out, "skipped: {note}");
+    }
+    let mut lossy = Vec::new();
+    for row in &rows {
+        for line in report::warnings(row) {
+            let _ = writeln!(out, "{line}");
+        }
+        if row.transport.reliable() && (row.missing > 0 || row.saturation_missing > 0) {
+            lossy.push(row.transport.name());
+        }
+    }
+    let loadavg_after = gateway::loadavg();
+    let _ = writeln!(
+        out,
+        "load average before {loadavg_before}, after {loadavg_after}"
+    );
+
+    if let Some(path) = &args.json {
+        let output = Output {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            machine: machine.clone(),
+            gateway: gateway_name.clone(),
+            plan: &plan,
+            impairment: impairment_note.clone(),
+            latency_from_gateway_timestamp: latency_from_gateway,
+            loadavg_before,
+            loadavg_after,
+            rows: &rows,
+            kept_logs: rows
+                .iter()
+                .flat_map(|row| row.runs.iter().filter_map(|r| r.gateway_log.clone()))
+                .collect(),
+        };
+        let json = serde_json::to_string_pretty(&output)?;
+        if json_to_stdout {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+            let _ = writeln!(out, "wrote {}", path.display());
+        }
+    }
+    let text = report::chart_text(&plan, &machine, impairment_note.as_deref());
+    let series = report::chart_series(&rows);
+    if let Some(path) = &args.chart {
+        std::fs::write(path, chart::latency_chart_svg(&text, &series))
+            .with_context(|| format!("writing {}", path.display()))?;
+        let _ = writeln!(out, "wrote {}", path.display());
+    }
+    if let Some(path) = &args.png {
+        let png = chart::latency_chart_png(&text, &series)?;
+        std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))?;
+        let _ = writeln!(out, "wrote {}", path.display());
+    }
+    anyhow::ensure!(
+        lossy.is_empty(),
+        "reliable transports lost events: {} (see the warnings above)",
+        lossy.join(", ")
+    );
+    Ok(())
+}
+
+/// Cores, client workers and kernel, for the report's header.
+fn machine_description(cores: usize, workers: usize) -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|text| text.trim().to_owned())
+        .unwrap_or_default();
+    format!("{cores} cores shared by gateway and clients, {workers} client workers, Linux {kernel}")
+}
+
+/// The default gateway binary of `bench/`: the release build in the workspace.
+pub fn workspace_release_gateway() -> PathBuf {
+    PathBuf::from("target/release/streamgate")
+}

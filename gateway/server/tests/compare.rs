@@ -1,0 +1,152 @@
+//! `streamgate compare`: the quick run a user would start first, checked end to end, and
+//! the config it starts each gateway with.
+
+#![cfg(feature = "compare")]
+
+use std::path::Path;
+use std::process::Command;
+
+use streamgate::config::GatewayConfig;
+use streamgate_compare::gateway::{gateway_config, Endpoints, EXTRA_CONNECTIONS};
+use streamgate_compare::Transport;
+
+#[test]
+fn quick_comparison_fills_every_row_and_loses_nothing() {
+    let dir = std::env::temp_dir().join(format!("streamgate-compare-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("compare.json");
+    let chart = dir.join("compare.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["compare", "--quick", "--no-progress", "--json"])
+        .arg(&json)
+        .arg("--chart")
+        .arg(&chart)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "compare failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|row| row["transport"].as_str().unwrap())
+        .collect();
+    let every: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
+    assert_eq!(names, every, "a row per transport, in order");
+    for row in rows {
+        let name = row["transport"].as_str().unwrap();
+        let figure = |key: &str| {
+            row[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name}: no {key} in {row}"))
+        };
+        // Every event published reached every subscriber, datagrams included (loopback,
+        // 200 events/s: nothing to lose them to).
+        let expected = figure("expected_deliveries");
+        assert_eq!(
+            expected,
+            10.0 * 200.0,
+            "{name}: 10 subscribers × 200 events"
+        );
+        assert_eq!(
+            figure("deliveries"),
+            expected,
+            "{name}: every event arrived"
+        );
+        assert_eq!(figure("missing"), 0.0, "{name}");
+        // Per-event streams and datagrams may overtake each other; the rest may not.
+        if !name.starts_with("wt-stream-per") && name != "wt-datagram" {
+            assert_eq!(figure("misordered"), 0.0, "{name}: in order");
+        }
+        assert_eq!(
+            figure("id_mismatches"),
+            0.0,
+            "{name}: the same ids everywhere"
+        );
+        assert_eq!(figure("dropped"), 0.0, "{name}");
+        if name != "wt-datagram" {
+            assert_eq!(
+                figure("saturation_missing"),
+                0.0,
+                "{name}: reliable at saturation"
+            );
+        }
+        // All figures filled in.
+        for key in [
+            "setup_p50_ms",
+            "setup_p99_ms",
+            "setup_bytes_down",
+            "saturated_per_sec",
+            "wire_down_per_event",
+            "message_bytes_per_event",
+            "gateway_cpu_ms_per_1k",
+            "gateway_cpu_ms_per_1k_saturated",
+        ] {
+            assert!(figure(key) > 0.0, "{name}: {key} is {}", figure(key));
+        }
+        for key in ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
+            let value = row["latency"][key].as_f64().unwrap();
+            assert!(value > 0.0, "{name}: latency {key} is {value}");
+        }
+        assert!(figure("gateway_rss_per_connection_kib") >= 0.0, "{name}");
+        // Bytes on the wire include framing: never fewer than the envelopes.
+        assert!(
+            figure("wire_down_per_event") >= figure("message_bytes_per_event"),
+            "{name}: wire bytes below envelope bytes"
+        );
+        assert!(
+            !row["latency_distribution"].as_array().unwrap().is_empty(),
+            "{name}: no distribution for the chart"
+        );
+    }
+    // Long polling writes a request per poll; a WebSocket subscriber writes nothing.
+    let row = |name: &str| rows.iter().find(|r| r["transport"] == name).unwrap();
+    assert!(row("longpoll")["wire_up_per_event"].as_f64().unwrap() > 0.0);
+    assert_eq!(row("ws")["wire_up_per_event"].as_f64().unwrap(), 0.0);
+    assert_eq!(row("ws-deflate")["deflate_accepted"], false);
+    // The table names every transport.
+    for name in every {
+        assert!(
+            stdout.contains(name),
+            "{name} missing from the table:\n{stdout}"
+        );
+    }
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.contains("<svg"), "not an SVG");
+    assert!(svg.contains("wt-datagram"), "series missing from the chart");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_options_are_refused_before_anything_starts() {
+    let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["compare", "--payload-bytes", "10", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--payload-bytes"), "{stderr}");
+}
+
+#[test]
+fn the_gateway_accepts_the_config_compare_writes() {
+    let endpoints = Endpoints::free_loopback().unwrap();
+    let text = gateway_config(10_000, 2048, 50_000, 100_000, &endpoints);
+    let config = GatewayConfig::from_toml(&text, Path::new("run.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(config.server.max_connections, 10_000 + EXTRA_CONNECTIONS);
+    assert_eq!(config.server.listen, endpoints.http);
+    assert_eq!(config.bus.subscriber_queue, 2048);
+    assert_eq!(config.bus.history_events, 50_000);
+    assert!(config.bus.max_payload >= 100_000);
+    assert!(config.ws.max_message_size >= 200_000);
+    assert!(config.ws.message_rate >= 1e9);
+    assert!(!config.demo.enabled);
+    assert!(config.tls.enabled);
+    assert!(config.webtransport.enabled);
+}
