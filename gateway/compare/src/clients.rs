@@ -17,7 +17,6 @@ use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -28,13 +27,11 @@ use crate::tls;
 use crate::wire::{
     find, frame_header_len, parse_binary_event, parse_json_event, ByteCounts, Counted, EventFields,
 };
+use crate::wsdeflate::DeflateSocket;
 
 /// Read buffer of each client connection. tungstenite's default (128 KiB) would cost 1.3 GB
 /// for 10 000 clients; events are a few hundred bytes, so 8 KiB still takes many per read.
 const CLIENT_READ_BUFFER: usize = 8 * 1024;
-
-/// The WebSocket extension offer of the `ws-deflate` clients, as browsers send it.
-const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// What every subscriber of a run shares.
 pub struct ClientSetup {
@@ -74,6 +71,13 @@ pub enum Feed {
     Ws {
         /// The socket.
         socket: Box<WebSocketStream<Counted>>,
+        /// Byte counts of its TCP connection.
+        counts: Arc<ByteCounts>,
+    },
+    /// WebSocket offering permessage-deflate.
+    WsDeflate {
+        /// The socket.
+        socket: Box<DeflateSocket>,
         /// Byte counts of its TCP connection.
         counts: Arc<ByteCounts>,
     },
@@ -128,6 +132,7 @@ impl std::fmt::Debug for Feed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self {
             Self::Ws { .. } => "ws",
+            Self::WsDeflate { .. } => "ws-deflate",
             Self::Sse { .. } => "sse",
             Self::SseH2 { .. } => "sse-h2",
             Self::Poll { .. } => "longpoll",
@@ -150,9 +155,9 @@ impl Feed {
     /// Bytes `(read, written)` on this connection so far.
     pub fn bytes(&self) -> (u64, u64) {
         match self {
-            Self::Ws { counts, .. } | Self::SseH2 { counts, .. } => {
-                (counts.read(), counts.written())
-            }
+            Self::Ws { counts, .. }
+            | Self::WsDeflate { counts, .. }
+            | Self::SseH2 { counts, .. } => (counts.read(), counts.written()),
             Self::Sse { conn, .. } | Self::Poll { conn, .. } => {
                 (conn.counts.read(), conn.counts.written())
             }
@@ -183,6 +188,21 @@ impl Feed {
                 Some(Ok(_)) => Ok(true),
                 Some(Err(e)) => Err(e).context("reading"),
                 None => Ok(false),
+            },
+            Self::WsDeflate { socket, .. } => match socket.next().await? {
+                // Framing as if uncompressed, so that frame bytes over wire bytes is the
+                // compression ratio.
+                Some(message) if message.text => {
+                    let len = message.payload.len();
+                    tally.on_text(&message.payload, len + frame_header_len(len));
+                    Ok(true)
+                }
+                Some(message) => {
+                    let len = message.payload.len();
+                    tally.on_binary(&message.payload, len + frame_header_len(len));
+                    Ok(true)
+                }
+                None => bail!("closed by the gateway"),
             },
             Self::Sse { conn, text } => {
                 if !conn.chunk(text).await? {
@@ -295,22 +315,32 @@ fn read_sse_blocks(text: &mut Vec<u8>, tally: &mut Tally) {
 pub async fn connect(setup: &ClientSetup, slot: usize) -> anyhow::Result<Connected> {
     let mut deflate_accepted = false;
     let feed = match setup.transport {
-        Transport::Ws | Transport::WsDeflate => {
+        Transport::WsDeflate => {
+            let (mut socket, accepted) = DeflateSocket::connect(setup.http, &setup.query).await?;
+            deflate_accepted = accepted;
+            match socket.next().await? {
+                Some(message) if message.payload.starts_with(b"{\"type\":\"subscribed\"") => {}
+                Some(message) => bail!(
+                    "unexpected first message {}",
+                    String::from_utf8_lossy(&message.payload)
+                ),
+                None => bail!("closed before subscribing"),
+            }
+            Feed::WsDeflate {
+                counts: socket.counts(),
+                socket: Box::new(socket),
+            }
+        }
+        Transport::Ws => {
             let tcp = TcpStream::connect(setup.http)
                 .await
                 .context("TCP connect")?;
             tcp.set_nodelay(true)?;
             let stream = Counted::new(tcp);
             let counts = stream.counts();
-            let mut request = format!("ws://{}/ws?{}", setup.http, setup.query)
+            let request = format!("ws://{}/ws?{}", setup.http, setup.query)
                 .into_client_request()
                 .context("WebSocket request")?;
-            if setup.transport == Transport::WsDeflate {
-                request.headers_mut().insert(
-                    "sec-websocket-extensions",
-                    HeaderValue::from_static(DEFLATE_OFFER),
-                );
-            }
             let config = WebSocketConfig::default()
                 .read_buffer_size(CLIENT_READ_BUFFER)
                 .write_buffer_size(0);
@@ -318,11 +348,10 @@ pub async fn connect(setup: &ClientSetup, slot: usize) -> anyhow::Result<Connect
                 tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                     .await
                     .context("WebSocket handshake")?;
-            deflate_accepted = response
-                .headers()
-                .get("sec-websocket-extensions")
-                .and_then(|value| value.to_str().ok())
-                .is_some_and(|value| value.contains("permessage-deflate"));
+            anyhow::ensure!(
+                response.headers().get("sec-websocket-extensions").is_none(),
+                "the gateway answered an extension nobody offered"
+            );
             wait_subscribed(&mut socket).await?;
             Feed::Ws {
                 socket: Box::new(socket),

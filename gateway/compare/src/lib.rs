@@ -21,6 +21,7 @@
 //! - [`publisher`]: the open-loop publisher on its own thread;
 //! - [`clients`]: one subscriber per transport, and the tally of what it receives;
 //! - [`wire`]: byte counting at the socket, reading events back;
+//! - [`wsdeflate`]: the WebSocket client that speaks permessage-deflate;
 //! - [`run`]: one run's phases; [`report`]: rows, table, JSON; [`chart`]: the SVG/PNG;
 //! - [`impair`]: `--netem`, an impaired link to a network namespace.
 //!
@@ -39,6 +40,7 @@ pub mod run;
 pub mod stats;
 mod tls;
 pub mod wire;
+pub mod wsdeflate;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs as _};

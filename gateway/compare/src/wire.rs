@@ -112,13 +112,34 @@ impl AsyncWrite for Counted {
     }
 }
 
+/// Words the padding of every payload is made of: text compresses the way real JSON events
+/// do (about 2–3× with deflate), where a run of one letter would compress 50× and flatter any
+/// compressing transport.
+const PAD_WORDS: [&str; 32] = [
+    "prefix", "origin", "path", "peer", "route", "update", "withdraw", "announce", "next",
+    "hop", "community", "local", "pref", "med", "as", "set", "timestamp", "host", "rrc",
+    "type", "message", "source", "id", "value", "ipv4", "ipv6", "unicast", "session", "state",
+    "open", "keepalive", "notification",
+];
+
 /// The payload of event `index`: exactly `len` bytes of JSON (`len` ≥ 64), carrying the time
-/// it was due (nanoseconds since the Unix epoch) and its index.
+/// it was due (nanoseconds since the Unix epoch) and its index, padded with words picked by
+/// a generator seeded with the index, so every run and transport gets the same bytes.
 pub fn payload(out: &mut String, sent_ns: u64, index: u64, len: usize) {
     let start = out.len();
     let _ = write!(out, "{{\"t\":{sent_ns},\"i\":{index},\"pad\":\"");
-    let used = out.len() - start + 2;
-    out.extend(std::iter::repeat_n('x', len.saturating_sub(used)));
+    // Never cut into the fields, even when `len` is too small to hold them.
+    let pad_end = (start + len.saturating_sub(2)).max(out.len());
+    let mut state = index.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    while out.len() < pad_end {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let word = PAD_WORDS[(state >> 59) as usize];
+        out.push_str(word);
+        out.push(' ');
+    }
+    out.truncate(pad_end);
     out.push_str("\"}");
 }
 

@@ -1,0 +1,412 @@
+//! The `ws-deflate` subscriber: a WebSocket client that offers `permessage-deflate`
+//! (RFC 7692) the way browsers do and inflates what the gateway compresses.
+//!
+//! Written here because tungstenite, which the other WebSocket rows use, has no
+//! permessage-deflate: its frame reader refuses any frame with RSV1 set. A subscriber only
+//! reads, so the client is small: the opening handshake, a frame reader, the inflater, and
+//! pongs for the gateway's pings.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use flate2::{Decompress, FlushDecompress, Status};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::wire::{find, ByteCounts, Counted};
+
+/// The offer, as Chromium sends it.
+const OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// Largest message the client accepts, inflated.
+const MAX_MESSAGE: usize = 16 << 20;
+/// The four bytes RFC 7692 §7.2.2 has the receiver append before inflating.
+const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// A message as the application sees it.
+#[derive(Debug)]
+pub struct Received {
+    /// `true` for text, `false` for binary.
+    pub text: bool,
+    /// The payload, inflated if it came compressed.
+    pub payload: Vec<u8>,
+    /// Whether it came compressed (RSV1).
+    pub compressed: bool,
+}
+
+/// A subscribed WebSocket connection that may receive compressed messages.
+pub struct DeflateSocket {
+    tcp: Counted,
+    counts: Arc<ByteCounts>,
+    buf: Vec<u8>,
+    /// `Some` when the gateway accepted the offer.
+    inflater: Option<Decompress>,
+    /// `server_no_context_takeover`: every message starts a fresh inflater.
+    reset_per_message: bool,
+    /// A fragmented message being assembled: (text, compressed, payload so far).
+    partial: Option<(bool, bool, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for DeflateSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeflateSocket")
+            .field("deflate", &self.inflater.is_some())
+            .field("reset_per_message", &self.reset_per_message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeflateSocket {
+    /// Opens `ws://addr/ws?query` offering permessage-deflate; returns the socket and whether
+    /// the gateway accepted the offer.
+    ///
+    /// # Errors
+    /// If the connection or the handshake fails.
+    pub async fn connect(addr: SocketAddr, query: &str) -> anyhow::Result<(Self, bool)> {
+        let tcp = TcpStream::connect(addr).await.context("TCP connect")?;
+        tcp.set_nodelay(true)?;
+        let mut tcp = Counted::new(tcp);
+        let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+        let request = format!(
+            "GET /ws?{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Extensions: {OFFER}\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await?;
+        let mut socket = Self {
+            counts: tcp.counts(),
+            tcp,
+            buf: Vec::with_capacity(8 * 1024),
+            inflater: None,
+            reset_per_message: false,
+            partial: None,
+        };
+        let end = loop {
+            if let Some(at) = find(&socket.buf, b"\r\n\r\n") {
+                break at;
+            }
+            socket.fill().await?;
+        };
+        let head = String::from_utf8_lossy(&socket.buf[..end]).into_owned();
+        socket.buf.drain(..end + 4);
+        if head.get(9..12) != Some("101") {
+            bail!(
+                "the upgrade was answered {}",
+                head.lines().next().unwrap_or("")
+            );
+        }
+        let header = |name: &str| {
+            head.lines().skip(1).find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_owned())
+            })
+        };
+        if header("sec-websocket-accept").as_deref()
+            != Some(derive_accept_key(key.as_bytes()).as_str())
+        {
+            bail!("wrong Sec-WebSocket-Accept");
+        }
+        if let Some(extensions) = header("sec-websocket-extensions") {
+            let params: Vec<&str> = extensions.split(';').map(str::trim).collect();
+            if params.first() != Some(&"permessage-deflate") || extensions.contains(',') {
+                bail!("the gateway answered extensions we did not offer: {extensions}");
+            }
+            socket.reset_per_message = params.contains(&"server_no_context_takeover");
+            // Window bits the gateway may use do not matter to an inflater with the full
+            // 32 KiB window.
+            socket.inflater = Some(Decompress::new(false));
+        }
+        let accepted = socket.inflater.is_some();
+        Ok((socket, accepted))
+    }
+
+    /// Byte counts of the TCP connection.
+    pub fn counts(&self) -> Arc<ByteCounts> {
+        Arc::clone(&self.counts)
+    }
+
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        self.buf.reserve(8 * 1024);
+        if self.tcp.read_buf(&mut self.buf).await? == 0 {
+            bail!("connection ended");
+        }
+        Ok(())
+    }
+
+    /// The next data message; `None` when the gateway closed the connection. Cancel-safe:
+    /// a frame is taken out of the buffer only once it is complete.
+    ///
+    /// # Errors
+    /// A protocol violation or a failed read.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Received>> {
+        loop {
+            let Some(frame) = parse_frame(&self.buf)? else {
+                self.fill().await?;
+                continue;
+            };
+            let payload = self.buf[frame.payload_at..frame.end].to_vec();
+            self.buf.drain(..frame.end);
+            match frame.opcode {
+                0x9 => self.send_control(0xA, &payload).await?,
+                0xA => {}
+                0x8 => {
+                    // Answer the close with the same code, then report the end.
+                    self.send_control(0x8, payload.get(..2).unwrap_or(&[]))
+                        .await?;
+                    return Ok(None);
+                }
+                0x0..=0x2 => {
+                    if let Some(message) = self.assemble(&frame, payload)? {
+                        return Ok(Some(message));
+                    }
+                }
+                other => bail!("unknown opcode {other:#x}"),
+            }
+        }
+    }
+
+    fn assemble(
+        &mut self,
+        frame: &FrameHead,
+        payload: Vec<u8>,
+    ) -> anyhow::Result<Option<Received>> {
+        let (text, compressed, mut data) = match (frame.opcode, self.partial.take()) {
+            (0x0, Some(partial)) => partial,
+            (0x0, None) => bail!("continuation frame without a message"),
+            (_, Some(_)) => bail!("new message inside a fragmented one"),
+            (opcode, None) => (opcode == 0x1, frame.rsv1, Vec::new()),
+        };
+        data.extend_from_slice(&payload);
+        if data.len() > MAX_MESSAGE {
+            bail!("message over {MAX_MESSAGE} bytes");
+        }
+        if !frame.fin {
+            self.partial = Some((text, compressed, data));
+            return Ok(None);
+        }
+        let payload = if compressed {
+            self.inflate(&data)?
+        } else {
+            data
+        };
+        Ok(Some(Received {
+            text,
+            payload,
+            compressed,
+        }))
+    }
+
+    fn inflate(&mut self, compressed: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let reset = self.reset_per_message;
+        let inflater = self
+            .inflater
+            .as_mut()
+            .context("a compressed message without permessage-deflate")?;
+        if reset {
+            inflater.reset(false);
+        }
+        let mut input = compressed.to_vec();
+        input.extend_from_slice(&DEFLATE_TAIL);
+        let mut out = Vec::with_capacity(compressed.len() * 4 + 64);
+        let mut consumed = 0;
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(1024));
+            }
+            let before_in = inflater.total_in();
+            let status = inflater
+                .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
+                .context("corrupt deflate data")?;
+            consumed += usize::try_from(inflater.total_in() - before_in).unwrap_or(usize::MAX);
+            if out.len() > MAX_MESSAGE {
+                bail!("inflated message over {MAX_MESSAGE} bytes");
+            }
+            if consumed >= input.len() && out.len() < out.capacity() {
+                return Ok(out);
+            }
+            if matches!(status, Status::StreamEnd) {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A masked control frame (a client must mask everything it sends).
+    async fn send_control(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
+        let len = payload.len().min(125);
+        let mask: [u8; 4] = rand::random();
+        let mut frame = vec![0x80 | opcode, 0x80 | len as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(
+            payload[..len]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4]),
+        );
+        self.tcp.write_all(&frame).await?;
+        Ok(())
+    }
+}
+
+/// Where a complete frame's parts are in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+struct FrameHead {
+    fin: bool,
+    rsv1: bool,
+    opcode: u8,
+    payload_at: usize,
+    end: usize,
+}
+
+/// The first frame of `buf`, if all of it is there. Server frames are never masked.
+fn parse_frame(buf: &[u8]) -> anyhow::Result<Option<FrameHead>> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let (first, second) = (buf[0], buf[1]);
+    if first & 0x30 != 0 {
+        bail!("RSV2/RSV3 set");
+    }
+    if second & 0x80 != 0 {
+        bail!("a masked frame from the server");
+    }
+    let (len, header) = match second & 0x7f {
+        126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+        127 if buf.len() >= 10 => {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&buf[2..10]);
+            let len = u64::from_be_bytes(bytes);
+            (usize::try_from(len).unwrap_or(usize::MAX), 10)
+        }
+        126 | 127 => return Ok(None),
+        len => (usize::from(len), 2),
+    };
+    if len > MAX_MESSAGE {
+        bail!("frame over {MAX_MESSAGE} bytes");
+    }
+    if buf.len() < header + len {
+        return Ok(None);
+    }
+    Ok(Some(FrameHead {
+        fin: first & 0x80 != 0,
+        rsv1: first & 0x40 != 0,
+        opcode: first & 0x0f,
+        payload_at: header,
+        end: header + len,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_found_only_when_complete() {
+        // RFC 7692 §7.2.3.1: "Hello", compressed, in one frame.
+        let frame = [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(parse_frame(&frame[..5]).unwrap(), None);
+        let head = parse_frame(&frame).unwrap().unwrap();
+        assert_eq!(
+            head,
+            FrameHead {
+                fin: true,
+                rsv1: true,
+                opcode: 1,
+                payload_at: 2,
+                end: 9
+            }
+        );
+        assert!(parse_frame(&[0x81, 0x85, 0, 0, 0, 0]).is_err(), "masked");
+        assert!(parse_frame(&[0xa1, 0x00]).is_err(), "RSV2");
+        let mut long = vec![0x82, 126, 0x01, 0x00];
+        long.extend_from_slice(&[0; 256]);
+        assert_eq!(parse_frame(&long).unwrap().unwrap().end, 260);
+    }
+
+    fn socket(reset_per_message: bool) -> DeflateSocket {
+        let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = std.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tcp = runtime.block_on(async { TcpStream::from_std(client).unwrap() });
+        let tcp = Counted::new(tcp);
+        DeflateSocket {
+            counts: tcp.counts(),
+            tcp,
+            buf: Vec::new(),
+            inflater: Some(Decompress::new(false)),
+            reset_per_message,
+            partial: None,
+        }
+    }
+
+    #[test]
+    fn the_rfc_examples_inflate() {
+        let mut socket = socket(true);
+        // §7.2.3.1: one compressed frame.
+        let head = parse_frame(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
+            .unwrap()
+            .unwrap();
+        let message = socket
+            .assemble(&head, vec![0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
+            .unwrap()
+            .unwrap();
+        assert_eq!(message.payload, b"Hello");
+        assert!(message.compressed && message.text);
+        // §7.2.3.1: the same message in two fragments.
+        let first = FrameHead {
+            fin: false,
+            rsv1: true,
+            opcode: 1,
+            payload_at: 0,
+            end: 0,
+        };
+        let last = FrameHead {
+            fin: true,
+            rsv1: false,
+            opcode: 0,
+            payload_at: 0,
+            end: 0,
+        };
+        assert!(socket
+            .assemble(&first, vec![0xf2, 0x48, 0xcd])
+            .unwrap()
+            .is_none());
+        let message = socket
+            .assemble(&last, vec![0xc9, 0xc9, 0x07, 0x00])
+            .unwrap()
+            .unwrap();
+        assert_eq!(message.payload, b"Hello");
+    }
+
+    #[test]
+    fn context_takeover_keeps_the_window() {
+        // §7.2.3.2: the second "Hello" refers back to the first.
+        let mut socket = socket(false);
+        let head = FrameHead {
+            fin: true,
+            rsv1: true,
+            opcode: 1,
+            payload_at: 0,
+            end: 0,
+        };
+        let first = socket
+            .assemble(&head, vec![0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
+            .unwrap()
+            .unwrap();
+        let second = socket
+            .assemble(&head, vec![0xf2, 0x00, 0x11, 0x00, 0x00])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (first.payload, second.payload),
+            (b"Hello".to_vec(), b"Hello".to_vec())
+        );
+    }
+}
