@@ -156,3 +156,67 @@ fn the_gateway_accepts_the_config_compare_writes() {
     assert!(config.tls.enabled);
     assert!(config.webtransport.enabled);
 }
+
+/// `--netem` puts the gateway behind an impaired link: every figure must show the delay.
+/// Needs root (network namespaces); says so and passes without it.
+#[test]
+fn netem_runs_show_the_link_delay() {
+    if !is_root() {
+        eprintln!("skipped: --netem needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("streamgate-netem-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("netem.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args([
+            "compare",
+            "--quick",
+            "--no-progress",
+            "--netem",
+            "delay 5ms",
+            "--transport",
+            "ws,wt-datagram",
+            "--setup-samples",
+            "3",
+            "--saturate-events",
+            "0",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "compare --netem failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["impairment"].as_str().unwrap().contains("delay 5ms"));
+    assert_eq!(report["latency_from_gateway_timestamp"], true);
+    for row in report["rows"].as_array().unwrap() {
+        let name = row["transport"].as_str().unwrap();
+        // 5 ms each way: every delivery crosses the link once, every setup at least twice
+        // (TCP then the upgrade; QUIC's handshake then CONNECT).
+        let p50 = row["latency"]["p50_us"].as_f64().unwrap();
+        assert!(p50 >= 5_000.0, "{name}: latency p50 {p50} µs under the link's 5 ms");
+        let setup = row["setup_p50_ms"].as_f64().unwrap();
+        assert!(setup >= 20.0, "{name}: setup {setup} ms under two round trips");
+        assert_eq!(row["missing"].as_f64().unwrap(), 0.0, "{name}: no loss was asked for");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
