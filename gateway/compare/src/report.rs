@@ -113,11 +113,13 @@ impl Row {
             max_us: of(&|r| r.open_loop.fanout_latency.max_us),
         };
         let mut merged: Histogram<u64> = latency_histogram();
-        if !latency_from_gateway {
-            for run in &runs {
-                if let Some(histogram) = &run.open_loop_histogram {
-                    let _ = merged.add(histogram);
-                }
+        for run in &runs {
+            if let Some([scheduled, gateway]) = &run.open_loop_histograms {
+                let _ = merged.add(if latency_from_gateway {
+                    gateway
+                } else {
+                    scheduled
+                });
             }
         }
         let deflate_accepted = runs[0].deflate_accepted;

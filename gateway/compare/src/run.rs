@@ -206,9 +206,10 @@ pub struct RunReport {
     pub gateway_exited_early: bool,
     /// Its log, kept when something went wrong (or with `--keep-logs`).
     pub gateway_log: Option<PathBuf>,
-    /// The open-loop latency histogram (ns), for charts; not serialised.
+    /// The open-loop latency histograms (ns) from the scheduled send time and from the
+    /// gateway's timestamp, for charts; not serialised.
     #[serde(skip)]
-    pub open_loop_histogram: Option<Histogram<u64>>,
+    pub open_loop_histograms: Option<[Histogram<u64>; 2]>,
 }
 
 /// Shared between the run and its subscribers.
@@ -476,7 +477,7 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
         gateway_log_warnings,
         gateway_exited_early,
         gateway_log: None,
-        open_loop_histogram: None,
+        open_loop_histograms: None,
     };
     for (phase, publish, cpu_ns, ticks, client_ticks, rate) in reports {
         let (phase_report, histogram) = phase_report(
@@ -498,7 +499,7 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
         }
         if phase == 0 {
             report.open_loop = phase_report;
-            report.open_loop_histogram = Some(histogram);
+            report.open_loop_histograms = Some(histogram);
         } else {
             report.saturation = Some(phase_report);
         }
@@ -597,7 +598,7 @@ fn phase_report(
     connected: usize,
     rate: u64,
     publish: PublishReport,
-) -> anyhow::Result<(PhaseReport, Histogram<u64>)> {
+) -> anyhow::Result<(PhaseReport, [Histogram<u64>; 2])> {
     let mut latency: Histogram<u64> = latency_histogram();
     let mut fanout: Histogram<u64> = latency_histogram();
     let mut report = PhaseReport {
@@ -661,7 +662,7 @@ fn phase_report(
         report.delivered_per_sec = report.deliveries as f64 / report.elapsed_secs;
     }
     report.publish = publish;
-    Ok((report, latency))
+    Ok((report, [latency, fanout]))
 }
 
 /// One subscriber's inputs.
