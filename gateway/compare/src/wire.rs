@@ -116,10 +116,38 @@ impl AsyncWrite for Counted {
 /// do (about 2–3× with deflate), where a run of one letter would compress 50× and flatter any
 /// compressing transport.
 const PAD_WORDS: [&str; 32] = [
-    "prefix", "origin", "path", "peer", "route", "update", "withdraw", "announce", "next",
-    "hop", "community", "local", "pref", "med", "as", "set", "timestamp", "host", "rrc",
-    "type", "message", "source", "id", "value", "ipv4", "ipv6", "unicast", "session", "state",
-    "open", "keepalive", "notification",
+    "prefix",
+    "origin",
+    "path",
+    "peer",
+    "route",
+    "update",
+    "withdraw",
+    "announce",
+    "next",
+    "hop",
+    "community",
+    "local",
+    "pref",
+    "med",
+    "as",
+    "set",
+    "timestamp",
+    "host",
+    "rrc",
+    "type",
+    "message",
+    "source",
+    "id",
+    "value",
+    "ipv4",
+    "ipv6",
+    "unicast",
+    "session",
+    "state",
+    "open",
+    "keepalive",
+    "notification",
 ];
 
 /// The payload of event `index`: exactly `len` bytes of JSON (`len` ≥ 64), carrying the time
@@ -130,7 +158,9 @@ pub fn payload(out: &mut String, sent_ns: u64, index: u64, len: usize) {
     let _ = write!(out, "{{\"t\":{sent_ns},\"i\":{index},\"pad\":\"");
     // Never cut into the fields, even when `len` is too small to hold them.
     let pad_end = (start + len.saturating_sub(2)).max(out.len());
-    let mut state = index.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut state = index
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1);
     while out.len() < pad_end {
         state = state
             .wrapping_mul(6_364_136_223_846_793_005)

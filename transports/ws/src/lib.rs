@@ -17,10 +17,15 @@
 //! subscriber of every transport); tungstenite then copies it behind a 2-to-10-byte frame
 //! header into each connection's write buffer. Several ready events are written with one
 //! flush, which is what keeps fan-out cheap (one `write()` for many frames).
+//!
+//! permessage-deflate (RFC 7692) is negotiated when the client offers it ([`deflate`]). The
+//! server never keeps compression context between messages, so the compressed form of an
+//! event is also computed once and shared, like its envelope.
 #![warn(missing_docs)]
 
 mod close;
 mod config;
+pub mod deflate;
 pub mod handshake;
 mod session;
 mod transport;

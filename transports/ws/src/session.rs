@@ -4,7 +4,7 @@
 //! The driver is generic over any `Stream + Sink` of tungstenite messages, so tests can run
 //! it over an in-memory duplex as well as a socket.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
@@ -13,6 +13,7 @@ use hyper_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use streamgate_core::{
     ContentType, Delivery, Event, EventId, SubscribeRequest, Subscription, Topic, TransportContext,
+    WireFormat,
 };
 use streamgate_proto::{
     binary_envelope, encode_error, encode_notice, encode_published, encode_subscribed,
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::close::{close_for_error, truncate};
 use crate::config::WsConfig;
+use crate::deflate::{self, Failure};
 
 /// Most ready events written before one flush.
 const MAX_BATCH: usize = 256;
@@ -46,14 +48,72 @@ enum End {
     Gone,
 }
 
+/// permessage-deflate as negotiated for one connection.
+#[derive(Debug)]
+pub(crate) struct Deflate {
+    /// Whether our messages may be compressed (not when the client limited our window to
+    /// 256 bytes, `server_max_window_bits=8`).
+    pub(crate) compress: bool,
+    /// Where the inbound half reports why it failed the connection.
+    pub(crate) failure: Arc<OnceLock<Failure>>,
+}
+
+/// The compressed JSON envelope of an event (RFC 7692 payload, RSV1 frame), cached in the
+/// event beside the plain one. Empty when compressing does not pay: a compressed message is
+/// never empty (even an empty message compresses to one byte), so empty can mean "send the
+/// plain envelope".
+static WS_JSON_DEFLATE: LazyLock<WireFormat> =
+    LazyLock::new(|| WireFormat::register("ws-json-deflate"));
+/// The compressed binary envelope, cached like [`WS_JSON_DEFLATE`].
+static WS_BINARY_DEFLATE: LazyLock<WireFormat> =
+    LazyLock::new(|| WireFormat::register("ws-binary-deflate"));
+
 /// A text frame from bytes the gateway itself produced, which are UTF-8 by construction:
 /// building the frame directly skips re-validating every envelope for every subscriber.
 fn text(bytes: Bytes) -> Message {
     Message::Frame(Frame::message(bytes, OpCode::Data(Data::Text), true))
 }
 
-fn event_message(event: &Event, envelope: EnvelopeFormat) -> Message {
-    if envelope == EnvelopeFormat::Binary || event.content_type == ContentType::Binary {
+/// A data frame whose payload is compressed (RFC 7692 §6: RSV1 set on the first frame of a
+/// compressed message). tungstenite writes a frame it is handed as it is, RSV1 included.
+fn compressed(payload: Bytes, data: Data) -> Message {
+    let mut frame = Frame::message(payload, OpCode::Data(data), true);
+    frame.header_mut().rsv1 = true;
+    Message::Frame(frame)
+}
+
+/// `bytes` as a message of type `data`, compressed if that makes it smaller; for messages
+/// made once per connection (echo replies), so nothing is cached.
+fn maybe_compressed(bytes: Bytes, data: Data) -> Message {
+    match deflate::compress(&bytes) {
+        Some(payload) => compressed(payload, data),
+        None if data == Data::Text => text(bytes),
+        None => Message::Frame(Frame::message(bytes, OpCode::Data(data), true)),
+    }
+}
+
+fn event_message(event: &Event, envelope: EnvelopeFormat, compress: bool) -> Message {
+    let binary = envelope == EnvelopeFormat::Binary || event.content_type == ContentType::Binary;
+    if compress {
+        // Compressed once per event and shared, like the envelope it is made from.
+        let (format, data) = if binary {
+            (*WS_BINARY_DEFLATE, Data::Binary)
+        } else {
+            (*WS_JSON_DEFLATE, Data::Text)
+        };
+        let payload = event.encoded(format, |event| {
+            let plain = if binary {
+                binary_envelope(event)
+            } else {
+                json_envelope(event)
+            };
+            deflate::compress(&plain).unwrap_or_default()
+        });
+        if !payload.is_empty() {
+            return compressed(payload, data);
+        }
+    }
+    if binary {
         Message::Binary(binary_envelope(event))
     } else {
         text(json_envelope(event))
@@ -71,11 +131,17 @@ struct Session<S> {
     envelope: EnvelopeFormat,
     last_delivered: Option<EventId>,
     echo: bool,
+    deflate: Option<Deflate>,
 }
 
 /// Drives one connection to its end.
-pub(crate) async fn run<S>(socket: S, config: Arc<WsConfig>, mode: Mode, context: TransportContext)
-where
+pub(crate) async fn run<S>(
+    socket: S,
+    config: Arc<WsConfig>,
+    mode: Mode,
+    context: TransportContext,
+    deflate: Option<Deflate>,
+) where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
     let now = Instant::now().into_std();
@@ -98,6 +164,7 @@ where
         envelope,
         last_delivered: None,
         echo,
+        deflate,
         config,
         context,
     };
@@ -147,6 +214,11 @@ where
         }
     }
 
+    /// Whether messages to this client are compressed (when it pays).
+    fn compresses(&self) -> bool {
+        self.deflate.as_ref().is_some_and(|d| d.compress)
+    }
+
     async fn on_timer(&mut self) -> Result<(), End> {
         match self.keepalive.handle_timeout(Instant::now().into_std()) {
             KeepaliveAction::Wait => Ok(()),
@@ -164,9 +236,21 @@ where
             None => return Err(End::Gone),
             Some(Err(e)) => {
                 return Err(match close_for_error(&e) {
-                    Some((code, reason)) => End::Close(code, reason),
+                    Some((code, reason)) => {
+                        // A failure of inbound deflate reaches us as the tungstenite error it
+                        // was made to cause; its own reason says what really happened.
+                        let ours = self
+                            .deflate
+                            .as_ref()
+                            .and_then(|d| d.failure.get())
+                            .filter(|failure| failure.code == code);
+                        match ours {
+                            Some(failure) => End::Close(code, failure.reason.clone()),
+                            None => End::Close(code, reason),
+                        }
+                    }
                     None => End::Gone,
-                })
+                });
             }
             Some(Ok(message)) => message,
         };
@@ -180,8 +264,22 @@ where
             }
             // Pings are answered by tungstenite; pongs (solicited or not) only prove life.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => self.flush().await,
-            Message::Text(t) if self.echo => self.send(Message::Text(t)).await,
-            Message::Binary(b) if self.echo => self.send(Message::Binary(b)).await,
+            Message::Text(t) if self.echo => {
+                let reply = if self.compresses() {
+                    maybe_compressed(Bytes::from(t), Data::Text)
+                } else {
+                    Message::Text(t)
+                };
+                self.send(reply).await
+            }
+            Message::Binary(b) if self.echo => {
+                let reply = if self.compresses() {
+                    maybe_compressed(b, Data::Binary)
+                } else {
+                    Message::Binary(b)
+                };
+                self.send(reply).await
+            }
             Message::Binary(_) => Err(End::Close(
                 CloseCode::Unsupported,
                 "binary messages are not accepted on /ws; send JSON text".to_owned(),
@@ -280,7 +378,7 @@ where
             let message = match &delivery {
                 Delivery::Event(event) => {
                     self.last_delivered = Some(event.id.clone());
-                    event_message(event, self.envelope)
+                    event_message(event, self.envelope, self.compresses())
                 }
                 Delivery::Notice(notice) => text(encode_notice(notice)),
             };

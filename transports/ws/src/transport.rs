@@ -2,17 +2,22 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper_tungstenite::hyper;
+use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
+use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use hyper_tungstenite::WebSocketStream;
+use hyper_util::rt::TokioIo;
 use streamgate_core::{
-    error_response, Body, BoxFuture, ConnectionInfo, HttpTransport, SubscribeRequest,
+    error_response, full_body, Body, BoxFuture, ConnectionInfo, HttpTransport, SubscribeRequest,
     TransportContext,
 };
 use streamgate_proto::{ProtocolError, SubscribeQuery};
 use tracing::Instrument;
 
 use crate::config::WsConfig;
+use crate::deflate::{self, DeflateIo, Inbound};
 use crate::handshake::{self, HandshakeRejection};
 use crate::session::{self, Mode};
 
@@ -119,33 +124,70 @@ async fn handle(
         .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    let (response, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(ws_config)) {
-        Ok(upgrade) => upgrade,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_handshake", &e.to_string()),
+    // Checked by `handshake::check` above; the key is what the accept hash is made from.
+    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+            "missing Sec-WebSocket-Key",
+        );
     };
+    let accept = derive_accept_key(key.as_bytes());
+    let compression = if config.compression {
+        deflate::negotiate(request.headers())
+    } else {
+        None
+    };
+    // The upgrade is done here rather than by `hyper_tungstenite::upgrade` because the
+    // connection needs wrapping before tungstenite reads from it (inbound deflate).
+    let upgrade = hyper::upgrade::on(&mut request);
     let info = request.extensions().get::<ConnectionInfo>().copied();
     let span = tracing::info_span!(
         "ws",
         conn_id = info.map(|i| i.conn_id),
         peer = info.map(|i| i.peer.to_string()),
-        echo
+        echo,
+        deflate = compression.is_some()
     );
     let tasks = context.tasks.clone();
     tasks.spawn(
         async move {
-            match websocket.await {
-                Ok(socket) => session::run(socket, config, mode, context).await,
-                Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
-            }
+            let upgraded = match upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => return tracing::debug!(error = %e, "upgrade did not complete"),
+            };
+            let inbound = compression
+                .map(|params| Inbound::new(max_message, params.client_no_context_takeover));
+            let io = DeflateIo::new(TokioIo::new(upgraded), inbound);
+            let deflate = compression.map(|params| session::Deflate {
+                compress: params.server_compresses(),
+                failure: io.failure(),
+            });
+            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+            session::run(socket, config, mode, context, deflate).await;
         }
         .instrument(span),
     );
-    let mut response = response.map(|body| body.map_err(|never| match never {}).boxed());
+    let mut response = Response::new(full_body(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
     if let Some(protocol) = accepted.subprotocol {
         if let Ok(value) = HeaderValue::from_str(&protocol) {
             response
                 .headers_mut()
                 .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+    }
+    if let Some(params) = compression {
+        if let Ok(value) = HeaderValue::from_str(&params.response_header()) {
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
         }
     }
     response
