@@ -53,6 +53,34 @@ pub use backoff::Backoff;
 pub use id::EventId;
 pub use output::{Flow, Order, Output};
 
+use std::process::ExitCode;
+
+/// Runs sessions until one ends the client: the loop every client shares. After a session
+/// that can be retried it says so on stderr (`<ended>: <reason>; <again> in <delay>`), waits
+/// for the [`Backoff`] and starts the next one, which resumes from the last id the
+/// [`Output`] holds.
+pub async fn run_sessions(
+    output: &mut Output,
+    backoff: &mut Backoff,
+    (ended, again): (&str, &str),
+    mut session: impl AsyncFnMut(&mut Output, &mut Backoff) -> Result<(), Disconnect>,
+) -> ExitCode {
+    loop {
+        match session(output, backoff).await {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(Disconnect::Fatal(reason)) => {
+                output.status(format_args!("giving up: {reason}"));
+                return ExitCode::FAILURE;
+            }
+            Err(Disconnect::Retry(reason)) => {
+                let delay = backoff.next_delay();
+                output.status(format_args!("{ended}: {reason}; {again} in {delay:.1?}"));
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
 /// Why a session (one connection) ended without the client being done.
 #[derive(Debug)]
 pub enum Disconnect {

@@ -89,22 +89,13 @@ async fn main() -> ExitCode {
         common.count,
     );
     let mut backoff = Backoff::default();
-    loop {
-        match session(&args, &mut output, &mut backoff).await {
-            Ok(()) => return ExitCode::SUCCESS,
-            Err(Disconnect::Fatal(reason)) => {
-                output.status(format_args!("giving up: {reason}"));
-                return ExitCode::FAILURE;
-            }
-            Err(Disconnect::Retry(reason)) => {
-                let delay = backoff.next_delay();
-                output.status(format_args!(
-                    "poll failed: {reason}; polling again in {delay:.1?}"
-                ));
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
+    streamgate_examples::run_sessions(
+        &mut output,
+        &mut backoff,
+        ("poll failed", "polling again"),
+        async |output, backoff| session(&args, output, backoff).await,
+    )
+    .await
 }
 
 /// Polls on one connection until it fails. `Ok` means the client is done.

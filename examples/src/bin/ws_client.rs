@@ -83,22 +83,13 @@ async fn main() -> ExitCode {
         common.count,
     );
     let mut backoff = Backoff::default();
-    loop {
-        match session(common, &mut output, &mut backoff).await {
-            Ok(()) => return ExitCode::SUCCESS,
-            Err(Disconnect::Fatal(reason)) => {
-                output.status(format_args!("giving up: {reason}"));
-                return ExitCode::FAILURE;
-            }
-            Err(Disconnect::Retry(reason)) => {
-                let delay = backoff.next_delay();
-                output.status(format_args!(
-                    "disconnected: {reason}; reconnecting in {delay:.1?}"
-                ));
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
+    streamgate_examples::run_sessions(
+        &mut output,
+        &mut backoff,
+        ("disconnected", "reconnecting"),
+        async |output, backoff| session(common, output, backoff).await,
+    )
+    .await
 }
 
 /// One connection, from the handshake to its end. `Ok` means the client is done.

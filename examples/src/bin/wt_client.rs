@@ -116,22 +116,13 @@ async fn main() -> ExitCode {
     };
     let mut output = Output::new("wt_client", order, common.since.clone(), common.count);
     let mut backoff = Backoff::default();
-    loop {
-        match session(&args, &mut output, &mut backoff).await {
-            Ok(()) => return ExitCode::SUCCESS,
-            Err(Disconnect::Fatal(reason)) => {
-                output.status(format_args!("giving up: {reason}"));
-                return ExitCode::FAILURE;
-            }
-            Err(Disconnect::Retry(reason)) => {
-                let delay = backoff.next_delay();
-                output.status(format_args!(
-                    "disconnected: {reason}; reconnecting in {delay:.1?}"
-                ));
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
+    streamgate_examples::run_sessions(
+        &mut output,
+        &mut backoff,
+        ("disconnected", "reconnecting"),
+        async |output, backoff| session(&args, output, backoff).await,
+    )
+    .await
 }
 
 /// One session, from the certificate hash to its end. `Ok` means the client is done.

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use flate2::{Decompress, FlushDecompress, Status};
+use streamgate_proto::wire_notes::MessageInflater;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -21,8 +21,6 @@ use crate::wire::{find, ByteCounts, Counted};
 const OFFER: &str = "permessage-deflate; client_max_window_bits";
 /// Largest message the client accepts, inflated.
 const MAX_MESSAGE: usize = 16 << 20;
-/// The four bytes RFC 7692 §7.2.2 has the receiver append before inflating.
-const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// A message as the application sees it.
 #[derive(Debug)]
@@ -41,9 +39,7 @@ pub struct DeflateSocket {
     counts: Arc<ByteCounts>,
     buf: Vec<u8>,
     /// `Some` when the gateway accepted the offer.
-    inflater: Option<Decompress>,
-    /// `server_no_context_takeover`: every message starts a fresh inflater.
-    reset_per_message: bool,
+    inflater: Option<MessageInflater>,
     /// A fragmented message being assembled: (text, compressed, payload so far).
     partial: Option<(bool, bool, Vec<u8>)>,
 }
@@ -51,8 +47,7 @@ pub struct DeflateSocket {
 impl std::fmt::Debug for DeflateSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeflateSocket")
-            .field("deflate", &self.inflater.is_some())
-            .field("reset_per_message", &self.reset_per_message)
+            .field("deflate", &self.inflater)
             .finish_non_exhaustive()
     }
 }
@@ -79,7 +74,6 @@ impl DeflateSocket {
             tcp,
             buf: Vec::with_capacity(8 * 1024),
             inflater: None,
-            reset_per_message: false,
             partial: None,
         };
         let end = loop {
@@ -114,10 +108,10 @@ impl DeflateSocket {
             if params.first() != Some(&"permessage-deflate") || extensions.contains(',') {
                 bail!("the gateway answered extensions we did not offer: {extensions}");
             }
-            socket.reset_per_message = params.contains(&"server_no_context_takeover");
             // Window bits the gateway may use do not matter to an inflater with the full
             // 32 KiB window.
-            socket.inflater = Some(Decompress::new(false));
+            let context_takeover = !params.contains(&"server_no_context_takeover");
+            socket.inflater = Some(MessageInflater::new(context_takeover, MAX_MESSAGE));
         }
         let accepted = socket.inflater.is_some();
         Ok((socket, accepted))
@@ -200,37 +194,11 @@ impl DeflateSocket {
     }
 
     fn inflate(&mut self, compressed: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let reset = self.reset_per_message;
-        let inflater = self
-            .inflater
+        self.inflater
             .as_mut()
-            .context("a compressed message without permessage-deflate")?;
-        if reset {
-            inflater.reset(false);
-        }
-        let mut input = compressed.to_vec();
-        input.extend_from_slice(&DEFLATE_TAIL);
-        let mut out = Vec::with_capacity(compressed.len() * 4 + 64);
-        let mut consumed = 0;
-        loop {
-            if out.len() == out.capacity() {
-                out.reserve(out.capacity().max(1024));
-            }
-            let before_in = inflater.total_in();
-            let status = inflater
-                .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
-                .context("corrupt deflate data")?;
-            consumed += usize::try_from(inflater.total_in() - before_in).unwrap_or(usize::MAX);
-            if out.len() > MAX_MESSAGE {
-                bail!("inflated message over {MAX_MESSAGE} bytes");
-            }
-            if consumed >= input.len() && out.len() < out.capacity() {
-                return Ok(out);
-            }
-            if matches!(status, Status::StreamEnd) {
-                return Ok(out);
-            }
-        }
+            .context("a compressed message without permessage-deflate")?
+            .inflate(compressed)
+            .map_err(|e| anyhow::anyhow!("inflating a message: {e}"))
     }
 
     /// A masked control frame (a client must mask everything it sends).
@@ -325,7 +293,7 @@ mod tests {
         assert_eq!(parse_frame(&long).unwrap().unwrap().end, 260);
     }
 
-    fn socket(reset_per_message: bool) -> DeflateSocket {
+    fn socket(context_takeover: bool) -> DeflateSocket {
         let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = std.local_addr().unwrap();
         let client = std::net::TcpStream::connect(addr).unwrap();
@@ -340,15 +308,14 @@ mod tests {
             counts: tcp.counts(),
             tcp,
             buf: Vec::new(),
-            inflater: Some(Decompress::new(false)),
-            reset_per_message,
+            inflater: Some(MessageInflater::new(context_takeover, MAX_MESSAGE)),
             partial: None,
         }
     }
 
     #[test]
     fn the_rfc_examples_inflate() {
-        let mut socket = socket(true);
+        let mut socket = socket(false);
         // §7.2.3.1: one compressed frame.
         let head = parse_frame(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
             .unwrap()
@@ -388,7 +355,7 @@ mod tests {
     #[test]
     fn context_takeover_keeps_the_window() {
         // §7.2.3.2: the second "Hello" refers back to the first.
-        let mut socket = socket(false);
+        let mut socket = socket(true);
         let head = FrameHead {
             fin: true,
             rsv1: true,

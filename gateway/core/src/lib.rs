@@ -45,6 +45,7 @@ mod error;
 mod event;
 mod history;
 mod memory;
+mod tap;
 mod transport;
 
 pub use bus::{BoxFuture, BusHealth, Delivery, EventBus, Notice, SubscribeRequest, Subscription};
@@ -54,6 +55,10 @@ pub use event::{
 };
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
 pub use memory::{MemoryBus, MemoryBusConfig, TopicStats};
+pub use tap::{
+    is_credential_header, is_valid_tap_id, tap_id_from_query, Direction, RecordKind, Tap,
+    TapConnection, TapRegistry, TapSink, MAX_TAP_ID_LEN, TAP_QUERY_PARAM,
+};
 pub use transport::{
     error_response, full_body, Body, BoxError, ConnectionInfo, HttpTransport, TransportContext,
 };

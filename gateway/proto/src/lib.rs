@@ -17,6 +17,7 @@ mod keepalive;
 mod query;
 mod rate;
 mod sse;
+pub mod wire_notes;
 
 pub use client::{ClientMessage, PublishRequest, MAX_REF_LEN};
 pub use envelope::{

@@ -8,13 +8,15 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use streamgate_core::{
-    ConnectionInfo, ContentType, EventBus, HttpTransport, PublishError, Topic, TransportContext,
+    tap_id_from_query, ConnectionInfo, ContentType, Direction, EventBus, HttpTransport,
+    PublishError, RecordKind, Tap, TapConnection, TapRegistry, Topic, TransportContext,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::GatewayConfig;
 use crate::http::{json, Body, Rejection};
+use crate::lab::{capture, Lab};
 use crate::tls::TlsMaterial;
 use streamgate_proto::ProtocolError;
 
@@ -34,6 +36,11 @@ pub struct App {
     transports: Vec<Arc<dyn HttpTransport>>,
     /// The HTTPS certificate, when TLS is on.
     pub tls: Option<TlsMaterial>,
+    /// The teaching lab and its wire taps, when `[lab] enabled`.
+    lab: Option<Arc<Lab>>,
+    /// The WebTransport certificate hash and URL, for the lab page.
+    #[cfg(feature = "webtransport")]
+    wt_cert: Option<webtransport::CertHashHandle>,
     started: Instant,
 }
 
@@ -41,6 +48,10 @@ impl App {
     /// Shared state for a gateway over `bus`.
     pub fn new(config: GatewayConfig, bus: Arc<dyn EventBus>, tls: Option<TlsMaterial>) -> Self {
         let transports = enabled_transports(&config);
+        let lab = config
+            .lab
+            .enabled
+            .then(|| Arc::new(Lab::new(config.lab.clone())));
         Self {
             bus,
             config,
@@ -48,6 +59,9 @@ impl App {
             tasks: TaskTracker::new(),
             transports,
             tls,
+            lab,
+            #[cfg(feature = "webtransport")]
+            wt_cert: None,
             started: Instant::now(),
         }
     }
@@ -56,6 +70,43 @@ impl App {
     #[cfg(feature = "webtransport")]
     pub(crate) fn add_transport(&mut self, transport: Arc<dyn HttpTransport>) {
         self.transports.push(transport);
+    }
+
+    /// Tells the lab page where WebTransport listens and which certificate to pin.
+    #[cfg(feature = "webtransport")]
+    pub(crate) fn set_webtransport_cert(&mut self, cert: webtransport::CertHashHandle) {
+        self.wt_cert = Some(cert);
+    }
+
+    /// The `/wt/cert-hash` document, when WebTransport is on.
+    pub(crate) fn webtransport_cert(&self) -> Option<serde_json::Value> {
+        #[cfg(feature = "webtransport")]
+        return self
+            .wt_cert
+            .as_ref()
+            .map(webtransport::CertHashHandle::to_json);
+        #[cfg(not(feature = "webtransport"))]
+        None
+    }
+
+    /// The lab's tap registry, for a transport with its own listener (WebTransport).
+    pub(crate) fn tap_registry(&self) -> Option<Arc<dyn TapRegistry>> {
+        self.lab.as_ref().map(crate::lab::registry)
+    }
+
+    /// A tap for this request when the lab is on and its URL asks for one (`lab=<tap id>`).
+    fn tap_for<B>(&self, request: &Request<B>, transport: &'static str) -> Option<Tap> {
+        let lab = self.lab.as_ref()?;
+        let id = tap_id_from_query(request.uri().query()?)?;
+        let info = request.extensions().get::<ConnectionInfo>().copied();
+        lab.open(
+            id,
+            TapConnection {
+                transport,
+                peer: info.map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |i| i.peer),
+                conn_id: info.map_or(0, |i| i.conn_id),
+            },
+        )
     }
 
     /// The context handed to transports with each request.
@@ -75,14 +126,30 @@ impl App {
             .iter()
             .find(|t| t.paths().contains(&path.as_str()))
         {
-            let request = request.map(|body| body.map_err(Into::into).boxed());
-            return transport.handle(request, self.transport_context()).await;
+            let mut request = request.map(|body| body.map_err(Into::into).boxed());
+            let Some(tap) = self.tap_for(&request, transport.name()) else {
+                return transport.handle(request, self.transport_context()).await;
+            };
+            let version = request.version();
+            tap.record(
+                Direction::In,
+                RecordKind::HttpHead,
+                &capture::request_head(&request),
+            );
+            // For transports that record bytes only they see (the upgraded WebSocket).
+            request.extensions_mut().insert(tap.clone());
+            let response = transport.handle(request, self.transport_context()).await;
+            return capture::tapped_response(response, version, tap, transport.name());
         }
         let result = match (request.method(), path.as_str()) {
             (&Method::GET | &Method::HEAD, "/healthz") => Ok(self.healthz()),
             (_, "/healthz") => Err(Rejection::method_not_allowed("GET, HEAD")),
             (&Method::GET, "/topics") => Ok(self.topics().await),
             (_, "/topics") => Err(Rejection::method_not_allowed("GET")),
+            (_, p) if p == "/lab" || p.starts_with("/lab/") => match &self.lab {
+                Some(lab) => Ok(lab.handle(&self, &request)),
+                None => Err(Rejection::not_found(&path)),
+            },
             (method, p) if p.starts_with("/publish/") => {
                 if method == Method::POST {
                     self.publish(request, &p["/publish/".len()..]).await

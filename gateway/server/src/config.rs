@@ -25,6 +25,8 @@ pub struct GatewayConfig {
     pub demo: DemoConfig,
     /// Upstream WebSocket feeds to republish.
     pub sources: Vec<SourceConfig>,
+    /// The teaching lab (`GET /lab`) and the wire taps behind it.
+    pub lab: LabConfig,
     /// The WebSocket transport.
     #[cfg(feature = "ws")]
     pub ws: ws::WsConfig,
@@ -180,6 +182,42 @@ impl Default for DemoConfig {
             enabled: true,
             topic: Topic::new("demo").expect("valid topic"),
             rate: 5.0,
+        }
+    }
+}
+
+/// The teaching lab: `GET /lab`, its JSON API under `/lab/api/`, and the wire taps that
+/// record what connections which ask for it (`lab=<tap id>` in their URL) send and receive.
+///
+/// Only connections that ask are tapped, so the lab is on by default: an ordinary client
+/// pays one `Option` check per read, write or body chunk. Memory is bounded by
+/// `max_connections × records_per_connection × max_record_bytes` (64 MiB with the defaults,
+/// a bound seldom approached: most records are one event's bytes, well under 4 KiB).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LabConfig {
+    /// Whether `/lab`, `/lab/api/*` and the taps exist. When off, `lab=` is ignored and
+    /// `/lab` answers 404. Default: true.
+    pub enabled: bool,
+    /// Most taps kept at once. A new tap replaces the least recently active one whose
+    /// connections have all ended; when every tap has a live connection, the newcomer runs
+    /// untapped. Default: 64.
+    pub max_connections: usize,
+    /// Records kept per tap, a ring: the oldest go first. Default: 256.
+    pub records_per_connection: usize,
+    /// Bytes kept of one record (one read, write, body chunk or message); the rest is cut and
+    /// its full length remembered. Default: 4096.
+    pub max_record_bytes: usize,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_connections: 64,
+            records_per_connection: 256,
+            max_record_bytes: 4096,
         }
     }
 }
@@ -391,6 +429,17 @@ impl GatewayConfig {
                 "demo.rate must be above 0 and at most 100000 events/s, got {}",
                 self.demo.rate
             ));
+        }
+        if self.lab.enabled
+            && (self.lab.max_connections == 0
+                || self.lab.records_per_connection == 0
+                || self.lab.max_record_bytes == 0)
+        {
+            return fail(
+                "lab.max_connections, lab.records_per_connection and lab.max_record_bytes \
+                 must be at least 1 (or turn the lab off with lab.enabled = false)"
+                    .to_owned(),
+            );
         }
         for (i, source) in self.sources.iter().enumerate() {
             if !(source.url.starts_with("ws://") || source.url.starts_with("wss://")) {

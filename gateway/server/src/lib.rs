@@ -19,6 +19,9 @@ mod app;
 pub mod config;
 pub mod demo;
 mod http;
+/// `streamgate explain-frame` and `streamgate inspect`: the teaching lab on the command line.
+pub mod inspect;
+mod lab;
 mod server;
 #[doc(hidden)]
 pub mod testkit;

@@ -27,6 +27,12 @@ enum Command {
     /// percentiles, throughput, bytes on the wire, CPU and memory per connection.
     #[cfg(feature = "compare")]
     Compare(streamgate_compare::CompareArgs),
+    /// Decode WebSocket frames typed as hex and explain every field (exit 1 when the input
+    /// ends inside a frame, 2 when it is not hex).
+    ExplainFrame(streamgate::inspect::ExplainFrameArgs),
+    /// Connect to a gateway as a client and show the exchange on the wire, annotated:
+    /// ws://…/ws, http://…/sse, http://…/poll, or WebTransport (wt, https://…:4433/wt).
+    Inspect(streamgate::inspect::InspectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +107,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ExplainFrame(args) => streamgate::inspect::explain_frame(&args),
+        Command::Inspect(args) => streamgate::inspect::run(&args),
     }
 }
 

@@ -94,12 +94,16 @@ impl Gateway {
             (None, None)
         };
         #[cfg(feature = "webtransport")]
-        let wt = bind_webtransport(&config, tls.as_ref())?;
+        let mut wt = bind_webtransport(&config, tls.as_ref())?;
         #[allow(unused_mut)]
         let mut app = App::new(config, bus, tls);
         #[cfg(feature = "webtransport")]
-        if let Some(wt) = &wt {
+        if let Some(wt) = &mut wt {
             app.add_transport(Arc::new(wt.cert_hash_transport()));
+            app.set_webtransport_cert(wt.cert_hash());
+            if let Some(taps) = app.tap_registry() {
+                wt.set_taps(taps);
+            }
         }
         Ok(Self {
             listener,

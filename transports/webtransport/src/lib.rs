@@ -21,6 +21,11 @@
 //!
 //! `GET /wt/cert-hash` on the HTTP listener ([`CertHashTransport`]) gives the certificate's
 //! SHA-256 and the session URL for `serverCertificateHashes`.
+//!
+//! A session whose URL carries `lab=<tap id>` is recorded by the gateway's lab when it has
+//! one ([`WtServer::set_taps`]): QUIC packets are encrypted, so the tap gets what this layer
+//! sees — the session request and its acceptance, each stream opened with its id and the
+//! bytes handed to it, each datagram, the close.
 #![warn(missing_docs)]
 
 mod config;

@@ -10,8 +10,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use streamgate_core::{
-    error_response, full_body, Body, BoxFuture, ContentType, Delivery, Event, EventBus,
-    HttpTransport, SubscribeRequest, Subscription, TransportContext,
+    error_response, full_body, is_credential_header, tap_id_from_query, Body, BoxFuture,
+    ContentType, Delivery, Direction, Event, EventBus, HttpTransport, RecordKind, SubscribeRequest,
+    Subscription, Tap, TapConnection, TapRegistry, TransportContext,
 };
 use streamgate_proto::{
     binary_envelope, encode_error, encode_notice, encode_published, json_envelope, ClientMessage,
@@ -156,6 +157,7 @@ pub struct WtServer {
     local_addr: SocketAddr,
     cert: CertHashHandle,
     regenerate: Option<Regenerate>,
+    taps: Option<Arc<dyn TapRegistry>>,
 }
 
 impl std::fmt::Debug for WtServer {
@@ -224,7 +226,16 @@ impl WtServer {
                 self_signed: cert.regenerate.is_some(),
             },
             regenerate: cert.regenerate,
+            taps: None,
         })
+    }
+
+    /// Lets sessions whose URL carries `lab=<tap id>` be recorded by `taps` (the gateway's
+    /// lab). QUIC packets are encrypted, so what a tap gets is what this layer sees: the
+    /// session request and its acceptance, each stream opened (with its id) and the bytes
+    /// handed to it, each datagram, the close.
+    pub fn set_taps(&mut self, taps: Arc<dyn TapRegistry>) {
+        self.taps = Some(taps);
     }
 
     /// The bound UDP address (useful with port 0).
@@ -273,6 +284,7 @@ impl WtServer {
                     Arc::clone(&self.config),
                     context.clone(),
                     Arc::clone(&sessions),
+                    self.taps.clone().map(|taps| (taps, session_id)),
                 )
                 .instrument(span),
             );
@@ -320,14 +332,81 @@ impl Drop for SessionSlot {
     }
 }
 
-fn close(connection: &Connection, code: u32, reason: &str) {
+fn close(connection: &Connection, tap: Option<&Tap>, code: u32, reason: &str) {
     // A close reason must fit in one packet with the rest of the frame.
     let mut end = reason.len().min(512);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
     tracing::debug!(code, reason, "closing session");
-    connection.close(VarInt::from_u32(code), &reason.as_bytes()[..end]);
+    let reason = &reason[..end];
+    tap_session(
+        tap,
+        Direction::Out,
+        serde_json::json!({"event": "close", "code": code, "reason": reason}),
+    );
+    connection.close(VarInt::from_u32(code), reason.as_bytes());
+}
+
+/// Records a session-level event (a small JSON object) when the session is tapped.
+fn tap_session(tap: Option<&Tap>, direction: Direction, event: serde_json::Value) {
+    if let Some(tap) = tap {
+        tap.record(
+            direction,
+            RecordKind::WtSession,
+            event.to_string().as_bytes(),
+        );
+    }
+}
+
+/// Records bytes handed to (or read from) a stream when the session is tapped.
+fn tap_stream(tap: Option<&Tap>, direction: Direction, stream_id: u64, fin: bool, bytes: &[u8]) {
+    if let Some(tap) = tap {
+        tap.record(direction, RecordKind::WtStream { stream_id, fin }, bytes);
+    }
+}
+
+/// A tap for this session when its URL asks for one (`lab=<tap id>`) and the gateway has a
+/// lab, with the session request (the extended CONNECT) as its first record.
+fn open_tap(
+    taps: Option<(Arc<dyn TapRegistry>, u64)>,
+    request: &wtransport::endpoint::SessionRequest,
+) -> Option<Tap> {
+    let (taps, session_number) = taps?;
+    let id = tap_id_from_query(request.path().split_once('?')?.1)?;
+    let tap = taps.open(
+        id,
+        TapConnection {
+            transport: "webtransport",
+            peer: request.remote_address(),
+            conn_id: session_number,
+        },
+    )?;
+    let mut headers: Vec<(&String, &String)> = request.headers().iter().collect();
+    headers.sort();
+    tap_session(
+        Some(&tap),
+        Direction::In,
+        serde_json::json!({
+            "event": "connect",
+            "authority": request.authority(),
+            "path": request.path(),
+            "origin": request.origin(),
+            "user_agent": request.user_agent(),
+            "headers": headers
+                .into_iter()
+                .map(|(name, value)| {
+                    let value = if is_credential_header(name) {
+                        format!("({} bytes, not recorded)", value.len())
+                    } else {
+                        value.clone()
+                    };
+                    (name.clone(), serde_json::Value::from(value))
+                })
+                .collect::<serde_json::Map<_, _>>(),
+        }),
+    );
+    Some(tap)
 }
 
 async fn handle_incoming(
@@ -335,6 +414,7 @@ async fn handle_incoming(
     config: Arc<WtConfig>,
     context: TransportContext,
     sessions: Arc<AtomicUsize>,
+    taps: Option<(Arc<dyn TapRegistry>, u64)>,
 ) {
     let handshake = async {
         let request = incoming.await.map_err(|e| e.to_string())?;
@@ -348,6 +428,7 @@ async fn handle_incoming(
             Err(_) => return tracing::debug!("handshake timed out"),
         },
     };
+    let tap = open_tap(taps, &request);
     let params = SessionParams::parse(request.path());
     if matches!(params, Err(SessionRefusal::NotFound)) {
         tracing::debug!(path = request.path(), "no such WebTransport path");
@@ -358,16 +439,36 @@ async fn handle_incoming(
         Ok(connection) => connection,
         Err(e) => return tracing::debug!(error = %e, "session accept failed"),
     };
+    tap_session(
+        tap.as_ref(),
+        Direction::Out,
+        serde_json::json!({
+            "event": "accepted",
+            "status": 200,
+            "session_id": connection.session_id().into_u64(),
+            "max_datagram_size": connection.max_datagram_size(),
+        }),
+    );
     let slot = SessionSlot(Arc::clone(&sessions));
     if sessions.fetch_add(1, Ordering::Relaxed) >= config.max_sessions {
         let reason = format!("too many sessions (limit {})", config.max_sessions);
-        close(&connection, close_code::TRY_AGAIN_LATER, &reason);
+        close(
+            &connection,
+            tap.as_ref(),
+            close_code::TRY_AGAIN_LATER,
+            &reason,
+        );
         return;
     }
     let params = match params {
         Ok(params) => params,
         Err(SessionRefusal::Bad(e)) => {
-            close(&connection, close_code::BAD_REQUEST, &e.to_string());
+            close(
+                &connection,
+                tap.as_ref(),
+                close_code::BAD_REQUEST,
+                &e.to_string(),
+            );
             return;
         }
         Err(SessionRefusal::NotFound) => return,
@@ -384,6 +485,7 @@ async fn handle_incoming(
         Err(e) => {
             close(
                 &connection,
+                tap.as_ref(),
                 close_code::BAD_REQUEST,
                 &ProtocolError::from(&e).to_string(),
             );
@@ -402,6 +504,7 @@ async fn handle_incoming(
         context,
         mode: params.mode,
         envelope: params.query.envelope,
+        tap,
     };
     tracing::debug!(mode = params.mode.as_str(), "session open");
     session.run(subscription).await;
@@ -416,6 +519,8 @@ struct Session {
     envelope: EnvelopeFormat,
     rate: TokenBucket,
     open_streams: Arc<AtomicUsize>,
+    /// `Some` only for a session the lab asked about (`lab=<tap id>`).
+    tap: Option<Tap>,
 }
 
 /// Why a session ended; the close was already sent (or the peer is gone).
@@ -423,7 +528,7 @@ struct Ended;
 
 impl Session {
     async fn run(mut self, mut subscription: Subscription) {
-        let mut control = match self.open_control().await {
+        let mut control = match self.open_uni("control").await {
             Ok(control) => control,
             Err(Ended) => return,
         };
@@ -439,13 +544,13 @@ impl Session {
         loop {
             let step = tokio::select! {
                 () = self.context.shutdown.cancelled() => {
-                    close(&self.connection, close_code::GOING_AWAY, "server shutting down");
+                    self.close(close_code::GOING_AWAY, "server shutting down");
                     Err(Ended)
                 }
                 delivery = subscription.next() => match delivery {
                     Some(delivery) => self.deliver(&mut control, delivery).await,
                     None => {
-                        close(&self.connection, close_code::GOING_AWAY, "server shutting down");
+                        self.close(close_code::GOING_AWAY, "server shutting down");
                         Err(Ended)
                     }
                 },
@@ -453,12 +558,25 @@ impl Session {
                     Ok((send, recv)) => self.on_bidi(send, recv),
                     Err(e) => {
                         tracing::debug!(error = %e, "session ended");
+                        tap_session(
+                            self.tap.as_ref(),
+                            Direction::In,
+                            serde_json::json!({"event": "closed", "reason": e.to_string()}),
+                        );
                         Err(Ended)
                     }
                 },
                 uni = self.connection.accept_uni() => match uni {
                     // Client→server messages go on bidirectional streams (they get replies).
                     Ok(stream) => {
+                        tap_session(
+                            self.tap.as_ref(),
+                            Direction::In,
+                            serde_json::json!({
+                                "event": "uni_stream_refused",
+                                "stream_id": stream.id().into_u64(),
+                            }),
+                        );
                         stream.stop(VarInt::from_u32(0));
                         Ok(())
                     }
@@ -475,7 +593,12 @@ impl Session {
         }
     }
 
-    async fn open_control(&self) -> Result<SendStream, Ended> {
+    fn close(&self, code: u32, reason: &str) {
+        close(&self.connection, self.tap.as_ref(), code, reason);
+    }
+
+    /// Opens a unidirectional stream; `purpose` (`control`, `event`) only names it for the tap.
+    async fn open_uni(&self, purpose: &str) -> Result<SendStream, Ended> {
         let open = async {
             let opening = self
                 .connection
@@ -485,28 +608,38 @@ impl Session {
             opening.await.map_err(|e| e.to_string())
         };
         match tokio::time::timeout(self.config.write_timeout, open).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "cannot open the control stream");
-                close(
-                    &self.connection,
-                    close_code::INTERNAL,
-                    "cannot open the control stream",
+            Ok(Ok(stream)) => {
+                tap_session(
+                    self.tap.as_ref(),
+                    Direction::Out,
+                    serde_json::json!({
+                        "event": "uni_stream_opened",
+                        "stream_id": stream.id().into_u64(),
+                        "purpose": purpose,
+                    }),
                 );
+                Ok(stream)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, purpose, "cannot open a stream");
+                self.close(close_code::INTERNAL, "cannot open the control stream");
                 Err(Ended)
             }
             Err(_) => {
-                close(
-                    &self.connection,
-                    close_code::POLICY,
-                    "client gave no stream credit",
-                );
+                self.close(close_code::POLICY, "client gave no stream credit");
                 Err(Ended)
             }
         }
     }
 
     async fn write(&self, stream: &mut SendStream, bytes: &[u8]) -> Result<(), Ended> {
+        tap_stream(
+            self.tap.as_ref(),
+            Direction::Out,
+            stream.id().into_u64(),
+            false,
+            bytes,
+        );
         match tokio::time::timeout(self.config.write_timeout, stream.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
@@ -514,11 +647,7 @@ impl Session {
                 Err(Ended)
             }
             Err(_) => {
-                close(
-                    &self.connection,
-                    close_code::POLICY,
-                    "client stopped reading",
-                );
+                self.close(close_code::POLICY, "client stopped reading");
                 Err(Ended)
             }
         }
@@ -535,12 +664,20 @@ impl Session {
         match self.mode {
             DeliveryMode::Stream => self.write(control, &frame(&envelope)).await,
             DeliveryMode::StreamPerEvent => {
-                let mut stream = self.open_control().await?;
+                let mut stream = self.open_uni("event").await?;
+                let framed = frame(&envelope);
+                tap_stream(
+                    self.tap.as_ref(),
+                    Direction::Out,
+                    stream.id().into_u64(),
+                    true,
+                    &framed,
+                );
                 let timeout = self.config.write_timeout;
                 // Written by its own task: a lost packet of one event does not hold up the next.
                 self.context.tasks.spawn(async move {
                     let write = async {
-                        stream.write_all(&frame(&envelope)).await?;
+                        stream.write_all(&framed).await?;
                         stream.finish().await
                     };
                     if let Ok(Err(e)) = tokio::time::timeout(timeout, write).await {
@@ -554,6 +691,9 @@ impl Session {
                 if fits_datagram(envelope.len(), max)
                     && self.connection.send_datagram(&envelope).is_ok()
                 {
+                    if let Some(tap) = &self.tap {
+                        tap.record(Direction::Out, RecordKind::WtDatagram, &envelope);
+                    }
                     return Ok(());
                 }
                 let notice = encode_datagram_fallback(&event.id.to_string(), envelope.len(), max);
@@ -571,15 +711,24 @@ impl Session {
                 "too many streams (limit {} per session)",
                 self.config.max_streams_per_session
             );
-            close(&self.connection, close_code::POLICY, &reason);
+            self.close(close_code::POLICY, &reason);
             return Err(Ended);
         }
+        tap_session(
+            self.tap.as_ref(),
+            Direction::In,
+            serde_json::json!({
+                "event": "bidi_stream_accepted",
+                "stream_id": send.id().into_u64(),
+            }),
+        );
         let connection = self.connection.clone();
         let bus = Arc::clone(&self.context.bus);
         let max = self.config.max_message_size;
         let open_streams = Arc::clone(&self.open_streams);
+        let tap = self.tap.clone();
         self.context.tasks.spawn(async move {
-            serve_bidi(&connection, send, recv, bus, max).await;
+            serve_bidi(&connection, send, recv, bus, max, tap).await;
             open_streams.fetch_sub(1, Ordering::Relaxed);
         });
         Ok(())
@@ -591,13 +740,20 @@ impl Session {
                 "over the datagram rate of {}/s",
                 self.config.max_datagram_rate
             );
-            close(&self.connection, close_code::POLICY, &reason);
+            self.close(close_code::POLICY, &reason);
             return Err(Ended);
+        }
+        if let Some(tap) = &self.tap {
+            tap.record(Direction::In, RecordKind::WtDatagram, &payload);
         }
         let reply = client_message(self.context.bus.as_ref(), &payload).await;
         // Replies to datagrams are datagrams: as unreliable as the request.
-        if fits_datagram(reply.len(), self.connection.max_datagram_size()) {
-            let _ = self.connection.send_datagram(&reply);
+        if fits_datagram(reply.len(), self.connection.max_datagram_size())
+            && self.connection.send_datagram(&reply).is_ok()
+        {
+            if let Some(tap) = &self.tap {
+                tap.record(Direction::Out, RecordKind::WtDatagram, &reply);
+            }
         }
         Ok(())
     }
@@ -650,15 +806,18 @@ async fn serve_bidi(
     mut recv: RecvStream,
     bus: Arc<dyn EventBus>,
     max: usize,
+    tap: Option<Tap>,
 ) {
+    let stream_id = send.id().into_u64();
     let mut decoder = FrameDecoder::new(max);
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         loop {
             match decoder.next_frame() {
                 Ok(Some(message)) => {
-                    let reply = client_message(bus.as_ref(), &message).await;
-                    if send.write_all(&frame(&reply)).await.is_err() {
+                    let reply = frame(&client_message(bus.as_ref(), &message).await);
+                    tap_stream(tap.as_ref(), Direction::Out, stream_id, false, &reply);
+                    if send.write_all(&reply).await.is_err() {
                         return;
                     }
                 }
@@ -668,14 +827,18 @@ async fn serve_bidi(
                         "message of {} bytes, the limit is {}",
                         too_large.len, too_large.max
                     );
-                    close(connection, close_code::TOO_BIG, &reason);
+                    close(connection, tap.as_ref(), close_code::TOO_BIG, &reason);
                     return;
                 }
             }
         }
         match recv.read(&mut buffer).await {
-            Ok(Some(n)) => decoder.push(&buffer[..n]),
+            Ok(Some(n)) => {
+                tap_stream(tap.as_ref(), Direction::In, stream_id, false, &buffer[..n]);
+                decoder.push(&buffer[..n]);
+            }
             Ok(None) => {
+                tap_stream(tap.as_ref(), Direction::In, stream_id, true, &[]);
                 if decoder.pending() > 0 {
                     tracing::debug!(bytes = decoder.pending(), "stream ended inside a message");
                 }

@@ -18,9 +18,14 @@
 //! header into each connection's write buffer. Several ready events are written with one
 //! flush, which is what keeps fan-out cheap (one `write()` for many frames).
 //!
-//! permessage-deflate (RFC 7692) is negotiated when the client offers it ([`deflate`]). The
+//! permessage-deflate (RFC 7692) is negotiated when the client offers it ([`deflate`]), unless
+//! the URL says `compression=off` (a page cannot stop a browser from offering it). The
 //! server never keeps compression context between messages, so the compressed form of an
 //! event is also computed once and shared, like its envelope.
+//!
+//! A connection the gateway's lab asked about (`lab=<tap id>`, a [`streamgate_core::Tap`] in
+//! the request's extensions) runs over [`TapIo`], which copies the bytes it reads and writes
+//! to the tap; every other connection passes through it after one `Option` check.
 #![warn(missing_docs)]
 
 mod close;
@@ -28,8 +33,10 @@ mod config;
 pub mod deflate;
 pub mod handshake;
 mod session;
+mod tap;
 mod transport;
 
 pub use close::close_for_error;
 pub use config::{OriginPolicy, WsConfig};
+pub use tap::TapIo;
 pub use transport::WsTransport;

@@ -11,7 +11,7 @@ use hyper_tungstenite::WebSocketStream;
 use hyper_util::rt::TokioIo;
 use streamgate_core::{
     error_response, full_body, Body, BoxFuture, ConnectionInfo, HttpTransport, SubscribeRequest,
-    TransportContext,
+    Tap, TransportContext,
 };
 use streamgate_proto::{ProtocolError, SubscribeQuery};
 use tracing::Instrument;
@@ -20,6 +20,7 @@ use crate::config::WsConfig;
 use crate::deflate::{self, DeflateIo, Inbound};
 use crate::handshake::{self, HandshakeRejection};
 use crate::session::{self, Mode};
+use crate::tap::TapIo;
 
 /// The WebSocket transport. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -54,6 +55,39 @@ impl HttpTransport for WsTransport {
     }
 }
 
+/// `compression=off` declines permessage-deflate for this connection even when the client
+/// offers it (browsers always do, and a page cannot stop them), so a client can compare the
+/// two on the same gateway; `compression=on`, the default, negotiates it when `ws.compression`
+/// allows.
+///
+/// # Errors
+/// `bad_query` for another value or a repeated parameter.
+fn compression_param(query: Option<&str>) -> Result<bool, ProtocolError> {
+    let mut wanted = None;
+    for pair in query.unwrap_or("").split('&') {
+        let Some(value) = pair.strip_prefix("compression=") else {
+            continue;
+        };
+        let value = match value {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(ProtocolError::new(
+                    "bad_query",
+                    format!("compression must be on or off, got {other:?}"),
+                ))
+            }
+        };
+        if wanted.replace(value).is_some() {
+            return Err(ProtocolError::new(
+                "bad_query",
+                "parameter compression is given twice",
+            ));
+        }
+    }
+    Ok(wanted.unwrap_or(true))
+}
+
 fn rejection_response(rejection: HandshakeRejection) -> Response<Body> {
     let mut response = error_response(rejection.status, rejection.code, &rejection.reason);
     for (name, value) in rejection.headers {
@@ -76,6 +110,10 @@ async fn handle(
     ) {
         Ok(accepted) => accepted,
         Err(rejection) => return rejection_response(rejection),
+    };
+    let compression_wanted = match compression_param(request.uri().query()) {
+        Ok(wanted) => wanted,
+        Err(e) => return e.to_response(),
     };
     let mode = if echo {
         Mode::Echo
@@ -133,7 +171,7 @@ async fn handle(
         );
     };
     let accept = derive_accept_key(key.as_bytes());
-    let compression = if config.compression {
+    let compression = if config.compression && compression_wanted {
         deflate::negotiate(request.headers())
     } else {
         None
@@ -142,12 +180,15 @@ async fn handle(
     // connection needs wrapping before tungstenite reads from it (inbound deflate).
     let upgrade = hyper::upgrade::on(&mut request);
     let info = request.extensions().get::<ConnectionInfo>().copied();
+    // Put there by the gateway only for a connection that asked for the lab's tap.
+    let tap = request.extensions().get::<Tap>().cloned();
     let span = tracing::info_span!(
         "ws",
         conn_id = info.map(|i| i.conn_id),
         peer = info.map(|i| i.peer.to_string()),
         echo,
-        deflate = compression.is_some()
+        deflate = compression.is_some(),
+        tapped = tap.is_some()
     );
     let tasks = context.tasks.clone();
     tasks.spawn(
@@ -158,7 +199,7 @@ async fn handle(
             };
             let inbound = compression
                 .map(|params| Inbound::new(max_message, params.client_no_context_takeover));
-            let io = DeflateIo::new(TokioIo::new(upgraded), inbound);
+            let io = DeflateIo::new(TapIo::new(TokioIo::new(upgraded), tap), inbound);
             let deflate = compression.map(|params| session::Deflate {
                 compress: params.server_compresses(),
                 failure: io.failure(),
@@ -191,4 +232,29 @@ async fn handle(
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_parameter() {
+        assert!(compression_param(None).unwrap());
+        assert!(compression_param(Some("topics=a")).unwrap());
+        assert!(!compression_param(Some("topics=a&compression=off")).unwrap());
+        assert!(compression_param(Some("compression=on")).unwrap());
+        assert_eq!(
+            compression_param(Some("compression=maybe"))
+                .unwrap_err()
+                .code,
+            "bad_query"
+        );
+        assert_eq!(
+            compression_param(Some("compression=on&compression=off"))
+                .unwrap_err()
+                .code,
+            "bad_query"
+        );
+    }
 }

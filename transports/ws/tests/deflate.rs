@@ -202,6 +202,41 @@ async fn a_client_limiting_our_window_to_8_gets_plain_frames() {
 }
 
 #[tokio::test]
+async fn compression_off_in_the_url_declines_the_offer() {
+    let gateway = start(config()).await;
+    // Browsers always offer permessage-deflate; `compression=off` is how a page says no.
+    let browser_offer = Some("permessage-deflate; client_max_window_bits");
+    let (mut client, response) =
+        connect_offering(&gateway, "/ws?topics=t&compression=off", browser_offer).await;
+    assert_eq!(response.header("sec-websocket-extensions"), None);
+    client.next_frame().await; // subscribed
+    publish(&gateway, "t", ContentType::Json, padded_payload(3)).await;
+    let frame = client.next_frame().await;
+    assert_eq!((frame.opcode, frame.rsv), (OP_TEXT, 0), "a plain frame");
+    drop(client);
+
+    let (_client, response) =
+        connect_offering(&gateway, "/ws?topics=t&compression=on", browser_offer).await;
+    assert_eq!(
+        response.header("sec-websocket-extensions"),
+        Some("permessage-deflate; server_no_context_takeover")
+    );
+    let headers = with_header(
+        upgrade_headers(gateway.addr),
+        "Sec-WebSocket-Extensions",
+        "permessage-deflate",
+    );
+    let (_client, response) =
+        RawClient::request(gateway.addr, "GET", "/ws?compression=maybe", &headers).await;
+    assert_eq!(response.status, 400, "{response:?}");
+    assert!(
+        String::from_utf8_lossy(&response.body).contains("bad_query"),
+        "{response:?}"
+    );
+    stop(gateway).await;
+}
+
+#[tokio::test]
 async fn compressed_client_messages_are_understood() {
     let gateway = start(config()).await;
     let mut client = connect_deflate(&gateway, "/ws?topics=news").await;

@@ -1,0 +1,987 @@
+// streamgate lab: the page's script. Plain JavaScript, no framework, no build step.
+//
+// Four panels subscribe to the same topics over WebSocket, SSE, long polling and
+// WebTransport. Each URL carries `lab=<tap id>`, which asks the gateway to record that
+// connection's wire traffic; the inspector fetches those records, annotated, from
+// /lab/api/taps/<tap id>. Everything else (latency, resume checks) is measured here.
+'use strict';
+
+const LATENCY_WINDOW = 100; // events in the sliding window of median, p99 and sparkline
+const EVENTS_SHOWN = 8;
+const INSPECTOR_KEEP = 200; // items kept per transport in the inspector
+const RESUME_TIMEOUT_MS = 8000;
+const RECONNECT_DELAY_MS = 1000;
+const DROP_DOWNTIME_MS = 600; // how long a dropped connection stays down before resuming
+const REFRESH_MS = 1000;
+
+const pageId = 'p' + Math.random().toString(36).slice(2, 8);
+const decoder = new TextDecoder();
+
+/** Microseconds since the Unix epoch, like the envelope's `ts`, with sub-millisecond precision. */
+const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `epoch:seq` → seq as a number (exact up to 2^53, far beyond any bus). */
+function seqOf(id) {
+  const at = typeof id === 'string' ? id.lastIndexOf(':') : -1;
+  return at < 0 ? NaN : Number(id.slice(at + 1));
+}
+
+/** Creates an element: el('li', {class: 'x'}, 'text', child). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === 'class') node.className = value;
+    else if (name === 'text') node.textContent = value;
+    else node.setAttribute(name, value === true ? '' : value);
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+function formatMs(ms) {
+  if (!Number.isFinite(ms)) return '–';
+  if (ms < 10) return ms.toFixed(1) + ' ms';
+  if (ms < 10000) return Math.round(ms) + ' ms';
+  return (ms / 1000).toFixed(1) + ' s';
+}
+
+function formatBytes(n) {
+  if (!Number.isFinite(n)) return '–';
+  if (n < 1024) return Math.round(n) + ' B';
+  if (n < 1024 * 1024) return (n / 1024).toFixed(1) + ' KiB';
+  return (n / 1024 / 1024).toFixed(1) + ' MiB';
+}
+
+/** The value at quantile q of sorted numbers (nearest rank). */
+function quantile(sorted, q) {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+}
+
+/** A short, readable digest of an event's data. */
+function shortData(env) {
+  const data = env.data;
+  if (data && data.type === 'ris_message' && data.data) {
+    const d = data.data;
+    const announced = d.announcements?.[0]?.prefixes?.[0];
+    const withdrawn = d.withdrawals?.[0];
+    return `${d.host} ${d.peer} ${announced ? '+' + announced : withdrawn ? '−' + withdrawn : ''}`;
+  }
+  if (data && typeof data === 'object' && data.note) return `${data.note} #${data.n ?? ''}`;
+  return typeof data === 'string' ? data : JSON.stringify(data);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared state
+
+const lab = {
+  config: null,
+  topics: [],
+  labTopic: 'lab',
+  /** Events this page published on the lab topic: {id, at (ms when sent)}. */
+  published: [],
+  publishCount: 0,
+  /** `ref` of publish messages sent over the WebSocket → when sent. */
+  pendingRefs: new Map(),
+  panels: {},
+};
+
+function notePublished(id, at) {
+  lab.published.push({ id, at });
+  if (lab.published.length > 500) lab.published.shift();
+  const status = document.getElementById('published');
+  status.textContent = `${lab.published.length} published on “${lab.labTopic}” · last ${id}`;
+  for (const panel of Object.values(lab.panels)) panel.evaluateResume();
+}
+
+function labData(note) {
+  lab.publishCount += 1;
+  return { note, n: lab.publishCount, page: pageId, at: new Date().toISOString() };
+}
+
+/** POST /publish/lab: the plain HTTP way in. */
+async function publishHttp(note = 'published from the lab') {
+  const at = Date.now();
+  try {
+    const response = await fetch(`/publish/${lab.labTopic}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(labData(note)),
+    });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error?.reason ?? response.status);
+    notePublished(body.id, at);
+    return body.id;
+  } catch (e) {
+    document.getElementById('published').textContent = `Publish failed: ${e.message}`;
+    return null;
+  }
+}
+
+/** A `publish` message over the WebSocket panel's connection: a masked client frame. */
+function publishWs() {
+  const ref = `lab-${pageId}-${lab.publishCount + 1}`;
+  const sent = lab.panels.ws?.client.send({
+    type: 'publish',
+    topic: lab.labTopic,
+    content_type: 'json',
+    data: labData('sent over WebSocket'),
+    ref,
+  });
+  if (sent) lab.pendingRefs.set(ref, Date.now());
+  else document.getElementById('published').textContent = 'The WebSocket is not open right now.';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panels
+
+class Panel {
+  constructor(key, title, how) {
+    this.key = key;
+    this.title = title;
+    this.tapId = `${pageId}-${key}`;
+    const node = document.getElementById('panel-template').content.firstElementChild.cloneNode(true);
+    node.id = `panel-${key}`;
+    node.dataset.transport = key;
+    const heading = node.querySelector('.panel-title');
+    heading.id = `panel-${key}-title`;
+    heading.textContent = title;
+    node.setAttribute('aria-labelledby', heading.id);
+    this.node = node;
+    this.f = {};
+    for (const field of node.querySelectorAll('[data-field]')) this.f[field.dataset.field] = field;
+    this.f.how.textContent = how;
+    this.f.spark.setAttribute('aria-label', `${title}: latency of the last ${LATENCY_WINDOW} events`);
+    this.dropButton = node.querySelector('[data-action="drop"]');
+    this.dropButton.addEventListener('click', () => this.drop());
+    document.getElementById('panels').append(node);
+
+    this.latencies = [];
+    this.count = 0;
+    this.shown = [];
+    this.lastId = null;
+    this.lastSeq = -1;
+    this.seenLab = new Set();
+    this.firstEventAt = null;
+    this.opens = 0;
+    this.connectedAt = 0;
+    this.bytesBase = null;
+    this.bytes = null;
+    this.check = null;
+    this.client = null;
+    this.scheduled = false;
+  }
+
+  setState(text, kind = '') {
+    this.f.state.textContent = text;
+    this.f.state.className = `state ${kind}`;
+  }
+
+  /** A connection (or, for long polling, a poll loop) is up. */
+  onOpen(label = 'open') {
+    this.opens += 1;
+    this.connectedAt = Date.now();
+    this.setState(label, 'open');
+    this.f.reconnects.textContent = String(Math.max(0, this.opens - 1));
+  }
+
+  /** One server message: an event, a notice, or a reply. */
+  onMessage(message) {
+    switch (message.type) {
+      case 'event':
+        return this.onEvent(message);
+      case 'gap':
+      case 'reset':
+      case 'lagged':
+      case 'error':
+        return this.onNotice(message);
+      default:
+        return undefined; // subscribed, published, datagram_fallback: nothing to count
+    }
+  }
+
+  onEvent(env) {
+    const seq = seqOf(env.id);
+    const replayed = env.ts / 1000 < this.connectedAt - 20;
+    if (!replayed && Number.isFinite(env.ts)) {
+      this.latencies.push((nowUs() - env.ts) / 1000);
+      if (this.latencies.length > LATENCY_WINDOW) this.latencies.shift();
+    }
+    if (seq > this.lastSeq) {
+      this.lastSeq = seq;
+      this.lastId = env.id;
+    }
+    if (env.topic === lab.labTopic) this.seenLab.add(env.id);
+    if (this.firstEventAt === null) this.firstEventAt = Date.now();
+    this.count += 1;
+    this.shown.unshift({ env, replayed });
+    if (this.shown.length > EVENTS_SHOWN) this.shown.pop();
+    if (env.topic === lab.labTopic) this.evaluateResume();
+    this.schedule();
+  }
+
+  onNotice(notice) {
+    this.shown.unshift({ notice });
+    if (this.shown.length > EVENTS_SHOWN) this.shown.pop();
+    if (this.check && this.check.state === 'pending' && notice.type === 'gap') {
+      this.finishResume('bad', `Resumed, but the gateway reported a gap: ${notice.after} → ${notice.lost_through}`);
+    }
+    this.schedule();
+  }
+
+  /** Closes the connection, publishes one event while it is down, then resumes. */
+  async drop() {
+    if (!this.client || this.dropButton.disabled) return;
+    // One drop at a time: a second one meanwhile would open a second connection.
+    this.dropButton.disabled = true;
+    const from = this.lastId;
+    this.check = { state: 'pending', from, started: Date.now(), opens: this.opens };
+    this.f.resume.className = 'resume pending';
+    this.f.resume.textContent = `Dropped after ${from ?? 'nothing'}; publishing one event while down…`;
+    this.client.close();
+    this.setState('dropped', 'closed');
+    await publishHttp(`published while ${this.title} was down`);
+    await sleep(DROP_DOWNTIME_MS);
+    this.f.resume.textContent = `Resuming from ${from ?? 'the live stream'}…`;
+    this.client.connect(this.lastId);
+    this.dropButton.disabled = false;
+  }
+
+  /** After a drop: done when reconnected and every event this page published has arrived. */
+  evaluateResume() {
+    const check = this.check;
+    if (!check || check.state !== 'pending' || this.firstEventAt === null) return;
+    const expected = lab.published.filter((p) => p.at >= this.firstEventAt);
+    const missing = expected.filter((p) => !this.seenLab.has(p.id));
+    const reconnected = this.opens > check.opens;
+    if (reconnected && missing.length === 0 && expected.length > 0) {
+      const ms = Date.now() - check.started;
+      this.finishResume('ok', `✓ Resumed from ${check.from ?? 'live'} · 0 missing (${expected.length} of ${expected.length} lab events, ${formatMs(ms)})`);
+    } else if (Date.now() - check.started > RESUME_TIMEOUT_MS) {
+      this.finishResume('bad', `✗ Resumed from ${check.from ?? 'live'} · ${missing.length} missing: ${missing.map((p) => p.id).join(', ')}`);
+    }
+  }
+
+  finishResume(state, text) {
+    this.check.state = state;
+    this.f.resume.className = `resume ${state}`;
+    this.f.resume.textContent = text;
+  }
+
+  /** Byte counters of this panel's tap, from GET /lab/api/taps. */
+  onTap(tap) {
+    if (!this.bytesBase || tap.bytes_out < this.bytesBase.out) {
+      this.bytesBase = { out: tap.bytes_out, in: tap.bytes_in, events: this.count };
+    }
+    const events = this.count - this.bytesBase.events;
+    if (events >= 3) {
+      this.bytes = {
+        out: (tap.bytes_out - this.bytesBase.out) / events,
+        in: (tap.bytes_in - this.bytesBase.in) / events,
+      };
+    }
+    this.schedule();
+  }
+
+  /** Starts bytes/event afresh (after a change of compression or mode). */
+  resetBytes() {
+    this.bytesBase = null;
+    this.bytes = null;
+    this.schedule();
+  }
+
+  schedule() {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    requestAnimationFrame(() => {
+      this.scheduled = false;
+      this.render();
+    });
+  }
+
+  render() {
+    this.f.count.textContent = String(this.count);
+    const sorted = [...this.latencies].sort((a, b) => a - b);
+    const p50 = quantile(sorted, 0.5);
+    const p99 = quantile(sorted, 0.99);
+    this.f.p50.textContent = formatMs(p50);
+    this.f.p99.textContent = formatMs(p99);
+    if (this.bytes) {
+      // What the gateway sent per event, and below it what the client sent (a long poll pays
+      // a request head for every batch).
+      this.f.bpe.replaceChildren(formatBytes(this.bytes.out), el('small', { text: `+${formatBytes(this.bytes.in)} in` }));
+    }
+    this.f.events.replaceChildren(
+      ...this.shown.map((entry) => {
+        if (entry.notice) {
+          const n = entry.notice;
+          return el('li', { class: 'notice' }, el('span', { class: 'id', text: n.type }), el('span', { class: 'topic', text: n.topic ?? '' }), el('span', { class: 'data', text: n.reason ?? n.lost_through ?? n.epoch ?? '' }));
+        }
+        const env = entry.env;
+        return el(
+          'li',
+          { class: entry.replayed ? 'replayed' : '', title: entry.replayed ? 'replayed on resume' : undefined },
+          el('span', { class: 'id', text: env.id }),
+          el('span', { class: `topic ${env.topic === lab.labTopic ? 'lab' : ''}`, text: env.topic }),
+          el('span', { class: 'data', text: shortData(env) }),
+        );
+      }),
+    );
+    drawSparkline(this.f.spark, this.latencies, p50, p99);
+  }
+}
+
+/** Latency of the last events as a line, the median dashed, outliers clipped at the top. */
+function drawSparkline(canvas, values, p50, p99) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || 280;
+  const height = canvas.clientHeight || 56;
+  if (canvas.width !== Math.round(width * ratio)) canvas.width = Math.round(width * ratio);
+  if (canvas.height !== Math.round(height * ratio)) canvas.height = Math.round(height * ratio);
+  const ctx = canvas.getContext('2d');
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  const style = getComputedStyle(canvas.closest('.panel'));
+  const accent = style.getPropertyValue('--accent').trim() || '#2563eb';
+  const muted = style.getPropertyValue('--muted').trim() || '#666';
+  if (values.length < 2) return;
+  const top = Math.max(p99 * 1.2, p50 * 2, 1);
+  const y = (v) => height - 4 - (Math.min(v, top) / top) * (height - 14);
+  const step = width / (LATENCY_WINDOW - 1);
+  const x0 = width - (values.length - 1) * step;
+  ctx.lineWidth = 1.5;
+  ctx.strokeStyle = accent;
+  ctx.beginPath();
+  values.forEach((v, i) => (i ? ctx.lineTo(x0 + i * step, y(v)) : ctx.moveTo(x0, y(v))));
+  ctx.stroke();
+  ctx.setLineDash([3, 3]);
+  ctx.strokeStyle = muted;
+  ctx.beginPath();
+  ctx.moveTo(0, y(p50));
+  ctx.lineTo(width, y(p50));
+  ctx.stroke();
+  ctx.setLineDash([]);
+  ctx.fillStyle = muted;
+  ctx.font = '10px system-ui, sans-serif';
+  ctx.textBaseline = 'top';
+  ctx.fillText(`↑ ${formatMs(top)}`, 4, 2);
+  const legend = '- - median';
+  ctx.fillText(legend, width - ctx.measureText(legend).width - 4, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The four transports. Each client has connect(since), close(), and calls its panel.
+
+const topicsParam = () => lab.topics.map(encodeURIComponent).join(',');
+const sinceParam = (since) => (since ? `&since=${encodeURIComponent(since)}` : '');
+
+class WsClient {
+  constructor(panel) {
+    this.panel = panel;
+    this.ws = null;
+    this.compression = lab.config.ws_compression !== false;
+  }
+
+  url(since) {
+    const compression = this.compression ? '' : '&compression=off';
+    return `ws://${location.host}/ws?topics=${topicsParam()}&lab=${this.panel.tapId}${compression}${sinceParam(since)}`;
+  }
+
+  connect(since) {
+    const ws = new WebSocket(this.url(since));
+    this.ws = ws;
+    this.panel.setState('connecting', 'waiting');
+    ws.onopen = () => {
+      const deflate = ws.extensions.includes('permessage-deflate');
+      this.panel.onOpen(deflate ? 'open · deflate' : 'open');
+    };
+    ws.onmessage = (m) => {
+      if (typeof m.data !== 'string') return;
+      let message;
+      try {
+        message = JSON.parse(m.data);
+      } catch {
+        return;
+      }
+      if (message.type === 'published' && lab.pendingRefs.has(message.ref)) {
+        notePublished(message.id, lab.pendingRefs.get(message.ref));
+        lab.pendingRefs.delete(message.ref);
+      }
+      this.panel.onMessage(message);
+    };
+    ws.onclose = (e) => {
+      if (this.ws !== ws) return; // closed on purpose
+      this.ws = null;
+      this.panel.setState(`closed ${e.code}`, 'closed');
+      setTimeout(() => this.ws || this.connect(this.panel.lastId), RECONNECT_DELAY_MS);
+    };
+  }
+
+  close() {
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000, 'dropped by the lab page');
+  }
+
+  send(message) {
+    if (this.ws?.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  controls(box) {
+    const input = el('input', { type: 'checkbox', id: 'ws-compression' });
+    input.checked = this.compression;
+    input.disabled = lab.config.ws_compression === false;
+    input.addEventListener('change', () => {
+      this.compression = input.checked;
+      this.panel.resetBytes();
+      this.close();
+      this.connect(this.panel.lastId);
+    });
+    box.append(el('label', { for: 'ws-compression' }, input, 'permessage-deflate'));
+  }
+}
+
+class SseClient {
+  constructor(panel) {
+    this.panel = panel;
+    this.source = null;
+  }
+
+  connect(since) {
+    const source = new EventSource(`/sse?topics=${topicsParam()}&lab=${this.panel.tapId}${sinceParam(since)}`);
+    this.source = source;
+    this.panel.setState('connecting', 'waiting');
+    const onMessage = (e) => {
+      try {
+        this.panel.onMessage(JSON.parse(e.data));
+      } catch {
+        /* not an envelope */
+      }
+    };
+    for (const topic of lab.topics) source.addEventListener(topic, onMessage);
+    for (const notice of ['@gap', '@reset', '@lagged']) source.addEventListener(notice, onMessage);
+    // Also after the browser reconnected by itself (the server ended the stream), sending
+    // Last-Event-ID: that is a reconnect too.
+    source.onopen = () => this.panel.onOpen();
+    source.onerror = () => {
+      if (this.source !== source) return;
+      if (source.readyState === EventSource.CLOSED) {
+        this.source = null;
+        this.panel.setState('closed', 'closed');
+        setTimeout(() => this.source || this.connect(this.panel.lastId), RECONNECT_DELAY_MS);
+      } else {
+        this.panel.setState('reconnecting', 'waiting');
+      }
+    };
+  }
+
+  close() {
+    this.source?.close();
+    this.source = null;
+  }
+
+  controls() {}
+}
+
+class PollClient {
+  constructor(panel) {
+    this.panel = panel;
+    this.cursor = null;
+    this.generation = 0;
+    this.abort = null;
+  }
+
+  /** Starts a poll loop. `since` is unused: the loop keeps its own cursor across drops. */
+  connect() {
+    this.loop(++this.generation);
+  }
+
+  async loop(generation) {
+    let first = true;
+    this.panel.setState('connecting', 'waiting');
+    while (generation === this.generation) {
+      this.abort = new AbortController();
+      const cursor = this.cursor ? `&cursor=${encodeURIComponent(this.cursor)}` : '';
+      try {
+        const response = await fetch(`/poll?topics=${topicsParam()}&lab=${this.panel.tapId}&timeout=25${cursor}`, {
+          signal: this.abort.signal,
+          cache: 'no-store',
+        });
+        const body = await response.json();
+        if (!response.ok) throw new Error(body.error?.reason ?? `HTTP ${response.status}`);
+        if (generation !== this.generation) return;
+        if (first) {
+          this.panel.onOpen('polling');
+          first = false;
+        }
+        this.cursor = body.cursor;
+        for (const message of body.messages) this.panel.onMessage(message);
+      } catch (e) {
+        if (generation !== this.generation) return;
+        this.panel.setState('error, retrying', 'closed');
+        first = true;
+        await sleep(RECONNECT_DELAY_MS);
+      }
+    }
+  }
+
+  close() {
+    this.generation += 1;
+    this.abort?.abort();
+  }
+
+  controls() {}
+}
+
+class WtClient {
+  constructor(panel) {
+    this.panel = panel;
+    this.session = null;
+    this.mode = 'stream';
+    this.generation = 0;
+  }
+
+  async connect(since) {
+    const generation = ++this.generation;
+    this.panel.setState('connecting', 'waiting');
+    let session;
+    try {
+      // Fetched each time: a generated certificate is rotated every few days.
+      const doc = await (await fetch('/wt/cert-hash', { cache: 'no-store' })).json();
+      const url = `${doc.url}?topics=${topicsParam()}&mode=${this.mode}&lab=${this.panel.tapId}${sinceParam(since)}`;
+      session = new WebTransport(url, {
+        serverCertificateHashes: [{ algorithm: 'sha-256', value: new Uint8Array(doc.value) }],
+      });
+      await session.ready;
+    } catch (e) {
+      if (generation !== this.generation) return;
+      this.panel.setState('failed, retrying', 'closed');
+      await sleep(RECONNECT_DELAY_MS * 2);
+      if (generation === this.generation) this.connect(this.panel.lastId);
+      return;
+    }
+    if (generation !== this.generation) {
+      session.close();
+      return;
+    }
+    this.session = session;
+    this.panel.onOpen(`open · ${this.mode}`);
+    this.readStreams(session);
+    if (this.mode === 'datagram') this.readDatagrams(session);
+    session.closed
+      .catch(() => {})
+      .finally(() => {
+        if (this.session !== session) return; // closed on purpose
+        this.session = null;
+        this.panel.setState('closed', 'closed');
+        setTimeout(() => this.session || this.connect(this.panel.lastId), RECONNECT_DELAY_MS);
+      });
+  }
+
+  /** Every server-opened stream carries length-prefixed messages. */
+  async readStreams(session) {
+    try {
+      const streams = session.incomingUnidirectionalStreams.getReader();
+      for (;;) {
+        const { value, done } = await streams.read();
+        if (done) return;
+        this.readFramed(value);
+      }
+    } catch {
+      /* the session ended */
+    }
+  }
+
+  async readFramed(stream) {
+    const reader = stream.getReader();
+    let pending = new Uint8Array(0);
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        const joined = new Uint8Array(pending.length + value.length);
+        joined.set(pending);
+        joined.set(value, pending.length);
+        pending = joined;
+        while (pending.length >= 4) {
+          const length = new DataView(pending.buffer, pending.byteOffset).getUint32(0);
+          if (pending.length < 4 + length) break;
+          this.onMessage(pending.subarray(4, 4 + length));
+          pending = pending.slice(4 + length);
+        }
+      }
+    } catch {
+      /* the stream or session ended */
+    }
+  }
+
+  async readDatagrams(session) {
+    try {
+      const reader = session.datagrams.readable.getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        this.onMessage(value);
+      }
+    } catch {
+      /* the session ended */
+    }
+  }
+
+  onMessage(bytes) {
+    if (bytes[0] !== 0x7b) return; // a binary envelope: not asked for here
+    try {
+      this.panel.onMessage(JSON.parse(decoder.decode(bytes)));
+    } catch {
+      /* not JSON */
+    }
+  }
+
+  close() {
+    this.generation += 1;
+    const session = this.session;
+    this.session = null;
+    try {
+      session?.close({ closeCode: 0, reason: 'dropped by the lab page' });
+    } catch {
+      /* already closed */
+    }
+  }
+
+  controls(box) {
+    const select = el(
+      'select',
+      { id: 'wt-mode' },
+      ...['stream', 'stream-per-event', 'datagram'].map((mode) => el('option', { value: mode, text: mode })),
+    );
+    select.addEventListener('change', () => {
+      this.mode = select.value;
+      this.panel.resetBytes();
+      this.close();
+      this.connect(this.panel.lastId);
+    });
+    box.append(el('label', { for: 'wt-mode' }, 'mode', select));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Byte counters from the taps
+
+async function refreshTaps() {
+  try {
+    const response = await fetch('/lab/api/taps', { cache: 'no-store' });
+    if (!response.ok) return;
+    const body = await response.json();
+    for (const tap of body.taps) {
+      const panel = Object.values(lab.panels).find((p) => p.tapId === tap.id);
+      panel?.onTap(tap);
+    }
+  } catch {
+    /* the gateway is restarting; try again next time */
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wire inspector
+
+const ABOUT = {
+  ws: 'The upgrade is an ordinary HTTP/1.1 request; the 101 answer proves the server speaks WebSocket by hashing the client’s key with a fixed GUID. After it the same TCP connection carries frames: 2 to 14 header bytes, then the payload. The server’s frames are not masked; every client frame is, with a fresh 4-byte key. With permessage-deflate, RSV1 marks a compressed message.',
+  sse: 'One long HTTP response that never ends: each event is a block of “field: value” lines closed by a blank line. Over HTTP/1.1 the body is chunked, each chunk prefixed by its size in hex. The id: line is what the browser sends back as Last-Event-ID when it reconnects.',
+  poll: 'Every batch is a whole HTTP request and response: the headers are paid again for each poll, and an event published while no request is waiting waits for the next one. The cursor in each answer is where the next poll resumes.',
+  wt: 'QUIC encrypts everything, so the gateway records what the WebTransport layer sees: the session’s extended CONNECT, the streams it opens (their ids say who opened them and which way they go), the length-prefixed messages it hands to each, and datagrams.',
+};
+
+const inspector = {
+  selected: 'ws',
+  stores: {},
+  paused: false,
+  busy: false,
+};
+
+function inspectorStore(key) {
+  if (!inspector.stores[key]) {
+    inspector.stores[key] = { items: new Map(), nodes: new Map(), nextAfter: 0, opening: [], asking: null, clock: null };
+  }
+  return inspector.stores[key];
+}
+
+function selectTab(key, focus = false) {
+  inspector.selected = key;
+  for (const tab of document.querySelectorAll('#inspector-tabs [role="tab"]')) {
+    const selected = tab.dataset.transport === key;
+    tab.setAttribute('aria-selected', String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    if (selected && focus) tab.focus();
+  }
+  document.getElementById('inspector-panel').setAttribute('aria-labelledby', `tab-${key}`);
+  document.getElementById('inspector-about').textContent = ABOUT[key];
+  renderInspector(true);
+  refreshInspector();
+}
+
+function setPaused(paused, why = '') {
+  inspector.paused = paused;
+  const button = document.getElementById('inspector-pause');
+  button.setAttribute('aria-pressed', String(paused));
+  button.textContent = paused ? 'Resume' : 'Pause';
+  const banner = document.getElementById('inspector-paused');
+  banner.hidden = !paused;
+  banner.replaceChildren(`Paused${why}: new traffic is not shown until you resume.`);
+  if (paused) {
+    const resume = el('button', { type: 'button', text: 'Resume' });
+    resume.addEventListener('click', () => setPaused(false));
+    banner.append(resume);
+  } else {
+    refreshInspector();
+  }
+}
+
+async function refreshInspector() {
+  if (inspector.paused || inspector.busy) return;
+  const key = inspector.selected;
+  const panel = lab.panels[key];
+  if (!panel) return;
+  const store = inspectorStore(key);
+  if (panel.opens === 0) {
+    // No connection yet, so no tap: asking would be a 404.
+    document.getElementById('inspector-tap').textContent = `Nothing recorded yet for tap ${panel.tapId}.`;
+    return;
+  }
+  inspector.busy = true;
+  try {
+    const response = await fetch(`/lab/api/taps/${panel.tapId}?after=${store.nextAfter}`, { cache: 'no-store' });
+    const body = await response.json();
+    if (response.status === 404) {
+      document.getElementById('inspector-tap').textContent = `Nothing recorded yet for tap ${panel.tapId}.`;
+      return;
+    }
+    if (!response.ok) throw new Error(body.error?.reason ?? response.status);
+    // Lab clock (µs) → wall clock (ms), to show when each item happened.
+    store.clock = Date.now() - body.now_us / 1000;
+    store.nextAfter = body.next_after;
+    const tap = body.tap;
+    document.getElementById('inspector-tap').textContent =
+      `tap ${tap.id} · ${tap.transport} · peer ${tap.peer} · ${tap.connections} connection${tap.connections === 1 ? '' : 's'} (${tap.live} live) · ` +
+      `${tap.records} records kept, ${tap.evicted} dropped by the ring, ${tap.truncated} cut · ${formatBytes(tap.bytes_out)} out, ${formatBytes(tap.bytes_in)} in`;
+    for (const item of body.items) {
+      store.items.delete(item.key); // re-sent items move to their place in time
+      store.items.set(item.key, item);
+      // The opening shown is the latest complete exchange: a request (or CONNECT) and its
+      // answer. A long poll still waiting keeps the previous one on show.
+      if (isOpening(item)) {
+        if (item.direction === 'in') store.asking = item;
+        else if (store.asking && store.asking.conn === item.conn) store.opening = [store.asking, item];
+        else store.opening = [item];
+      }
+    }
+    while (store.items.size > INSPECTOR_KEEP) store.items.delete(store.items.keys().next().value);
+    if (key === inspector.selected) renderInspector(false);
+  } catch {
+    /* try again at the next refresh */
+  } finally {
+    inspector.busy = false;
+  }
+}
+
+function isOpening(item) {
+  if (item.kind === 'http-head') return true;
+  return item.kind === 'wt-session' && (item.title.startsWith('CONNECT') || item.title.startsWith('session accepted'));
+}
+
+/** Draws the opening, and adds new traffic items on top (existing nodes stay, open or not). */
+function renderInspector(full) {
+  const key = inspector.selected;
+  const store = inspectorStore(key);
+  const list = document.getElementById('inspector-items');
+  if (full) {
+    list.replaceChildren();
+    store.nodes = new Map();
+  }
+  document.getElementById('inspector-opening').replaceChildren(...store.opening.map((item) => itemNode(item, store)));
+  for (const [k, node] of store.nodes) {
+    if (!store.items.has(k)) {
+      node.remove();
+      store.nodes.delete(k);
+    }
+  }
+  for (const item of store.items.values()) {
+    const old = store.nodes.get(item.key);
+    if (old && old.dataset.size === String(item.size)) continue;
+    const node = itemNode(item, store);
+    if (old) old.replaceWith(node);
+    else list.prepend(node);
+    store.nodes.set(item.key, node);
+  }
+}
+
+function timeOf(item, store) {
+  const wall = new Date((store.clock ?? Date.now()) + item.t_us / 1000);
+  return wall.toTimeString().slice(0, 8) + '.' + String(wall.getMilliseconds()).padStart(3, '0');
+}
+
+function hasViolation(notes) {
+  return notes.some((n) => n.label === 'violation' || hasViolation(n.children));
+}
+
+function itemNode(item, store) {
+  const bytes = Uint8Array.from(atob(item.data), (c) => c.charCodeAt(0));
+  const out = item.direction === 'out';
+  const size = item.kept < item.size ? `${formatBytes(item.size)} (${item.kept} kept)` : formatBytes(item.size);
+  const summary = el(
+    'summary',
+    {},
+    el('span', { class: 't', text: timeOf(item, store) }),
+    el('span', { class: `dir ${item.direction}`, title: out ? 'gateway → client' : 'client → gateway', text: out ? '→' : '←' }),
+    el('span', { class: 'kind', text: item.kind }),
+    el('span', { class: 'title' }, hasViolation(item.notes) ? el('span', { class: 'violation-flag', text: '⚠ ' }) : null, item.title),
+    el('span', { class: 'size', text: size }),
+  );
+  summary.prepend(el('span', { class: 'visually-hidden', text: out ? 'gateway to client: ' : 'client to gateway: ' }));
+  const hex = el('pre', { class: 'hex', 'aria-label': 'bytes in hex' });
+  const body = el('div', { class: 'body' }, el('p', { class: 'captured', text: item.captured }), notesNode(item.notes), hex);
+  const details = el('details', {}, summary, body);
+  details.addEventListener('toggle', () => {
+    if (!details.open) return;
+    if (!hex.childElementCount) renderHex(hex, bytes);
+    if (!inspector.paused && details.closest('#inspector-items')) setPaused(true, ' while you read');
+  });
+  body.addEventListener('mouseover', (e) => highlight(e, hex, true));
+  body.addEventListener('mouseout', (e) => highlight(e, hex, false));
+  body.addEventListener('focusin', (e) => highlight(e, hex, true));
+  body.addEventListener('focusout', (e) => highlight(e, hex, false));
+  const node = el('li', { class: `item ${item.direction}`, 'data-key': item.key, 'data-size': String(item.size) }, details);
+  return node;
+}
+
+function notesNode(notes) {
+  return el(
+    'ul',
+    { class: 'notes' },
+    ...notes.map((note) => {
+      const range = note.bytes ? `${note.bytes[0]},${note.bytes[1]}` : undefined;
+      const violation = note.label === 'violation';
+      return el(
+        'li',
+        {},
+        el(
+          'span',
+          { class: `note${range ? ' has-bytes' : ''}${violation ? ' violation' : ''}`, 'data-range': range, tabindex: range ? '0' : undefined },
+          el('span', { class: 'label', text: note.label }),
+          el('span', { class: 'value', text: note.value }),
+          note.explain ? el('span', { class: 'explain', text: note.explain }) : null,
+        ),
+        note.children.length ? notesNode(note.children) : null,
+      );
+    }),
+  );
+}
+
+const HEX_SHOWN = 1024;
+
+/** A classic hex dump, 16 bytes a row, each byte a span so that notes can light it up. */
+function renderHex(pre, bytes) {
+  const rows = [];
+  const shown = Math.min(bytes.length, HEX_SHOWN);
+  for (let row = 0; row < shown; row += 16) {
+    const hexPart = el('span', { class: 'bytes' });
+    const textPart = el('span', { class: 'ascii' });
+    for (let i = row; i < row + 16; i++) {
+      if (i < shown) {
+        const b = bytes[i];
+        hexPart.append(el('span', { 'data-i': String(i), text: b.toString(16).padStart(2, '0') }), i % 16 === 7 ? '  ' : ' ');
+        textPart.append(el('span', { 'data-i': String(i), text: b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '·' }));
+      } else {
+        hexPart.append(i % 16 === 7 ? '    ' : '   ');
+      }
+    }
+    rows.push(el('div', { class: 'row' }, el('span', { class: 'off', text: row.toString(16).padStart(4, '0') }), hexPart, textPart));
+  }
+  if (bytes.length > shown) rows.push(el('div', { class: 'more', text: `… ${bytes.length - shown} more bytes` }));
+  pre.replaceChildren(...rows);
+}
+
+function highlight(event, hex, on) {
+  const note = event.target.closest?.('.note[data-range]');
+  if (!note) return;
+  note.classList.toggle('hot', on);
+  const [start, end] = note.dataset.range.split(',').map(Number);
+  for (const span of hex.querySelectorAll('[data-i]')) {
+    const i = Number(span.dataset.i);
+    if (i >= start && i < end) span.classList.toggle('hot', on);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+const TRANSPORTS = [
+  ['ws', 'WebSocket', 'new WebSocket(); resumes with ?since=<last id>.', WsClient],
+  ['sse', 'Server-Sent Events', 'EventSource; the browser resumes with Last-Event-ID.', SseClient],
+  ['poll', 'Long polling', 'fetch() in a loop; each poll sends cursor=<last id>.', PollClient],
+  ['wt', 'WebTransport', 'HTTP/3 over QUIC (UDP); resumes with ?since=<last id>. Bytes as handed to QUIC.', WtClient],
+];
+
+async function start() {
+  try {
+    lab.config = await (await fetch('/lab/api/config', { cache: 'no-store' })).json();
+  } catch (e) {
+    document.getElementById('published').textContent = `Cannot load /lab/api/config: ${e.message}`;
+    return;
+  }
+  lab.labTopic = lab.config.lab_topic;
+  lab.topics = [lab.config.demo_topic, lab.config.lab_topic];
+  document.getElementById('topics').textContent = lab.topics.join(', ');
+  const available = {
+    ws: lab.config.transports.ws,
+    sse: lab.config.transports.sse,
+    poll: lab.config.transports.longpoll,
+    wt: lab.config.transports.webtransport && typeof WebTransport === 'function',
+  };
+  const tabs = document.getElementById('inspector-tabs');
+  for (const [key, title, how, Client] of TRANSPORTS) {
+    const panel = new Panel(key, title, how);
+    lab.panels[key] = panel;
+    const tab = el('button', { type: 'button', role: 'tab', id: `tab-${key}`, 'data-transport': key, 'aria-controls': 'inspector-panel', text: title });
+    tab.addEventListener('click', () => selectTab(key));
+    tabs.append(tab);
+    if (!available[key]) {
+      panel.setState('not available', 'closed');
+      panel.dropButton.disabled = true;
+      continue;
+    }
+    panel.client = new Client(panel);
+    panel.client.controls(panel.f.controls);
+    panel.client.connect(null);
+  }
+  tabs.addEventListener('keydown', (e) => {
+    const keys = TRANSPORTS.map((t) => t[0]);
+    const at = keys.indexOf(inspector.selected);
+    if (e.key === 'ArrowRight') selectTab(keys[(at + 1) % keys.length], true);
+    else if (e.key === 'ArrowLeft') selectTab(keys[(at + keys.length - 1) % keys.length], true);
+    else return;
+    e.preventDefault();
+  });
+  document.getElementById('publish-http').addEventListener('click', () => publishHttp());
+  document.getElementById('publish-ws').addEventListener('click', publishWs);
+  document.getElementById('inspector-pause').addEventListener('click', () => setPaused(!inspector.paused));
+  document.getElementById('inspector-clear').addEventListener('click', () => {
+    const store = inspectorStore(inspector.selected);
+    store.items.clear();
+    renderInspector(true);
+  });
+  selectTab('ws');
+  setInterval(refreshInspector, REFRESH_MS);
+  setInterval(refreshTaps, REFRESH_MS);
+  setInterval(() => Object.values(lab.panels).forEach((p) => p.evaluateResume()), 500);
+}
+
+// For tests and the curious (devtools): the page's state.
+window.streamgateLab = { lab, inspector };
+
+start();

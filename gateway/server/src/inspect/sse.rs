@@ -1,0 +1,143 @@
+//! `inspect http://…/sse`: what an `EventSource` sends and gets, one layer at a time — the
+//! request, the response head, the HTTP/1.1 chunks that carry a body of unknown length, and
+//! the SSE blocks inside them.
+
+use anyhow::Context as _;
+use streamgate_proto::wire_notes::{annotate_chunks, annotate_sse, Note};
+use tokio::io::AsyncReadExt as _;
+
+use super::http::{self, HeadRead};
+use super::{rebased, InspectArgs, Printer, Side, Stop, StopWhen, Target};
+
+pub(super) async fn run(
+    target: &Target,
+    args: &InspectArgs,
+    stop: &StopWhen,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
+    let mut tcp = http::connect(&target.authority(), printer).await?;
+    // What a browser's EventSource sends, Last-Event-ID included when it resumes.
+    let mut request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
+        target.path_and_query(),
+        target.authority()
+    );
+    if let Some(since) = &args.since {
+        request.push_str(&format!("Last-Event-ID: {since}\r\n"));
+    }
+    request.push_str("\r\n");
+    http::send_head(
+        &mut tcp,
+        &request,
+        "the request, as an EventSource sends it",
+        printer,
+    )
+    .await?;
+
+    let mut raw = Vec::with_capacity(16 * 1024);
+    let head = match http::read_head(&mut tcp, &mut raw, stop, "the response head", printer).await?
+    {
+        HeadRead::Head(head) => head,
+        HeadRead::Stopped => {
+            printer.say("stopped before the server answered");
+            return Ok(());
+        }
+    };
+    let chunked = http::header(&head, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if http::status(&head) != Some(200) {
+        if let Some(len) = http::header(&head, "content-length").and_then(|v| v.parse().ok()) {
+            let body = http::read_body(&mut tcp, &mut raw, len).await?;
+            printer.record(
+                Side::Server,
+                "the response body",
+                body.len(),
+                &[Note::new(
+                    "body",
+                    String::from_utf8_lossy(&body),
+                    "Why the request was refused (docs/PROTOCOL.md §6).",
+                )],
+            );
+        }
+        anyhow::bail!("the server answered {}", head.value);
+    }
+    if chunked {
+        printer.say("the body is chunked: each piece the server writes comes as a chunk (size in hex, data, CR LF); the SSE text is inside");
+    }
+
+    // The SSE text taken out of the chunks, and how far into it blocks were shown.
+    let mut text = Vec::new();
+    let mut stopped = false;
+    loop {
+        let mut events = 0;
+        if chunked {
+            let (chunks, consumed) = annotate_chunks(&raw);
+            for chunk in chunks {
+                let (start, end) = chunk.bytes.unwrap_or((0, 0));
+                if let Some((data_start, data_end)) = chunk.find("chunk data").and_then(|n| n.bytes)
+                {
+                    text.extend_from_slice(&raw[data_start..data_end]);
+                }
+                let last = chunk.label == "last chunk";
+                printer.record(
+                    Side::Server,
+                    if last {
+                        "the last chunk: the body ends"
+                    } else {
+                        "an HTTP chunk"
+                    },
+                    end - start,
+                    &[rebased(chunk, start)],
+                );
+                events += show_blocks(&mut text, printer);
+                if last {
+                    printer.say("the server ended the stream; an EventSource would reconnect after its retry delay, sending Last-Event-ID");
+                    stop.saw_events(events);
+                    return Ok(());
+                }
+            }
+            raw.drain(..consumed);
+        } else if !raw.is_empty() {
+            // Not chunked (an HTTP/1.0 peer, or a proxy): the body is the SSE text itself.
+            printer.record(Side::Server, "body bytes", raw.len(), &[]);
+            text.append(&mut raw);
+            events += show_blocks(&mut text, printer);
+        }
+        if stop.saw_events(events) || stopped {
+            printer.say("closing the TCP connection: that is how an SSE client stops (an EventSource's close())");
+            return Ok(());
+        }
+        tokio::select! {
+            why = stop.reached() => {
+                printer.say(match why {
+                    Stop::Deadline => "--duration reached",
+                    Stop::Interrupted => "interrupted",
+                });
+                stopped = true;
+            }
+            read = tcp.read_buf(&mut raw) => {
+                if read.context("reading the stream")? == 0 {
+                    printer.say("the server closed the connection; an EventSource would reconnect after its retry delay, sending Last-Event-ID");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Prints the complete SSE blocks at the start of `text` and removes them; returns how many
+/// events they carried.
+fn show_blocks(text: &mut Vec<u8>, printer: &mut Printer) -> u64 {
+    let (blocks, consumed) = annotate_sse(text);
+    let mut events = 0;
+    for block in blocks {
+        let start = block.bytes.map_or(0, |(start, _)| start);
+        events += u64::from(block.label == "SSE event");
+        printer.nested(
+            "an SSE block in that data (offsets from the block's first byte):",
+            &[rebased(block, start)],
+        );
+    }
+    text.drain(..consumed);
+    events
+}

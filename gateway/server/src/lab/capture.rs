@@ -1,0 +1,177 @@
+//! The gateway's half of tapping an HTTP request: its head, the response head, and the
+//! response body chunk by chunk. Transports record what only they can see (the bytes of an
+//! upgraded WebSocket, a WebTransport session); everything HTTP passes through here.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use streamgate_core::{is_credential_header, BoxError, Direction, RecordKind, Tap};
+
+use crate::http::Body;
+
+fn version_text(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn push_headers(head: &mut Vec<u8>, headers: &http::HeaderMap) {
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        if is_credential_header(name.as_str()) {
+            head.extend_from_slice(format!("({} bytes, not recorded)", value.len()).as_bytes());
+        } else {
+            head.extend_from_slice(value.as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The request head in HTTP/1.1 text form, rebuilt from what hyper parsed: hyper keeps no
+/// copy of the raw bytes, and lower-cases header names. (Over HTTP/2 the same fields travel
+/// as HPACK-compressed HEADERS frames; the text form still shows what was asked.) Credentials
+/// (`Cookie`, `Authorization`) are replaced by their length: anyone who can reach the lab can
+/// read its taps.
+pub(crate) fn request_head<B>(request: &Request<B>) -> Vec<u8> {
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut head = format!(
+        "{} {target} {}\r\n",
+        request.method(),
+        version_text(request.version())
+    )
+    .into_bytes();
+    push_headers(&mut head, request.headers());
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// The response head as hyper will write it over HTTP/1.1: the status line and the headers
+/// the gateway set, plus the framing header hyper adds from the body (`content-length` for a
+/// body of known size, `transfer-encoding: chunked` for a stream). hyper also adds `date`,
+/// left out here rather than invented.
+pub(crate) fn response_head(response: &Response<Body>, version: Version) -> Vec<u8> {
+    let status = response.status();
+    let mut head = format!(
+        "{} {} {}\r\n",
+        version_text(version),
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    push_headers(&mut head, response.headers());
+    let has_body = !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    let framed = response.headers().contains_key(header::CONTENT_LENGTH)
+        || response.headers().contains_key(header::TRANSFER_ENCODING);
+    if has_body && !framed {
+        match response.body().size_hint().exact() {
+            Some(length) => {
+                head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes())
+            }
+            None if version == Version::HTTP_11 => {
+                head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            }
+            // HTTP/1.0 delimits a stream by closing the connection, HTTP/2 by its frames.
+            None => {}
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Records the response head, and wraps the body of a streaming transport so that each chunk
+/// is recorded as it leaves (`sse` chunks, `longpoll` bodies).
+pub(crate) fn tapped_response(
+    response: Response<Body>,
+    version: Version,
+    tap: Tap,
+    transport: &str,
+) -> Response<Body> {
+    tap.record(
+        Direction::Out,
+        RecordKind::HttpHead,
+        &response_head(&response, version),
+    );
+    let kind = match transport {
+        "sse" if response.status().is_success() => RecordKind::SseChunk,
+        "longpoll" => RecordKind::PollBody,
+        // A WebSocket's 101 has no body; its bytes are recorded by the transport itself.
+        _ => return response,
+    };
+    response.map(|inner| TappedBody { inner, tap, kind }.boxed())
+}
+
+/// A response body that records each data chunk it yields.
+#[derive(Debug)]
+struct TappedBody {
+    inner: Body,
+    tap: Tap,
+    kind: RecordKind,
+}
+
+impl HttpBody for TappedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.tap.record(Direction::Out, this.kind, data);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use streamgate_core::full_body;
+
+    use super::*;
+
+    #[test]
+    fn heads_in_http1_text_form() {
+        let request = Request::get("/poll?topics=demo&lab=t")
+            .header("host", "127.0.0.1:8080")
+            .header("Accept", "*/*")
+            .header("Cookie", "session=secret")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(request_head(&request)).unwrap(),
+            "GET /poll?topics=demo&lab=t HTTP/1.1\r\nhost: 127.0.0.1:8080\r\naccept: */*\r\n\
+             cookie: (14 bytes, not recorded)\r\n\r\n"
+        );
+        let response = Response::builder()
+            .header("content-type", "application/json")
+            .body(full_body("{}"))
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(response_head(&response, Version::HTTP_11)).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
+        );
+    }
+}

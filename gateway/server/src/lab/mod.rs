@@ -1,0 +1,207 @@
+//! # The teaching lab
+//!
+//! `GET /lab` is one page that subscribes to the same topics over all four transports side by
+//! side (WebSocket, SSE, long polling, WebTransport), measures each, and shows what each one
+//! really put on the wire, annotated field by field.
+//!
+//! The wire view comes from *taps* inside the gateway, not from the browser (which hides
+//! frames and headers from pages):
+//!
+//! 1. The page adds `lab=<tap id>` to the URLs it opens. [`crate::App`] gives such a request a
+//!    [`Tap`](streamgate_core::Tap) (in its extensions) and records its request head; every
+//!    other request gets none, and costs nothing more than looking for `lab=` in its query.
+//! 2. Whoever holds the bytes records them, once, with no parsing: the gateway the response
+//!    head and each chunk of a streaming body ([`capture`]), the WebSocket transport the bytes
+//!    of the upgraded socket, the WebTransport transport its session events, stream writes
+//!    and datagrams.
+//! 3. Records go to a bounded ring per tap ([`ring`]).
+//! 4. Only when the inspector asks (`GET /lab/api/taps/{id}`) are records put back together
+//!    and annotated by `streamgate_proto::wire_notes` ([`view`]).
+//!
+//! ## Routes
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /lab` | the page (HTML, CSS and JS embedded in the binary; no CDN, no build step) |
+//! | `GET /lab/api/config` | topics, WebSocket compression, WebTransport URL and certificate hash, tap limits |
+//! | `GET /lab/api/taps` | every tap: id, transport, peer, when opened, records, bytes each way |
+//! | `GET /lab/api/taps/{id}?after=<seq>` | the tap's records after `seq`, annotated |
+//!
+//! Errors are the gateway's JSON errors (`docs/PROTOCOL.md` §6); an unknown tap is a `404`.
+//! With `[lab] enabled = false` none of this exists: `/lab` is a `404` and `lab=` is ignored.
+
+pub(crate) mod capture;
+mod ring;
+mod view;
+
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use streamgate_core::{full_body, is_valid_tap_id, Tap, TapConnection, TapRegistry};
+
+use crate::config::LabConfig;
+use crate::http::{json, Body, Rejection};
+use crate::App;
+
+use self::ring::Taps;
+
+/// The topic the page's publish button publishes to (and every panel subscribes to, beside
+/// the demo topic): events the page itself made, so it can tell whether a resumed connection
+/// missed any.
+pub(crate) const LAB_TOPIC: &str = "lab";
+
+const INDEX_HTML: &str = include_str!("../../lab/index.html");
+const LAB_CSS: &str = include_str!("../../lab/lab.css");
+const LAB_JS: &str = include_str!("../../lab/lab.js");
+
+/// The lab: its taps and its routes. One per gateway, when `[lab] enabled`.
+#[derive(Debug)]
+pub(crate) struct Lab {
+    config: LabConfig,
+    taps: Taps,
+}
+
+impl Lab {
+    /// A lab with no taps yet.
+    pub(crate) fn new(config: LabConfig) -> Self {
+        Self {
+            taps: Taps::new(config.clone()),
+            config,
+        }
+    }
+
+    /// Serves a request under `/lab`.
+    pub(crate) fn handle(&self, app: &App, request: &Request<Incoming>) -> Response<Body> {
+        self.route(app, request)
+            .unwrap_or_else(Rejection::into_response)
+    }
+
+    fn route(&self, app: &App, request: &Request<Incoming>) -> Result<Response<Body>, Rejection> {
+        let path = request.uri().path();
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return Err(Rejection::method_not_allowed("GET, HEAD"));
+        }
+        match path {
+            "/lab" | "/lab/" => Ok(asset(INDEX_HTML, "text/html; charset=utf-8")),
+            "/lab/lab.css" => Ok(asset(LAB_CSS, "text/css; charset=utf-8")),
+            "/lab/lab.js" => Ok(asset(LAB_JS, "text/javascript; charset=utf-8")),
+            "/lab/api/config" => Ok(api(self.page_config(app))),
+            "/lab/api/taps" => Ok(api(serde_json::json!({
+                "now_us": self.taps.now_us(),
+                "limits": self.limits(),
+                "taps": self.taps.summaries(),
+            }))),
+            _ => match path.strip_prefix("/lab/api/taps/") {
+                Some(id) => self.tap(id, request.uri().query()),
+                None => Err(Rejection::not_found(path)),
+            },
+        }
+    }
+
+    fn limits(&self) -> serde_json::Value {
+        serde_json::json!({
+            "max_connections": self.config.max_connections,
+            "records_per_connection": self.config.records_per_connection,
+            "max_record_bytes": self.config.max_record_bytes,
+        })
+    }
+
+    fn page_config(&self, app: &App) -> serde_json::Value {
+        let config = &app.config;
+        #[cfg(feature = "ws")]
+        let ws_compression = Some(config.ws.compression);
+        #[cfg(not(feature = "ws"))]
+        let ws_compression: Option<bool> = None;
+        serde_json::json!({
+            "demo_topic": config.demo.topic.as_str(),
+            "demo_enabled": config.demo.enabled,
+            "demo_rate": config.demo.rate,
+            "lab_topic": LAB_TOPIC,
+            "transports": {
+                "ws": cfg!(feature = "ws"),
+                "sse": cfg!(feature = "sse"),
+                "longpoll": cfg!(feature = "longpoll"),
+                "webtransport": app.webtransport_cert().is_some(),
+            },
+            "ws_compression": ws_compression,
+            "webtransport": app.webtransport_cert(),
+            "limits": self.limits(),
+        })
+    }
+
+    /// `GET /lab/api/taps/{id}?after=<seq>`.
+    fn tap(&self, id: &str, query: Option<&str>) -> Result<Response<Body>, Rejection> {
+        let unknown = || {
+            Rejection::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no tap named {id:?}: GET /lab/api/taps lists them"),
+            )
+        };
+        if !is_valid_tap_id(id) {
+            return Err(unknown());
+        }
+        let after = parse_after(query)?;
+        let snapshot = self.taps.snapshot(id).ok_or_else(unknown)?;
+        // Annotation happens here, on the inspector's request, outside every lock.
+        let view = view::view(&snapshot.records, after);
+        Ok(api(serde_json::json!({
+            "now_us": self.taps.now_us(),
+            "tap": snapshot.summary,
+            "next_after": view.next_after,
+            "items": view.items,
+        })))
+    }
+}
+
+impl TapRegistry for Lab {
+    fn open(&self, id: &str, connection: TapConnection) -> Option<Tap> {
+        self.taps.open(id, connection)
+    }
+}
+
+/// `after=<seq>`: records up to `seq` were already seen. Absent means from the start.
+fn parse_after(query: Option<&str>) -> Result<u64, Rejection> {
+    let value = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("after="));
+    match value {
+        None | Some("") => Ok(0),
+        Some(text) => text.parse().map_err(|_| {
+            Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!("after must be a record number (0 or more), got {text:?}"),
+            )
+        }),
+    }
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(full_body(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Embedded in the binary, so it changes with the gateway: revalidate rather than cache.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// A JSON answer that describes one moment: never cached.
+fn api(value: serde_json::Value) -> Response<Body> {
+    let mut response = json(StatusCode::OK, &value);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A shareable handle on the lab, for a transport with its own listener (WebTransport).
+pub(crate) fn registry(lab: &Arc<Lab>) -> Arc<dyn TapRegistry> {
+    Arc::clone(lab) as Arc<dyn TapRegistry>
+}
