@@ -45,7 +45,7 @@ mod ws;
 pub use envelope::{annotate_envelope, annotate_length_prefixed, annotate_poll_body};
 pub use http::{annotate_chunks, annotate_http_head};
 pub use inflate::MessageInflater;
-pub use render::{render_text, render_text_brief};
+pub use render::{render_text, render_text_brief, wrap};
 pub use sse::annotate_sse;
 pub use ws::{annotate_ws_frames, explain_accept, WsAnnotator, WsFrames, WEBSOCKET_GUID};
 
@@ -244,9 +244,8 @@ pub(crate) fn payload_preview(bytes: &[u8]) -> String {
 }
 
 /// `n` with its unit, singular when it is one: `1 byte`, `5 bytes`.
-pub(crate) fn plural(n: impl Into<u64>, unit: &str) -> String {
-    let n = n.into();
-    if n == 1 {
+pub fn plural<N: std::fmt::Display + PartialEq + From<u8>>(n: N, unit: &str) -> String {
+    if n == N::from(1) {
         format!("1 {unit}")
     } else {
         format!("{n} {unit}s")

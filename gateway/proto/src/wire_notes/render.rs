@@ -93,7 +93,7 @@ fn write_note(
 }
 
 /// Greedy word wrap; a word longer than the line gets a line of its own.
-fn wrap(text: &str, width: usize) -> Vec<String> {
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
     for word in text.split_whitespace() {

@@ -433,25 +433,6 @@ pub(crate) fn events_in(note: &Note) -> u64 {
 /// Narration is wrapped to this many columns (the trees wrap their explanations too).
 const WIDTH: usize = 100;
 
-/// Greedy word wrap; a word longer than a line gets a line of its own.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        lines.push(line);
-    }
-    lines
-}
-
 /// Writes to stdout, ignoring a closed pipe (`inspect … | head` must not panic).
 fn print_out(text: &str) {
     let mut stdout = std::io::stdout().lock();
@@ -459,13 +440,8 @@ fn print_out(text: &str) {
     let _ = stdout.flush();
 }
 
-pub(crate) fn plural(n: usize, unit: &str) -> String {
-    if n == 1 {
-        format!("1 {unit}")
-    } else {
-        format!("{n} {unit}s")
-    }
-}
+pub(crate) use streamgate_proto::wire_notes::plural;
+use streamgate_proto::wire_notes::wrap;
 
 #[cfg(test)]
 mod tests {
