@@ -55,16 +55,20 @@ pub use output::{Flow, Order, Output};
 
 use std::process::ExitCode;
 
-/// Runs sessions until one ends the client: the loop every client shares. After a session
-/// that can be retried it says so on stderr (`<ended>: <reason>; <again> in <delay>`), waits
-/// for the [`Backoff`] and starts the next one, which resumes from the last id the
-/// [`Output`] holds.
+/// Runs sessions until one ends the client: the loop every client shares. The [`Output`]
+/// starts from the command line's `--since` and `--count`; after a session that can be
+/// retried the client says so on stderr (`<ended>: <reason>; <again> in <delay>`), waits for
+/// the [`Backoff`] and starts the next one, which resumes from the last id the output holds.
 pub async fn run_sessions(
-    output: &mut Output,
-    backoff: &mut Backoff,
+    client: &'static str,
+    order: Order,
+    common: &cli::Common,
     (ended, again): (&str, &str),
     mut session: impl AsyncFnMut(&mut Output, &mut Backoff) -> Result<(), Disconnect>,
 ) -> ExitCode {
+    let mut output = Output::new(client, order, common.since.clone(), common.count);
+    let mut backoff = Backoff::default();
+    let (output, backoff) = (&mut output, &mut backoff);
     loop {
         match session(output, backoff).await {
             Ok(()) => return ExitCode::SUCCESS,

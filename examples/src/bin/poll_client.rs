@@ -82,16 +82,10 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let common = &args.common;
     // `--since` is simply the first cursor.
-    let mut output = Output::new(
+    streamgate_examples::run_sessions(
         "poll_client",
         Order::Ordered,
-        common.since.clone(),
-        common.count,
-    );
-    let mut backoff = Backoff::default();
-    streamgate_examples::run_sessions(
-        &mut output,
-        &mut backoff,
+        common,
         ("poll failed", "polling again"),
         async |output, backoff| session(&args, output, backoff).await,
     )

@@ -72,17 +72,11 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let common = &args.common;
-    let mut output = Output::new(
+    // The first delay is replaced by the stream's `retry:` once one arrives.
+    streamgate_examples::run_sessions(
         "sse_client",
         Order::Ordered,
-        common.since.clone(),
-        common.count,
-    );
-    // The first delay is replaced by the stream's `retry:` once one arrives.
-    let mut backoff = Backoff::default();
-    streamgate_examples::run_sessions(
-        &mut output,
-        &mut backoff,
+        common,
         ("disconnected", "reconnecting"),
         async |output, backoff| session(common, output, backoff).await,
     )

@@ -76,16 +76,10 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let common = &args.common;
-    let mut output = Output::new(
+    streamgate_examples::run_sessions(
         "ws_client",
         Order::Ordered,
-        common.since.clone(),
-        common.count,
-    );
-    let mut backoff = Backoff::default();
-    streamgate_examples::run_sessions(
-        &mut output,
-        &mut backoff,
+        common,
         ("disconnected", "reconnecting"),
         async |output, backoff| session(common, output, backoff).await,
     )

@@ -114,11 +114,10 @@ async fn main() -> ExitCode {
         Mode::Stream => Order::Ordered,
         Mode::StreamPerEvent | Mode::Datagram => Order::Unordered,
     };
-    let mut output = Output::new("wt_client", order, common.since.clone(), common.count);
-    let mut backoff = Backoff::default();
     streamgate_examples::run_sessions(
-        &mut output,
-        &mut backoff,
+        "wt_client",
+        order,
+        common,
         ("disconnected", "reconnecting"),
         async |output, backoff| session(&args, output, backoff).await,
     )
