@@ -102,6 +102,31 @@ impl Note {
         self
     }
 
+    /// This note and its children with every byte range moved `by` bytes later: for notes
+    /// made from a slice that starts `by` bytes into a larger buffer.
+    #[must_use]
+    pub fn shifted(self, by: usize) -> Self {
+        self.map_ranges(&|offset| offset + by)
+    }
+
+    /// This note and its children with every byte range moved `by` bytes earlier (never
+    /// below 0): offsets into a larger input become offsets into the record at `by`, the way
+    /// the RFCs draw a frame from its first byte.
+    #[must_use]
+    pub fn rebased(self, by: usize) -> Self {
+        self.map_ranges(&|offset| offset.saturating_sub(by))
+    }
+
+    fn map_ranges(mut self, map: &impl Fn(usize) -> usize) -> Self {
+        self.bytes = self.bytes.map(|(start, end)| (map(start), map(end)));
+        self.children = self
+            .children
+            .into_iter()
+            .map(|child| child.map_ranges(map))
+            .collect();
+        self
+    }
+
     /// This note with `children` added after the ones it has.
     #[must_use]
     pub fn with(mut self, children: impl IntoIterator<Item = Note>) -> Self {
@@ -255,6 +280,25 @@ pub fn plural<N: std::fmt::Display + PartialEq + From<u8>>(n: N, unit: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_ranges_move_with_their_children() {
+        let note = Note::new("a", "", "")
+            .at(10, 20)
+            .with([Note::new("b", "", "").at(12, 14), Note::new("c", "", "")]);
+        let rebased = note.clone().rebased(10);
+        assert_eq!(rebased.bytes, Some((0, 10)));
+        assert_eq!(rebased.children[0].bytes, Some((2, 4)));
+        assert_eq!(rebased.children[1].bytes, None);
+        assert_eq!(
+            note.clone().rebased(15).bytes,
+            Some((0, 5)),
+            "never below 0"
+        );
+        let shifted = note.shifted(5);
+        assert_eq!(shifted.bytes, Some((15, 25)));
+        assert_eq!(shifted.children[0].bytes, Some((17, 19)));
+    }
 
     #[test]
     fn previews_cut_long_input_and_say_how_much_is_left() {

@@ -410,20 +410,6 @@ impl Printer {
     }
 }
 
-/// Notes whose offsets count from `start`: each record is shown with offsets into itself,
-/// the way the RFCs draw a frame.
-pub(crate) fn rebased(mut note: Note, start: usize) -> Note {
-    note.bytes = note
-        .bytes
-        .map(|(s, e)| (s.saturating_sub(start), e.saturating_sub(start)));
-    note.children = note
-        .children
-        .into_iter()
-        .map(|child| rebased(child, start))
-        .collect();
-    note
-}
-
 /// How many streamgate events a tree of notes carries.
 pub(crate) fn events_in(note: &Note) -> u64 {
     let own = u64::from(note.label == "streamgate envelope" && note.value.starts_with("event "));
@@ -456,16 +442,5 @@ mod tests {
         assert!(parse_hex("8").unwrap_err().contains("odd"));
         assert!(parse_hex("zz").unwrap_err().contains("'z'"));
         assert!(parse_hex("  ").unwrap_err().contains("no bytes"));
-    }
-
-    #[test]
-    fn rebasing_counts_from_the_record() {
-        let note = Note::new("a", "", "")
-            .at(10, 20)
-            .with([Note::new("b", "", "").at(12, 14), Note::new("c", "", "")]);
-        let note = rebased(note, 10);
-        assert_eq!(note.bytes, Some((0, 10)));
-        assert_eq!(note.children[0].bytes, Some((2, 4)));
-        assert_eq!(note.children[1].bytes, None);
     }
 }

@@ -7,7 +7,7 @@ use streamgate_proto::wire_notes::{annotate_chunks, annotate_sse, Note};
 use tokio::io::AsyncReadExt as _;
 
 use super::http::{self, HeadRead};
-use super::{rebased, InspectArgs, Printer, Side, Stop, StopWhen, Target};
+use super::{InspectArgs, Printer, Side, Stop, StopWhen, Target};
 
 pub(super) async fn run(
     target: &Target,
@@ -87,7 +87,7 @@ pub(super) async fn run(
                         "an HTTP chunk"
                     },
                     end - start,
-                    &[rebased(chunk, start)],
+                    &[chunk.rebased(start)],
                 );
                 events += show_blocks(&mut text, printer);
                 if last {
@@ -135,7 +135,7 @@ fn show_blocks(text: &mut Vec<u8>, printer: &mut Printer) -> u64 {
         events += u64::from(block.label == "SSE event");
         printer.nested(
             "an SSE block in that data (offsets from the block's first byte):",
-            &[rebased(block, start)],
+            &[block.rebased(start)],
         );
     }
     text.drain(..consumed);

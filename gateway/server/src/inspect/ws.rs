@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::http::{self, HeadRead};
-use super::{events_in, rebased, InspectArgs, Printer, Side, StopWhen, Target};
+use super::{events_in, InspectArgs, Printer, Side, StopWhen, Target};
 
 /// How long the close handshake may take before we drop the connection, as a browser would.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -106,7 +106,7 @@ pub(super) async fn run(
                 _ => "a frame",
             };
             let events = events_in(&note);
-            printer.record(Side::Server, what, raw.len(), &[rebased(note, start)]);
+            printer.record(Side::Server, what, raw.len(), &[note.rebased(start)]);
             match opcode {
                 0x9 => {
                     session

@@ -19,7 +19,7 @@ use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Endpoint, RecvStream, VarInt};
 
 use super::http::{self, HeadRead};
-use super::{events_in, plural, rebased, InspectArgs, Printer, Side, Stop, StopWhen, Target};
+use super::{events_in, plural, InspectArgs, Printer, Side, Stop, StopWhen, Target};
 
 /// Longest the QUIC and HTTP/3 handshakes may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -182,7 +182,7 @@ pub(super) async fn run(
                     for message in messages {
                         let (start, end) = message.bytes.unwrap_or((0, 0));
                         events += events_in(&message);
-                        printer.record(Side::Server, &format!("a message on stream {id}"), end - start, &[rebased(message, start)]);
+                        printer.record(Side::Server, &format!("a message on stream {id}"), end - start, &[message.rebased(start)]);
                     }
                     buffer.drain(..consumed);
                     events

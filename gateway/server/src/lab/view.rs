@@ -259,37 +259,13 @@ fn sse_item(record: &Record, all: &[Record]) -> Item {
     framed.extend_from_slice(&record.bytes);
     framed.extend_from_slice(b"\r\n");
     let (mut notes, _) = annotate_chunks(&framed);
-    notes.extend(blocks.into_iter().map(|note| shifted(note, prefix.len())));
+    notes.extend(blocks.into_iter().map(|note| note.shifted(prefix.len())));
     let mut item = item(record, "sse-chunk", title, CAPTURED_SSE_CHUNKED);
     item.size = framed.len() as u64;
     item.kept = framed.len();
     item.data = BASE64.encode(&framed);
     item.notes = notes;
     item
-}
-
-/// `note` with every byte range moved `by` bytes later.
-fn shifted(mut note: Note, by: usize) -> Note {
-    note.bytes = note.bytes.map(|(s, e)| (s + by, e + by));
-    note.children = note
-        .children
-        .into_iter()
-        .map(|child| shifted(child, by))
-        .collect();
-    note
-}
-
-/// `note` with every byte range moved `by` bytes earlier.
-fn rebased(mut note: Note, by: usize) -> Note {
-    note.bytes = note
-        .bytes
-        .map(|(s, e)| (s.saturating_sub(by), e.saturating_sub(by)));
-    note.children = note
-        .children
-        .into_iter()
-        .map(|child| rebased(child, by))
-        .collect();
-    note
 }
 
 /// What the two low bits of a QUIC stream id say (RFC 9000 §2.1).
@@ -573,7 +549,7 @@ fn ws_stream_items(records: &[&Record], takeover: bool, items: &mut Vec<Item>) -
                 "ws-frame",
                 title,
             );
-            item.notes.push(rebased(note, start));
+            item.notes.push(note.rebased(start));
             if std::mem::take(&mut resynced) {
                 item.notes.push(Note::new(
                     "capture",
