@@ -89,7 +89,9 @@ impl ServerMessage {
                     data: value["data"].to_string(),
                 })
             }
-            Some("gap" | "reset" | "lagged" | "datagram_fallback") => Self::Notice(value),
+            Some(
+                "gap" | "reset" | "lagged" | "unavailable" | "available" | "datagram_fallback",
+            ) => Self::Notice(value),
             Some("subscribed") => Self::Subscribed(value),
             Some("error") => Self::Error {
                 code: text("code").unwrap_or_default(),
@@ -173,6 +175,11 @@ pub fn describe_notice(notice: &Value) -> String {
             "lagged: we read too slowly; the gateway serves us from history after {}",
             field("last_delivered")
         ),
+        "unavailable" => format!(
+            "unavailable: the gateway lost its broker ({}); events resume when it is back",
+            field("reason")
+        ),
+        "available" => "available: the gateway's broker is back".to_owned(),
         "datagram_fallback" => format!(
             "datagram_fallback: event {} ({} bytes) is over the datagram limit of {} bytes; \
              it comes on the control stream",

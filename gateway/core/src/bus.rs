@@ -121,6 +121,15 @@ pub enum Notice {
         /// The last event delivered before the overflow, if any.
         last_delivered: Option<EventId>,
     },
+    /// The bus lost its broker (see [`BrokerBus`](crate::BrokerBus)): publishes fail and no
+    /// new events arrive until [`Notice::Available`]. Nothing is lost meanwhile: the
+    /// subscription stays open and delivery resumes where it stopped.
+    Unavailable {
+        /// What went wrong, for people (not for parsing).
+        reason: String,
+    },
+    /// The broker is back; the events published meanwhile follow.
+    Available,
 }
 
 /// A stream of [`Delivery`] items for one subscriber. Ends when the bus closes.

@@ -114,6 +114,15 @@ impl TopicHistory {
         }
     }
 
+    /// Evicts every kept event up to `seq` and records the loss through `seq`, as if they had
+    /// been evicted by the bounds (a mirror learning that its log trimmed them).
+    pub fn evict_through(&mut self, seq: u64) {
+        while self.events.front().is_some_and(|e| e.id.seq <= seq) {
+            self.evict_front();
+        }
+        self.evicted_through = self.evicted_through.max(seq);
+    }
+
     /// Number of kept events with a sequence above `seq`.
     pub fn count_after(&self, seq: u64) -> usize {
         self.events.len() - self.events.partition_point(|e| e.id.seq <= seq)

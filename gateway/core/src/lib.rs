@@ -40,7 +40,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+mod broker;
+mod broker_bus;
 mod bus;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod event;
 mod history;
@@ -48,6 +52,8 @@ mod memory;
 mod tap;
 mod transport;
 
+pub use broker::{Broker, BrokerError, Feed, FeedEvents};
+pub use broker_bus::{BrokerBus, BrokerBusConfig};
 pub use bus::{BoxFuture, BusHealth, Delivery, EventBus, Notice, SubscribeRequest, Subscription};
 pub use error::{IdError, PayloadError, PublishError, SubscribeError, TopicError};
 pub use event::{

@@ -124,12 +124,13 @@ pub struct MemoryBus {
 }
 
 struct Shared {
-    epoch: Epoch,
     config: MemoryBusConfig,
     state: Mutex<State>,
 }
 
 struct State {
+    /// Changes only when a mirror follows its log into a new epoch ([`MemoryBus::reset_epoch`]).
+    epoch: Epoch,
     head_seq: u64,
     closed: bool,
     next_subscriber: u64,
@@ -149,6 +150,12 @@ struct SubscriberQueue {
 
 struct QueueState {
     events: VecDeque<Arc<Event>>,
+    /// Notices for every subscriber ([`MemoryBus::broadcast_notice`]), each due once the
+    /// subscriber has delivered everything up to the sequence it is paired with.
+    notices: VecDeque<(u64, Notice)>,
+    /// The bus moved from the first epoch to the second ([`MemoryBus::reset_epoch`]); the
+    /// subscriber reports a reset and catches up from the start of the new epoch's history.
+    reset: Option<(Epoch, Epoch)>,
     /// The publisher no longer queues for this subscriber; it catches up from history.
     detached: bool,
     /// Detached because the queue overflowed (as opposed to starting from a resume id).
@@ -170,6 +177,8 @@ impl SubscriberQueue {
         Self {
             inner: Mutex::new(QueueState {
                 events: VecDeque::new(),
+                notices: VecDeque::new(),
+                reset: None,
                 detached,
                 overflowed: false,
                 closed: false,
@@ -202,6 +211,26 @@ impl SubscriberQueue {
             waker.wake();
         }
     }
+
+    /// Called under the bus lock, like [`SubscriberQueue::offer`].
+    fn notify(&self, after_seq: u64, notice: Notice) -> Option<Waker> {
+        let mut queue = lock(&self.inner);
+        queue.notices.push_back((after_seq, notice));
+        queue.waker.take()
+    }
+
+    /// Called under the bus lock when the epoch changes.
+    fn reset(&self, old: &Epoch, new: &Epoch) -> Option<Waker> {
+        let mut queue = lock(&self.inner);
+        // After two quick resets the subscriber's position is still in the first epoch.
+        let old = queue
+            .reset
+            .take()
+            .map_or_else(|| old.clone(), |(old, _)| old);
+        queue.reset = Some((old, new.clone()));
+        queue.detached = true;
+        queue.waker.take()
+    }
 }
 
 impl MemoryBus {
@@ -210,9 +239,9 @@ impl MemoryBus {
         let epoch = config.epoch.clone().unwrap_or_else(Epoch::random);
         Self {
             shared: Arc::new(Shared {
-                epoch,
                 config,
                 state: Mutex::new(State {
+                    epoch,
                     head_seq: 0,
                     closed: false,
                     next_subscriber: 0,
@@ -223,8 +252,14 @@ impl MemoryBus {
     }
 
     /// The epoch of this bus's ids.
-    pub fn epoch(&self) -> &Epoch {
-        &self.shared.epoch
+    pub fn epoch(&self) -> Epoch {
+        lock(&self.shared.state).epoch.clone()
+    }
+
+    /// The newest id assigned (or, for a mirror, ingested); sequence 0 before the first.
+    pub fn head(&self) -> EventId {
+        let state = lock(&self.shared.state);
+        EventId::new(state.epoch.clone(), state.head_seq)
     }
 
     /// Publishes synchronously; [`EventBus::publish`] wraps this.
@@ -245,23 +280,31 @@ impl MemoryBus {
             });
         }
         content_type.validate(&payload)?;
-        let mut state = lock(&self.shared.state);
+        let state = lock(&self.shared.state);
         if state.closed {
             return Err(PublishError::Closed);
         }
-        let seq = state.head_seq + 1;
-        let topic_state = state
-            .topic_entry(&topic, config)
-            .ok_or(PublishError::TopicLimit {
+        if !state.topics.contains_key(&topic) && state.topics.len() >= config.max_topics {
+            return Err(PublishError::TopicLimit {
                 max: config.max_topics,
-            })?;
+            });
+        }
         let event = Arc::new(Event::new(
             topic,
-            EventId::new(self.shared.epoch.clone(), seq),
+            EventId::new(state.epoch.clone(), state.head_seq + 1),
             unix_micros_now(),
             content_type,
             payload,
         ));
+        self.append_locked(state, Arc::clone(&event));
+        Ok(event)
+    }
+
+    /// Stores `event` (whose sequence is above the head) and queues it for its subscribers.
+    fn append_locked(&self, mut state: MutexGuard<'_, State>, event: Arc<Event>) {
+        let config = &self.shared.config;
+        let seq = event.id.seq;
+        let topic_state = state.topic_entry_unbounded(&event.topic, config);
         topic_state.history.push(Arc::clone(&event));
         topic_state.published += 1;
         let wakers: Vec<Waker> = topic_state
@@ -274,7 +317,88 @@ impl MemoryBus {
         for waker in wakers {
             waker.wake();
         }
-        Ok(event)
+    }
+
+    /// Mirror mode: stores and delivers an event whose id was assigned elsewhere (by the
+    /// broker of a [`BrokerBus`](crate::BrokerBus)), exactly as if it had been published
+    /// here. Ids must arrive in increasing order: an event of another epoch, or at or below
+    /// the head, is ignored and `false` returned (a feed that replays what the mirror
+    /// already holds after a reconnection is harmless). Topic limits are not applied: a
+    /// mirror holds whatever the log holds.
+    pub fn ingest(&self, event: Event) -> bool {
+        let state = lock(&self.shared.state);
+        if state.closed || event.id.epoch != state.epoch || event.id.seq <= state.head_seq {
+            return false;
+        }
+        self.append_locked(state, Arc::new(event));
+        true
+    }
+
+    /// Mirror mode: the log this bus mirrors was reset (it lost its data, or was
+    /// recreated), so its ids restart under `epoch`. Every kept event is dropped, and every
+    /// subscriber receives [`Notice::Reset`] after what it was already given, then the new
+    /// epoch's events from the start.
+    pub fn reset_epoch(&self, epoch: Epoch) {
+        let config = &self.shared.config;
+        let mut state = lock(&self.shared.state);
+        if state.epoch == epoch {
+            return;
+        }
+        let old = std::mem::replace(&mut state.epoch, epoch.clone());
+        state.head_seq = 0;
+        let mut wakers = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for topic_state in state.topics.values_mut() {
+            topic_state.history = TopicHistory::new(config.history.clone());
+            for (id, subscriber) in &topic_state.subscribers {
+                if seen.insert(*id) {
+                    wakers.extend(subscriber.reset(&old, &epoch));
+                }
+            }
+        }
+        state.topics.retain(|_, t| !t.subscribers.is_empty());
+        drop(state);
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Mirror mode: the log has trimmed `topic`'s history through `seq`, possibly before
+    /// this mirror saw those events. Drops what the mirror kept up to there and remembers
+    /// the loss, so a resume from before it reports [`Notice::Gap`] exactly as an eviction
+    /// here would.
+    pub fn mark_evicted(&self, topic: &Topic, seq: u64) {
+        let config = &self.shared.config;
+        let mut state = lock(&self.shared.state);
+        state
+            .topic_entry_unbounded(topic, config)
+            .history
+            .evict_through(seq);
+    }
+
+    /// Whether publishing to `topic` stays within [`MemoryBusConfig::max_topics`].
+    pub fn has_room_for(&self, topic: &Topic) -> bool {
+        let state = lock(&self.shared.state);
+        state.topics.contains_key(topic) || state.topics.len() < self.shared.config.max_topics
+    }
+
+    /// Gives every current subscriber `notice` once it has received every event up to the
+    /// current head (so it lands between the events it is about, not before them).
+    pub fn broadcast_notice(&self, notice: &Notice) {
+        let state = lock(&self.shared.state);
+        let mut wakers = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for topic_state in state.topics.values() {
+            for (id, subscriber) in &topic_state.subscribers {
+                if seen.insert(*id) {
+                    wakers.extend(subscriber.notify(state.head_seq, notice.clone()));
+                }
+            }
+        }
+        drop(state);
+        for waker in wakers {
+            waker.wake();
+        }
     }
 
     /// Subscribes synchronously; [`EventBus::subscribe`] wraps this.
@@ -302,7 +426,8 @@ impl MemoryBus {
         if state.closed {
             return Err(SubscribeError::Closed);
         }
-        let plan = ResumePlan::decide(request.since.as_ref(), &self.shared.epoch, state.head_seq)?;
+        let epoch = state.epoch.clone();
+        let plan = ResumePlan::decide(request.since.as_ref(), &epoch, state.head_seq)?;
         let mut notices = VecDeque::new();
         let mut loss_reported_through = vec![0; topics.len()];
         let (position, detached) = match plan {
@@ -311,7 +436,7 @@ impl MemoryBus {
             ResumePlan::Reset { requested } => {
                 notices.push_back(Notice::Reset {
                     requested,
-                    epoch: self.shared.epoch.clone(),
+                    epoch: epoch.clone(),
                 });
                 // A reset already says "you may have missed anything": what was evicted
                 // before it is not reported again as gaps.
@@ -352,7 +477,7 @@ impl MemoryBus {
             replay: VecDeque::new(),
             loss_reported_through,
         };
-        let start = EventId::new(self.shared.epoch.clone(), position);
+        let start = EventId::new(epoch, position);
         Ok(Subscription::new(topics, start, stream))
     }
 
@@ -375,27 +500,31 @@ impl MemoryBus {
 
 impl State {
     fn topic_entry(&mut self, topic: &Topic, config: &MemoryBusConfig) -> Option<&mut TopicState> {
-        if !self.topics.contains_key(topic) {
-            if self.topics.len() >= config.max_topics {
-                return None;
-            }
-            self.topics.insert(
-                topic.clone(),
-                TopicState {
-                    history: TopicHistory::new(config.history.clone()),
-                    subscribers: HashMap::new(),
-                    published: 0,
-                },
-            );
+        if !self.topics.contains_key(topic) && self.topics.len() >= config.max_topics {
+            return None;
         }
-        self.topics.get_mut(topic)
+        Some(self.topic_entry_unbounded(topic, config))
+    }
+
+    fn topic_entry_unbounded(
+        &mut self,
+        topic: &Topic,
+        config: &MemoryBusConfig,
+    ) -> &mut TopicState {
+        self.topics
+            .entry(topic.clone())
+            .or_insert_with(|| TopicState {
+                history: TopicHistory::new(config.history.clone()),
+                subscribers: HashMap::new(),
+                published: 0,
+            })
     }
 }
 
 impl fmt::Debug for MemoryBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryBus")
-            .field("epoch", &self.shared.epoch)
+            .field("epoch", &self.epoch())
             .field("config", &self.shared.config)
             .finish_non_exhaustive()
     }
@@ -427,8 +556,8 @@ impl EventBus for MemoryBus {
     }
 
     fn health(&self) -> BusHealth {
-        let closed = lock(&self.shared.state).closed;
-        BusHealth::new("memory", !closed, self.shared.epoch.clone())
+        let state = lock(&self.shared.state);
+        BusHealth::new("memory", !state.closed, state.epoch.clone())
     }
 
     fn topic_stats(&self) -> BoxFuture<'_, Vec<TopicStats>> {
@@ -476,6 +605,12 @@ impl MemorySubscription {
         let shared = &self.bus.shared;
         let chunk = shared.config.subscriber_queue;
         let state = lock(&shared.state);
+        if lock(&self.queue.inner).reset.is_some() {
+            // The epoch changed since the caller looked: this history is not the one
+            // `position` points into. The caller handles the reset first.
+            return;
+        }
+        let epoch = &state.epoch;
         let mut remaining = 0;
         for (i, topic) in self.topics.iter().enumerate() {
             let Some(topic_state) = state.topics.get(topic) else {
@@ -487,8 +622,8 @@ impl MemorySubscription {
                 *reported = lost_through;
                 self.notices.push_back(Notice::Gap {
                     topic: topic.clone(),
-                    after: EventId::new(shared.epoch.clone(), self.position),
-                    lost_through: EventId::new(shared.epoch.clone(), lost_through),
+                    after: EventId::new(epoch.clone(), self.position),
+                    lost_through: EventId::new(epoch.clone(), lost_through),
                 });
             }
             remaining += topic_state.history.count_after(self.position);
@@ -529,6 +664,15 @@ impl Stream for MemorySubscription {
                 return Poll::Ready(Some(this.deliver(event)));
             }
             let mut queue = lock(&this.queue.inner);
+            if queue
+                .notices
+                .front()
+                .is_some_and(|(after, _)| *after <= this.position)
+            {
+                if let Some((_, notice)) = queue.notices.pop_front() {
+                    return Poll::Ready(Some(Delivery::Notice(notice)));
+                }
+            }
             if let Some(event) = queue.events.pop_front() {
                 drop(queue);
                 if event.id.seq <= this.position {
@@ -539,6 +683,24 @@ impl Stream for MemorySubscription {
             // A detached subscriber catches up from history even after the bus closed: what it
             // missed is still kept, and ending early would drop it silently.
             if queue.detached {
+                if let Some((old_epoch, epoch)) = queue.reset.take() {
+                    // Everything queued before the reset was delivered above; what follows
+                    // is the new epoch's, from its start.
+                    queue.overflowed = false;
+                    let requested = this
+                        .last_delivered
+                        .clone()
+                        .unwrap_or_else(|| EventId::new(old_epoch, this.position));
+                    this.notices.push_back(Notice::Reset { requested, epoch });
+                    this.position = 0;
+                    this.replay.clear();
+                    this.loss_reported_through.iter_mut().for_each(|r| *r = 0);
+                    // Notices paired with the old epoch's sequences are due now.
+                    for (after, _) in &mut queue.notices {
+                        *after = 0;
+                    }
+                    continue;
+                }
                 if queue.overflowed {
                     queue.overflowed = false;
                     this.notices.push_back(Notice::Lagged {
@@ -548,6 +710,9 @@ impl Stream for MemorySubscription {
                 drop(queue);
                 this.catch_up();
                 continue;
+            }
+            if let Some((_, notice)) = queue.notices.pop_front() {
+                return Poll::Ready(Some(Delivery::Notice(notice)));
             }
             if queue.closed {
                 return Poll::Ready(None);
@@ -566,7 +731,10 @@ impl Drop for MemorySubscription {
                 topic_state.subscribers.remove(&self.id);
                 // A topic only ever subscribed to, never published, is forgotten with its last
                 // subscriber: otherwise subscribing to made-up names would use up `max_topics`.
-                if topic_state.subscribers.is_empty() && topic_state.published == 0 {
+                if topic_state.subscribers.is_empty()
+                    && topic_state.published == 0
+                    && topic_state.history.window().evicted_through == 0
+                {
                     state.topics.remove(topic);
                 }
             }

@@ -89,7 +89,7 @@ pub fn encode_event_binary(event: &Event) -> Bytes {
     out.freeze()
 }
 
-/// A notice (`gap`, `reset` or `lagged`) as a JSON message.
+/// A notice (`gap`, `reset`, `lagged`, `unavailable` or `available`) as a JSON message.
 pub fn encode_notice(notice: &Notice) -> Bytes {
     let value = match notice {
         Notice::Gap {
@@ -111,6 +111,11 @@ pub fn encode_notice(notice: &Notice) -> Bytes {
             "type": "lagged",
             "last_delivered": last_delivered.as_ref().map(EventId::to_string),
         }),
+        Notice::Unavailable { reason } => json!({
+            "type": "unavailable",
+            "reason": reason,
+        }),
+        Notice::Available => json!({ "type": "available" }),
         other => json!({ "type": "notice", "detail": format!("{other:?}") }),
     };
     Bytes::from(value.to_string())

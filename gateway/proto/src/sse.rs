@@ -73,6 +73,8 @@ pub fn sse_notice(notice: &Notice) -> Bytes {
         Notice::Gap { .. } => "@gap",
         Notice::Reset { .. } => "@reset",
         Notice::Lagged { .. } => "@lagged",
+        Notice::Unavailable { .. } => "@unavailable",
+        Notice::Available => "@available",
         _ => "@notice",
     };
     encode_sse_block(None, Some(name), &encode_notice(notice))

@@ -106,8 +106,13 @@ impl Default for TlsConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BusConfig {
-    /// Backend: only `memory` for now. Default: `memory`.
+    /// Backend: `memory` (one process), `redis` or `nats` (many nodes sharing a broker).
+    /// Default: `memory`.
     pub backend: BusBackend,
+    /// The Redis backend (used when `backend = "redis"`).
+    pub redis: RedisSettings,
+    /// The NATS JetStream backend (used when `backend = "nats"`).
+    pub nats: NatsSettings,
     /// Events kept per topic for resume. Default: 1000.
     pub history_events: usize,
     /// Bytes kept per topic for resume. Default: 4 MiB.
@@ -127,6 +132,8 @@ impl Default for BusConfig {
         let memory = MemoryBusConfig::default();
         Self {
             backend: BusBackend::Memory,
+            redis: RedisSettings::default(),
+            nats: NatsSettings::default(),
             history_events: memory.history.max_events,
             history_bytes: memory.history.max_bytes,
             subscriber_queue: memory.subscriber_queue,
@@ -160,6 +167,79 @@ impl BusConfig {
 pub enum BusBackend {
     /// The embedded in-memory bus (one process).
     Memory,
+    /// Redis Streams hold ids and history; every node mirrors them (see `docs/SCALE_OUT.md`).
+    Redis,
+    /// A NATS JetStream stream holds ids and history; every node mirrors it.
+    Nats,
+}
+
+impl BusBackend {
+    /// The name used in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+            Self::Nats => "nats",
+        }
+    }
+}
+
+/// Where the Redis backend keeps the shared log.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedisSettings {
+    /// Server URL (`redis://[user:password@]host:port[/db]`). Default: `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Prefix of every key, so several gateways (or tests) can share one Redis.
+    /// Default: `streamgate`.
+    pub prefix: String,
+    /// How events travel to the nodes: `pubsub` or `xread`. Default: `pubsub`.
+    pub fanout: RedisFanout,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            prefix: "streamgate".to_owned(),
+            fanout: RedisFanout::PubSub,
+        }
+    }
+}
+
+/// How the Redis backend carries events to the nodes.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum RedisFanout {
+    /// Redis Pub/Sub (the append script publishes each event).
+    PubSub,
+    /// A blocking `XREAD` on one stream of all events.
+    Xread,
+}
+
+/// Where the NATS backend keeps the shared log.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NatsSettings {
+    /// Server URL. Default: `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// JetStream stream name. Default: `STREAMGATE`.
+    pub stream: String,
+    /// Subject prefix of the stream's subjects. Default: `streamgate`.
+    pub subject_prefix: String,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "STREAMGATE".to_owned(),
+            subject_prefix: "streamgate".to_owned(),
+        }
+    }
 }
 
 /// The synthetic demo source: BGP-update-like events in the shape of RIS Live messages.
@@ -420,6 +500,30 @@ impl GatewayConfig {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return fail("tls.cert and tls.key go together: give both or neither".to_owned());
+        }
+        let name_ok = |name: &str, extra: &[char]| {
+            !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c)
+                })
+        };
+        if !name_ok(&self.bus.redis.prefix, &[':', '.']) {
+            return fail(
+                "bus.redis.prefix must be 1 to 64 ASCII letters, digits, '_', '-', ':' or '.'"
+                    .to_owned(),
+            );
+        }
+        if !name_ok(&self.bus.nats.stream, &[]) {
+            return fail(
+                "bus.nats.stream must be 1 to 64 ASCII letters, digits, '_' or '-'".to_owned(),
+            );
+        }
+        if !name_ok(&self.bus.nats.subject_prefix, &[]) {
+            return fail(
+                "bus.nats.subject_prefix must be 1 to 64 ASCII letters, digits, '_' or '-'"
+                    .to_owned(),
+            );
         }
         if self.bus.subscriber_queue == 0 {
             return fail("bus.subscriber_queue must be at least 1".to_owned());

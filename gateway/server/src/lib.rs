@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod app;
+pub mod bus;
 pub mod config;
 pub mod demo;
 mod http;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use streamgate::config::{GatewayConfig, SourceConfig};
+use streamgate::config::{BusBackend, GatewayConfig, SourceConfig};
 use streamgate::{Gateway, ShutdownOutcome};
 use streamgate_core::Topic;
 use tracing_subscriber::EnvFilter;
@@ -66,6 +66,12 @@ struct ServeArgs {
     /// Events kept per topic for resume (overrides `bus.history_events`).
     #[arg(long)]
     history_events: Option<usize>,
+    /// Bus backend: `memory`, `redis` or `nats` (overrides `bus.backend`).
+    #[arg(long, value_parser = ["memory", "redis", "nats"])]
+    bus: Option<String>,
+    /// Broker URL of the chosen backend (overrides `bus.redis.url` or `bus.nats.url`).
+    #[arg(long, value_name = "URL")]
+    bus_url: Option<String>,
     /// Upstream WebSocket feed to republish (adds a source).
     #[arg(long, value_name = "URL")]
     source: Option<String>,
@@ -82,7 +88,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("streamgate=info,streamgate_core=info")),
+                .unwrap_or_else(|_| {
+                    EnvFilter::new("streamgate=info,streamgate_core=info,streamgate_bus_redis=info,streamgate_bus_nats=info")
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -144,6 +152,20 @@ fn load_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     if let Some(events) = args.history_events {
         config.bus.history_events = events;
     }
+    if let Some(backend) = &args.bus {
+        config.bus.backend = match backend.as_str() {
+            "redis" => BusBackend::Redis,
+            "nats" => BusBackend::Nats,
+            _ => BusBackend::Memory,
+        };
+    }
+    if let Some(url) = &args.bus_url {
+        match config.bus.backend {
+            BusBackend::Redis => config.bus.redis.url.clone_from(url),
+            BusBackend::Nats => config.bus.nats.url.clone_from(url),
+            _ => return Err("--bus-url needs a broker backend (--bus redis or nats)".to_owned()),
+        }
+    }
     if let Some(url) = &args.source {
         let topic = Topic::new(&args.source_topic)
             .map_err(|e| format!("--source-topic {:?}: {e}", args.source_topic))?;
@@ -176,6 +198,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 sha256 = %tls.certificate_sha256_hex(),
                 "streamgate listening on https://{tls_addr} (HTTP/2 and HTTP/1.1)"
             );
+        }
+        #[cfg(feature = "webtransport")]
+        if let Some(wt_addr) = gateway.wt_local_addr() {
+            tracing::info!(%wt_addr, "streamgate listening for WebTransport on https://{wt_addr}/wt (HTTP/3, UDP)");
         }
         match gateway.run(shutdown_signal()).await {
             ShutdownOutcome::Drained => Ok(()),

@@ -25,7 +25,7 @@ use crate::app::{tag_connection, App};
 use crate::config::GatewayConfig;
 use crate::tls::TlsMaterial;
 use crate::{demo, upstream};
-use streamgate_core::{ConnectionInfo, EventBus, MemoryBus};
+use streamgate_core::{ConnectionInfo, EventBus};
 
 /// Largest request head (request line and headers) accepted, in bytes.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -66,7 +66,8 @@ impl Gateway {
     /// # Errors
     /// The address cannot be bound.
     pub async fn bind(config: GatewayConfig) -> std::io::Result<Self> {
-        let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(config.bus.memory()));
+        let bus = crate::bus::build(&config.bus)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         Self::bind_with_bus(config, bus).await
     }
 

@@ -237,3 +237,87 @@ fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Two gateway processes sharing one Redis: the publisher on node A, ten subscribers on
+/// node B, so every event crosses from one process to the other through the broker.
+///
+/// Runs only in a build with the Redis bus (`bus.backend = "redis"`: the `redis` feature,
+/// `cargo test -p streamgate --features redis --test compare`), and needs a Redis at
+/// 127.0.0.1:6379 (without one it says so and passes).
+#[test]
+#[cfg_attr(
+    not(feature = "redis"),
+    ignore = "needs the `redis` feature (bus.backend = \"redis\")"
+)]
+fn cross_node_over_redis_delivers_every_event_with_the_same_ids() {
+    let redis = "127.0.0.1:6379".parse().unwrap();
+    if std::net::TcpStream::connect_timeout(&redis, std::time::Duration::from_secs(1)).is_err() {
+        eprintln!("skipped: no Redis at {redis}");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("streamgate-cross-node-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("cross-node.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args([
+            "compare",
+            "--quick",
+            "--no-progress",
+            "--transport",
+            "ws",
+            "--bus",
+            "redis",
+            "--nodes",
+            "2",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "compare --bus redis --nodes 2 failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "one row: ws on redis×2");
+    let row = &rows[0];
+    assert_eq!(row["transport"], "ws");
+    assert_eq!(row["bus"], "redis×2");
+    assert_eq!(row["nodes"], 2);
+    let figure = |key: &str| {
+        row[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {key} in {row}"))
+    };
+    // Every subscriber on node B received every event published on node A …
+    assert_eq!(figure("expected_deliveries"), 10.0 * 200.0);
+    assert_eq!(figure("deliveries"), figure("expected_deliveries"));
+    assert_eq!(figure("missing"), 0.0);
+    assert_eq!(figure("saturation_missing"), 0.0);
+    assert_eq!(figure("misordered"), 0.0);
+    assert_eq!(figure("dropped"), 0.0);
+    // … with the same ids.
+    assert_eq!(figure("id_mismatches"), 0.0);
+    assert!(row["latency"]["p50_us"].as_f64().unwrap() > 0.0);
+    assert!(figure("saturated_per_sec") > 0.0);
+    // The gateway figures cover both nodes, and the output says so.
+    let run = &row["runs"][0];
+    assert_eq!(
+        run["open_loop"]["gateway_cpu_ms_per_1k_by_node"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert!(report["multi_node_figures"].is_string());
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with("ws") && line.contains("redis×2")),
+        "the table's bus column:\n{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,69 @@
+//! Builds the event bus the configuration names: the embedded [`MemoryBus`], or a
+//! [`BrokerBus`] that shares one log with every other node through Redis or NATS.
+
+use std::sync::Arc;
+
+use streamgate_core::{Broker, BrokerBus, BrokerBusConfig, EventBus, MemoryBus};
+
+use crate::config::{BusBackend, BusConfig};
+
+/// The bus for `config`. A broker-backed bus starts connecting in the background (it retries
+/// with backoff while the broker is down, and `/healthz` says so); only a configuration the
+/// backend cannot use at all is an error here.
+///
+/// # Errors
+/// A malformed broker URL or setting, or a backend this build was compiled without.
+///
+/// # Panics
+/// A broker-backed bus must be built inside a tokio runtime.
+pub fn build(config: &BusConfig) -> Result<Arc<dyn EventBus>, String> {
+    let broker: Arc<dyn Broker> = match config.backend {
+        BusBackend::Memory => return Ok(Arc::new(MemoryBus::new(config.memory()))),
+        BusBackend::Redis => redis_broker(config)?,
+        BusBackend::Nats => nats_broker(config)?,
+    };
+    Ok(Arc::new(BrokerBus::start(
+        broker,
+        BrokerBusConfig::new(config.memory()),
+    )))
+}
+
+#[cfg(feature = "redis")]
+fn redis_broker(config: &BusConfig) -> Result<Arc<dyn Broker>, String> {
+    use streamgate_bus_redis::{Fanout, RedisBroker, RedisBrokerConfig};
+    let settings = &config.redis;
+    let mut redis = RedisBrokerConfig::new(settings.url.as_str());
+    redis.prefix.clone_from(&settings.prefix);
+    redis.history_events = config.history_events;
+    redis.fanout = match settings.fanout {
+        crate::config::RedisFanout::PubSub => Fanout::PubSub,
+        crate::config::RedisFanout::Xread => Fanout::Xread,
+    };
+    RedisBroker::new(redis)
+        .map(|broker| Arc::new(broker) as Arc<dyn Broker>)
+        .map_err(|e| format!("bus.redis: {e}"))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_broker(_: &BusConfig) -> Result<Arc<dyn Broker>, String> {
+    Err("bus.backend = \"redis\": this build has no Redis support (feature `redis`)".to_owned())
+}
+
+#[cfg(feature = "nats")]
+fn nats_broker(config: &BusConfig) -> Result<Arc<dyn Broker>, String> {
+    use streamgate_bus_nats::{NatsBroker, NatsBrokerConfig};
+    let settings = &config.nats;
+    let nats = NatsBrokerConfig::default()
+        .url(settings.url.as_str())
+        .stream(settings.stream.as_str())
+        .subject_prefix(settings.subject_prefix.as_str())
+        .history_events(config.history_events);
+    NatsBroker::new(nats)
+        .map(|broker| Arc::new(broker) as Arc<dyn Broker>)
+        .map_err(|e| format!("bus.nats: {e}"))
+}
+
+#[cfg(not(feature = "nats"))]
+fn nats_broker(_: &BusConfig) -> Result<Arc<dyn Broker>, String> {
+    Err("bus.backend = \"nats\": this build has no NATS support (feature `nats`)".to_owned())
+}
