@@ -18,101 +18,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+mod common;
+
+use common::{nats_url, random_token, TestLog};
 use streamgate_bus_nats::{NatsBroker, NatsBrokerConfig};
 use streamgate_core::{Broker, BrokerError, ContentType, Event, EventId, Feed, FeedEvents, Topic};
 
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
-}
-
 fn topic(name: &str) -> Topic {
     Topic::new(name).unwrap()
 }
 
-fn random_token() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
-/// One test's log: a stream name and subject prefix nobody else uses, and the stream's
-/// deletion when the test ends.
-struct TestLog {
-    url: String,
-    stream: String,
-    prefix: String,
-}
-
-impl TestLog {
-    fn new(url: &str) -> Self {
-        let token = random_token();
-        Self {
-            url: url.to_owned(),
-            stream: format!("SGTEST_{token}"),
-            prefix: format!("sgtest.{token}"),
-        }
-    }
-
-    fn config(&self, history_events: usize) -> NatsBrokerConfig {
-        NatsBrokerConfig::default()
-            .url(self.url.clone())
-            .stream(self.stream.clone())
-            .subject_prefix(self.prefix.clone())
-            .history_events(history_events)
-            .heartbeat(Duration::from_secs(1))
-    }
-
-    fn broker(&self, history_events: usize) -> NatsBroker {
-        NatsBroker::new(self.config(history_events)).unwrap()
-    }
-
-    async fn jetstream(&self) -> async_nats::jetstream::Context {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(2))
-            .connect(self.url.as_str())
-            .await
-            .unwrap();
-        async_nats::jetstream::new(client)
-    }
-
-    async fn delete_stream(&self) {
-        self.jetstream()
-            .await
-            .delete_stream(&self.stream)
-            .await
-            .unwrap();
-    }
-}
-
-impl Drop for TestLog {
-    fn drop(&mut self) {
-        // A separate thread with its own runtime works both in a test's runtime and while
-        // unwinding from a panic.
-        let url = self.url.clone();
-        let stream = self.stream.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let connect = async_nats::ConnectOptions::new()
-                    .connection_timeout(Duration::from_secs(2))
-                    .connect(url.as_str());
-                if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), connect).await
-                {
-                    let jetstream = async_nats::jetstream::new(client);
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(3),
-                        jetstream.delete_stream(&stream),
-                    )
-                    .await;
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
-}
 
 /// The next item of a feed, failing the test if none comes within the timeout.
 async fn next_item(events: &mut FeedEvents) -> Option<Result<Event, BrokerError>> {

@@ -303,10 +303,14 @@ async fn follow(shared: Arc<Shared>) {
             link.error = Some(error.to_string());
             was
         };
+        let (broker, endpoint) = (shared.broker.name(), shared.broker.endpoint());
+        let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
         if was_connected {
-            tracing::warn!(broker = shared.broker.name(), endpoint = %shared.broker.endpoint(), %error, "lost the broker; publishes fail until it is back");
+            tracing::error!(broker, %endpoint, %error, "lost the broker: publishes and new subscriptions answer 503 until it is back");
+        } else if !lock(&shared.link).primed && backoff == shared.config.backoff_initial {
+            tracing::error!(broker, %endpoint, %error, "cannot reach the broker; retrying with backoff, /healthz answers 503 until connected");
         } else {
-            tracing::warn!(broker = shared.broker.name(), endpoint = %shared.broker.endpoint(), %error, retry_in_ms = backoff.as_millis() as u64, "cannot reach the broker");
+            tracing::warn!(broker, %endpoint, %error, retry_in_ms, "cannot reach the broker");
         }
         if !down_since_notice && lock(&shared.link).primed {
             shared.mirror.broadcast_notice(&Notice::Unavailable {
