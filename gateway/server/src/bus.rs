@@ -32,13 +32,13 @@ pub fn build(config: &BusConfig) -> Result<Arc<dyn EventBus>, String> {
 fn redis_broker(config: &BusConfig) -> Result<Arc<dyn Broker>, String> {
     use streamgate_bus_redis::{Fanout, RedisBroker, RedisBrokerConfig};
     let settings = &config.redis;
-    let mut redis = RedisBrokerConfig::new(settings.url.as_str());
-    redis.prefix.clone_from(&settings.prefix);
-    redis.history_events = config.history_events;
-    redis.fanout = match settings.fanout {
-        crate::config::RedisFanout::PubSub => Fanout::PubSub,
-        crate::config::RedisFanout::Xread => Fanout::Xread,
-    };
+    let redis = RedisBrokerConfig::new(settings.url.as_str())
+        .prefix(settings.prefix.as_str())
+        .history_events(config.history_events)
+        .fanout(match settings.fanout {
+            crate::config::RedisFanout::PubSub => Fanout::PubSub,
+            crate::config::RedisFanout::Xread => Fanout::Xread,
+        });
     RedisBroker::new(redis)
         .map(|broker| Arc::new(broker) as Arc<dyn Broker>)
         .map_err(|e| format!("bus.redis: {e}"))
