@@ -26,7 +26,7 @@
 //!   which messages it trimmed, so a topic that may have been trimmed reports its first
 //!   retained sequence minus one.
 //!
-//! The whole design, with its limits, is described in `docs/SCALE_OUT_NATS.md`.
+//! The whole design, with its limits, is described in `docs/SCALE_OUT.md` ("NATS JetStream backend").
 //!
 //! ## Availability
 //!
