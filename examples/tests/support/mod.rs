@@ -2,7 +2,11 @@
 //! process: spawning a client and reading its output, publishing on the gateway's bus, and a
 //! TCP proxy that can cut connections. Every wait is bounded by [`WAIT`]; a test that would
 //! hang fails instead, naming what it waited for and showing the client's stderr.
+//!
+//! [`cluster`] runs `streamgate serve` processes and brokers for `tests/cluster.rs`.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod cluster;
 
 use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
@@ -76,6 +80,8 @@ pub struct Client {
     stderr_reader: JoinHandle<()>,
     /// Every stdout line read so far.
     pub lines: Vec<String>,
+    /// [`Client::fail`] already showed the output.
+    reported: bool,
 }
 
 /// How a client process ended.
@@ -122,6 +128,7 @@ impl Client {
             stderr,
             stderr_reader,
             lines: Vec::new(),
+            reported: false,
         }
     }
 
@@ -163,6 +170,17 @@ impl Client {
         }
     }
 
+    /// Everything the client printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.borrow().clone()
+    }
+
+    /// Kills the process (SIGKILL) and reads what it had printed on stdout before it died.
+    pub async fn kill_and_finish(mut self) -> Finished {
+        let _ = self.child.start_kill();
+        self.finish_within("did not die after SIGKILL").await
+    }
+
     /// Waits until the client has printed `needle` on stderr.
     pub async fn wait_for_stderr(&mut self, needle: &str) {
         let mut stderr = self.stderr.clone();
@@ -174,7 +192,11 @@ impl Client {
     }
 
     /// Waits for the process to exit on its own and reads everything it printed.
-    pub async fn finish(mut self) -> Finished {
+    pub async fn finish(self) -> Finished {
+        self.finish_within("did not exit").await
+    }
+
+    async fn finish_within(mut self, timed_out: &str) -> Finished {
         let rest = async {
             while let Ok(Some(line)) = self.stdout.next_line().await {
                 self.lines.push(line);
@@ -188,16 +210,17 @@ impl Client {
                 Finished {
                     status,
                     stderr: self.stderr.borrow().clone(),
-                    lines: self.lines,
+                    lines: std::mem::take(&mut self.lines),
                 }
             }
             Ok(Err(e)) => self.fail(&format!("wait failed: {e}")).await,
-            Err(_) => self.fail("did not exit").await,
+            Err(_) => self.fail(timed_out).await,
         }
     }
 
     /// Kills the process and fails the test, showing what it printed.
     async fn fail(&mut self, what: &str) -> ! {
+        self.reported = true;
         let _ = self.child.kill().await;
         let _ = tokio::time::timeout(WAIT, &mut self.stderr_reader).await;
         let stderr = self.stderr.borrow().clone();
@@ -206,6 +229,21 @@ impl Client {
             self.name,
             self.lines.join("\n")
         );
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // A test failing over something else (another client, a gateway) shows what this
+        // client had printed as well.
+        if std::thread::panicking() && !self.reported {
+            eprintln!(
+                "--- {} when the test failed\nstdout:\n{}\nstderr:\n{}",
+                self.name,
+                self.lines.join("\n"),
+                *self.stderr.borrow()
+            );
+        }
     }
 }
 

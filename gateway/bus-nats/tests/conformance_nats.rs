@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{nats_url, TestLog};
+use streamgate_bus_nats::NatsBroker;
 use streamgate_core::conformance::BusFactory;
 use streamgate_core::{
     BoxFuture, BrokerBus, BrokerBusConfig, BusHealth, ContentType, Event, EventBus,
-    MemoryBusConfig, PublishError, SubscribeError, SubscribeRequest, Subscription, TopicStats,
-    Topic,
+    MemoryBusConfig, PublishError, SubscribeError, SubscribeRequest, Subscription, Topic,
+    TopicStats,
 };
-use streamgate_bus_nats::NatsBroker;
 
 /// A node, and its stream's deletion once the check has dropped the node.
 #[derive(Debug)]

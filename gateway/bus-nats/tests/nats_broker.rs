@@ -30,7 +30,6 @@ fn topic(name: &str) -> Topic {
     Topic::new(name).unwrap()
 }
 
-
 /// The next item of a feed, failing the test if none comes within the timeout.
 async fn next_item(events: &mut FeedEvents) -> Option<Result<Event, BrokerError>> {
     tokio::time::timeout(RECEIVE_TIMEOUT, events.next())

@@ -186,7 +186,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async move {
         let listen = config.server.listen;
-        let gateway = Gateway::bind(config)
+        let bus = streamgate::bus::build(&config.bus)?;
+        let gateway = Gateway::bind_with_bus(config, bus)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = gateway.local_addr().map_err(|e| e.to_string())?;
