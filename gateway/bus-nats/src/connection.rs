@@ -140,8 +140,13 @@ impl Connector {
                 let endpoint = endpoint.clone();
                 async move {
                     match event {
-                        Event::Disconnected | Event::Closed => {
+                        Event::Disconnected => {
                             tracing::warn!(%endpoint, %event, "NATS connection lost");
+                            losses_tx.send_modify(|losses| *losses += 1);
+                        }
+                        // Closed is what our own shutdown (dropping the client) looks like.
+                        Event::Closed => {
+                            tracing::debug!(%endpoint, %event, "NATS connection closed");
                             losses_tx.send_modify(|losses| *losses += 1);
                         }
                         Event::Connected => {

@@ -95,6 +95,103 @@ pub enum Envelope {
     Binary,
 }
 
+/// The event bus behind the gateways of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bus {
+    /// The embedded in-memory bus: one gateway process, events never leave it.
+    Memory,
+    /// Redis: every node mirrors one log that Redis holds (`[bus.redis]`).
+    Redis,
+    /// NATS JetStream: every node mirrors one stream (`[bus.nats]`).
+    Nats,
+}
+
+impl Bus {
+    /// The name used on the command line, in configs and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+            Self::Nats => "nats",
+        }
+    }
+
+    /// Whether events go through a broker that several gateway processes can share.
+    pub fn is_broker(self) -> bool {
+        self != Self::Memory
+    }
+}
+
+/// How Redis carries events to the nodes (`bus.redis.fanout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisFanout {
+    /// Redis Pub/Sub.
+    Pubsub,
+    /// A blocking `XREAD` on the stream of all events.
+    Xread,
+}
+
+impl RedisFanout {
+    /// The name used on the command line and in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pubsub => "pubsub",
+            Self::Xread => "xread",
+        }
+    }
+}
+
+/// One bus and the gateway processes sharing it: a dimension of the rows, like the
+/// transport and the subscriber count.
+///
+/// With several nodes the publisher talks to the first (node A) and the subscribers to
+/// the others (node B, …), so every event crosses the broker between two processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Deployment {
+    /// The bus.
+    pub bus: Bus,
+    /// Gateway processes; always 1 for [`Bus::Memory`].
+    pub nodes: usize,
+}
+
+impl Deployment {
+    /// One gateway on the in-memory bus: what a run measures unless `--bus` says otherwise.
+    pub const MEMORY: Self = Self {
+        bus: Bus::Memory,
+        nodes: 1,
+    };
+
+    /// The name in tables and JSON: `memory`, `redis×2`, `nats×1`, ….
+    pub fn label(self) -> String {
+        if self.bus.is_broker() {
+            format!("{}×{}", self.bus.name(), self.nodes)
+        } else {
+            self.bus.name().to_owned()
+        }
+    }
+
+    /// The node subscriber `slot` connects to: node A when it is the only one, otherwise
+    /// the nodes after A in turn, so that no subscriber shares the publisher's node.
+    pub fn subscriber_node(self, slot: usize) -> usize {
+        if self.nodes <= 1 {
+            0
+        } else {
+            1 + slot % (self.nodes - 1)
+        }
+    }
+
+    /// The nodes subscribers connect to, in the order [`Deployment::subscriber_node`] uses.
+    pub fn subscriber_nodes(self) -> std::ops::Range<usize> {
+        if self.nodes <= 1 {
+            0..1
+        } else {
+            1..self.nodes
+        }
+    }
+}
+
 /// The options of a comparison run.
 #[derive(Clone, Debug, clap::Args)]
 pub struct CompareArgs {
@@ -216,6 +313,31 @@ pub struct CompareArgs {
     /// Keep each run's gateway config and log (kept anyway when a run lost events).
     #[arg(long)]
     pub keep_logs: bool,
+
+    /// Event buses to measure, one row each per transport and count: `memory` (the
+    /// embedded bus, one gateway), `redis` and `nats` (a broker shared by `--nodes`
+    /// gateways). Default: memory. Every run of a broker bus gets a fresh key prefix or
+    /// stream, removed afterwards.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub bus: Vec<Bus>,
+
+    /// Gateway processes sharing each broker bus: the publisher talks to the first, the
+    /// subscribers to the others, so the latency is publish on one node → receive on
+    /// another. The memory bus always runs one.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+
+    /// The Redis server of `--bus redis`.
+    #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// How Redis carries events to the nodes.
+    #[arg(long, value_enum, default_value_t = RedisFanout::Pubsub)]
+    pub redis_fanout: RedisFanout,
+
+    /// The NATS server (with JetStream) of `--bus nats`.
+    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
 }
 
 /// Smallest payload: `{"t":<19 digits>,"i":<index>,"pad":""}` must fit.
@@ -246,6 +368,8 @@ pub struct Plan {
     pub repeat: usize,
     /// Envelope format.
     pub envelope: Envelope,
+    /// Buses and their node counts, in order.
+    pub deployments: Vec<Deployment>,
 }
 
 impl CompareArgs {
@@ -286,6 +410,7 @@ impl CompareArgs {
                 transports.push(transport);
             }
         }
+        let deployments = self.deployments()?;
         Ok(Plan {
             transports,
             subscribers,
@@ -296,7 +421,55 @@ impl CompareArgs {
             setup_samples: self.setup_samples.unwrap_or(if quick { 10 } else { 20 }),
             repeat,
             envelope: self.envelope,
+            deployments,
         })
+    }
+
+    /// `--bus` and `--nodes`, checked against the options that cannot go with a broker.
+    fn deployments(&self) -> anyhow::Result<Vec<Deployment>> {
+        anyhow::ensure!(
+            (1..=26).contains(&self.nodes),
+            "--nodes must be 1 to 26 (the nodes go by the letters A to Z)"
+        );
+        let mut deployments = Vec::new();
+        for &bus in if self.bus.is_empty() {
+            &[Bus::Memory][..]
+        } else {
+            &self.bus
+        } {
+            let deployment = Deployment {
+                bus,
+                nodes: if bus.is_broker() { self.nodes } else { 1 },
+            };
+            if !deployments.contains(&deployment) {
+                deployments.push(deployment);
+            }
+        }
+        let brokers: Vec<&str> = deployments
+            .iter()
+            .filter(|d| d.bus.is_broker())
+            .map(|d| d.bus.name())
+            .collect();
+        anyhow::ensure!(
+            self.nodes == 1 || !brokers.is_empty(),
+            "--nodes {} needs a broker bus (--bus redis or nats): the memory bus is one process",
+            self.nodes
+        );
+        if let Some(broker) = brokers.first() {
+            // Both would need a gateway per node that this tool starts and configures.
+            anyhow::ensure!(
+                self.target.is_none(),
+                "--bus {broker} starts its gateways: it does not go with --target"
+            );
+            // The gateway's namespace has a loopback of its own: the broker on this
+            // machine's loopback is out of its reach.
+            anyhow::ensure!(
+                self.netem.is_none(),
+                "--bus {broker} does not go with --netem (the broker is out of the \
+                 impaired gateway's network namespace)"
+            );
+        }
+        Ok(deployments)
     }
 
     /// Seconds as a [`Duration`] (negative values count as zero).
@@ -372,6 +545,73 @@ mod tests {
         assert!(error.contains("--subscribers"), "{error}");
         assert!(plan(&["--transport", "carrier-pigeon"]).is_err());
         assert!(plan(&["--target", "127.0.0.1:1", "--gateway", "/bin/true"]).is_err());
+    }
+
+    #[test]
+    fn the_memory_bus_by_default() {
+        let plan = plan(&["--quick"]).unwrap();
+        assert_eq!(plan.deployments, [Deployment::MEMORY]);
+        assert_eq!(Deployment::MEMORY.label(), "memory");
+    }
+
+    #[test]
+    fn broker_buses_run_on_the_nodes_asked_for_and_memory_on_one() {
+        let two = plan(&["--bus", "memory,redis,nats,redis", "--nodes", "2"]).unwrap();
+        let labels: Vec<String> = two.deployments.iter().map(|d| d.label()).collect();
+        assert_eq!(labels, ["memory", "redis×2", "nats×2"]);
+        assert_eq!(two.deployments[0].nodes, 1);
+        let one = plan(&["--bus", "nats"]).unwrap();
+        assert_eq!(
+            one.deployments,
+            [Deployment {
+                bus: Bus::Nats,
+                nodes: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn subscribers_never_share_the_publishers_node() {
+        let two = Deployment {
+            bus: Bus::Redis,
+            nodes: 2,
+        };
+        assert!((0..10).all(|slot| two.subscriber_node(slot) == 1));
+        assert_eq!(two.subscriber_nodes(), 1..2);
+        let three = Deployment { nodes: 3, ..two };
+        let nodes: Vec<usize> = (0..4).map(|slot| three.subscriber_node(slot)).collect();
+        assert_eq!(nodes, [1, 2, 1, 2]);
+        assert_eq!(Deployment::MEMORY.subscriber_node(7), 0);
+        assert_eq!(Deployment::MEMORY.subscriber_nodes(), 0..1);
+    }
+
+    #[test]
+    fn bus_options_that_cannot_work_are_named() {
+        let error = plan(&["--nodes", "2"]).unwrap_err().to_string();
+        assert!(error.contains("--nodes 2 needs a broker"), "{error}");
+        let error = plan(&["--bus", "redis", "--nodes", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--nodes"), "{error}");
+        let error = plan(&["--bus", "memory,nats", "--target", "127.0.0.1:1"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--target"), "{error}");
+        let error = plan(&["--bus", "redis", "--netem", "delay 5ms"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--netem"), "{error}");
+        assert!(plan(&["--bus", "kafka"]).is_err());
+        // The memory bus goes with everything it went with before.
+        assert!(plan(&["--bus", "memory", "--target", "127.0.0.1:1"]).is_ok());
+    }
+
+    #[test]
+    fn broker_urls_default_to_the_local_servers() {
+        let cli = Cli::try_parse_from(["compare"]).unwrap();
+        assert_eq!(cli.args.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(cli.args.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(cli.args.redis_fanout, RedisFanout::Pubsub);
     }
 
     #[test]

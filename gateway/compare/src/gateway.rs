@@ -13,8 +13,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use tokio::net::TcpStream;
 
+pub use crate::broker::BusSettings;
+use crate::clients::HttpConn;
+
 /// How long a gateway has to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a gateway on a broker bus has to connect to the broker once it listens.
+pub const BUS_READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often `/healthz` is asked while waiting for the bus.
+const HEALTH_POLL: Duration = Duration::from_millis(50);
 /// How long a gateway has to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections a gateway may hold beyond the subscribers: the publisher, setup samples, a
@@ -78,6 +85,26 @@ pub fn gateway_config(
     payload_bytes: usize,
     endpoints: &Endpoints,
 ) -> String {
+    gateway_config_with_bus(
+        subscribers,
+        queue,
+        events,
+        payload_bytes,
+        endpoints,
+        &BusSettings::Memory,
+    )
+}
+
+/// [`gateway_config`] on the bus `bus`: every node of a multi-node run gets the same
+/// settings, so they share one log.
+pub fn gateway_config_with_bus(
+    subscribers: usize,
+    queue: usize,
+    events: u64,
+    payload_bytes: usize,
+    endpoints: &Endpoints,
+    bus: &BusSettings,
+) -> String {
     let history_events = events.max(1000);
     // Envelope overhead per event is well under 256 bytes.
     let history_bytes = history_events.saturating_mul(payload_bytes as u64 + 256);
@@ -93,8 +120,14 @@ pub fn gateway_config(
          subscriber_queue = {queue}\n\
          max_payload = {max_payload}\n\
          history_events = {history_events}\n\
-         history_bytes = {history_bytes}\n\
-         \n\
+         history_bytes = {history_bytes}\n",
+        http = endpoints.http,
+        max_payload = (1 << 20).max(payload_bytes + 1024),
+    );
+    bus.append_toml(&mut config);
+    let _ = write!(
+        config,
+        "\n\
          [demo]\n\
          enabled = false\n\
          \n\
@@ -103,8 +136,6 @@ pub fn gateway_config(
          message_rate = 1000000000.0\n\
          message_burst = 4000000000\n\
          max_message_size = {max_message}\n",
-        http = endpoints.http,
-        max_payload = (1 << 20).max(payload_bytes + 1024),
         max_message = (64 * 1024).max(2 * payload_bytes + 1024),
     );
     match endpoints.tls {
@@ -200,6 +231,45 @@ impl GatewayProcess {
         }
     }
 
+    /// Waits until `GET /healthz` answers 200: a gateway on a broker bus listens before it
+    /// has connected to the broker (it keeps retrying in the background), and until then
+    /// it could neither publish nor hear what other nodes publish.
+    ///
+    /// # Errors
+    /// If the process exits, or `timeout` passes first: the error carries what `/healthz`
+    /// last said about the bus (`bus.detail`, e.g. why the broker is unreachable) and the
+    /// tail of the log.
+    pub async fn wait_bus_available(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match bus_health(self.endpoints.http).await {
+                Ok(health) if health.status == 200 => return Ok(()),
+                Ok(health) => format!(
+                    "/healthz answered {}: {}",
+                    health.status,
+                    health.detail.as_deref().unwrap_or("(no detail)")
+                ),
+                Err(e) => format!("/healthz: {e:#}"),
+            };
+            if self.has_exited() {
+                bail!(
+                    "the gateway exited while connecting to its bus; its log ({}):\n{}",
+                    self.log.display(),
+                    self.log_tail(20)
+                );
+            }
+            if Instant::now() + HEALTH_POLL > deadline {
+                bail!(
+                    "its bus was not available within {timeout:?}; {last}; its log ({}):\n{}",
+                    self.log.display(),
+                    self.log_tail(3)
+                );
+            }
+            // Polling: the gateway announces the broker connection to no one.
+            tokio::time::sleep(HEALTH_POLL).await;
+        }
+    }
+
     /// The process id (of the wrapper, when wrapped: see [`GatewayProcess::measured_pid`]).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -255,6 +325,37 @@ impl Drop for GatewayProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// What `GET /healthz` answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// The HTTP status: 200 when the bus is available, 503 while it is not.
+    pub status: u16,
+    /// `bus.detail`: why the bus is not available, if the gateway says.
+    pub detail: Option<String>,
+}
+
+/// Asks the gateway at `http` for `/healthz`.
+///
+/// # Errors
+/// If the request fails or the answer is not the JSON `/healthz` gives.
+pub async fn bus_health(http: SocketAddr) -> anyhow::Result<Health> {
+    let mut conn = HttpConn::connect(http).await?;
+    conn.send_get("/healthz").await?;
+    let head = conn.head().await?;
+    let body = conn.body(&head).await?;
+    let json: serde_json::Value = serde_json::from_slice(&body).with_context(|| {
+        format!(
+            "answered {} with {:?}",
+            head.status,
+            String::from_utf8_lossy(&body)
+        )
+    })?;
+    Ok(Health {
+        status: head.status,
+        detail: json["bus"]["detail"].as_str().map(str::to_owned),
+    })
 }
 
 /// `VmRSS` of a process, in KiB.
@@ -332,4 +433,95 @@ pub fn loadavg() -> String {
                 .join(" ")
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A `/healthz` that answers 503 with `detail` to the first `unavailable` requests, then
+    /// 200.
+    async fn fake_health(unavailable: usize, detail: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for answered in 0.. {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = [0; 1024];
+                let _ = socket.read(&mut request).await;
+                let (status, available) = if answered < unavailable {
+                    ("503 Service Unavailable", false)
+                } else {
+                    ("200 OK", true)
+                };
+                let body = serde_json::json!({
+                    "status": "degraded",
+                    "bus": { "backend": "redis", "available": available, "detail": detail },
+                })
+                .to_string();
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    /// A process that stands in for a gateway listening at `http`, its log named `name`.
+    fn stand_in(http: SocketAddr, name: &str) -> GatewayProcess {
+        let log = std::env::temp_dir().join(format!("{name}-{}.log", std::process::id()));
+        std::fs::write(&log, "a line of log\n").unwrap();
+        GatewayProcess {
+            child: Command::new("sleep").arg("30").spawn().unwrap(),
+            endpoints: Endpoints {
+                http,
+                tls: None,
+                wt: None,
+            },
+            log,
+            exited: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn waits_for_the_bus_to_become_available() {
+        let addr = fake_health(3, "connecting to redis").await;
+        assert_eq!(
+            bus_health(addr).await.unwrap(),
+            Health {
+                status: 503,
+                detail: Some("connecting to redis".to_owned())
+            }
+        );
+        let mut gateway = stand_in(addr, "compare-health-ok");
+        gateway
+            .wait_bus_available(Duration::from_secs(5))
+            .await
+            .unwrap();
+        let _ = std::fs::remove_file(&gateway.log);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_fails_with_the_gateways_reason() {
+        let addr = fake_health(usize::MAX, "redis://127.0.0.1:1: connection refused").await;
+        let mut gateway = stand_in(addr, "compare-health-down");
+        let error = gateway
+            .wait_bus_available(Duration::from_millis(300))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not available within 300ms"), "{error}");
+        assert!(
+            error.contains("answered 503: redis://127.0.0.1:1: connection refused"),
+            "{error}"
+        );
+        assert!(error.contains("a line of log"), "{error}");
+        let _ = std::fs::remove_file(&gateway.log);
+    }
 }

@@ -347,9 +347,9 @@ struct NetemTime(Duration);
 impl fmt::Display for NetemTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nanos = self.0.as_nanos();
-        if nanos % 1_000_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000_000) {
             write!(f, "{}s", nanos / 1_000_000_000)
-        } else if nanos % 1_000_000 == 0 {
+        } else if nanos.is_multiple_of(1_000_000) {
             write!(f, "{}ms", nanos / 1_000_000)
         } else {
             // Microseconds are the finest unit netem takes; sub-microsecond parts are kept as
@@ -369,7 +369,7 @@ impl fmt::Display for NetemRate {
             ("mbit", 1_000_000),
             ("kbit", 1_000),
         ] {
-            if bits % size == 0 {
+            if bits.is_multiple_of(size) {
                 return write!(f, "{}{unit}", bits / size);
             }
         }

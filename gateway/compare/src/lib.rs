@@ -14,10 +14,19 @@
 //! events: first at a fixed rate (open loop, for latency), then back to back (for
 //! throughput). Each transport gets a gateway of its own so that its CPU time and memory
 //! are its own; each gets the same events, the same payloads and the same schedule, so the
-//! rows differ only by transport. The modules follow the run's parts:
+//! rows differ only by transport.
+//!
+//! The bus is a dimension of its own (`--bus memory,redis,nats`, `--nodes 2`): on a broker
+//! bus a run starts `--nodes` gateways sharing one fresh namespace of the broker, connects
+//! the publisher to node A and every subscriber to node B, so that each event crosses from
+//! one process to the other through the broker. Such rows are compared with the memory row
+//! of the same transport and count, measured in the same invocation on the same machine.
+//! The modules follow the run's parts:
 //!
 //! - [`args`]: the options and the plan made of them;
 //! - [`gateway`]: the gateway process, its config, `/proc` readings;
+//! - [`broker`]: the Redis or NATS settings the nodes of a run share, and removing the
+//!   run's namespace from the broker afterwards;
 //! - [`publisher`]: the open-loop publisher on its own thread;
 //! - [`clients`]: one subscriber per transport, and the tally of what it receives;
 //! - [`wire`]: byte counting at the socket, reading events back;
@@ -29,6 +38,7 @@
 //! `bench/README.md` says what every figure means.
 
 pub mod args;
+pub mod broker;
 pub mod chart;
 pub mod clients;
 pub mod gateway;
@@ -49,7 +59,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-pub use args::{CompareArgs, Transport};
+pub use args::{Bus, CompareArgs, Deployment, Transport};
 
 use crate::gateway::Endpoints;
 use crate::impair::{ImpairedLink, Impairment};
@@ -64,6 +74,51 @@ use crate::run::{GatewaySource, RunReport, RunSpec};
 /// Bad options, a gateway that cannot start, or reliable transports that lost events (the
 /// table and files are written first).
 pub fn run(args: &CompareArgs, default_gateway: &Path) -> anyhow::Result<()> {
+    compare(args, default_gateway)?.ensure_lossless()
+}
+
+/// What a comparison measured, once its table and files are out.
+#[derive(Debug)]
+pub struct Comparison {
+    /// One row per transport, count and bus, in the order of the table.
+    pub rows: Vec<Row>,
+}
+
+impl Comparison {
+    /// Fails when a reliable transport lost events, naming the rows.
+    ///
+    /// # Errors
+    /// If a reliable transport lost events (the warnings printed say where).
+    pub fn ensure_lossless(&self) -> anyhow::Result<()> {
+        let lossy: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|row| {
+                row.transport.reliable() && (row.missing > 0 || row.saturation_missing > 0)
+            })
+            .map(|row| {
+                if row.bus_backend.is_broker() {
+                    format!("{} on {}", row.transport.name(), row.bus)
+                } else {
+                    row.transport.name().to_owned()
+                }
+            })
+            .collect();
+        anyhow::ensure!(
+            lossy.is_empty(),
+            "reliable transports lost events: {} (see the warnings above)",
+            lossy.join(", ")
+        );
+        Ok(())
+    }
+}
+
+/// [`run`], returning the rows instead of failing on lost events: for tools that show
+/// more of them (`bench/`'s `cross_node`). Call [`Comparison::ensure_lossless`] after.
+///
+/// # Errors
+/// Bad options, a gateway that cannot start or whose bus does not become available.
+pub fn compare(args: &CompareArgs, default_gateway: &Path) -> anyhow::Result<Comparison> {
     let plan = args.plan()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = args.workers.unwrap_or(cores);
@@ -162,19 +217,42 @@ pub fn run(args: &CompareArgs, default_gateway: &Path) -> anyhow::Result<()> {
     if let Some(note) = &impairment_note {
         let _ = writeln!(out, "link: {note}");
     }
+    if plan.deployments.iter().any(|d| d.bus.is_broker()) {
+        let mut buses: Vec<String> = Vec::new();
+        for deployment in &plan.deployments {
+            buses.push(match deployment.bus {
+                Bus::Memory => "memory (one gateway)".to_owned(),
+                Bus::Redis => format!(
+                    "{} ({}, fanout {})",
+                    deployment.label(),
+                    args.redis_url,
+                    args.redis_fanout.name()
+                ),
+                Bus::Nats => format!("{} ({})", deployment.label(), args.nats_url),
+            });
+        }
+        let _ = writeln!(
+            out,
+            "bus: {}; a fresh namespace per run; publisher on node A, subscribers on node B",
+            buses.join(", ")
+        );
+    }
 
     let ticks_per_sec = gateway::clock_ticks_per_sec();
-    let groups: Vec<(Transport, usize)> = plan
+    // Buses vary fastest, so that the rows to compare stand next to each other and their
+    // runs follow each other closely.
+    let groups: Vec<(Transport, usize, Deployment)> = plan
         .transports
         .iter()
         .flat_map(|&t| plan.subscribers.iter().map(move |&n| (t, n)))
+        .flat_map(|(t, n)| plan.deployments.iter().map(move |&d| (t, n, d)))
         .collect();
     let mut runs: Vec<Vec<RunReport>> = vec![Vec::new(); groups.len()];
     let mut skipped = Vec::new();
     let result =
         (|| -> anyhow::Result<()> {
             for repeat in 0..plan.repeat {
-                for (slot, &(transport, subscribers)) in groups.iter().enumerate() {
+                for (slot, &(transport, subscribers, deployment)) in groups.iter().enumerate() {
                     if let GatewaySource::Target { endpoints, .. } = &source {
                         if transport == Transport::SseH2 && endpoints.tls.is_none() {
                             if repeat == 0 {
@@ -188,12 +266,18 @@ pub fn run(args: &CompareArgs, default_gateway: &Path) -> anyhow::Result<()> {
                         plan: &plan,
                         transport,
                         subscribers,
+                        deployment,
                         source: &source,
-                        dir: run::run_dir(&temp, repeat, transport, subscribers),
+                        dir: run::run_dir(&temp, repeat, transport, subscribers, deployment),
                         ticks_per_sec,
                     };
+                    let bus = if deployment.bus.is_broker() {
+                        format!(" {}", deployment.label())
+                    } else {
+                        String::new()
+                    };
                     let label = format!(
-                        "{} ×{subscribers} ({}/{})",
+                        "{} ×{subscribers}{bus} ({}/{})",
                         transport.name(),
                         repeat + 1,
                         plan.repeat
@@ -233,13 +317,29 @@ pub fn run(args: &CompareArgs, default_gateway: &Path) -> anyhow::Result<()> {
     result?;
 
     let latency_from_gateway = args.netem.is_some();
-    let rows: Vec<Row> = runs
+    let mut rows: Vec<Row> = runs
         .into_iter()
         .filter(|runs| !runs.is_empty())
         .map(|runs| Row::from_runs(runs, latency_from_gateway))
         .collect();
+    report::compare_with_memory(&mut rows);
+    let multi_node_figures = rows
+        .iter()
+        .any(|row| row.nodes > 1)
+        .then_some(report::MULTI_NODE_FIGURES);
     let _ = writeln!(out);
     let _ = write!(out, "{}", report::table(&rows));
+    if let Some(note) = multi_node_figures {
+        let _ = writeln!(out, "{note}");
+    }
+    if let Some(table) = report::bus_table(&rows) {
+        let _ = writeln!(
+            out,
+            "\nagainst the memory bus (×mem: the row's figure over the memory row's of the \
+             same transport and count, this run):"
+        );
+        let _ = write!(out, "{table}");
+    }
     if latency_from_gateway {
         let _ = writeln!(
             out,
@@ -250,13 +350,9 @@ pub fn run(args: &CompareArgs, default_gateway: &Path) -> anyhow::Result<()> {
     for note in &skipped {
         let _ = writeln!(out, "skipped: {note}");
     }
-    let mut lossy = Vec::new();
     for row in &rows {
         for line in report::warnings(row) {
             let _ = writeln!(out, "{line}");
-        }
-        if row.transport.reliable() && (row.missing > 0 || row.saturation_missing > 0) {
-            lossy.push(row.transport.name());
         }
     }
     let loadavg_after = gateway::loadavg();
@@ -278,8 +374,11 @@ pub fn run(args: &CompareArgs, default_gateway: &Path) -> anyhow::Result<()> {
             rows: &rows,
             kept_logs: rows
                 .iter()
-                .flat_map(|row| row.runs.iter().filter_map(|r| r.gateway_log.clone()))
+                .flat_map(|row| &row.runs)
+                .flat_map(|run| run.gateway_log.iter().chain(&run.other_node_logs))
+                .cloned()
                 .collect(),
+            multi_node_figures,
         };
         let json = serde_json::to_string_pretty(&output)?;
         if json_to_stdout {
@@ -301,12 +400,7 @@ pub fn run(args: &CompareArgs, default_gateway: &Path) -> anyhow::Result<()> {
         std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))?;
         let _ = writeln!(out, "wrote {}", path.display());
     }
-    anyhow::ensure!(
-        lossy.is_empty(),
-        "reliable transports lost events: {} (see the warnings above)",
-        lossy.join(", ")
-    );
-    Ok(())
+    Ok(Comparison { rows })
 }
 
 /// Cores, client workers and kernel, for the report's header.

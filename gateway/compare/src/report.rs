@@ -5,19 +5,26 @@ use std::path::PathBuf;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::args::{Plan, Transport};
+use crate::args::{Bus, Deployment, Plan, Transport};
 use crate::chart::{ChartText, LatencySeries};
 use crate::run::RunReport;
 use crate::stats::{format_table, latency_histogram, median, percentile_points, LatencySummary};
 
-/// One transport at one subscriber count: the median of each figure over the repeats, and
-/// the worst run for every loss counter.
+/// One transport at one subscriber count on one bus: the median of each figure over the
+/// repeats, and the worst run for every loss counter.
 #[derive(Debug, Serialize)]
 pub struct Row {
     /// The transport.
     pub transport: Transport,
     /// Subscribers.
     pub subscribers: usize,
+    /// The bus and its nodes, as the table names them: `memory`, `redis×2`, ….
+    pub bus: String,
+    /// The bus alone.
+    pub bus_backend: Bus,
+    /// Gateway processes sharing the bus (publisher on node A, subscribers on the others).
+    /// The gateway CPU and memory figures are summed over all of them.
+    pub nodes: usize,
     /// Connection setup, median, ms.
     pub setup_p50_ms: f64,
     /// Connection setup, 99th percentile, ms.
@@ -77,6 +84,10 @@ pub struct Row {
     pub publisher_behind_max_ms: f64,
     /// `(percentile, µs)` of the open-loop latency, all repeats merged.
     pub latency_distribution: Vec<(f64, f64)>,
+    /// A broker row: its figures over the memory row's of the same transport and count,
+    /// when the run had one (see [`compare_with_memory`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_memory: Option<VsMemory>,
     /// Every run.
     pub runs: Vec<RunReport>,
 }
@@ -128,9 +139,16 @@ impl Row {
         let saturated = |f: &dyn Fn(&crate::run::PhaseReport) -> f64| {
             of(&|r| r.saturation.as_ref().map_or(0.0, f))
         };
+        let deployment = Deployment {
+            bus: runs[0].bus,
+            nodes: runs[0].nodes,
+        };
         Self {
             transport: runs[0].transport,
             subscribers: runs[0].subscribers,
+            bus: deployment.label(),
+            bus_backend: deployment.bus,
+            nodes: deployment.nodes,
             setup_p50_ms: of(&|r| r.setup.p50_ms),
             setup_p99_ms: of(&|r| r.setup.p99_ms),
             setup_bytes_down: of(&|r| r.setup.bytes_down),
@@ -173,18 +191,121 @@ impl Row {
             lag_notices: worst(&|r| r.lagged + r.gaps),
             publisher_behind_max_ms: of(&|r| r.open_loop.publish.behind_max_ns as f64 / 1e6),
             latency_distribution: percentile_points(&merged),
+            vs_memory: None,
             runs,
         }
     }
 
-    /// The name in tables: the transport, and the count when several are compared.
-    fn label(&self, with_count: bool) -> String {
+    /// The name in tables: the transport, the count when several are compared, the bus
+    /// when it is not the memory bus and `with_bus`.
+    fn label(&self, with_count: bool, with_bus: bool) -> String {
+        let mut label = self.transport.name().to_owned();
         if with_count {
-            format!("{} ×{}", self.transport.name(), self.subscribers)
-        } else {
-            self.transport.name().to_owned()
+            label.push_str(&format!(" ×{}", self.subscribers));
         }
+        if with_bus && self.bus_backend.is_broker() {
+            label.push(' ');
+            label.push_str(&self.bus);
+        }
+        label
     }
+}
+
+/// A broker row's latency and throughput over those of the memory row with the same
+/// transport and count, from the same run of the tool: the price of going through the
+/// broker (and, with several nodes, across processes) on the same machine.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct VsMemory {
+    /// Latency p50 over memory's.
+    pub p50: f64,
+    /// Latency p99 over memory's.
+    pub p99: f64,
+    /// Latency p99.9 over memory's.
+    pub p999: f64,
+    /// Delivered events/s at saturation over memory's (below 1: slower).
+    pub saturated_per_sec: f64,
+}
+
+/// Fills in [`Row::vs_memory`] of every broker row that has a memory row to compare with.
+pub fn compare_with_memory(rows: &mut [Row]) {
+    let ratio = |value: f64, memory: f64| {
+        if memory > 0.0 {
+            value / memory
+        } else {
+            f64::NAN
+        }
+    };
+    let ratios: Vec<Option<VsMemory>> = rows
+        .iter()
+        .map(|row| {
+            let memory = rows.iter().find(|memory| {
+                !memory.bus_backend.is_broker()
+                    && memory.transport == row.transport
+                    && memory.subscribers == row.subscribers
+            })?;
+            row.bus_backend.is_broker().then(|| VsMemory {
+                p50: ratio(row.latency.p50_us, memory.latency.p50_us),
+                p99: ratio(row.latency.p99_us, memory.latency.p99_us),
+                p999: ratio(row.latency.p999_us, memory.latency.p999_us),
+                saturated_per_sec: ratio(row.saturated_per_sec, memory.saturated_per_sec),
+            })
+        })
+        .collect();
+    for (row, vs_memory) in rows.iter_mut().zip(ratios) {
+        row.vs_memory = vs_memory;
+    }
+}
+
+/// Whether the rows come from more than the memory bus, so tables name the bus.
+fn several_buses(rows: &[Row]) -> bool {
+    rows.iter().any(|row| row.bus_backend.is_broker())
+}
+
+/// The bus comparison: latency and throughput of every row, and each broker row's over
+/// the memory row of the same transport and count. `None` when no row has a memory row
+/// to compare with.
+pub fn bus_table(rows: &[Row]) -> Option<String> {
+    if rows.iter().all(|row| row.vs_memory.is_none()) {
+        return None;
+    }
+    let with_count = rows
+        .iter()
+        .any(|row| row.subscribers != rows[0].subscribers);
+    let header = [
+        "transport",
+        "bus",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "saturated ev/s",
+        "p50 ×mem",
+        "p99 ×mem",
+        "p99.9 ×mem",
+        "ev/s ×mem",
+    ];
+    let times = |value: Option<f64>| match value {
+        Some(value) if value.is_finite() => format!("{value:.2}×"),
+        _ => "-".to_owned(),
+    };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let vs = row.vs_memory;
+            vec![
+                row.label(with_count, false),
+                row.bus.clone(),
+                ms(row.latency.p50_us),
+                ms(row.latency.p99_us),
+                ms(row.latency.p999_us),
+                format!("{:.0}", row.saturated_per_sec),
+                times(vs.map(|vs| vs.p50)),
+                times(vs.map(|vs| vs.p99)),
+                times(vs.map(|vs| vs.p999)),
+                times(vs.map(|vs| vs.saturated_per_sec)),
+            ]
+        })
+        .collect();
+    Some(format_table(&header, &cells))
 }
 
 /// Milliseconds from microseconds, to 2 decimals (3 below 1 ms).
@@ -201,7 +322,8 @@ pub fn table(rows: &[Row]) -> String {
     let with_count = rows
         .iter()
         .any(|row| row.subscribers != rows[0].subscribers);
-    let header = [
+    let with_bus = several_buses(rows);
+    let mut header = vec![
         "transport",
         "setup p50/p99 ms",
         "p50 ms",
@@ -217,11 +339,14 @@ pub fn table(rows: &[Row]) -> String {
         "gw KiB/conn",
         "lost",
     ];
+    if with_bus {
+        header.insert(1, "bus");
+    }
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            vec![
-                row.label(with_count),
+            let mut cells = vec![
+                row.label(with_count, false),
                 format!("{:.2}/{:.2}", row.setup_p50_ms, row.setup_p99_ms),
                 ms(row.latency.p50_us),
                 ms(row.latency.p90_us),
@@ -250,7 +375,11 @@ pub fn table(rows: &[Row]) -> String {
                         loss_percent(row.saturation_missing, row)
                     )
                 },
-            ]
+            ];
+            if with_bus {
+                cells.insert(1, row.bus.clone());
+            }
+            cells
         })
         .collect();
     format_table(&header, &cells)
@@ -274,7 +403,7 @@ fn loss_percent(missing: u64, row: &Row) -> f64 {
 
 /// Lines that warn about anything that makes a row's figures suspect.
 pub fn warnings(row: &Row) -> Vec<String> {
-    let name = row.label(true);
+    let name = row.label(true, true);
     let mut notes = Vec::new();
     for run in &row.runs {
         let mut problems = Vec::new();
@@ -354,8 +483,19 @@ pub fn warnings(row: &Row) -> Vec<String> {
                 run.gateway_log_warnings
             ));
         }
-        if let (false, Some(log)) = (problems.is_empty(), &run.gateway_log) {
-            problems.push(format!("log: {}", log.display()));
+        if !problems.is_empty() {
+            let logs: Vec<String> = run
+                .gateway_log
+                .iter()
+                .chain(&run.other_node_logs)
+                .map(|log| log.display().to_string())
+                .collect();
+            if !logs.is_empty() {
+                problems.push(format!("log: {}", logs.join(", ")));
+            }
+        }
+        if let Some(leftover) = &run.broker_leftover {
+            problems.push(format!("left behind in the broker: {leftover}"));
         }
         if !problems.is_empty() {
             notes.push(format!("warning: {name}: {}", problems.join("; ")));
@@ -376,9 +516,10 @@ pub fn chart_series(rows: &[Row]) -> Vec<LatencySeries> {
     let with_count = rows
         .iter()
         .any(|row| row.subscribers != rows[0].subscribers);
+    let with_bus = several_buses(rows);
     rows.iter()
         .map(|row| LatencySeries {
-            name: row.label(with_count),
+            name: row.label(with_count, with_bus),
             points: row.latency_distribution.clone(),
             p50_us: row.latency.p50_us,
             p99_us: row.latency.p99_us,
@@ -432,4 +573,13 @@ pub struct Output<'a> {
     pub rows: &'a [Row],
     /// Where the logs of troubled runs were kept.
     pub kept_logs: Vec<PathBuf>,
+    /// Rows on several nodes: what their gateway CPU and memory figures cover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_node_figures: Option<&'static str>,
 }
+
+/// What the gateway CPU and memory figures of a multi-node row cover, said under the
+/// table and in the JSON.
+pub const MULTI_NODE_FIGURES: &str = "gateway CPU and memory of a row on several nodes are \
+     summed over its nodes (node A publishes, the others serve the subscribers); each run's \
+     gateway_cpu_ms_per_1k_by_node splits the CPU";

@@ -1,4 +1,6 @@
-//! One run: one transport, a fresh gateway, N subscribers, two phases of the same events.
+//! One run: one transport, a fresh gateway (or `--nodes` of them sharing a broker: the
+//! publisher on node A, the subscribers on node B), N subscribers, two phases of the same
+//! events.
 //!
 //! 1. **Setup**: sequential connections, each timed from nothing to "subscribed" and closed
 //!    before the next, for the setup p50/p99 and the bytes a handshake costs.
@@ -25,9 +27,10 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::args::{CompareArgs, Envelope, Plan, Transport};
+use crate::args::{Bus, CompareArgs, Deployment, Envelope, Plan, Transport};
+use crate::broker::BusSettings;
 use crate::clients::{self, ClientSetup, Feed, PhaseBounds, Tally};
-use crate::gateway::{self, Endpoints, GatewayProcess};
+use crate::gateway::{self, Endpoints, GatewayProcess, BUS_READY_TIMEOUT};
 use crate::impair::ImpairedLink;
 use crate::progress::RunProgress;
 use crate::publisher::{PublishOrder, PublishReport, Publisher, PublisherSetup};
@@ -83,6 +86,8 @@ pub struct RunSpec<'a> {
     pub transport: Transport,
     /// Subscribers.
     pub subscribers: usize,
+    /// The bus, and how many gateway processes share it.
+    pub deployment: Deployment,
     /// The gateway.
     pub source: &'a GatewaySource,
     /// Where its config and log go.
@@ -147,9 +152,13 @@ pub struct PhaseReport {
     pub wire_up_per_event: f64,
     /// Long polling: polls answered per delivery.
     pub polls_per_event: f64,
-    /// Gateway CPU time over the phase (threads' schedstat), ms per 1 000 deliveries.
+    /// Gateway CPU time over the phase (threads' schedstat), ms per 1 000 deliveries;
+    /// summed over the nodes when there are several.
     pub gateway_cpu_ms_per_1k: f64,
-    /// Gateway `utime + stime` over the phase, seconds (10 ms resolution).
+    /// Several nodes: each one's share of `gateway_cpu_ms_per_1k`, node A first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateway_cpu_ms_per_1k_by_node: Vec<f64>,
+    /// Gateway `utime + stime` over the phase, seconds (10 ms resolution), every node.
     pub gateway_cpu_secs: f64,
     /// The clients' (this process's) CPU over the phase, ms per 1 000 deliveries.
     pub client_cpu_ms_per_1k: f64,
@@ -164,6 +173,10 @@ pub struct RunReport {
     pub transport: Transport,
     /// Subscribers asked for.
     pub subscribers: usize,
+    /// The bus.
+    pub bus: Bus,
+    /// Gateway processes sharing it: the publisher's node A, the subscribers' B, ….
+    pub nodes: usize,
     /// `ws-deflate`: whether the gateway accepted `permessage-deflate`.
     pub deflate_accepted: Option<bool>,
     /// Sequential connection setups.
@@ -194,18 +207,27 @@ pub struct RunReport {
     pub dropped: usize,
     /// Why the first one did.
     pub first_drop_reason: Option<String>,
-    /// Gateway RSS before the subscribers connected, KiB.
+    /// Gateway RSS before the subscribers connected, KiB (every node's, summed).
     pub gateway_rss_before_kib: u64,
     /// … once they had, KiB.
     pub gateway_rss_connected_kib: u64,
     /// `(connected - before) / connected`, KiB.
     pub gateway_rss_per_connection_kib: f64,
-    /// Gateway log lines at WARN or ERROR.
+    /// Gateway log lines at WARN or ERROR, up to the moment it was asked to stop: what a
+    /// node logs while it closes (a broker connection it ends, say) says nothing about the
+    /// figures.
     pub gateway_log_warnings: usize,
     /// Whether the gateway died during the run.
     pub gateway_exited_early: bool,
-    /// Its log, kept when something went wrong (or with `--keep-logs`).
+    /// Its log, kept when something went wrong (or with `--keep-logs`); node A's when
+    /// there are several.
     pub gateway_log: Option<PathBuf>,
+    /// The logs of nodes B, …, kept like `gateway_log`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_node_logs: Vec<PathBuf>,
+    /// Why the run's namespace could not be removed from the broker, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_leftover: Option<String>,
     /// The open-loop latency histograms (ns) from the scheduled send time and from the
     /// gateway's timestamp, for charts; not serialised.
     #[serde(skip)]
@@ -222,12 +244,37 @@ struct Signals {
     changed: Notify,
 }
 
-/// Runs one transport once.
+/// Runs one transport once, on gateways of its own (on a namespace of its own in the
+/// broker, removed afterwards).
 ///
 /// # Errors
-/// If the gateway or the publisher cannot start; what goes wrong with subscribers is
-/// counted in the report instead.
+/// If a gateway or the publisher cannot start, or a gateway's broker bus does not become
+/// available; what goes wrong with subscribers is counted in the report instead.
 pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Result<RunReport> {
+    let bus = match spec.source {
+        GatewaySource::Launch { .. } => BusSettings::fresh(spec.deployment.bus, spec.args),
+        // Its bus is its own business: nothing to configure, nothing to remove.
+        GatewaySource::Target { .. } => BusSettings::Memory,
+    };
+    let result = run_on_bus(spec, &bus, progress).await;
+    // Every node has exited by now (stopped, or killed when dropped on an error), so none
+    // can create the namespace again.
+    let removal = bus.remove_namespace().await;
+    match (result, removal) {
+        (Ok(mut report), Err(e)) => {
+            report.broker_leftover = Some(format!("{e:#}"));
+            Ok(report)
+        }
+        (result, _) => result,
+    }
+}
+
+/// [`run_once`] on `bus`.
+async fn run_on_bus(
+    spec: &RunSpec<'_>,
+    bus: &BusSettings,
+    progress: &RunProgress,
+) -> anyhow::Result<RunReport> {
     let plan = spec.plan;
     let args = spec.args;
     let n = spec.subscribers;
@@ -242,31 +289,65 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
     let connect_timeout = CompareArgs::secs(args.connect_timeout);
 
     progress.stage("starting the gateway");
-    let (mut process, endpoints, pid) = match spec.source {
+    let deployment = spec.deployment;
+    // The gateway processes this run started, node A first; none with `--target`.
+    let mut nodes: Vec<GatewayProcess> = Vec::new();
+    let (endpoints, pids): (Vec<Endpoints>, Vec<String>) = match spec.source {
         GatewaySource::Launch { binary, link } => {
-            let (endpoints, command) = match link {
-                Some(link) => (
-                    Endpoints::in_namespace(link.gateway_ip()),
-                    link.command(binary),
-                ),
-                None => (Endpoints::free_loopback()?, Command::new(binary)),
-            };
-            let config = gateway::gateway_config(
-                n,
-                queue,
-                events + saturate,
-                plan.payload_bytes,
-                &endpoints,
-            );
-            let process = GatewayProcess::start(command, &spec.dir, &config, endpoints).await?;
-            let pid = Some(process.measured_pid());
-            (Some(process), endpoints, pid)
+            for node in 0..deployment.nodes {
+                // `--netem` runs one node only (`CompareArgs::plan`): its namespace's
+                // fixed ports have room for one.
+                let (endpoints, command) = match link {
+                    Some(link) => (
+                        Endpoints::in_namespace(link.gateway_ip()),
+                        link.command(binary),
+                    ),
+                    None => (Endpoints::free_loopback()?, Command::new(binary)),
+                };
+                let config = gateway::gateway_config_with_bus(
+                    n,
+                    queue,
+                    events + saturate,
+                    plan.payload_bytes,
+                    &endpoints,
+                    bus,
+                );
+                let dir = node_dir(&spec.dir, node, deployment.nodes);
+                let process = GatewayProcess::start(command, &dir, &config, endpoints)
+                    .await
+                    .with_context(|| format!("starting node {}", node_name(node)))?;
+                nodes.push(process);
+            }
+            if bus.is_broker() {
+                progress.stage("waiting for the bus");
+                for (node, process) in nodes.iter_mut().enumerate() {
+                    process
+                        .wait_bus_available(BUS_READY_TIMEOUT)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "node {} ({}) on {}",
+                                node_name(node),
+                                process.endpoints.http,
+                                bus.describe()
+                            )
+                        })?;
+                }
+            }
+            (
+                nodes.iter().map(|process| process.endpoints).collect(),
+                nodes
+                    .iter()
+                    .map(|process| process.measured_pid().to_string())
+                    .collect(),
+            )
         }
-        GatewaySource::Target { endpoints, pid } => (None, *endpoints, *pid),
+        GatewaySource::Target { endpoints, pid } => {
+            (vec![*endpoints], pid.iter().map(u32::to_string).collect())
+        }
     };
-    let pid = pid.map(|pid| pid.to_string());
     let publisher = Publisher::connect(PublisherSetup {
-        addr: endpoints.http,
+        addr: endpoints[0].http,
         topic: TOPIC.to_owned(),
         payload_bytes: plan.payload_bytes,
         connect_timeout,
@@ -274,39 +355,23 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
     })
     .await?;
 
-    let mut query = format!("topics={TOPIC}");
-    if plan.envelope_for(transport) == Envelope::Binary {
-        query.push_str("&envelope=binary");
+    // One client setup per node that subscribers connect to, in node order.
+    let subscriber_nodes = deployment.subscriber_nodes();
+    let mut setups = Vec::with_capacity(subscriber_nodes.len());
+    for node in subscriber_nodes.clone() {
+        setups.push(Arc::new(client_setup(spec, endpoints[node]).await?));
     }
-    let mut wt_url = None;
-    let mut wt_endpoints = Vec::new();
-    if let Some(mode) = transport.wt_mode() {
-        let (hash, url) = clients::cert_hash(endpoints.http).await?;
-        for _ in 0..WT_CLIENT_ENDPOINTS {
-            wt_endpoints.push(clients::wt_endpoint(hash, spec.source.client_ip())?);
-        }
-        wt_url = Some(format!("{url}?{query}&mode={mode}"));
-    }
-    let setup = Arc::new(ClientSetup {
-        transport,
-        http: endpoints.http,
-        tls: endpoints.tls,
-        query,
-        wt_url,
-        wt_endpoints,
-        tls_h2: match transport {
-            Transport::SseH2 => Some(clients::tls_connector(b"h2")?),
-            _ => None,
-        },
-        poll_timeout: args.poll_timeout,
-    });
 
     // Memory before any client connects: setup samples come and go before the subscribers
     // connect, and the allocator keeps what they freed for the subscribers to reuse.
-    let rss = |pid: &Option<String>| pid.as_deref().and_then(|p| gateway::rss_kib(p).ok());
-    let rss_before = rss(&pid).unwrap_or(0);
+    let rss = || -> u64 {
+        pids.iter()
+            .filter_map(|pid| gateway::rss_kib(pid).ok())
+            .sum()
+    };
+    let rss_before = rss();
     progress.stage("timing connection setup");
-    let setup_report = measure_setup(&setup, plan.setup_samples, connect_timeout).await;
+    let setup_report = measure_setup(&setups[0], plan.setup_samples, connect_timeout).await;
 
     // Connect every subscriber, `connect_parallel` at a time.
     progress.connecting(n);
@@ -324,8 +389,9 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
     let connect_start = Instant::now();
     let mut tasks = JoinSet::new();
     for slot in 0..n {
+        let node = deployment.subscriber_node(slot);
         tasks.spawn(subscriber(SubscriberTask {
-            setup: Arc::clone(&setup),
+            setup: Arc::clone(&setups[node - subscriber_nodes.start]),
             slot,
             bounds: bounds.clone(),
             slots: Arc::clone(&slots),
@@ -363,7 +429,7 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
             }
         }
     }
-    let rss_connected = rss(&pid).unwrap_or(0);
+    let rss_connected = rss();
 
     // The phases.
     let mut reports = Vec::new();
@@ -382,8 +448,8 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
             connected as u64 * bound.events,
             signals.deliveries.load(Ordering::Relaxed),
         );
-        let cpu_start = pid.as_deref().and_then(|p| gateway::sched_cpu_ns(p).ok());
-        let ticks_start = pid.as_deref().and_then(|p| gateway::cpu_ticks(p).ok());
+        let cpu_start = read_nodes(&pids, gateway::sched_cpu_ns);
+        let ticks_start = read_nodes(&pids, gateway::cpu_ticks);
         let client_start = gateway::cpu_ticks("self").ok();
         let order = PublishOrder {
             first: bound.first,
@@ -412,14 +478,10 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
         )
         .await;
         let _ = close_tx.send(phase + 1);
-        let cpu_ns = cpu_start.and_then(|start| {
-            let end = gateway::sched_cpu_ns(pid.as_deref()?).ok()?;
-            Some(end.saturating_sub(start))
-        });
-        let ticks = ticks_start.and_then(|start| {
-            let end = gateway::cpu_ticks(pid.as_deref()?).ok()?;
-            Some(end.saturating_sub(start))
-        });
+        let cpu_ns = since(&cpu_start, &read_nodes(&pids, gateway::sched_cpu_ns));
+        let ticks: Option<u64> = since(&ticks_start, &read_nodes(&pids, gateway::cpu_ticks))
+            .into_iter()
+            .sum();
         let client_ticks = client_start
             .and_then(|start| Some(gateway::cpu_ticks("self").ok()?.saturating_sub(start)));
         reports.push((phase, publish, cpu_ns, ticks, client_ticks, rate));
@@ -433,25 +495,30 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
         tallies.push(tally);
         feeds.extend(feed);
     }
-    let gateway_exited_early = process.as_mut().is_some_and(GatewayProcess::has_exited);
+    let gateway_exited_early = nodes.iter_mut().any(GatewayProcess::has_exited);
     // Clients first, so the gateway shuts down with nothing to drain.
     drop(feeds);
     publisher.close().await;
-    let mut gateway_log_warnings = 0;
-    let mut gateway_log = None;
-    if let Some(process) = process.as_mut() {
-        process.stop().await;
-        let log = std::fs::read_to_string(&process.log).unwrap_or_default();
-        gateway_log_warnings = log
-            .lines()
-            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
-            .count();
-        gateway_log = Some(process.log.clone());
-    }
+    let gateway_log_warnings = nodes
+        .iter()
+        .map(|process| {
+            std::fs::read_to_string(&process.log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+                .count()
+        })
+        .sum();
+    futures_util::future::join_all(nodes.iter_mut().map(GatewayProcess::stop)).await;
+    let mut logs = nodes.iter().map(|process| process.log.clone());
+    let gateway_log = logs.next();
+    let other_node_logs: Vec<PathBuf> = logs.collect();
 
     let mut report = RunReport {
         transport,
         subscribers: n,
+        bus: deployment.bus,
+        nodes: deployment.nodes,
         deflate_accepted,
         setup: setup_report,
         connected,
@@ -477,6 +544,8 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
         gateway_log_warnings,
         gateway_exited_early,
         gateway_log: None,
+        other_node_logs: Vec::new(),
+        broker_leftover: None,
         open_loop_histograms: None,
     };
     for (phase, publish, cpu_ns, ticks, client_ticks, rate) in reports {
@@ -492,7 +561,13 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
         if phase_report.deliveries > 0 {
             let per_1k = 1e3 / phase_report.deliveries as f64;
             let tick_secs = 1.0 / spec.ticks_per_sec as f64;
-            phase_report.gateway_cpu_ms_per_1k = cpu_ns.map_or(0.0, |ns| ns as f64 / 1e6 * per_1k);
+            let ms_per_1k = |ns: Option<u64>| ns.map_or(0.0, |ns| ns as f64 / 1e6 * per_1k);
+            phase_report.gateway_cpu_ms_per_1k =
+                ms_per_1k(cpu_ns.iter().copied().sum::<Option<u64>>());
+            if cpu_ns.len() > 1 {
+                phase_report.gateway_cpu_ms_per_1k_by_node =
+                    cpu_ns.iter().map(|&ns| ms_per_1k(ns)).collect();
+            }
             phase_report.gateway_cpu_secs = ticks.map_or(0.0, |t| t as f64 * tick_secs);
             phase_report.client_cpu_ms_per_1k =
                 client_ticks.map_or(0.0, |t| t as f64 * tick_secs * 1e3 * per_1k);
@@ -511,10 +586,56 @@ pub async fn run_once(spec: &RunSpec<'_>, progress: &RunProgress) -> anyhow::Res
         || gateway_exited_early;
     if troubled || args.keep_logs {
         report.gateway_log = gateway_log;
-    } else if process.is_some() {
+        report.other_node_logs = other_node_logs;
+    } else if !nodes.is_empty() {
         let _ = std::fs::remove_dir_all(&spec.dir);
     }
     Ok(report)
+}
+
+/// How subscribers of `spec` reach the gateway at `endpoints`.
+async fn client_setup(spec: &RunSpec<'_>, endpoints: Endpoints) -> anyhow::Result<ClientSetup> {
+    let transport = spec.transport;
+    let mut query = format!("topics={TOPIC}");
+    if spec.plan.envelope_for(transport) == Envelope::Binary {
+        query.push_str("&envelope=binary");
+    }
+    let mut wt_url = None;
+    let mut wt_endpoints = Vec::new();
+    if let Some(mode) = transport.wt_mode() {
+        let (hash, url) = clients::cert_hash(endpoints.http).await?;
+        for _ in 0..WT_CLIENT_ENDPOINTS {
+            wt_endpoints.push(clients::wt_endpoint(hash, spec.source.client_ip())?);
+        }
+        wt_url = Some(format!("{url}?{query}&mode={mode}"));
+    }
+    Ok(ClientSetup {
+        transport,
+        http: endpoints.http,
+        tls: endpoints.tls,
+        query,
+        wt_url,
+        wt_endpoints,
+        tls_h2: match transport {
+            Transport::SseH2 => Some(clients::tls_connector(b"h2")?),
+            _ => None,
+        },
+        poll_timeout: spec.args.poll_timeout,
+    })
+}
+
+/// A `/proc` reading of every node (`None` where it failed).
+fn read_nodes(pids: &[String], read: fn(&str) -> anyhow::Result<u64>) -> Vec<Option<u64>> {
+    pids.iter().map(|pid| read(pid).ok()).collect()
+}
+
+/// Each node's growth from `start` to `end` (`None` where either reading failed).
+fn since(start: &[Option<u64>], end: &[Option<u64>]) -> Vec<Option<u64>> {
+    start
+        .iter()
+        .zip(end)
+        .map(|(start, end)| Some(end.as_ref()?.saturating_sub(*start.as_ref()?)))
+        .collect()
 }
 
 /// Waits until every connected subscriber is through with `phase`, or (unreliable
@@ -780,11 +901,33 @@ fn report_through(tally: &mut Tally, reported: &mut [bool], feed: &Feed, signals
     }
 }
 
-/// The directory of run `repeat` of `transport` with `subscribers` subscribers.
-pub fn run_dir(base: &Path, repeat: usize, transport: Transport, subscribers: usize) -> PathBuf {
-    base.join(format!(
-        "run{}-{}-{subscribers}",
-        repeat + 1,
-        transport.name()
-    ))
+/// The directory of run `repeat` of `transport` with `subscribers` subscribers on
+/// `deployment`.
+pub fn run_dir(
+    base: &Path,
+    repeat: usize,
+    transport: Transport,
+    subscribers: usize,
+    deployment: Deployment,
+) -> PathBuf {
+    let mut name = format!("run{}-{}-{subscribers}", repeat + 1, transport.name());
+    if deployment.bus.is_broker() {
+        name.push_str(&format!("-{}-x{}", deployment.bus.name(), deployment.nodes));
+    }
+    base.join(name)
+}
+
+/// The letter a node goes by: A for the publisher's, B for the (first) subscribers'.
+pub fn node_name(node: usize) -> char {
+    (b'A'..=b'Z').nth(node).map_or('?', char::from)
+}
+
+/// Where node `node` of `nodes` keeps its config and log: the run's directory itself when
+/// it is the only one.
+fn node_dir(run: &Path, node: usize, nodes: usize) -> PathBuf {
+    if nodes == 1 {
+        run.to_path_buf()
+    } else {
+        run.join(format!("node-{}", node_name(node).to_ascii_lowercase()))
+    }
 }

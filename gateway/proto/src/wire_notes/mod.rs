@@ -359,7 +359,7 @@ mod tests {
                 let at = (rng.next() as usize) % data.len();
                 data[at] = rng.next() as u8;
             }
-            if rng.next() % 3 == 0 {
+            if rng.next().is_multiple_of(3) {
                 data.truncate((rng.next() as usize) % (data.len() + 1));
             }
             fuzz_annotate(&data);
