@@ -8,52 +8,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{nats_url, TestLog};
 use streamgate_bus_nats::NatsBroker;
-use streamgate_core::conformance::BusFactory;
-use streamgate_core::{
-    BoxFuture, BrokerBus, BrokerBusConfig, BusHealth, ContentType, Event, EventBus,
-    MemoryBusConfig, PublishError, SubscribeError, SubscribeRequest, Subscription, Topic,
-    TopicStats,
-};
-
-/// A node, and its stream's deletion once the check has dropped the node.
-#[derive(Debug)]
-struct NodeOnOwnStream {
-    node: BrokerBus,
-    _log: TestLog,
-}
-
-impl EventBus for NodeOnOwnStream {
-    fn publish(
-        &self,
-        topic: Topic,
-        content_type: ContentType,
-        payload: Bytes,
-    ) -> BoxFuture<'_, Result<Arc<Event>, PublishError>> {
-        self.node.publish(topic, content_type, payload)
-    }
-
-    fn subscribe(
-        &self,
-        request: SubscribeRequest,
-    ) -> BoxFuture<'_, Result<Subscription, SubscribeError>> {
-        self.node.subscribe(request)
-    }
-
-    fn health(&self) -> BusHealth {
-        self.node.health()
-    }
-
-    fn topic_stats(&self) -> BoxFuture<'_, Vec<TopicStats>> {
-        self.node.topic_stats()
-    }
-
-    fn close(&self) {
-        self.node.close();
-    }
-}
+use streamgate_core::conformance::{BusFactory, WithCleanup};
+use streamgate_core::{BrokerBus, BrokerBusConfig, EventBus, MemoryBusConfig};
 
 fn nats_node() -> impl BusFactory {
     |config: MemoryBusConfig| async move {
@@ -71,7 +29,7 @@ fn nats_node() -> impl BusFactory {
             log.url,
             node.health().detail
         );
-        Arc::new(NodeOnOwnStream { node, _log: log }) as Arc<dyn EventBus>
+        Arc::new(WithCleanup::new(Arc::new(node), log)) as Arc<dyn EventBus>
     }
 }
 

@@ -9,52 +9,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{redis_url, Cleanup};
 use streamgate_bus_redis::{Fanout, RedisBroker, RedisBrokerConfig};
-use streamgate_core::conformance::BusFactory;
-use streamgate_core::{
-    BoxFuture, BrokerBus, BrokerBusConfig, BusHealth, ContentType, Epoch, Event, EventBus,
-    MemoryBusConfig, PublishError, SubscribeError, SubscribeRequest, Subscription, Topic,
-    TopicStats,
-};
-
-/// A node, and its keys' deletion once the check has dropped the node.
-#[derive(Debug)]
-struct NodeOnOwnPrefix {
-    node: BrokerBus,
-    _cleanup: Cleanup,
-}
-
-impl EventBus for NodeOnOwnPrefix {
-    fn publish(
-        &self,
-        topic: Topic,
-        content_type: ContentType,
-        payload: Bytes,
-    ) -> BoxFuture<'_, Result<Arc<Event>, PublishError>> {
-        self.node.publish(topic, content_type, payload)
-    }
-
-    fn subscribe(
-        &self,
-        request: SubscribeRequest,
-    ) -> BoxFuture<'_, Result<Subscription, SubscribeError>> {
-        self.node.subscribe(request)
-    }
-
-    fn health(&self) -> BusHealth {
-        self.node.health()
-    }
-
-    fn topic_stats(&self) -> BoxFuture<'_, Vec<TopicStats>> {
-        self.node.topic_stats()
-    }
-
-    fn close(&self) {
-        self.node.close();
-    }
-}
+use streamgate_core::conformance::{BusFactory, WithCleanup};
+use streamgate_core::{BrokerBus, BrokerBusConfig, Epoch, EventBus, MemoryBusConfig};
 
 fn redis_node(fanout: Fanout) -> impl BusFactory {
     move |config: MemoryBusConfig| async move {
@@ -78,10 +36,7 @@ fn redis_node(fanout: Fanout) -> impl BusFactory {
             "Redis at {url} is reachable: {:?}",
             node.health().detail
         );
-        Arc::new(NodeOnOwnPrefix {
-            node,
-            _cleanup: Cleanup { url, prefix },
-        }) as Arc<dyn EventBus>
+        Arc::new(WithCleanup::new(Arc::new(node), Cleanup { url, prefix })) as Arc<dyn EventBus>
     }
 }
 

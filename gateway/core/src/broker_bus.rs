@@ -202,13 +202,7 @@ impl BrokerBus {
         payload: Bytes,
     ) -> Result<Arc<Event>, PublishError> {
         let limits = &self.shared.config.mirror;
-        if payload.len() > limits.max_payload {
-            return Err(PublishError::TooLarge {
-                size: payload.len(),
-                max: limits.max_payload,
-            });
-        }
-        content_type.validate(&payload)?;
+        self.shared.mirror.check_payload(content_type, &payload)?;
         {
             let link = lock(&self.shared.link);
             if link.closed {

@@ -103,6 +103,55 @@ where
 /// One check of the suite, as a plain function, so runners can list and call them.
 pub type CheckFn = for<'a> fn(&'a dyn BusFactory) -> BoxFuture<'a, ()>;
 
+/// A bus under test and what must outlive it — a broker namespace to delete, a server to
+/// stop — dropped in that order once a check lets go of the bus. Backends wrap the bus their
+/// factory builds in it.
+#[derive(Debug)]
+pub struct WithCleanup<G: std::fmt::Debug + Send + Sync + 'static> {
+    bus: Arc<dyn EventBus>,
+    _cleanup: G,
+}
+
+impl<G: std::fmt::Debug + Send + Sync + 'static> WithCleanup<G> {
+    /// `bus`, with `cleanup` dropped after it.
+    pub fn new(bus: Arc<dyn EventBus>, cleanup: G) -> Self {
+        Self {
+            bus,
+            _cleanup: cleanup,
+        }
+    }
+}
+
+impl<G: std::fmt::Debug + Send + Sync + 'static> EventBus for WithCleanup<G> {
+    fn publish(
+        &self,
+        topic: Topic,
+        content_type: ContentType,
+        payload: Bytes,
+    ) -> BoxFuture<'_, Result<Arc<Event>, PublishError>> {
+        self.bus.publish(topic, content_type, payload)
+    }
+
+    fn subscribe(
+        &self,
+        request: SubscribeRequest,
+    ) -> BoxFuture<'_, Result<Subscription, SubscribeError>> {
+        self.bus.subscribe(request)
+    }
+
+    fn health(&self) -> crate::bus::BusHealth {
+        self.bus.health()
+    }
+
+    fn topic_stats(&self) -> BoxFuture<'_, Vec<TopicStats>> {
+        self.bus.topic_stats()
+    }
+
+    fn close(&self) {
+        self.bus.close();
+    }
+}
+
 /// A named check. The name is the check function's name in this module, so a failure can be
 /// looked up directly.
 #[derive(Clone, Copy, Debug)]

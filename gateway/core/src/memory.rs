@@ -273,13 +273,7 @@ impl MemoryBus {
         payload: Bytes,
     ) -> Result<Arc<Event>, PublishError> {
         let config = &self.shared.config;
-        if payload.len() > config.max_payload {
-            return Err(PublishError::TooLarge {
-                size: payload.len(),
-                max: config.max_payload,
-            });
-        }
-        content_type.validate(&payload)?;
+        self.check_payload(content_type, &payload)?;
         let state = lock(&self.shared.state);
         if state.closed {
             return Err(PublishError::Closed);
@@ -298,6 +292,27 @@ impl MemoryBus {
         ));
         self.append_locked(state, Arc::clone(&event));
         Ok(event)
+    }
+
+    /// Refuses a payload over [`MemoryBusConfig::max_payload`] or not matching its content
+    /// type: the checks every publish passes, on this bus or through a broker.
+    ///
+    /// # Errors
+    /// [`PublishError::TooLarge`] or [`PublishError::InvalidPayload`].
+    pub fn check_payload(
+        &self,
+        content_type: ContentType,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let max = self.shared.config.max_payload;
+        if payload.len() > max {
+            return Err(PublishError::TooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        content_type.validate(payload)?;
+        Ok(())
     }
 
     /// Stores `event` (whose sequence is above the head) and queues it for its subscribers.
