@@ -114,6 +114,7 @@ pub fn gateway_config_with_bus(
          [server]\n\
          listen = \"{http}\"\n\
          max_connections = {connections}\n\
+         max_connections_per_ip = 0\n\
          shutdown_grace = 2\n\
          \n\
          [bus]\n\

@@ -40,6 +40,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+mod auth;
 mod broker;
 mod broker_bus;
 mod bus;
@@ -50,8 +51,13 @@ mod event;
 mod history;
 mod memory;
 mod tap;
+pub mod telemetry;
 mod transport;
 
+pub use auth::{
+    mask_token_param, token_from_request, AuthError, Authorizer, Grant, StreamgateClaims,
+    TopicPattern, DEFAULT_COOKIE_NAME, TOKEN_QUERY_PARAM,
+};
 pub use broker::{Broker, BrokerError, Feed, FeedEvents};
 pub use broker_bus::{BrokerBus, BrokerBusConfig};
 pub use bus::{BoxFuture, BusHealth, Delivery, EventBus, Notice, SubscribeRequest, Subscription};
@@ -65,6 +71,7 @@ pub use tap::{
     is_credential_header, is_valid_tap_id, tap_id_from_query, Direction, RecordKind, Tap,
     TapConnection, TapRegistry, TapSink, MAX_TAP_ID_LEN, TAP_QUERY_PARAM,
 };
+pub use telemetry::{record_rejection, TransportMetrics};
 pub use transport::{
     error_response, full_body, Body, BoxError, ConnectionInfo, HttpTransport, TransportContext,
 };

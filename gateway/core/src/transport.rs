@@ -14,6 +14,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{AuthError, Authorizer, Grant};
 use crate::bus::{BoxFuture, EventBus};
 
 /// Errors a body can fail with.
@@ -31,10 +32,12 @@ pub fn full_body(bytes: impl Into<Bytes>) -> Body {
 
 /// The HTTP error answer of `docs/PROTOCOL.md` §6, `{"error":{"code":…,"reason":…}}`.
 ///
-/// Every refusal goes through here and is logged once, at TRACE, to the target
-/// `streamgate::rejection`, so an operator can turn them on
-/// (`RUST_LOG=streamgate::rejection=trace`) without flooding the default log.
+/// Every refusal goes through here: it is counted (`streamgate_rejections_total{reason=code}`),
+/// logged at WARN at most once per code every 10 s (with how many were suppressed, see
+/// [`crate::record_rejection`]), and each one at TRACE to the target
+/// `streamgate::rejection` (`RUST_LOG=streamgate::rejection=trace`).
 pub fn error_response(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
+    crate::telemetry::record_rejection(code, reason);
     tracing::trace!(
         target: "streamgate::rejection",
         status = status.as_u16(),
@@ -63,6 +66,30 @@ pub struct TransportContext {
     /// Spawn connection tasks that outlive the request here (upgraded sockets), so that
     /// shutdown waits for them.
     pub tasks: TaskTracker,
+    /// Token verification when `[auth] enabled`: every subscribe and publish then needs a
+    /// [`crate::Grant`] covering its topics. `None`: everything is allowed.
+    pub auth: Option<Arc<dyn Authorizer>>,
+}
+
+impl TransportContext {
+    /// The grant of the request's token when authentication is on (`Ok(None)` when it is
+    /// off), checked against the topics the request subscribes to.
+    ///
+    /// # Errors
+    /// Why it is refused; [`AuthError::to_response`] is the 401/403 answer.
+    pub fn authorize_subscribe(
+        &self,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+        topics: &[crate::Topic],
+    ) -> Result<Option<Grant>, AuthError> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let grant = auth.authenticate(headers, query)?;
+        grant.check_subscribe(topics)?;
+        Ok(Some(grant))
+    }
 }
 
 /// Facts about the TCP connection a request came in on, put in the request's extensions by

@@ -2,7 +2,8 @@
 
 use http::{Response, StatusCode};
 use streamgate_core::{
-    error_response, Body, IdError, PayloadError, PublishError, SubscribeError, TopicError,
+    error_response, AuthError, Body, IdError, PayloadError, PublishError, SubscribeError,
+    TopicError,
 };
 
 /// Client input the gateway refuses. Always the client's fault, never fatal to the gateway:
@@ -32,6 +33,8 @@ impl ProtocolError {
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             "topic_limit" => StatusCode::TOO_MANY_REQUESTS,
             "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
+            "unauthorized" => StatusCode::UNAUTHORIZED,
+            "forbidden" => StatusCode::FORBIDDEN,
             "bus_unavailable" | "shutting_down" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -73,6 +76,12 @@ impl From<&SubscribeError> for ProtocolError {
             _ => "bus_unavailable",
         };
         Self::new(code, e.to_string())
+    }
+}
+
+impl From<&AuthError> for ProtocolError {
+    fn from(e: &AuthError) -> Self {
+        Self::new(e.code(), e.to_string())
     }
 }
 

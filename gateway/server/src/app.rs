@@ -8,7 +8,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use streamgate_core::{
-    tap_id_from_query, ConnectionInfo, ContentType, Direction, EventBus, HttpTransport,
+    tap_id_from_query, Authorizer, ConnectionInfo, ContentType, Direction, EventBus, HttpTransport,
     PublishError, RecordKind, Tap, TapConnection, TapRegistry, Topic, TransportContext,
 };
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::GatewayConfig;
 use crate::http::{json, Body, Rejection};
 use crate::lab::{capture, Lab};
-use crate::tls::TlsMaterial;
+use crate::tls::{TlsError, TlsMaterial};
 use streamgate_proto::ProtocolError;
 
 /// State shared by every connection and background task of one gateway.
@@ -38,15 +38,25 @@ pub struct App {
     pub tls: Option<TlsMaterial>,
     /// The teaching lab and its wire taps, when `[lab] enabled`.
     lab: Option<Arc<Lab>>,
+    /// Token verification, when `[auth] enabled` (set at bind time, see [`App::set_auth`]).
+    auth: Option<Arc<dyn Authorizer>>,
     /// The WebTransport certificate hash and URL, for the lab page.
     #[cfg(feature = "webtransport")]
     wt_cert: Option<webtransport::CertHashHandle>,
     started: Instant,
+    /// The Prometheus recorder's handle, when `[metrics] enabled` (`GET /metrics`).
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl App {
     /// Shared state for a gateway over `bus`.
     pub fn new(config: GatewayConfig, bus: Arc<dyn EventBus>, tls: Option<TlsMaterial>) -> Self {
+        // Before the transports: they take their metric handles from the recorder.
+        let metrics = if config.metrics.enabled {
+            crate::prometheus::install()
+        } else {
+            None
+        };
         let transports = enabled_transports(&config);
         let lab = config
             .lab
@@ -60,9 +70,11 @@ impl App {
             transports,
             tls,
             lab,
+            auth: None,
             #[cfg(feature = "webtransport")]
             wt_cert: None,
             started: Instant::now(),
+            metrics,
         }
     }
 
@@ -70,6 +82,16 @@ impl App {
     #[cfg(feature = "webtransport")]
     pub(crate) fn add_transport(&mut self, transport: Arc<dyn HttpTransport>) {
         self.transports.push(transport);
+    }
+
+    /// Turns on token verification for every route and transport.
+    pub(crate) fn set_auth(&mut self, auth: Option<Arc<dyn Authorizer>>) {
+        self.auth = auth;
+    }
+
+    /// The token verifier, when `[auth] enabled`.
+    pub fn authorizer(&self) -> Option<&Arc<dyn Authorizer>> {
+        self.auth.as_ref()
     }
 
     /// Tells the lab page where WebTransport listens and which certificate to pin.
@@ -89,13 +111,53 @@ impl App {
         None
     }
 
+    /// Reads the HTTPS certificate's PEM files (`tls.cert`, `tls.key`) again and serves the new
+    /// certificate to every new handshake, HTTPS and WebTransport alike (WebTransport shares
+    /// the configured certificate's rustls configuration). Connections already established
+    /// keep theirs. What the SIGHUP handler of `streamgate serve` calls.
+    ///
+    /// Returns the SHA-256 of the new certificate, in hex.
+    ///
+    /// # Errors
+    /// [`TlsError::NotReloadable`] when TLS is off or its certificate is generated;
+    /// [`TlsError::Pem`] naming the file and the reason when the files cannot be used, in
+    /// which case the current certificate stays.
+    pub fn reload_tls(&self) -> Result<String, TlsError> {
+        let Some(tls) = &self.tls else {
+            return Err(TlsError::NotReloadable(
+                "TLS is off (tls.enabled = false): no certificate to reload",
+            ));
+        };
+        let (Some(cert), Some(key)) = (&self.config.tls.cert, &self.config.tls.key) else {
+            return Err(TlsError::NotReloadable(
+                "the HTTPS certificate is generated at start-up (no tls.cert and tls.key): \
+                 nothing to reload",
+            ));
+        };
+        let sha256 = tls.reload_pem_files(cert, key)?;
+        #[cfg(feature = "webtransport")]
+        if let Some(wt_cert) = &self.wt_cert {
+            wt_cert.set_sha256(sha256);
+        }
+        Ok(crate::tls::sha256_hex(&sha256))
+    }
+
     /// The lab's tap registry, for a transport with its own listener (WebTransport).
     pub(crate) fn tap_registry(&self) -> Option<Arc<dyn TapRegistry>> {
+        // With `[auth]` on, nothing is recorded: a tap keeps message payloads, and a
+        // WebSocket `auth` message or a WebTransport stream may carry a token.
+        if self.auth.is_some() {
+            return None;
+        }
         self.lab.as_ref().map(crate::lab::registry)
     }
 
     /// A tap for this request when the lab is on and its URL asks for one (`lab=<tap id>`).
     fn tap_for<B>(&self, request: &Request<B>, transport: &'static str) -> Option<Tap> {
+        // See `tap_registry`: no recordings while tokens are in use.
+        if self.auth.is_some() {
+            return None;
+        }
         let lab = self.lab.as_ref()?;
         let id = tap_id_from_query(request.uri().query()?)?;
         let info = request.extensions().get::<ConnectionInfo>().copied();
@@ -115,6 +177,7 @@ impl App {
             bus: Arc::clone(&self.bus),
             shutdown: self.shutdown.clone(),
             tasks: self.tasks.clone(),
+            auth: self.auth.clone(),
         }
     }
 
@@ -146,6 +209,11 @@ impl App {
             (_, "/healthz") => Err(Rejection::method_not_allowed("GET, HEAD")),
             (&Method::GET, "/topics") => Ok(self.topics().await),
             (_, "/topics") => Err(Rejection::method_not_allowed("GET")),
+            (method, "/metrics") => match &self.metrics {
+                Some(_) if method != Method::GET => Err(Rejection::method_not_allowed("GET")),
+                Some(handle) => Ok(self.metrics(handle).await),
+                None => Err(Rejection::not_found(&path)),
+            },
             (_, p) if p == "/lab" || p.starts_with("/lab/") => match &self.lab {
                 Some(lab) => Ok(lab.handle(&self, &request)),
                 None => Err(Rejection::not_found(&path)),
@@ -186,6 +254,25 @@ impl App {
         )
     }
 
+    /// `GET /metrics`: the Prometheus text exposition format (docs/METRICS.md).
+    async fn metrics(
+        &self,
+        handle: &metrics_exporter_prometheus::PrometheusHandle,
+    ) -> Response<Body> {
+        let text = crate::prometheus::render(handle, self.bus.as_ref()).await;
+        let mut response = Response::new(streamgate_core::full_body(text));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        response
+    }
+
+    /// Whether `GET /metrics` is served (for the upkeep task).
+    pub(crate) fn metrics_handle(&self) -> Option<&metrics_exporter_prometheus::PrometheusHandle> {
+        self.metrics.as_ref()
+    }
+
     async fn topics(&self) -> Response<Body> {
         let epoch = self.bus.health().epoch;
         let topics: Vec<_> = self
@@ -219,6 +306,15 @@ impl App {
     ) -> Result<Response<Body>, Rejection> {
         let topic = Topic::new(topic)
             .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, "bad_topic", e.to_string()))?;
+        // Before the body is read: an unauthorized publisher does not get to upload.
+        if let Some(auth) = &self.auth {
+            let allowed = auth
+                .authenticate(request.headers(), request.uri().query())
+                .and_then(|grant| grant.check_publish(&topic));
+            if let Err(e) = allowed {
+                return Ok(e.to_response());
+            }
+        }
         let declared = declared_content_type(&request)?;
         let max = self.config.bus.max_payload;
         let too_large = |size: String| {
@@ -245,7 +341,16 @@ impl App {
             }
         };
         let content_type = declared.unwrap_or_else(|| sniff_content_type(&payload));
-        match self.bus.publish(topic, content_type, payload).await {
+        let published = self.bus.publish(topic, content_type, payload).await;
+        let outcome = match &published {
+            Ok(_) => "ok",
+            Err(e) => ProtocolError::from(e).code,
+        };
+        metrics::counter!(
+            streamgate_core::telemetry::PUBLISHES, "transport" => "http", "outcome" => outcome
+        )
+        .increment(1);
+        match published {
             Ok(event) => Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({

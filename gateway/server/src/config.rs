@@ -27,6 +27,10 @@ pub struct GatewayConfig {
     pub sources: Vec<SourceConfig>,
     /// The teaching lab (`GET /lab`) and the wire taps behind it.
     pub lab: LabConfig,
+    /// Prometheus metrics on `GET /metrics` (docs/METRICS.md).
+    pub metrics: MetricsConfig,
+    /// JWT authentication and topic authorization (off by default).
+    pub auth: crate::auth::AuthConfig,
     /// The WebSocket transport.
     #[cfg(feature = "ws")]
     pub ws: ws::WsConfig,
@@ -50,6 +54,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Most simultaneous connections; further clients wait in the accept backlog. Default: 10 000.
     pub max_connections: usize,
+    /// Most simultaneous connections from one IP address, on top of `max_connections`; 0 means
+    /// no such limit. A plain HTTP connection over it is answered at once with `429`
+    /// `too_many_connections` and closed; a TLS one is closed right after accept. Loopback is
+    /// not exempt: behind a reverse proxy every client has the proxy's address, so raise it
+    /// (or set 0) there. Default: 256.
+    pub max_connections_per_ip: usize,
     /// Accept backlog of the listeners (the kernel caps it at `net.core.somaxconn`).
     /// Default: 4096.
     pub backlog: u32,
@@ -66,6 +76,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_connections: 10_000,
+            max_connections_per_ip: 256,
             backlog: 4096,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
@@ -302,6 +313,23 @@ impl Default for LabConfig {
     }
 }
 
+/// Prometheus metrics, rendered in the text exposition format on `GET /metrics` of the
+/// gateway's listeners. Every metric is described in `docs/METRICS.md`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// Whether metrics are recorded and `GET /metrics` exists (404 when off). The recorder is
+    /// process-wide: once a gateway of the process turned it on, it stays on. Default: true.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
 /// One upstream WebSocket feed whose messages are republished to a topic.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -527,6 +555,9 @@ impl GatewayConfig {
         }
         if self.bus.subscriber_queue == 0 {
             return fail("bus.subscriber_queue must be at least 1".to_owned());
+        }
+        if let Err(message) = self.auth.validate() {
+            return fail(message);
         }
         if !(self.demo.rate.is_finite() && self.demo.rate > 0.0 && self.demo.rate <= 100_000.0) {
             return fail(format!(

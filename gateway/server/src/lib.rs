@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod app;
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod demo;
@@ -23,6 +24,8 @@ mod http;
 /// `streamgate explain-frame` and `streamgate inspect`: the teaching lab on the command line.
 pub mod inspect;
 mod lab;
+mod limits;
+mod prometheus;
 mod server;
 #[doc(hidden)]
 pub mod testkit;

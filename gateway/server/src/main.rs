@@ -191,6 +191,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = gateway.local_addr().map_err(|e| e.to_string())?;
+        // Watched before the gateway says it listens: from then on SIGHUP reloads, never kills.
+        reload_tls_on_hangup(std::sync::Arc::clone(gateway.app()));
+        let stop = shutdown_signal();
         tracing::info!(%addr, "streamgate listening on http://{addr}");
         if let (Some(tls_addr), Some(tls)) = (gateway.tls_local_addr(), &gateway.app().tls) {
             tracing::info!(
@@ -204,7 +207,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         if let Some(wt_addr) = gateway.wt_local_addr() {
             tracing::info!(%wt_addr, "streamgate listening for WebTransport on https://{wt_addr}/wt (HTTP/3, UDP)");
         }
-        match gateway.run(shutdown_signal()).await {
+        match gateway.run(stop).await {
             ShutdownOutcome::Drained => Ok(()),
             ShutdownOutcome::TimedOut { remaining } => {
                 // Exiting is still the right end of a requested shutdown; the log says what was cut.
@@ -215,18 +218,57 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     })
 }
 
-async fn shutdown_signal() {
+/// On every SIGHUP, reads the HTTPS certificate's PEM files again
+/// ([`streamgate::App::reload_tls`]): new connections get the new certificate, open ones keep
+/// theirs; on error the current one stays and the log says which file is wrong and why.
+/// Registers the handler at once and watches in a task until shutdown.
+fn reload_tls_on_hangup(app: std::sync::Arc<streamgate::App>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(terminate) => terminate,
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
         Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; only SIGINT stops the gateway");
-            let _ = tokio::signal::ctrl_c().await;
+            tracing::error!(error = %e, "cannot watch SIGHUP; the TLS certificate will not be reloaded");
             return;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = app.shutdown.cancelled() => return,
+                received = hangup.recv() => if received.is_none() { return },
+            }
+            tracing::info!("SIGHUP received: reloading the TLS certificate");
+            match app.reload_tls() {
+                Ok(sha256) => tracing::info!(
+                    %sha256,
+                    "TLS certificate reloaded: new connections get it, open ones keep theirs"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "TLS certificate reload failed; still serving the previous certificate"
+                ),
+            }
+        }
+    });
+}
+
+/// Watches SIGINT and SIGTERM from the moment it is called (not from the first poll), so a
+/// signal that arrives as soon as the gateway says it listens stops it gracefully instead of
+/// killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                _ = interrupt.recv() => tracing::info!("SIGINT received"),
+                _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot watch SIGINT/SIGTERM; waiting for Ctrl-C");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     }
 }

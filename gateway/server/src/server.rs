@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::app::{tag_connection, App};
 use crate::config::GatewayConfig;
+use crate::limits::{self, PerIpLimit};
 use crate::tls::TlsMaterial;
 use crate::{demo, upstream};
 use streamgate_core::{ConnectionInfo, EventBus};
@@ -96,8 +97,10 @@ impl Gateway {
         };
         #[cfg(feature = "webtransport")]
         let mut wt = bind_webtransport(&config, tls.as_ref())?;
-        #[allow(unused_mut)]
+        let auth = crate::auth::build(&config.auth)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let mut app = App::new(config, bus, tls);
+        app.set_auth(auth);
         #[cfg(feature = "webtransport")]
         if let Some(wt) = &mut wt {
             app.add_transport(Arc::new(wt.cert_hash_transport()));
@@ -158,8 +161,10 @@ impl Gateway {
                     .instrument(tracing::info_span!("wt")),
             );
         }
+        start_metrics_upkeep(&app);
         let graceful = GracefulShutdown::new();
         let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
+        let per_ip = PerIpLimit::new(app.config.server.max_connections_per_ip);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -190,6 +195,21 @@ impl Gateway {
                 }
             };
             let _ = stream.set_nodelay(true);
+            let Some(ip_slot) = per_ip.try_acquire(peer.ip()) else {
+                let max = app.config.server.max_connections_per_ip;
+                streamgate_core::record_rejection(
+                    limits::TOO_MANY_CONNECTIONS,
+                    &format!("{} is at its limit of {max} connections", peer.ip()),
+                );
+                // Plain HTTP gets a 429 it can read; TLS is closed (no handshake is spent).
+                if tls.is_none() {
+                    app.tasks.spawn(async move {
+                        limits::refuse_too_many(stream, max).await;
+                        drop(permit);
+                    });
+                }
+                continue;
+            };
             next_conn_id += 1;
             let info = ConnectionInfo {
                 peer,
@@ -208,6 +228,7 @@ impl Gateway {
             app.tasks.spawn(
                 async move {
                     connection.await;
+                    drop(ip_slot);
                     drop(permit);
                 }
                 .instrument(span),
@@ -312,6 +333,21 @@ async fn serve_connection(
     });
     let result = match tls {
         None => {
+            // hyper's header timeout starts once it knows the protocol: a client that sends
+            // nothing, or the HTTP/2 preface a byte at a time, is cut here.
+            let timeout = app.config.server.header_read_timeout;
+            let started = tokio::select! {
+                // Like hyper's graceful shutdown does for an idle connection.
+                () = app.shutdown.cancelled() => return,
+                started = limits::request_started(&stream, timeout) => started,
+            };
+            if !started {
+                streamgate_core::record_rejection(
+                    limits::HEADER_TIMEOUT,
+                    "no request started within server.header_read_timeout",
+                );
+                return;
+            }
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             watcher.watch(connection.into_owned()).await
         }
@@ -334,8 +370,35 @@ async fn serve_connection(
         }
     };
     if let Err(e) = result {
+        let timed_out = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout);
+        if timed_out {
+            streamgate_core::record_rejection(
+                limits::HEADER_TIMEOUT,
+                "request head not complete within server.header_read_timeout",
+            );
+        }
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// Folds histogram samples into their buckets every few seconds, so memory stays bounded
+/// between scrapes (the exporter has no task of its own here).
+fn start_metrics_upkeep(app: &Arc<App>) {
+    let Some(handle) = app.metrics_handle().cloned() else {
+        return;
+    };
+    let shutdown = app.shutdown.clone();
+    app.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(crate::prometheus::UPKEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => handle.run_upkeep(),
+            }
+        }
+    });
 }
 
 fn start_sources(app: &Arc<App>) {

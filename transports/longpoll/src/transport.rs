@@ -9,8 +9,8 @@ use futures_util::{FutureExt, StreamExt};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use streamgate_core::{
-    error_response, full_body, Body, BoxError, BoxFuture, Delivery, HttpTransport,
-    SubscribeRequest, Subscription, TransportContext,
+    error_response, full_body, record_rejection, AuthError, Body, BoxError, BoxFuture, Delivery,
+    HttpTransport, SubscribeRequest, Subscription, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{
     encode_error, encode_notice, encode_published, json_envelope, ClientMessage, ProtocolError,
@@ -26,6 +26,7 @@ const ALLOW: &str = "GET, POST";
 #[derive(Debug, Clone)]
 pub struct LongPollTransport {
     config: Arc<LongPollConfig>,
+    metrics: TransportMetrics,
 }
 
 impl LongPollTransport {
@@ -33,6 +34,7 @@ impl LongPollTransport {
     pub fn new(config: LongPollConfig) -> Self {
         Self {
             config: Arc::new(config),
+            metrics: TransportMetrics::new("longpoll"),
         }
     }
 }
@@ -52,10 +54,18 @@ impl HttpTransport for LongPollTransport {
         context: TransportContext,
     ) -> BoxFuture<'static, Response<Body>> {
         let config = Arc::clone(&self.config);
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             match *request.method() {
-                Method::GET => poll(&config, request.uri().query(), context).await,
-                Method::POST => post(&config, request, context).await,
+                Method::GET => match authorize_poll(&config, &request, &context) {
+                    Ok(()) => poll(&config, request.uri().query(), context, &metrics).await,
+                    Err(refused) => {
+                        let mut response = refused.to_response();
+                        set_json_headers(&mut response);
+                        response
+                    }
+                },
+                Method::POST => post(&config, request, context, &metrics).await,
                 _ => {
                     let mut response = http_error(
                         StatusCode::METHOD_NOT_ALLOWED,
@@ -78,6 +88,7 @@ async fn poll(
     config: &LongPollConfig,
     query: Option<&str>,
     context: TransportContext,
+    metrics: &TransportMetrics,
 ) -> Response<Body> {
     let bounds = QueryBounds {
         default_timeout: config.default_timeout,
@@ -99,11 +110,13 @@ async fn poll(
         Ok(subscription) => subscription,
         Err(e) => return protocol_error(&ProtocolError::from(&e)),
     };
+    // One poll is one "connection" of this transport: open while it waits.
+    let _open = metrics.connection();
     let mut batch = Batch::new(BatchLimits {
         max_events: query.max_events,
         max_bytes: config.max_batch_bytes,
     });
-    take_ready(&mut subscription, &mut batch);
+    take_ready(&mut subscription, &mut batch, metrics);
     if batch.is_empty() && !query.timeout.is_zero() {
         let first = tokio::select! {
             biased;
@@ -112,8 +125,8 @@ async fn poll(
             () = tokio::time::sleep(query.timeout) => None,
         };
         if let Some(delivery) = first {
-            if offer(&mut batch, delivery) != Offer::Refused {
-                take_ready(&mut subscription, &mut batch);
+            if offer(&mut batch, delivery, metrics) != Offer::Refused {
+                take_ready(&mut subscription, &mut batch, metrics);
             }
         }
     }
@@ -128,12 +141,36 @@ async fn poll(
     response
 }
 
+/// `[auth]`: a poll needs a token covering its topics (401/403), checked again on every poll,
+/// so the first poll after the token expires gets 401. A query that does not parse passes
+/// here and is refused by [`poll`] with its own error.
+fn authorize_poll(
+    config: &LongPollConfig,
+    request: &Request<Body>,
+    context: &TransportContext,
+) -> Result<(), AuthError> {
+    if context.auth.is_none() {
+        return Ok(());
+    }
+    let bounds = QueryBounds {
+        default_timeout: config.default_timeout,
+        max_timeout: config.max_timeout,
+        max_events: config.max_batch_events,
+    };
+    let topics = PollQuery::parse(request.uri().query(), &bounds)
+        .map(|query| query.topics)
+        .unwrap_or_default();
+    context
+        .authorize_subscribe(request.headers(), request.uri().query(), &topics)
+        .map(drop)
+}
+
 /// Adds every delivery that is ready now, without waiting, until the batch is closed.
-fn take_ready(subscription: &mut Subscription, batch: &mut Batch) {
+fn take_ready(subscription: &mut Subscription, batch: &mut Batch, metrics: &TransportMetrics) {
     while !batch.is_closed() {
         match subscription.next().now_or_never() {
             Some(Some(delivery)) => {
-                if offer(batch, delivery) == Offer::Refused {
+                if offer(batch, delivery, metrics) == Offer::Refused {
                     break;
                 }
             }
@@ -143,11 +180,23 @@ fn take_ready(subscription: &mut Subscription, batch: &mut Batch) {
     }
 }
 
-fn offer(batch: &mut Batch, delivery: Delivery) -> Offer {
-    match delivery {
-        Delivery::Event(event) => batch.offer_event(&event.id, json_envelope(&event)),
-        Delivery::Notice(notice) => batch.offer_notice(encode_notice(&notice)),
+/// Offers a delivery to the batch; one taken is counted as delivered (a refused one comes
+/// again on the next poll).
+fn offer(batch: &mut Batch, delivery: Delivery, metrics: &TransportMetrics) -> Offer {
+    let (bytes, offered) = match &delivery {
+        Delivery::Event(event) => {
+            let envelope = json_envelope(event);
+            (envelope.len(), batch.offer_event(&event.id, envelope))
+        }
+        Delivery::Notice(notice) => {
+            let notice = encode_notice(notice);
+            (notice.len(), batch.offer_notice(notice))
+        }
+    };
+    if offered != Offer::Refused {
+        metrics.delivered(&delivery, bytes);
     }
+    offered
 }
 
 /// `POST /poll`: one client message. Only `publish` means something without a connection.
@@ -155,7 +204,16 @@ async fn post(
     config: &LongPollConfig,
     request: Request<Body>,
     context: TransportContext,
+    metrics: &TransportMetrics,
 ) -> Response<Body> {
+    // `[auth]`: the token is checked before the body is read; its topic once it is parsed.
+    let grant = match &context.auth {
+        Some(auth) => match auth.authenticate(request.headers(), request.uri().query()) {
+            Ok(grant) => Some(grant),
+            Err(e) => return reply(None, &Err(ProtocolError::from(&e))),
+        },
+        None => None,
+    };
     let limit = config.max_message_size;
     let too_large = || {
         reply(
@@ -199,6 +257,9 @@ async fn post(
         Err((error, reference)) => reply(reference.as_deref(), &Err(error)),
         Ok(ClientMessage::Publish(publish)) => {
             let reference = publish.reference;
+            if let Some(Err(e)) = grant.map(|g| g.check_publish(&publish.topic)) {
+                return reply(reference.as_deref(), &Err(ProtocolError::from(&e)));
+            }
             let result = match context
                 .bus
                 .publish(publish.topic, publish.content_type, publish.payload)
@@ -207,6 +268,7 @@ async fn post(
                 Ok(event) => Ok(encode_published(reference.as_deref(), &event.id)),
                 Err(e) => Err(ProtocolError::from(&e)),
             };
+            metrics.publish(result.as_ref().map(|_| ()).map_err(|e| e.code));
             reply(reference.as_deref(), &result)
         }
         Ok(
@@ -249,6 +311,11 @@ fn reply(reference: Option<&str>, result: &Result<Bytes, ProtocolError>) -> Resp
     let mut response = Response::new(full_body(body));
     *response.status_mut() = status;
     set_json_headers(&mut response);
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     response
 }
 
@@ -266,6 +333,7 @@ fn http_error(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
 }
 
 fn log_rejection(status: u16, code: &str, reason: &str) {
+    record_rejection(code, reason);
     tracing::trace!(target: "streamgate::rejection", status, code, reason, "rejected long-poll request");
 }
 

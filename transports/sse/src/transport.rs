@@ -7,6 +7,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use streamgate_core::{
     error_response, Body, BoxFuture, HttpTransport, SubscribeRequest, TransportContext,
+    TransportMetrics,
 };
 use streamgate_proto::{
     parse_last_event_id, sse_comment, sse_retry, ProtocolError, SubscribeQuery,
@@ -19,6 +20,7 @@ use crate::config::SseConfig;
 #[derive(Debug, Clone)]
 pub struct SseTransport {
     config: Arc<SseConfig>,
+    metrics: TransportMetrics,
 }
 
 impl SseTransport {
@@ -26,6 +28,7 @@ impl SseTransport {
     pub fn new(config: SseConfig) -> Self {
         Self {
             config: Arc::new(config),
+            metrics: TransportMetrics::new("sse"),
         }
     }
 }
@@ -45,8 +48,9 @@ impl HttpTransport for SseTransport {
         context: TransportContext,
     ) -> BoxFuture<'static, Response<Body>> {
         let config = Arc::clone(&self.config);
+        let metrics = self.metrics.clone();
         Box::pin(async move {
-            match handle(&config, &request, context).await {
+            match handle(&config, &request, context, metrics).await {
                 Ok(response) => response,
                 Err(rejection) => rejection,
             }
@@ -58,6 +62,7 @@ async fn handle(
     config: &SseConfig,
     request: &Request<Body>,
     context: TransportContext,
+    metrics: TransportMetrics,
 ) -> Result<Response<Body>, Response<Body>> {
     if request.method() != Method::GET {
         let mut response = error_response(
@@ -77,6 +82,10 @@ async fn handle(
                 .to_response(),
         );
     }
+    // `[auth]`: 401 without a valid token, 403 for a topic it does not cover.
+    let grant = context
+        .authorize_subscribe(request.headers(), request.uri().query(), &query.topics)
+        .map_err(|e| e.to_response())?;
     let since = match request.headers().get("last-event-id") {
         Some(value) => parse_last_event_id(value.as_bytes())
             .map_err(|e| e.to_response())?
@@ -88,6 +97,8 @@ async fn handle(
         .subscribe(SubscribeRequest::resume(query.topics, since))
         .await
         .map_err(|e| ProtocolError::from(&e).to_response())?;
+    let token_expiry = grant
+        .map(|grant| tokio::time::Instant::now() + grant.remaining(std::time::SystemTime::now()));
     let mut preamble = BytesMut::new();
     preamble.put(sse_retry(config.retry.as_millis() as u64));
     preamble.put(sse_comment(&format!(
@@ -100,7 +111,9 @@ async fn handle(
         config.heartbeat_interval,
         config.max_stream_duration,
         context.shutdown.clone().cancelled_owned(),
-    );
+        metrics,
+    )
+    .with_token_expiry(token_expiry);
     let mut response = Response::new(body.boxed());
     let headers = response.headers_mut();
     headers.insert(

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use streamgate_core::{
-    error_response, full_body, is_credential_header, tap_id_from_query, Body, BoxFuture,
-    ContentType, Delivery, Direction, Event, EventBus, HttpTransport, RecordKind, SubscribeRequest,
-    Subscription, Tap, TapConnection, TapRegistry, TransportContext,
+    error_response, full_body, is_credential_header, mask_token_param, tap_id_from_query,
+    AuthError, Authorizer, Body, BoxFuture, ContentType, Delivery, Direction, Event, EventBus,
+    Grant, HttpTransport, RecordKind, SubscribeRequest, Subscription, Tap, TapConnection,
+    TapRegistry, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{
     binary_envelope, encode_error, encode_notice, encode_published, json_envelope, ClientMessage,
@@ -77,6 +78,16 @@ impl CertHashHandle {
     /// How many times the certificate was rotated.
     pub fn generation(&self) -> u64 {
         self.state.read().expect("cert state lock").generation
+    }
+
+    /// Records that the endpoint now serves a certificate with this SHA-256, replaced by its
+    /// owner: a configured certificate reloaded by the gateway, which the endpoint's rustls
+    /// configuration shares (its certificate resolver is asked at each handshake). Counts as
+    /// one rotation in [`CertHashHandle::generation`].
+    pub fn set_sha256(&self, sha256: [u8; 32]) {
+        let mut state = self.state.write().expect("cert state lock");
+        state.sha256 = sha256;
+        state.generation += 1;
     }
 
     /// The session URL, `https://<bound address>/wt`.
@@ -260,6 +271,7 @@ impl WtServer {
     pub async fn run(self, context: TransportContext) {
         let sessions = Arc::new(AtomicUsize::new(0));
         let next_id = AtomicU64::new(0);
+        let metrics = TransportMetrics::new("webtransport");
         let mut next_rotation = tokio::time::Instant::now() + self.config.cert_rotation;
         tracing::info!(url = self.cert.url(), "webtransport listening");
         loop {
@@ -285,6 +297,7 @@ impl WtServer {
                     context.clone(),
                     Arc::clone(&sessions),
                     self.taps.clone().map(|taps| (taps, session_id)),
+                    metrics.clone(),
                 )
                 .instrument(span),
             );
@@ -390,7 +403,7 @@ fn open_tap(
         serde_json::json!({
             "event": "connect",
             "authority": request.authority(),
-            "path": request.path(),
+            "path": mask_token_param(request.path()),
             "origin": request.origin(),
             "user_agent": request.user_agent(),
             "headers": headers
@@ -415,6 +428,7 @@ async fn handle_incoming(
     context: TransportContext,
     sessions: Arc<AtomicUsize>,
     taps: Option<(Arc<dyn TapRegistry>, u64)>,
+    metrics: TransportMetrics,
 ) {
     let handshake = async {
         let request = incoming.await.map_err(|e| e.to_string())?;
@@ -431,10 +445,23 @@ async fn handle_incoming(
     let tap = open_tap(taps, &request);
     let params = SessionParams::parse(request.path());
     if matches!(params, Err(SessionRefusal::NotFound)) {
-        tracing::debug!(path = request.path(), "no such WebTransport path");
+        tracing::debug!(
+            path = %mask_token_param(request.path()),
+            "no such WebTransport path"
+        );
         request.not_found().await;
         return;
     }
+    // `[auth]`: decided on the CONNECT request, answered once the session is open (an
+    // application close 4401/4403 carries a reason; a refused CONNECT would not).
+    let authorized = match (&context.auth, &params) {
+        (Some(auth), Ok(params)) => Some(authorize_session(
+            auth.as_ref(),
+            &request,
+            &params.query.topics,
+        )),
+        _ => None,
+    };
     let connection = match request.accept().await {
         Ok(connection) => connection,
         Err(e) => return tracing::debug!(error = %e, "session accept failed"),
@@ -452,6 +479,7 @@ async fn handle_incoming(
     let slot = SessionSlot(Arc::clone(&sessions));
     if sessions.fetch_add(1, Ordering::Relaxed) >= config.max_sessions {
         let reason = format!("too many sessions (limit {})", config.max_sessions);
+        streamgate_core::record_rejection("too_many_sessions", &reason);
         close(
             &connection,
             tap.as_ref(),
@@ -472,6 +500,24 @@ async fn handle_incoming(
             return;
         }
         Err(SessionRefusal::NotFound) => return,
+    };
+    let grant = match authorized {
+        Some(Ok(grant)) => Some(grant),
+        Some(Err(e)) => {
+            let code = match e {
+                AuthError::Forbidden { .. } => close_code::FORBIDDEN,
+                _ => close_code::UNAUTHORIZED,
+            };
+            streamgate_core::record_rejection(e.code(), &e.to_string());
+            close(
+                &connection,
+                tap.as_ref(),
+                code,
+                &format!("{}: {e}", e.code()),
+            );
+            return;
+        }
+        None => None,
     };
     let subscription = match context
         .bus
@@ -503,11 +549,15 @@ async fn handle_incoming(
         config,
         context,
         mode: params.mode,
+        grant,
         envelope: params.query.envelope,
         tap,
+        metrics,
     };
     tracing::debug!(mode = params.mode.as_str(), "session open");
+    let open = session.metrics.connection();
     session.run(subscription).await;
+    drop(open);
     drop(slot);
 }
 
@@ -521,6 +571,9 @@ struct Session {
     open_streams: Arc<AtomicUsize>,
     /// `Some` only for a session the lab asked about (`lab=<tap id>`).
     tap: Option<Tap>,
+    metrics: TransportMetrics,
+    /// What the session's token allows, when `[auth]` is on: it is closed when it expires.
+    grant: Option<Grant>,
 }
 
 /// Why a session ended; the close was already sent (or the peer is gone).
@@ -541,10 +594,20 @@ impl Session {
         if self.write(&mut control, &frame(&subscribed)).await.is_err() {
             return;
         }
+        let token_expiry = self.grant.as_ref().map(|grant| {
+            tokio::time::Instant::now() + grant.remaining(std::time::SystemTime::now())
+        });
+        let mut token_timer = Box::pin(tokio::time::sleep_until(
+            token_expiry.unwrap_or_else(tokio::time::Instant::now),
+        ));
         loop {
             let step = tokio::select! {
                 () = self.context.shutdown.cancelled() => {
                     self.close(close_code::GOING_AWAY, "server shutting down");
+                    Err(Ended)
+                }
+                () = &mut token_timer, if token_expiry.is_some() => {
+                    self.close(close_code::POLICY, "token expired");
                     Err(Ended)
                 }
                 delivery = subscription.next() => match delivery {
@@ -656,11 +719,15 @@ impl Session {
     async fn deliver(&self, control: &mut SendStream, delivery: Delivery) -> Result<(), Ended> {
         let event = match delivery {
             Delivery::Notice(notice) => {
-                return self.write(control, &frame(&encode_notice(&notice))).await
+                let framed = frame(&encode_notice(&notice));
+                self.metrics.notice_written(&notice, framed.len());
+                return self.write(control, &framed).await;
             }
             Delivery::Event(event) => event,
         };
         let envelope = envelope(&event, self.envelope);
+        self.metrics
+            .event_written(event.timestamp_us, envelope.len());
         match self.mode {
             DeliveryMode::Stream => self.write(control, &frame(&envelope)).await,
             DeliveryMode::StreamPerEvent => {
@@ -727,8 +794,10 @@ impl Session {
         let max = self.config.max_message_size;
         let open_streams = Arc::clone(&self.open_streams);
         let tap = self.tap.clone();
+        let metrics = self.metrics.clone();
+        let grant = self.grant.clone();
         self.context.tasks.spawn(async move {
-            serve_bidi(&connection, send, recv, bus, max, tap).await;
+            serve_bidi(&connection, send, recv, bus, max, tap, &metrics, grant).await;
             open_streams.fetch_sub(1, Ordering::Relaxed);
         });
         Ok(())
@@ -740,13 +809,17 @@ impl Session {
                 "over the datagram rate of {}/s",
                 self.config.max_datagram_rate
             );
+            streamgate_core::record_rejection("wt_policy_violation", &reason);
             self.close(close_code::POLICY, &reason);
             return Err(Ended);
         }
         if let Some(tap) = &self.tap {
             tap.record(Direction::In, RecordKind::WtDatagram, &payload);
         }
-        let reply = client_message(self.context.bus.as_ref(), &payload).await;
+        let reply = match refuse_publish(self.grant.as_ref(), &payload) {
+            Some(refusal) => refusal,
+            None => client_message(self.context.bus.as_ref(), &payload, &self.metrics).await,
+        };
         // Replies to datagrams are datagrams: as unreliable as the request.
         if fits_datagram(reply.len(), self.connection.max_datagram_size())
             && self.connection.send_datagram(&reply).is_ok()
@@ -767,8 +840,45 @@ fn envelope(event: &Event, format: EnvelopeFormat) -> Bytes {
     }
 }
 
+/// `[auth]`: the token and topics of a session request (the `token` query parameter of the
+/// CONNECT URL, an `authorization` header or the cookie).
+fn authorize_session(
+    auth: &dyn Authorizer,
+    request: &wtransport::endpoint::SessionRequest,
+    topics: &[streamgate_core::Topic],
+) -> Result<Grant, AuthError> {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in request.headers() {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    let query = request.path().split_once('?').map(|(_, query)| query);
+    let grant = auth.authenticate(&headers, query)?;
+    grant.check_subscribe(topics)?;
+    Ok(grant)
+}
+
+/// The `error` reply to a `publish` the session's token does not cover, or `None` to handle
+/// the message as usual (authentication off, allowed, or not a publish).
+fn refuse_publish(grant: Option<&Grant>, message: &[u8]) -> Option<Bytes> {
+    let grant = grant?;
+    let text = std::str::from_utf8(message).ok()?;
+    let Ok(ClientMessage::Publish(request)) = ClientMessage::parse(text) else {
+        return None;
+    };
+    let error = grant.check_publish(&request.topic).err()?;
+    Some(encode_error(
+        &ProtocolError::from(&error),
+        request.reference.as_deref(),
+    ))
+}
+
 /// Answers one client message (`publish`); the reply is a JSON message.
-async fn client_message(bus: &dyn EventBus, message: &[u8]) -> Bytes {
+async fn client_message(bus: &dyn EventBus, message: &[u8], metrics: &TransportMetrics) -> Bytes {
     let Ok(text) = std::str::from_utf8(message) else {
         return encode_error(
             &ProtocolError::new("bad_message", "a client message is JSON text (UTF-8)"),
@@ -782,8 +892,16 @@ async fn client_message(bus: &dyn EventBus, message: &[u8]) -> Bytes {
                 .publish(request.topic, request.content_type, request.payload)
                 .await
             {
-                Ok(event) => encode_published(request.reference.as_deref(), &event.id),
-                Err(e) => encode_error(&ProtocolError::from(&e), request.reference.as_deref()),
+                Ok(event) => {
+                    metrics.publish(Ok(()));
+                    encode_published(request.reference.as_deref(), &event.id)
+                }
+                Err(e) => {
+                    let error = ProtocolError::from(&e);
+                    metrics.publish(Err(error.code));
+                    streamgate_core::record_rejection(error.code, &error.reason);
+                    encode_error(&error, request.reference.as_deref())
+                }
             }
         }
         Ok(ClientMessage::Subscribe { reference, .. })
@@ -800,6 +918,8 @@ async fn client_message(bus: &dyn EventBus, message: &[u8]) -> Bytes {
 
 /// Reads length-prefixed client messages from a client-opened bidirectional stream and
 /// writes one length-prefixed JSON reply per message on its send side.
+// The stream's whole state is handed to its task; a struct would only rename it.
+#[allow(clippy::too_many_arguments)]
 async fn serve_bidi(
     connection: &Connection,
     mut send: SendStream,
@@ -807,6 +927,8 @@ async fn serve_bidi(
     bus: Arc<dyn EventBus>,
     max: usize,
     tap: Option<Tap>,
+    metrics: &TransportMetrics,
+    grant: Option<Grant>,
 ) {
     let stream_id = send.id().into_u64();
     let mut decoder = FrameDecoder::new(max);
@@ -815,7 +937,11 @@ async fn serve_bidi(
         loop {
             match decoder.next_frame() {
                 Ok(Some(message)) => {
-                    let reply = frame(&client_message(bus.as_ref(), &message).await);
+                    let reply = match refuse_publish(grant.as_ref(), &message) {
+                        Some(refusal) => refusal,
+                        None => client_message(bus.as_ref(), &message, metrics).await,
+                    };
+                    let reply = frame(&reply);
                     tap_stream(tap.as_ref(), Direction::Out, stream_id, false, &reply);
                     if send.write_all(&reply).await.is_err() {
                         return;

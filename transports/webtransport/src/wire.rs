@@ -35,6 +35,10 @@ pub mod close_code {
     /// The session URL was refused (`bad_topic`, `bad_cursor`, `cursor_ahead`, `bad_query`, …;
     /// the reason starts with the code of `docs/PROTOCOL.md` §6).
     pub const BAD_REQUEST: u32 = 4400;
+    /// `[auth]`: no valid token came with the session request (`unauthorized`).
+    pub const UNAUTHORIZED: u32 = 4401;
+    /// `[auth]`: the token does not cover a topic of the session URL (`forbidden`).
+    pub const FORBIDDEN: u32 = 4403;
 }
 
 /// How a session receives events.

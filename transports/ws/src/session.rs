@@ -5,6 +5,7 @@
 //! it over an in-memory duplex as well as a socket.
 
 use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
@@ -12,8 +13,8 @@ use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use hyper_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use streamgate_core::{
-    ContentType, Delivery, Event, EventId, SubscribeRequest, Subscription, Topic, TransportContext,
-    WireFormat,
+    record_rejection, ContentType, Delivery, Event, EventId, Grant, SubscribeRequest, Subscription,
+    Topic, TransportContext, TransportMetrics, WireFormat,
 };
 use streamgate_proto::{
     binary_envelope, encode_error, encode_notice, encode_published, encode_subscribed,
@@ -26,6 +27,32 @@ use crate::close::{close_for_error, truncate};
 use crate::config::WsConfig;
 use crate::deflate::{self, Failure};
 
+/// How long a connection without a token has to send its `auth` message.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Close reason (code 1008) when the token expires.
+const TOKEN_EXPIRED: &str = "token expired";
+/// Close reason (code 1008) when no `auth` message came in time.
+const AUTH_MISSING: &str = "authentication required: send {\"type\":\"auth\",\"token\":…} first";
+
+/// `{"type":"auth","token":…}`: a token sent after the upgrade.
+#[derive(serde::Deserialize)]
+struct AuthMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    token: String,
+}
+
+/// The token of an `auth` message, or `None` for any other message.
+fn auth_message(message: &str) -> Option<String> {
+    if !message.contains("\"auth\"") {
+        return None;
+    }
+    serde_json::from_str::<AuthMessage>(message)
+        .ok()
+        .filter(|m| m.kind == "auth")
+        .map(|m| m.token)
+}
+
 /// Most ready events written before one flush.
 const MAX_BATCH: usize = 256;
 
@@ -35,6 +62,9 @@ pub(crate) enum Mode {
     Subscriber {
         subscription: Option<Subscription>,
         envelope: EnvelopeFormat,
+        /// What the upgrade's token allows (`[auth]`); `None` when authentication is off or
+        /// the first message must be `auth`.
+        grant: Option<Grant>,
     },
     /// `/ws/echo`: send every message back.
     Echo,
@@ -132,6 +162,12 @@ struct Session<S> {
     last_delivered: Option<EventId>,
     echo: bool,
     deflate: Option<Deflate>,
+    metrics: TransportMetrics,
+    /// What the client's token allows, when `[auth]` is on.
+    grant: Option<Grant>,
+    /// When the connection is closed with 1008 and why: the token's expiry, or the end of
+    /// the wait for the first `auth` message.
+    auth_deadline: Option<(Instant, &'static str)>,
 }
 
 /// Drives one connection to its end.
@@ -141,16 +177,28 @@ pub(crate) async fn run<S>(
     mode: Mode,
     context: TransportContext,
     deflate: Option<Deflate>,
+    metrics: TransportMetrics,
 ) where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
     let now = Instant::now().into_std();
-    let (subscription, envelope, echo) = match mode {
+    let (subscription, envelope, echo, grant) = match mode {
         Mode::Subscriber {
             subscription,
             envelope,
-        } => (subscription, envelope, false),
-        Mode::Echo => (None, EnvelopeFormat::Json, true),
+            grant,
+        } => (subscription, envelope, false, grant),
+        Mode::Echo => (None, EnvelopeFormat::Json, true, None),
+    };
+    // `[auth]` on a subscriber: the connection ends when its token expires, or, without a
+    // token yet, when no auth message came in time.
+    let auth_deadline = match (&context.auth, &grant) {
+        (Some(_), Some(grant)) if !echo => Some((
+            Instant::now() + grant.remaining(SystemTime::now()),
+            TOKEN_EXPIRED,
+        )),
+        (Some(_), None) if !echo => Some((Instant::now() + AUTH_TIMEOUT, AUTH_MISSING)),
+        _ => None,
     };
     let mut session = Session {
         socket,
@@ -167,12 +215,18 @@ pub(crate) async fn run<S>(
         deflate,
         config,
         context,
+        metrics,
+        grant,
+        auth_deadline,
     };
     tracing::debug!("connected");
     let end = session.serve().await;
     match end {
         End::Close(code, reason) => {
             tracing::debug!(code = u16::from(code), %reason, "closing");
+            if let Some(refusal) = close_rejection(code) {
+                record_rejection(refusal, &reason);
+            }
             session.close(code, reason).await;
         }
         End::Gone => tracing::debug!("peer gone"),
@@ -195,10 +249,18 @@ where
         let mut timer = Box::pin(tokio::time::sleep_until(Instant::from_std(
             self.keepalive.poll_timeout(),
         )));
+        let mut auth_timer = Box::pin(tokio::time::sleep_until(
+            self.auth_deadline.map_or_else(Instant::now, |(at, _)| at),
+        ));
         loop {
             let wake = Instant::from_std(self.keepalive.poll_timeout());
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
+            }
+            if let Some((at, _)) = self.auth_deadline {
+                if auth_timer.deadline() != at {
+                    auth_timer.as_mut().reset(at);
+                }
             }
             let step = tokio::select! {
                 () = self.context.shutdown.cancelled() => {
@@ -207,6 +269,10 @@ where
                 inbound = self.socket.next() => self.on_inbound(inbound).await,
                 delivery = next_delivery(&mut self.subscription) => self.on_delivery(delivery).await,
                 () = &mut timer => self.on_timer().await,
+                () = &mut auth_timer, if self.auth_deadline.is_some() => {
+                    let reason = self.auth_deadline.map_or(TOKEN_EXPIRED, |(_, why)| why);
+                    Err(End::Close(CloseCode::Policy, reason.to_owned()))
+                }
             };
             if let Err(end) = step {
                 return end;
@@ -297,25 +363,49 @@ where
     }
 
     async fn on_client_message(&mut self, message: &str) -> Result<(), End> {
+        if let Some(token) = auth_message(message) {
+            return self.on_auth(&token).await;
+        }
+        if self.context.auth.is_some() && self.grant.is_none() {
+            return Err(End::Close(CloseCode::Policy, AUTH_MISSING.to_owned()));
+        }
         let reply = match ClientMessage::parse(message) {
-            Err((error, reference)) => encode_error(&error, reference.as_deref()),
+            Err((error, reference)) => {
+                record_rejection(error.code, &error.reason);
+                encode_error(&error, reference.as_deref())
+            }
             Ok(ClientMessage::Publish(request)) => {
                 let reference = request.reference;
+                if let Some(Err(e)) = self.grant.as_ref().map(|g| g.check_publish(&request.topic)) {
+                    let reply = encode_error(&ProtocolError::from(&e), reference.as_deref());
+                    return self.send(text(reply)).await;
+                }
                 match self
                     .context
                     .bus
                     .publish(request.topic, request.content_type, request.payload)
                     .await
                 {
-                    Ok(event) => encode_published(reference.as_deref(), &event.id),
-                    Err(e) => encode_error(&ProtocolError::from(&e), reference.as_deref()),
+                    Ok(event) => {
+                        self.metrics.publish(Ok(()));
+                        encode_published(reference.as_deref(), &event.id)
+                    }
+                    Err(e) => {
+                        let error = ProtocolError::from(&e);
+                        self.metrics.publish(Err(error.code));
+                        record_rejection(error.code, &error.reason);
+                        encode_error(&error, reference.as_deref())
+                    }
                 }
             }
             Ok(ClientMessage::Subscribe {
                 topics,
                 since,
                 reference,
-            }) => self.resubscribe(topics, since, reference).await,
+            }) => match self.grant.as_ref().map(|g| g.check_subscribe(&topics)) {
+                Some(Err(e)) => encode_error(&ProtocolError::from(&e), reference.as_deref()),
+                _ => self.resubscribe(topics, since, reference).await,
+            },
             Ok(ClientMessage::Unsubscribe { topics, reference }) => {
                 let remaining: Vec<Topic> = self
                     .topics
@@ -327,6 +417,39 @@ where
             }
         };
         self.send(text(reply)).await
+    }
+
+    /// `{"type":"auth","token":…}`: the first message of a connection upgraded without a
+    /// token, or a fresh token before the current one expires. Answered with
+    /// `{"type":"authenticated","expires_at":<unix seconds>}`; a refused token closes a
+    /// connection that has none yet (1008), and is an `error` message otherwise (the old
+    /// token stays in force).
+    async fn on_auth(&mut self, token: &str) -> Result<(), End> {
+        let Some(auth) = self.context.auth.clone() else {
+            let error = ProtocolError::new("bad_message", "authentication is not enabled");
+            return self.send(text(encode_error(&error, None))).await;
+        };
+        let verified = auth
+            .verify(token)
+            .and_then(|grant| grant.check_subscribe(&self.topics).map(|()| grant));
+        match verified {
+            Ok(grant) => {
+                let now = SystemTime::now();
+                self.auth_deadline = Some((Instant::now() + grant.remaining(now), TOKEN_EXPIRED));
+                let expires_at = grant
+                    .expires_at()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                self.grant = Some(grant);
+                let reply = serde_json::json!({"type": "authenticated", "expires_at": expires_at});
+                self.send(text(Bytes::from(reply.to_string()))).await
+            }
+            Err(e) if self.grant.is_none() => Err(End::Close(CloseCode::Policy, e.to_string())),
+            Err(e) => {
+                let reply = encode_error(&ProtocolError::from(&e), None);
+                self.send(text(reply)).await
+            }
+        }
     }
 
     /// Replaces the subscription; resumes after the last delivered id unless told otherwise,
@@ -382,7 +505,9 @@ where
                 }
                 Delivery::Notice(notice) => text(encode_notice(notice)),
             };
+            let bytes = message.len();
             self.feed(message).await?;
+            self.metrics.delivered(&delivery, bytes);
             batched += 1;
             if batched < MAX_BATCH {
                 next = self
@@ -444,6 +569,19 @@ where
     async fn drain_after_close(&mut self) {
         let drain = async { while let Some(Ok(_)) = self.socket.next().await {} };
         let _ = tokio::time::timeout(self.config.close_timeout, drain).await;
+    }
+}
+
+/// The rejection reason counted for a close we initiate, for the codes that refuse what the
+/// client did (not a normal or shutdown close).
+fn close_rejection(code: CloseCode) -> Option<&'static str> {
+    match code {
+        CloseCode::Policy => Some("ws_policy_violation"),
+        CloseCode::Size => Some("ws_message_too_big"),
+        CloseCode::Invalid => Some("ws_invalid_payload"),
+        CloseCode::Protocol => Some("ws_protocol_error"),
+        CloseCode::Unsupported => Some("ws_unsupported_data"),
+        _ => None,
     }
 }
 

@@ -10,8 +10,8 @@ use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use hyper_tungstenite::WebSocketStream;
 use hyper_util::rt::TokioIo;
 use streamgate_core::{
-    error_response, full_body, Body, BoxFuture, ConnectionInfo, HttpTransport, SubscribeRequest,
-    Tap, TransportContext,
+    error_response, full_body, token_from_request, AuthError, Body, BoxFuture, ConnectionInfo,
+    HttpTransport, SubscribeRequest, Tap, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{ProtocolError, SubscribeQuery};
 use tracing::Instrument;
@@ -26,13 +26,16 @@ use crate::tap::TapIo;
 #[derive(Debug, Clone)]
 pub struct WsTransport {
     config: Arc<WsConfig>,
+    metrics: TransportMetrics,
 }
 
 impl WsTransport {
-    /// A transport with these settings.
+    /// A transport with these settings (its metric handles come from the recorder installed
+    /// now, if any).
     pub fn new(config: WsConfig) -> Self {
         Self {
             config: Arc::new(config),
+            metrics: TransportMetrics::new("ws"),
         }
     }
 }
@@ -51,7 +54,12 @@ impl HttpTransport for WsTransport {
         request: Request<Body>,
         context: TransportContext,
     ) -> BoxFuture<'static, Response<Body>> {
-        Box::pin(handle(Arc::clone(&self.config), request, context))
+        Box::pin(handle(
+            Arc::clone(&self.config),
+            self.metrics.clone(),
+            request,
+            context,
+        ))
     }
 }
 
@@ -98,6 +106,7 @@ fn rejection_response(rejection: HandshakeRejection) -> Response<Body> {
 
 async fn handle(
     config: Arc<WsConfig>,
+    metrics: TransportMetrics,
     mut request: Request<Body>,
     context: TransportContext,
 ) -> Response<Body> {
@@ -125,6 +134,31 @@ async fn handle(
         if query.topics.is_empty() && query.since.is_some() {
             return ProtocolError::new("no_topics", "since needs topics=…").to_response();
         }
+        // `[auth]`: a token that came with the upgrade is checked now (401/403 before any
+        // upgrade). Without one, topics in the URL are a 401; a bare `/ws` is upgraded and
+        // its first message must be `{"type":"auth","token":…}` (browsers cannot set headers).
+        let grant = match &context.auth {
+            None => None,
+            Some(auth) => {
+                match token_from_request(
+                    request.headers(),
+                    request.uri().query(),
+                    auth.cookie_name(),
+                ) {
+                    Some(token) => {
+                        match auth
+                            .verify(&token)
+                            .and_then(|g| g.check_subscribe(&query.topics).map(|()| g))
+                        {
+                            Ok(grant) => Some(grant),
+                            Err(e) => return e.to_response(),
+                        }
+                    }
+                    None if !query.topics.is_empty() => return AuthError::Missing.to_response(),
+                    None => None,
+                }
+            }
+        };
         // Subscribing before the upgrade means a refused subscription is an HTTP error the
         // client can read, and events published during the handshake are already queued.
         let subscription = if query.topics.is_empty() {
@@ -145,6 +179,7 @@ async fn handle(
         Mode::Subscriber {
             subscription,
             envelope: query.envelope,
+            grant,
         }
     };
     let max_message = if echo {
@@ -205,7 +240,8 @@ async fn handle(
                 failure: io.failure(),
             });
             let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-            session::run(socket, config, mode, context, deflate).await;
+            let _open = metrics.connection();
+            session::run(socket, config, mode, context, deflate, metrics).await;
         }
         .instrument(span),
     );

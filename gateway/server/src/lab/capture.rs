@@ -43,6 +43,8 @@ fn push_headers(head: &mut Vec<u8>, headers: &http::HeaderMap) {
 /// read its taps.
 pub(crate) fn request_head<B>(request: &Request<B>) -> Vec<u8> {
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    // A `token=` query parameter is a credential, like the Cookie and Authorization headers.
+    let target = streamgate_core::mask_token_param(target);
     let mut head = format!(
         "{} {target} {}\r\n",
         request.method(),
@@ -173,5 +175,18 @@ mod tests {
             String::from_utf8(response_head(&response, Version::HTTP_11)).unwrap(),
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn tokens_in_the_query_are_not_recorded() {
+        let request = Request::get("/sse?topics=demo&token=eyJ.secret.sig&lab=t")
+            .body(())
+            .unwrap();
+        let head = String::from_utf8(request_head(&request)).unwrap();
+        assert!(
+            head.starts_with("GET /sse?topics=demo&token=***&lab=t HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains("secret"), "{head}");
     }
 }
