@@ -3,64 +3,16 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{send, TestClient, TestGateway};
+use common::{send, within, Sse, TestClient, TestGateway};
 use futures_util::{SinkExt, StreamExt};
 use streamgate::config::GatewayConfig;
 use streamgate_core::{ContentType, Topic};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// An SSE stream read from a raw socket.
-struct Sse {
-    stream: TcpStream,
-    seen: String,
-}
-
-impl Sse {
-    async fn open(addr: std::net::SocketAddr, topics: &str) -> Self {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = format!("GET /sse?topics={topics} HTTP/1.1\r\nhost: test\r\n\r\n");
-        stream.write_all(head.as_bytes()).await.unwrap();
-        let mut sse = Self {
-            stream,
-            seen: String::new(),
-        };
-        sse.read_until(|seen| seen.contains("streamgate epoch"))
-            .await;
-        assert!(sse.seen.starts_with("HTTP/1.1 200"), "{}", sse.seen);
-        sse
-    }
-
-    async fn read_until(&mut self, done: impl Fn(&str) -> bool) {
-        within("SSE bytes", async {
-            let mut buffer = [0u8; 4096];
-            while !done(&self.seen) {
-                let n = self.stream.read(&mut buffer).await.unwrap();
-                assert!(n > 0, "the SSE stream ended");
-                self.seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        })
-        .await;
-    }
-
-    /// Waits for the event with this payload marker.
-    async fn expect(&mut self, marker: &str) {
-        self.read_until(|seen| seen.contains(marker)).await;
-    }
-}
 
 /// Reads what the server sends until it closes; the bytes and how long that took.
 async fn read_to_close(stream: &mut TcpStream) -> (String, Duration) {

@@ -6,22 +6,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::Duration;
 
-use common::{send, TestGateway};
+use common::{send, within, Sse, TestGateway};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
 
 /// One sample: name and labels, sorted.
 type Series = (String, Vec<(String, String)>);
@@ -114,45 +103,6 @@ async fn scrape(gateway: &TestGateway) -> Scrape {
     Scrape(parse(&response.text()))
 }
 
-/// An SSE stream read from a raw socket.
-struct Sse {
-    stream: TcpStream,
-    seen: String,
-}
-
-impl Sse {
-    async fn open(gateway: &TestGateway, topics: &str) -> Self {
-        let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
-        let head = format!("GET /sse?topics={topics} HTTP/1.1\r\nhost: test\r\n\r\n");
-        stream.write_all(head.as_bytes()).await.unwrap();
-        let mut sse = Self {
-            stream,
-            seen: String::new(),
-        };
-        // The subscription is made before the answer: once the preamble is here, it exists.
-        sse.read_until(|seen| seen.contains("streamgate epoch"))
-            .await;
-        assert!(sse.seen.starts_with("HTTP/1.1 200"), "{}", sse.seen);
-        sse
-    }
-
-    async fn read_until(&mut self, done: impl Fn(&str) -> bool) {
-        within("SSE bytes", async {
-            let mut buffer = [0u8; 4096];
-            while !done(&self.seen) {
-                let n = self.stream.read(&mut buffer).await.unwrap();
-                assert!(n > 0, "the SSE stream ended");
-                self.seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        })
-        .await;
-    }
-
-    fn events(&self) -> usize {
-        self.seen.matches("\nid: ").count()
-    }
-}
-
 #[tokio::test]
 async fn metrics_parse_and_count_exactly_what_was_delivered() {
     let mut config = TestGateway::quiet_config();
@@ -171,7 +121,7 @@ async fn metrics_parse_and_count_exactly_what_was_delivered() {
     .unwrap();
     let subscribed = within("subscribed", ws.next()).await.unwrap().unwrap();
     assert!(subscribed.to_text().unwrap().contains("subscribed"));
-    let mut sse = Sse::open(&gateway, "m").await;
+    let mut sse = Sse::open(gateway.addr, "m").await;
     let first_poll = send(&gateway, "GET", "/poll?topics=m&timeout=0", &[], "").await;
     assert_eq!(first_poll.status, 200);
     let cursor = first_poll.json()["cursor"].as_str().unwrap().to_owned();
