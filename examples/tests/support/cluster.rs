@@ -63,6 +63,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free UDP port on 127.0.0.1 (free when this returns; nothing holds it).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
+
 fn random_token() -> String {
     format!("{:012x}", rand::random::<u64>() >> 16)
 }
@@ -339,10 +347,24 @@ impl Cluster {
     /// Starts a node named `name` and waits until it listens (not until it reached the
     /// broker: see [`Cluster::wait_until_available`]). Returns its index in `nodes`.
     pub async fn start_node(&mut self, name: &str) -> usize {
+        self.start_node_with(name, &NodeOptions::default()).await
+    }
+
+    /// [`Cluster::start_node`] with `options` in its configuration.
+    pub async fn start_node_with(&mut self, name: &str, options: &NodeOptions) -> usize {
         let config = self.dir.join(format!("node-{name}.toml"));
-        std::fs::write(&config, self.node_config()).expect("write the node's configuration");
+        std::fs::write(&config, self.node_config(options)).expect("write the node's configuration");
         self.nodes.push(Node::start(name, &config).await);
         self.nodes.len() - 1
+    }
+
+    /// Kills node `index` (SIGKILL, as a crash) and starts it again on its configuration, so
+    /// on the same addresses if it was given fixed ones ([`NodeOptions::http`]).
+    pub async fn restart_node(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        node.kill();
+        let (name, config) = (node.name.clone(), node.config.clone());
+        *node = Node::start(&name, &config).await;
     }
 
     /// Waits until every running node reports its broker reachable (`/healthz` 200).
@@ -359,9 +381,10 @@ impl Cluster {
         }
     }
 
-    /// A node's configuration: HTTP and WebTransport on ephemeral ports, no HTTPS, no demo
-    /// source, no lab, a short SSE `retry:`, and this test's log on the broker.
-    fn node_config(&self) -> String {
+    /// A node's configuration: HTTP and WebTransport on ephemeral ports (or `options`'),
+    /// no HTTPS, no demo source, no lab, a short SSE `retry:`, and this test's log on the
+    /// broker.
+    fn node_config(&self, options: &NodeOptions) -> String {
         let token = &self.token;
         let url = &self.url;
         let bus = match self.backend {
@@ -376,16 +399,21 @@ impl Cluster {
                  subject_prefix = \"sgcluster_{token}\"\n"
             ),
         };
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
         format!(
-            "# A node of a tests/cluster.rs test.\n\
-             [server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = 1\n\n\
+            "# A node of a tests/cluster.rs or tests/soak.rs test.\n\
+             [server]\nlisten = \"{}\"\nshutdown_grace = 1\n{}\n\
              [tls]\nenabled = false\n\n\
-             [webtransport]\nlisten = \"127.0.0.1:0\"\n\n\
+             [webtransport]\nlisten = \"{}\"\n\n\
              [demo]\nenabled = false\n\n\
              [lab]\nenabled = false\n\n\
              [sse]\nretry = 0.2\n\n\
-             [bus]\nbackend = \"{}\"\nhistory_events = 1000\n\n{bus}",
-            self.backend.name()
+             [bus]\nbackend = \"{}\"\nhistory_events = {}\n\n{bus}",
+            options.http.unwrap_or(any_port),
+            options.server_settings,
+            options.webtransport.unwrap_or(any_port),
+            self.backend.name(),
+            options.history_events.unwrap_or(1000),
         )
     }
 
@@ -472,9 +500,26 @@ fn nats_delete_stream(url: &str, stream: &str) {
 // ---------------------------------------------------------------------------------------------
 // A node
 
+/// What a test changes in a node's configuration; the default is what
+/// [`Cluster::start_node`] uses.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// The HTTP listener's address (default: an ephemeral port on 127.0.0.1). A fixed one
+    /// lets [`Cluster::restart_node`] bring the node back where its clients reconnect.
+    pub http: Option<SocketAddr>,
+    /// The WebTransport (UDP) listener's address (default: an ephemeral port).
+    pub webtransport: Option<SocketAddr>,
+    /// More `key = value` lines of the `[server]` table.
+    pub server_settings: String,
+    /// `bus.history_events` (default 1000).
+    pub history_events: Option<usize>,
+}
+
 /// One `streamgate serve` process, killed when dropped.
 pub struct Node {
     pub name: String,
+    /// Its configuration file.
+    config: PathBuf,
     child: Child,
     /// The HTTP listener.
     pub addr: SocketAddr,
@@ -560,6 +605,7 @@ impl Node {
         let wt_addr = address_after(LISTENING_WT, "/");
         Self {
             name: name.to_owned(),
+            config: config.to_owned(),
             child,
             addr,
             wt_addr,

@@ -31,7 +31,9 @@ impl ProtocolError {
     pub fn status(&self) -> StatusCode {
         match self.code {
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "topic_limit" => StatusCode::TOO_MANY_REQUESTS,
+            "topic_limit" | "rate_limited" | "too_many_connections" => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
             "unauthorized" => StatusCode::UNAUTHORIZED,
             "forbidden" => StatusCode::FORBIDDEN,

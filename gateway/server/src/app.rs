@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::GatewayConfig;
 use crate::http::{json, Body, Rejection};
 use crate::lab::{capture, Lab};
+use crate::limits::PublishRateLimit;
 use crate::tls::{TlsError, TlsMaterial};
 use streamgate_proto::ProtocolError;
 
@@ -46,6 +47,8 @@ pub struct App {
     started: Instant,
     /// The Prometheus recorder's handle, when `[metrics] enabled` (`GET /metrics`).
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The publish rate per client IP of `POST /publish`, unless `server.publish_rate` is 0.
+    publish_rate: Option<PublishRateLimit>,
 }
 
 impl App {
@@ -62,6 +65,8 @@ impl App {
             .lab
             .enabled
             .then(|| Arc::new(Lab::new(config.lab.clone())));
+        let publish_rate =
+            PublishRateLimit::new(config.server.publish_rate, config.server.publish_burst);
         Self {
             bus,
             config,
@@ -75,6 +80,7 @@ impl App {
             wt_cert: None,
             started: Instant::now(),
             metrics,
+            publish_rate,
         }
     }
 
@@ -304,6 +310,8 @@ impl App {
         request: Request<Incoming>,
         topic: &str,
     ) -> Result<Response<Body>, Rejection> {
+        // First of all: a flooding client costs no token check, no body read, no publish.
+        self.check_publish_rate(&request)?;
         let topic = Topic::new(topic)
             .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, "bad_topic", e.to_string()))?;
         // Before the body is read: an unauthorized publisher does not get to upload.
@@ -362,6 +370,32 @@ impl App {
             )),
             Err(e) => Err(publish_rejection(&e)),
         }
+    }
+
+    /// `server.publish_rate` for the client IP of the request's connection: `429`
+    /// `rate_limited` with `Retry-After` over it. A request with no connection (an embedder
+    /// calling [`App::handle`] directly) is not limited.
+    fn check_publish_rate<B>(&self, request: &Request<B>) -> Result<(), Rejection> {
+        let (Some(limit), Some(info)) = (
+            &self.publish_rate,
+            request.extensions().get::<ConnectionInfo>(),
+        ) else {
+            return Ok(());
+        };
+        limit
+            .check(info.peer.ip(), Instant::now())
+            .map_err(|retry_after| {
+                let server = &self.config.server;
+                Rejection::rate_limited(
+                    format!(
+                        "{} is over its publish rate of {}/s (burst {})",
+                        info.peer.ip().to_canonical(),
+                        server.publish_rate,
+                        server.publish_burst
+                    ),
+                    retry_after,
+                )
+            })
     }
 }
 

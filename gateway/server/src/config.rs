@@ -69,6 +69,27 @@ pub struct ServerConfig {
     /// How long shutdown waits for connections to finish before exiting. Default: 10 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub shutdown_grace: Duration,
+    /// A connection with no request in progress and no open response stream (an SSE stream,
+    /// a long poll) is closed after this long: an HTTP/2 connection with a `GOAWAY`, an
+    /// HTTP/1.1 one between two requests (hyper also holds an HTTP/1.1 connection waiting
+    /// for its next request to `header_read_timeout`). 0 means no such limit. Default: 60 s.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub idle_timeout: Duration,
+    /// HTTP/2: silence from the client after which the server sends a `PING`, so that a dead
+    /// peer is found even while it has streams open. 0 turns the pings off. Default: 20 s.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub http2_ping_interval: Duration,
+    /// HTTP/2: time a pinged client has to acknowledge before the connection is closed.
+    /// Default: 20 s.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub http2_ping_timeout: Duration,
+    /// `POST /publish/{topic}`: events per second allowed per client IP (a token bucket);
+    /// over it the request is answered `429` `rate_limited` with `Retry-After`. Behind a
+    /// reverse proxy every client has the proxy's address: raise it (or set 0) there.
+    /// 0 means no limit. Default: 1000.
+    pub publish_rate: f64,
+    /// `POST /publish/{topic}`: burst of events allowed per client IP. Default: 2000.
+    pub publish_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +101,11 @@ impl Default for ServerConfig {
             backlog: 4096,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            http2_ping_interval: Duration::from_secs(20),
+            http2_ping_timeout: Duration::from_secs(20),
+            publish_rate: 1000.0,
+            publish_burst: 2000,
         }
     }
 }
@@ -526,6 +552,22 @@ impl GatewayConfig {
         if self.server.max_connections == 0 {
             return fail("server.max_connections must be at least 1".to_owned());
         }
+        let rate = self.server.publish_rate;
+        if !(rate.is_finite() && rate >= 0.0) {
+            return fail(format!(
+                "server.publish_rate must be 0 (no limit) or a positive number of events/s, \
+                 got {rate}"
+            ));
+        }
+        if rate > 0.0 && self.server.publish_burst == 0 {
+            return fail("server.publish_burst must be at least 1".to_owned());
+        }
+        if !self.server.http2_ping_interval.is_zero() && self.server.http2_ping_timeout.is_zero() {
+            return fail(
+                "server.http2_ping_timeout must be above 0 while server.http2_ping_interval is on"
+                    .to_owned(),
+            );
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return fail("tls.cert and tls.key go together: give both or neither".to_owned());
         }
@@ -691,5 +733,13 @@ mod tests {
         assert!(parse("[[sources]]\nurl = \"http://x\"\n")
             .unwrap_err()
             .contains("sources[0].url"));
+        assert!(parse("[server]\npublish_rate = -1\n")
+            .unwrap_err()
+            .contains("server.publish_rate"));
+        assert!(parse("[server]\npublish_rate = 10\npublish_burst = 0\n")
+            .unwrap_err()
+            .contains("server.publish_burst"));
+        // 0 turns the limit off, and the burst is then irrelevant.
+        assert!(parse("[server]\npublish_rate = 0\npublish_burst = 0\n").is_ok());
     }
 }

@@ -25,6 +25,7 @@ pub struct Rejection {
     code: &'static str,
     reason: String,
     allow: Option<&'static str>,
+    retry_after: Option<u64>,
 }
 
 impl Rejection {
@@ -35,6 +36,7 @@ impl Rejection {
             code,
             reason: reason.into(),
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -58,6 +60,17 @@ impl Rejection {
         rejection
     }
 
+    /// `429 Too Many Requests` `rate_limited`, with `Retry-After: <seconds>`.
+    pub fn rate_limited(reason: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut rejection = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            crate::limits::RATE_LIMITED,
+            reason,
+        );
+        rejection.retry_after = Some(retry_after_secs);
+        rejection
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -70,6 +83,11 @@ impl Rejection {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

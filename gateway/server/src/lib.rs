@@ -21,6 +21,7 @@ pub mod bus;
 pub mod config;
 pub mod demo;
 mod http;
+mod idle;
 /// `streamgate explain-frame` and `streamgate inspect`: the teaching lab on the command line.
 pub mod inspect;
 mod lab;

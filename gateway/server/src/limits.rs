@@ -1,13 +1,15 @@
-//! Connection limits applied at accept, before hyper sees a byte: connections per client IP
-//! (`server.max_connections_per_ip`), and the start of the first request head within
-//! `server.header_read_timeout` (hyper's own header timeout only starts once it has decided
-//! between HTTP/1.1 and HTTP/2, which a silent client never lets it do).
+//! Limits per client: connections per client IP (`server.max_connections_per_ip`) and the
+//! start of the first request head within `server.header_read_timeout`, applied at accept
+//! before hyper sees a byte (hyper's own header timeout only starts once it has decided
+//! between HTTP/1.1 and HTTP/2, which a silent client never lets it do); and the publish
+//! rate per client IP on `POST /publish` (`server.publish_rate`, `server.publish_burst`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use streamgate_proto::TokenBucket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -15,6 +17,86 @@ use tokio::net::TcpStream;
 pub(crate) const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
 /// The error code of a connection cut before its request head was complete.
 pub(crate) const HEADER_TIMEOUT: &str = "header_timeout";
+/// The error code of a publish refused for its IP's publish rate.
+pub(crate) const RATE_LIMITED: &str = "rate_limited";
+
+/// Client IPs whose publish buckets are tracked at most. Past it, buckets that have refilled
+/// (as good as new) are dropped first, then the least recently used eighth.
+pub(crate) const MAX_TRACKED_IPS: usize = 65_536;
+
+/// A token bucket per client IP: the publish rate of `POST /publish`.
+#[derive(Debug)]
+pub(crate) struct PublishRateLimit {
+    rate: f64,
+    burst: u32,
+    /// How long an unused bucket takes to refill completely: past it, an entry is the same as
+    /// no entry, and may go.
+    refill: Duration,
+    max_tracked: usize,
+    buckets: Mutex<HashMap<IpAddr, (TokenBucket, Instant)>>,
+}
+
+impl PublishRateLimit {
+    /// `rate` events/s with bursts of `burst` per IP; `None` when `rate` is 0 (no limit).
+    pub(crate) fn new(rate: f64, burst: u32) -> Option<Self> {
+        Self::with_capacity(rate, burst, MAX_TRACKED_IPS)
+    }
+
+    fn with_capacity(rate: f64, burst: u32, max_tracked: usize) -> Option<Self> {
+        (rate > 0.0).then(|| Self {
+            rate,
+            burst,
+            refill: Duration::try_from_secs_f64(f64::from(burst.max(1)) / rate)
+                .unwrap_or(Duration::MAX),
+            max_tracked: max_tracked.max(8),
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes one token from `ip`'s bucket: `Ok`, or `Err(retry_after)` in whole seconds (at
+    /// least 1) when the IP is over its rate.
+    pub(crate) fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d: count it as a.b.c.d.
+        let ip = ip.to_canonical();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if !buckets.contains_key(&ip) && buckets.len() >= self.max_tracked {
+            self.evict(&mut buckets, now);
+        }
+        let (bucket, last) = buckets
+            .entry(ip)
+            .or_insert_with(|| (TokenBucket::new(now, self.rate, self.burst), now));
+        *last = now;
+        if bucket.try_take(now) {
+            Ok(())
+        } else {
+            // A token comes back every 1/rate seconds.
+            Err((1.0 / self.rate).ceil().clamp(1.0, 86_400.0) as u64)
+        }
+    }
+
+    /// Makes room: drops the buckets unused for long enough to be full again (forgetting them
+    /// changes nothing), then, if the table is still over 7/8 full of active clients, the
+    /// least recently used eighth. Either way the next sweep is at least `max / 8` new IPs
+    /// away, so the cost per request stays constant.
+    fn evict(&self, buckets: &mut HashMap<IpAddr, (TokenBucket, Instant)>, now: Instant) {
+        buckets.retain(|_, (_, last)| now.saturating_duration_since(*last) < self.refill);
+        let high = self.max_tracked - self.max_tracked / 8;
+        if buckets.len() > high {
+            let excess = buckets.len() - high;
+            let mut by_age: Vec<(Instant, IpAddr)> =
+                buckets.iter().map(|(ip, (_, last))| (*last, *ip)).collect();
+            by_age.select_nth_unstable(excess);
+            for (_, ip) in &by_age[..excess] {
+                buckets.remove(ip);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
 
 /// Counts the open connections of each client IP.
 #[derive(Debug)]
@@ -161,6 +243,63 @@ mod tests {
         drop((second, third, other));
         assert_eq!(limit.count(a), 0);
         assert_eq!(limit.count(b), 0);
+    }
+
+    #[test]
+    fn publish_rate_per_ip() {
+        let limit = PublishRateLimit::new(0.5, 3).unwrap();
+        let start = Instant::now();
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!((0..3).all(|_| limit.check(a, start).is_ok()));
+        // The same client over a dual-stack socket shares the bucket.
+        assert_eq!(limit.check(mapped, start), Err(2));
+        assert!(
+            limit.check(b, start).is_ok(),
+            "another IP has its own bucket"
+        );
+        assert!(limit.check(a, start + Duration::from_secs(2)).is_ok());
+        assert!(limit.check(a, start + Duration::from_secs(2)).is_err());
+        assert!(PublishRateLimit::new(0.0, 10).is_none(), "0 is no limit");
+        assert_eq!(
+            PublishRateLimit::new(1000.0, 1).unwrap().check(a, start),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn publish_buckets_stay_bounded() {
+        let limit = PublishRateLimit::with_capacity(1.0, 2, 64).unwrap();
+        let start = Instant::now();
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        // 64 clients, each over its burst.
+        for i in 0..64 {
+            assert!(limit.check(ip(i), start).is_ok());
+            assert!(limit.check(ip(i), start).is_ok());
+            assert!(limit.check(ip(i), start).is_err());
+        }
+        assert_eq!(limit.tracked(), 64);
+        // All of them still active: a newcomer evicts the least recently used eighth.
+        let later = start + Duration::from_millis(100);
+        assert!(limit.check(ip(0), later).is_err(), "still limited");
+        assert!(limit.check(ip(1000), later).is_ok());
+        assert_eq!(limit.tracked(), 64 - 8 + 1);
+        assert!(
+            limit.check(ip(0), later).is_err(),
+            "the most recent one was kept"
+        );
+        // Refilled buckets are as good as new: they go first, and all at once.
+        let idle = start + Duration::from_secs(10);
+        for i in 2000..2200 {
+            assert!(limit.check(ip(i), idle).is_ok());
+            assert!(limit.tracked() <= 64);
+        }
+        // Many more distinct clients than the table holds: it never grows past it.
+        for i in 0..10_000 {
+            let _ = limit.check(ip(10_000 + i), idle + Duration::from_micros(u64::from(i)));
+            assert!(limit.tracked() <= 64);
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Shutdown order, when the `shutdown` future given to [`Gateway::run`] completes:
 //! 1. stop accepting (the listener is dropped, so new connects are refused);
 //! 2. cancel [`App::shutdown`]: sources stop, long-lived handlers say goodbye in their own
-//!    protocol, and hyper stops keep-alive on every HTTP connection;
+//!    protocol, and every HTTP connection is shut down gracefully (HTTP/1.1 keep-alive ends,
+//!    HTTP/2 gets a `GOAWAY`; requests in progress finish);
 //! 3. close the bus, so every subscription drains what it has queued and ends;
 //! 4. wait for every tracked task, at most `server.shutdown_grace`.
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -23,10 +24,11 @@ use tracing::Instrument;
 
 use crate::app::{tag_connection, App};
 use crate::config::GatewayConfig;
+use crate::idle::Activity;
 use crate::limits::{self, PerIpLimit};
 use crate::tls::TlsMaterial;
 use crate::{demo, upstream};
-use streamgate_core::{ConnectionInfo, EventBus};
+use streamgate_core::{BoxError, ConnectionInfo, EventBus};
 
 /// Largest request head (request line and headers) accepted, in bytes.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -162,7 +164,6 @@ impl Gateway {
             );
         }
         start_metrics_upkeep(&app);
-        let graceful = GracefulShutdown::new();
         let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
         let per_ip = PerIpLimit::new(app.config.server.max_connections_per_ip);
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -171,7 +172,14 @@ impl Gateway {
             .timer(TokioTimer::new())
             .header_read_timeout(app.config.server.header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES);
-        builder.http2().timer(TokioTimer::new());
+        // Pings find a dead peer even while it has streams open (an SSE stream, which the
+        // idle timeout leaves alone).
+        let ping = app.config.server.http2_ping_interval;
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval((!ping.is_zero()).then_some(ping))
+            .keep_alive_timeout(app.config.server.http2_ping_timeout);
         let builder = Arc::new(builder);
         let mut next_conn_id: u64 = 0;
         tokio::pin!(shutdown);
@@ -217,14 +225,8 @@ impl Gateway {
             };
             let span =
                 tracing::debug_span!("conn", conn_id = next_conn_id, %peer, tls = tls.is_some());
-            let connection = serve_connection(
-                Arc::clone(&app),
-                Arc::clone(&builder),
-                graceful.watcher(),
-                stream,
-                tls,
-                info,
-            );
+            let connection =
+                serve_connection(Arc::clone(&app), Arc::clone(&builder), stream, tls, info);
             app.tasks.spawn(
                 async move {
                     connection.await;
@@ -241,11 +243,8 @@ impl Gateway {
         app.bus.close();
         app.tasks.close();
         let grace = app.config.server.shutdown_grace;
-        let drained = tokio::time::timeout(grace, async {
-            graceful.shutdown().await;
-            app.tasks.wait().await;
-        })
-        .await;
+        // Every connection is a tracked task, shut down gracefully by `App::shutdown`.
+        let drained = tokio::time::timeout(grace, app.tasks.wait()).await;
         match drained {
             Ok(()) => {
                 tracing::info!("shutdown complete");
@@ -320,17 +319,10 @@ async fn accept_tls(
 async fn serve_connection(
     app: Arc<App>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     info: ConnectionInfo,
 ) {
-    let service_app = Arc::clone(&app);
-    let service = service_fn(move |mut request| {
-        let app = Arc::clone(&service_app);
-        tag_connection(&mut request, info);
-        async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
-    });
     let result = match tls {
         None => {
             // hyper's header timeout starts once it knows the protocol: a client that sends
@@ -348,8 +340,7 @@ async fn serve_connection(
                 );
                 return;
             }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watcher.watch(connection.into_owned()).await
+            serve_http(&app, &builder, stream, info).await
         }
         Some(acceptor) => {
             // The handshake counts against the same budget as request headers (slowloris).
@@ -365,8 +356,7 @@ async fn serve_connection(
                     return;
                 }
             };
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watcher.watch(connection.into_owned()).await
+            serve_http(&app, &builder, stream, info).await
         }
     };
     if let Err(e) = result {
@@ -381,6 +371,50 @@ async fn serve_connection(
         }
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on `io` until the connection ends. It is shut down gracefully
+/// (HTTP/2: `GOAWAY`; HTTP/1.1: no further request) when the gateway stops, or when it has
+/// had no request in progress for `server.idle_timeout` (see [`crate::idle`]).
+async fn serve_http<I>(
+    app: &Arc<App>,
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    info: ConnectionInfo,
+) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new();
+    let service_app = Arc::clone(app);
+    let service_activity = Arc::clone(&activity);
+    let service = service_fn(move |mut request| {
+        let app = Arc::clone(&service_app);
+        // From here until the response body is over (or dropped), the connection is busy.
+        let busy = service_activity.busy();
+        tag_connection(&mut request, info);
+        async move {
+            let response = app.handle(request).await;
+            Ok::<_, std::convert::Infallible>(response.map(|body| busy.hold(body)))
+        }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let idle_timeout = app.config.server.idle_timeout;
+    let idle = async {
+        if idle_timeout.is_zero() {
+            std::future::pending().await
+        } else {
+            activity.idle_for(idle_timeout).await;
+        }
+    };
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        () = app.shutdown.cancelled() => tracing::debug!("shutting down the connection"),
+        () = idle => tracing::debug!(?idle_timeout, "closing the idle connection"),
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
 
 /// Folds histogram samples into their buckets every few seconds, so memory stays bounded

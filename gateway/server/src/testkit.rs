@@ -134,6 +134,28 @@ impl TestClient {
     /// If the connection or the HTTP handshake fails.
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        Self::handshake(addr, stream).await
+    }
+
+    /// Connects to `addr` from the local address `from` (another loopback address such as
+    /// 127.0.0.2 is another client IP to the gateway).
+    ///
+    /// # Panics
+    /// If the address cannot be bound, or the connection or the HTTP handshake fails.
+    pub async fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> Self {
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("socket");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .expect("bind the source address");
+        let stream = socket.connect(addr).await.expect("connect");
+        Self::handshake(addr, stream).await
+    }
+
+    async fn handshake(addr: SocketAddr, stream: tokio::net::TcpStream) -> Self {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("HTTP/1.1 handshake");

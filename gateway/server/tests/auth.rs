@@ -593,11 +593,18 @@ async fn websocket_closes_with_1008_when_the_token_expires() {
 
 mod wt {
     use super::*;
+    use wtransport::endpoint::ConnectOptions;
     use wtransport::error::{ConnectingError, ConnectionError};
     use wtransport::tls::Sha256Digest;
-    use wtransport::{ClientConfig, Connection, Endpoint};
+    use wtransport::{ClientConfig, Connection, Endpoint, RecvStream};
 
-    async fn session(gateway: &TestGateway, query: &str) -> Result<Connection, (u32, String)> {
+    /// Opens a session on `/wt{query}`, with `headers` on its CONNECT request: the session,
+    /// or the application close that refused it.
+    async fn session(
+        gateway: &TestGateway,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Connection, (u32, String)> {
         let doc = send(gateway, "GET", "/wt/cert-hash", &[], "").await.json();
         let bytes: Vec<u8> = doc["value"]
             .as_array()
@@ -610,8 +617,12 @@ mod wt {
             .with_server_certificate_hashes([Sha256Digest::new(bytes.try_into().unwrap())])
             .build();
         let endpoint = Endpoint::client(config).unwrap();
-        let url = format!("{}{query}", doc["url"].as_str().unwrap());
-        match tokio::time::timeout(WAIT, endpoint.connect(url))
+        let mut options =
+            ConnectOptions::builder(format!("{}{query}", doc["url"].as_str().unwrap()));
+        for (name, value) in headers {
+            options = options.add_header(*name, *value);
+        }
+        match tokio::time::timeout(WAIT, endpoint.connect(options.build()))
             .await
             .unwrap()
         {
@@ -641,43 +652,64 @@ mod wt {
     }
 
     /// The session's close when the server refuses it, whether during connect or after.
-    async fn refused(gateway: &TestGateway, query: &str) -> (u32, String) {
-        match session(gateway, query).await {
+    async fn refused(
+        gateway: &TestGateway,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> (u32, String) {
+        match session(gateway, query, headers).await {
             Ok(connection) => closed(&connection).await,
             Err(close) => close,
         }
     }
 
-    /// The first message of the control stream.
-    async fn subscribed(connection: &Connection) -> Value {
+    /// One length-prefixed JSON message of a stream.
+    async fn read_message(stream: &mut RecvStream) -> Value {
+        tokio::time::timeout(WAIT, async {
+            let mut prefix = [0u8; 4];
+            stream.read_exact(&mut prefix).await.unwrap();
+            let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+            stream.read_exact(&mut body).await.unwrap();
+            serde_json::from_slice(&body).unwrap()
+        })
+        .await
+        .expect("a message in time")
+    }
+
+    /// The control stream, and its first message.
+    async fn control(connection: &Connection) -> (RecvStream, Value) {
         let mut control = tokio::time::timeout(WAIT, connection.accept_uni())
             .await
             .unwrap()
             .unwrap();
-        let mut prefix = [0u8; 4];
-        control.read_exact(&mut prefix).await.unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
-        control.read_exact(&mut body).await.unwrap();
-        serde_json::from_slice(&body).unwrap()
+        let first = read_message(&mut control).await;
+        (control, first)
+    }
+
+    /// The first message of the control stream.
+    async fn subscribed(connection: &Connection) -> Value {
+        control(connection).await.1
     }
 
     #[tokio::test]
     async fn webtransport_sessions_need_a_token() {
         let gateway = TestGateway::start(config()).await;
-        let keeper = session(&gateway, &format!("?topics=demo&token={}", good()))
+        let keeper = session(&gateway, &format!("?topics=demo&token={}", good()), &[])
             .await
             .unwrap();
         assert_eq!(subscribed(&keeper).await["type"], "subscribed");
-        let (code, reason) = refused(&gateway, "?topics=demo").await;
+        let (code, reason) = refused(&gateway, "?topics=demo", &[]).await;
         assert_eq!(code, 4401, "{reason}");
         assert!(reason.starts_with("unauthorized"), "{reason}");
-        let (code, reason) = refused(&gateway, &format!("?topics=secret&token={}", good())).await;
+        let (code, reason) =
+            refused(&gateway, &format!("?topics=secret&token={}", good()), &[]).await;
         assert_eq!(code, 4403, "{reason}");
         assert!(reason.starts_with("forbidden"), "{reason}");
 
         let short = session(
             &gateway,
             &format!("?topics=demo&token={}", token(&["demo"], &[], 2)),
+            &[],
         )
         .await
         .unwrap();
@@ -687,6 +719,52 @@ mod wt {
         assert!(started.elapsed() <= Duration::from_secs(3));
         let still_open = tokio::time::timeout(Duration::from_millis(300), keeper.closed()).await;
         assert!(still_open.is_err(), "the other session is still open");
+        gateway.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn webtransport_token_in_the_authorization_header() {
+        let gateway = TestGateway::start(config()).await;
+        let keeper = session(&gateway, &format!("?topics=demo&token={}", good()), &[])
+            .await
+            .unwrap();
+        let (mut keeper_control, first) = control(&keeper).await;
+        assert_eq!(first["type"], "subscribed");
+
+        // The token in `Authorization: Bearer` on the CONNECT request, none in the URL.
+        let bearer = format!("Bearer {}", good());
+        let by_header = session(&gateway, "?topics=demo", &[("authorization", &bearer)])
+            .await
+            .unwrap();
+        let (mut header_control, first) = control(&by_header).await;
+        assert_eq!(first["type"], "subscribed", "{first}");
+
+        // A wrong token there is refused with 4401, even with a good one in the URL: the
+        // header is looked at first (docs/PROTOCOL.md §8).
+        let wrong = format!("Bearer {}", token(&["demo"], &[], 60).replace('.', ".x"));
+        let (code, reason) = refused(&gateway, "?topics=demo", &[("authorization", &wrong)]).await;
+        assert_eq!(code, 4401, "{reason}");
+        assert!(reason.starts_with("unauthorized"), "{reason}");
+        let (code, reason) = refused(
+            &gateway,
+            &format!("?topics=demo&token={}", good()),
+            &[("authorization", "Bearer garbage")],
+        )
+        .await;
+        assert_eq!(code, 4401, "{reason}");
+        assert!(reason.starts_with("unauthorized"), "{reason}");
+        // A good header token does not grant what its claims do not: 4403.
+        let (code, reason) =
+            refused(&gateway, "?topics=secret", &[("authorization", &bearer)]).await;
+        assert_eq!(code, 4403, "{reason}");
+        assert!(reason.starts_with("forbidden"), "{reason}");
+
+        // The sessions let in are unaffected, and receive.
+        let id = publish(&gateway, "demo", "after the refusals").await;
+        for control in [&mut keeper_control, &mut header_control] {
+            let event = read_message(control).await;
+            assert_eq!(event["id"], id.as_str(), "{event}");
+        }
         gateway.shutdown().await;
     }
 }

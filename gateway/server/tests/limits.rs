@@ -1,21 +1,29 @@
-//! Connection and rate limits under abuse: per-IP connections, slowloris, publish floods.
-//! Each test also checks that the other, well-behaved clients are not affected.
+//! Connection and rate limits under abuse: per-IP connections, slowloris, publish floods,
+//! idle and dead connections. Each test also checks that the other, well-behaved clients are
+//! not affected.
 
 mod common;
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{send, within, Sse, TestClient, TestGateway};
+use common::{scrape, send, tls_connect, within, Sse, TestClient, TestGateway};
 use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use streamgate::config::GatewayConfig;
 use streamgate_core::{ContentType, Topic};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Reads what the server sends until it closes; the bytes and how long that took.
-async fn read_to_close(stream: &mut TcpStream) -> (String, Duration) {
+async fn read_to_close(stream: &mut (impl AsyncRead + Unpin)) -> (String, Duration) {
     let start = Instant::now();
     let mut seen = Vec::new();
     let mut buffer = [0u8; 1024];
@@ -250,7 +258,10 @@ async fn a_websocket_publish_flood_is_closed_with_1008_and_subscribers_lose_noth
 
 #[tokio::test]
 async fn an_http_publish_flood_does_not_stop_other_clients() {
-    let gateway = TestGateway::start(flood_config()).await;
+    // Without the per-IP publish rate (tested below): the bus and the other clients cope.
+    let mut config = flood_config();
+    config.server.publish_rate = 0.0;
+    let gateway = TestGateway::start(config).await;
     let mut subscriber = Sse::open(gateway.addr, "news").await;
     let addr = gateway.addr;
     let hammer = tokio::spawn(async move {
@@ -272,5 +283,272 @@ async fn an_http_publish_flood_does_not_stop_other_clients() {
     }
     within("the hammer to finish", hammer).await.unwrap();
     assert_eq!(subscriber.seen.matches("event: news").count(), 20);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_publishes_over_the_per_ip_rate_get_429_and_other_addresses_are_served() {
+    const BURST: usize = 5;
+    let mut config = TestGateway::quiet_config();
+    // One token per 100 s: nothing refills while the test runs.
+    config.server.publish_rate = 0.01;
+    config.server.publish_burst = BURST as u32;
+    let gateway = TestGateway::start(config).await;
+    let mut subscriber = Sse::open(gateway.addr, "news").await;
+    let rejections = |scrape: &common::Scrape| {
+        scrape.get("streamgate_rejections_total", &[("reason", "rate_limited")])
+    };
+    let before = rejections(&scrape(&gateway).await);
+
+    // One client publishes past its burst, on one keep-alive connection.
+    let mut flooder = TestClient::connect(gateway.addr).await;
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let response = flooder
+            .request("POST", "/publish/spam", &[], format!("{i}"))
+            .await;
+        if response.status == 429 {
+            assert_eq!(response.json()["error"]["code"], "rate_limited");
+            assert_eq!(response.header("retry-after"), Some("100"));
+            assert_eq!(response.header("content-type"), Some("application/json"));
+        }
+        statuses.push(response.status);
+    }
+    assert_eq!(statuses[..BURST], [200; BURST], "{statuses:?}");
+    assert!(statuses[BURST..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The limit is per IP, not per connection.
+    let response = send(&gateway, "POST", "/publish/news", &[], "again").await;
+    assert_eq!(response.status, 429, "{}", response.text());
+
+    // A client from another address publishes, and its events arrive.
+    let mut other = TestClient::connect_from(gateway.addr, "127.0.0.2".parse().unwrap()).await;
+    for i in 0..BURST {
+        let marker = format!(r#"{{"other":{i}}}"#);
+        let response = other
+            .request("POST", "/publish/news", &[], marker.clone())
+            .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        subscriber.expect(&marker).await;
+    }
+    assert!(!subscriber.seen.contains("again"));
+
+    // Each refusal is counted by its reason; none of them was published.
+    let refused = statuses.iter().filter(|s| **s == 429).count() + 1;
+    assert_eq!(rejections(&scrape(&gateway).await) - before, refused as f64);
+    let topics = send(&gateway, "GET", "/topics", &[], "").await.json();
+    let spam = topics["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"] == "spam")
+        .expect("the spam topic");
+    assert_eq!(spam["published"], BURST, "{topics}");
+    gateway.shutdown().await;
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+/// A connection that can play dead: once `frozen` is set, every read and write stays pending
+/// for ever, while the TCP connection itself stays up (what a peer that vanished behind a
+/// NAT or a dead host look like to the server).
+struct Freezable<S> {
+    inner: S,
+    frozen: Arc<AtomicBool>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Freezable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Freezable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// An HTTP/2 connection over TLS (ALPN `h2`), driven by a task of its own: its sender, the
+/// switch that makes it play dead, and the task (which ends when the connection does).
+async fn h2_connect(
+    gateway: &TestGateway,
+) -> (
+    H2Sender,
+    Arc<AtomicBool>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let frozen = Arc::new(AtomicBool::new(false));
+    let stream = Freezable {
+        inner: tls_connect(gateway, b"h2").await,
+        frozen: Arc::clone(&frozen),
+    };
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    (sender, frozen, tokio::spawn(connection))
+}
+
+/// `GET path` on an HTTP/2 connection; the response with its body unread.
+async fn h2_get(sender: &mut H2Sender, path: &str) -> hyper::Response<Incoming> {
+    let request = hyper::Request::get(format!("https://localhost{path}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = within("an HTTP/2 response", sender.send_request(request))
+        .await
+        .expect("response");
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    response
+}
+
+/// Reads an SSE body until it has carried `needle`.
+async fn read_body_until(body: &mut Incoming, seen: &mut String, needle: &str) {
+    within(needle, async {
+        while !seen.contains(needle) {
+            let frame = body.frame().await.expect("stream open").expect("frame");
+            if let Ok(data) = frame.into_data() {
+                seen.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_while_open_streams_stay() {
+    let idle_timeout = Duration::from_secs(1);
+    let mut config = TestGateway::quiet_config();
+    config.tls.enabled = true;
+    config.server.idle_timeout = idle_timeout;
+    // Longer than the test: an HTTP/1.1 connection is not closed by hyper's header timer.
+    config.server.header_read_timeout = Duration::from_secs(60);
+    let gateway = TestGateway::start(config).await;
+
+    // Streams that stay open longer than the idle timeout, over HTTP/2 and HTTP/1.1.
+    let (mut streaming, _, streaming_connection) = h2_connect(&gateway).await;
+    let mut h2_sse = h2_get(&mut streaming, "/sse?topics=news").await.into_body();
+    let mut h2_seen = String::new();
+    read_body_until(&mut h2_sse, &mut h2_seen, "streamgate epoch").await;
+    let mut h1_sse = Sse::open(gateway.addr, "news").await;
+
+    // An HTTP/2 connection that made one request and then nothing.
+    let (mut quiet, _, quiet_connection) = h2_connect(&gateway).await;
+    let body = h2_get(&mut quiet, "/healthz").await.into_body();
+    within("the body", body.collect()).await.unwrap();
+    let quiet_since = Instant::now();
+    // And an HTTP/1.1 keep-alive connection likewise.
+    let mut keep_alive = TcpStream::connect(gateway.addr).await.unwrap();
+    keep_alive
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    // And a TLS connection that never sends a request (hyper has no timer on it).
+    let mut silent = tls_connect(&gateway, b"h2").await;
+
+    // The server closes both (HTTP/2 with a GOAWAY: the client's connection ends cleanly).
+    let (answer, h1_elapsed) = read_to_close(&mut keep_alive).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        !answer.contains("connection: close"),
+        "kept alive at first: {answer}"
+    );
+    within("the idle HTTP/2 connection to be closed", quiet_connection)
+        .await
+        .unwrap()
+        .expect("a graceful close");
+    let (nothing, _) = read_to_close(&mut silent).await;
+    assert!(nothing.is_empty(), "{nothing}");
+    // Not before their time.
+    assert!(h1_elapsed >= idle_timeout / 2, "{h1_elapsed:?}");
+    assert!(quiet_since.elapsed() >= idle_timeout / 2);
+    assert!(
+        !streaming_connection.is_finished(),
+        "the stream's connection is open"
+    );
+
+    // The open streams, older than the timeout, still receive.
+    publish(&gateway, "news", r#"{"after":"idle"}"#).await;
+    read_body_until(&mut h2_sse, &mut h2_seen, r#"{"after":"idle"}"#).await;
+    h1_sse.expect(r#"{"after":"idle"}"#).await;
+    // And the HTTP/2 connection with a stream still takes new requests.
+    h2_get(&mut streaming, "/healthz").await;
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_http2_peer_is_found_by_pings_while_live_ones_stay() {
+    let mut config = TestGateway::quiet_config();
+    config.tls.enabled = true;
+    config.server.http2_ping_interval = Duration::from_secs(1);
+    config.server.http2_ping_timeout = Duration::from_secs(1);
+    let gateway = TestGateway::start(config).await;
+
+    // A live client, whose connection answers pings, streaming `live`.
+    let (mut live, _, live_connection) = h2_connect(&gateway).await;
+    let mut live_sse = h2_get(&mut live, "/sse?topics=live").await.into_body();
+    let mut live_seen = String::new();
+    read_body_until(&mut live_sse, &mut live_seen, "streamgate epoch").await;
+
+    // A client streaming `dead` that stops reading anything (its TCP connection stays up):
+    // its stream is open, so only the pings can tell it is gone.
+    let (mut dead, freeze, _dead_connection) = h2_connect(&gateway).await;
+    let mut dead_sse = h2_get(&mut dead, "/sse?topics=dead").await.into_body();
+    let mut dead_seen = String::new();
+    read_body_until(&mut dead_sse, &mut dead_seen, "streamgate epoch").await;
+    let subscribers = |topic: &'static str| {
+        let bus = Arc::clone(&gateway.app.bus);
+        async move {
+            bus.topic_stats()
+                .await
+                .iter()
+                .find(|t| t.topic.as_str() == topic)
+                .map_or(0, |t| t.subscribers)
+        }
+    };
+    assert_eq!(subscribers("dead").await, 1);
+    freeze.store(true, Ordering::SeqCst);
+
+    // The server pings it, gets no answer, and drops the connection, ending its stream.
+    within("the dead peer to be dropped", async {
+        while subscribers("dead").await != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    // The live one has answered the same pings all along, and still receives.
+    assert!(!live_connection.is_finished());
+    assert_eq!(subscribers("live").await, 1);
+    publish(&gateway, "live", r#"{"after":"pings"}"#).await;
+    read_body_until(&mut live_sse, &mut live_seen, r#"{"after":"pings"}"#).await;
     gateway.shutdown().await;
 }

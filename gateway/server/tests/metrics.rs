@@ -5,103 +5,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{send, within, Sse, TestGateway};
+use common::{scrape, send, within, Sse, TestGateway};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
-
-/// One sample: name and labels, sorted.
-type Series = (String, Vec<(String, String)>);
-
-/// Parses the text exposition format strictly enough to catch a malformed line.
-fn parse(text: &str) -> HashMap<Series, f64> {
-    let mut samples = HashMap::new();
-    for line in text.lines() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix('#') {
-            let comment = comment.trim_start();
-            assert!(
-                comment.starts_with("HELP ") || comment.starts_with("TYPE "),
-                "bad comment line {line:?}"
-            );
-            if let Some(kind) = comment.strip_prefix("TYPE ") {
-                let kind = kind.split_whitespace().nth(1).expect("a TYPE has a kind");
-                assert!(
-                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
-                    "{line:?}"
-                );
-            }
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("name and value");
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').expect("labels end with }");
-                let mut labels = Vec::new();
-                for pair in body.split(',').filter(|p| !p.is_empty()) {
-                    let (key, quoted) = pair.split_once('=').expect("label=value");
-                    let value = quoted
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .expect("quoted label value");
-                    labels.push((key.to_owned(), value.to_owned()));
-                }
-                labels.sort();
-                (name, labels)
-            }
-            None => (series, Vec::new()),
-        };
-        assert!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-                && !name.starts_with(|c: char| c.is_ascii_digit()),
-            "bad metric name in {line:?}"
-        );
-        samples.insert((name.to_owned(), labels), value);
-    }
-    samples
-}
-
-#[derive(Debug)]
-struct Scrape(HashMap<Series, f64>);
-
-impl Scrape {
-    /// The sum of every series of `name` carrying all of `labels` (0 when there is none).
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0
-            .iter()
-            .filter(|((n, l), _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
-            })
-            .map(|(_, v)| v)
-            .sum()
-    }
-}
-
-async fn scrape(gateway: &TestGateway) -> Scrape {
-    let response = send(gateway, "GET", "/metrics", &[], "").await;
-    assert_eq!(response.status, 200);
-    assert!(response
-        .header("content-type")
-        .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")));
-    Scrape(parse(&response.text()))
-}
 
 #[tokio::test]
 async fn metrics_parse_and_count_exactly_what_was_delivered() {

@@ -1,6 +1,7 @@
 //! Helpers shared by the gateway's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,6 +24,37 @@ pub async fn send(
         .await
         .request(method, path, headers, body)
         .await
+}
+
+/// A TLS connection to the gateway's HTTPS listener, trusting exactly its (generated)
+/// certificate, offering the ALPN protocol `alpn` (`b"h2"`, `b"http/1.1"`).
+pub async fn tls_connect(
+    gateway: &TestGateway,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let material = gateway.app.tls.as_ref().expect("TLS is on");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(material.certificate.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(gateway.tls_addr.expect("an HTTPS listener"))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = within(
+        "the TLS handshake",
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .expect("TLS handshake");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(alpn));
+    stream
 }
 
 /// How long a test waits for anything before it fails.
@@ -81,4 +113,97 @@ impl Sse {
     pub fn events(&self) -> usize {
         self.seen.matches("\nid: ").count()
     }
+}
+
+/// One sample: name and labels, sorted.
+pub type Series = (String, Vec<(String, String)>);
+
+/// Parses the text exposition format strictly enough to catch a malformed line.
+pub fn parse(text: &str) -> HashMap<Series, f64> {
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let comment = comment.trim_start();
+            assert!(
+                comment.starts_with("HELP ") || comment.starts_with("TYPE "),
+                "bad comment line {line:?}"
+            );
+            if let Some(kind) = comment.strip_prefix("TYPE ") {
+                let kind = kind.split_whitespace().nth(1).expect("a TYPE has a kind");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                    "{line:?}"
+                );
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("name and value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("labels end with }");
+                let mut labels = Vec::new();
+                for pair in body.split(',').filter(|p| !p.is_empty()) {
+                    let (key, quoted) = pair.split_once('=').expect("label=value");
+                    let value = quoted
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .expect("quoted label value");
+                    labels.push((key.to_owned(), value.to_owned()));
+                }
+                labels.sort();
+                (name, labels)
+            }
+            None => (series, Vec::new()),
+        };
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "bad metric name in {line:?}"
+        );
+        samples.insert((name.to_owned(), labels), value);
+    }
+    samples
+}
+
+/// One scrape of `GET /metrics`, parsed.
+#[derive(Debug)]
+pub struct Scrape(pub HashMap<Series, f64>);
+
+impl Scrape {
+    /// The sum of every series of `name` carrying all of `labels` (0 when there is none).
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .iter()
+            .filter(|((n, l), _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// `GET /metrics`, checked to be the Prometheus text format, parsed.
+pub async fn scrape(gateway: &TestGateway) -> Scrape {
+    let response = send(gateway, "GET", "/metrics", &[], "").await;
+    assert_eq!(response.status, 200);
+    assert!(response
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")));
+    Scrape(parse(&response.text()))
 }

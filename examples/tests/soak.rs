@@ -1,0 +1,954 @@
+//! The fault/soak test: many clients of every transport on one gateway process with the
+//! Redis backend, each cutting its own connection at random moments and resuming from the
+//! last id it got, a publisher at a steady rate, and one gateway crash (SIGKILL) and
+//! restart in the middle. At the end every client must hold every published event exactly
+//! once, in id order: the resume rule of `docs/PROTOCOL.md` §4, end to end, under faults.
+//!
+//! - `soak_small` runs in `cargo test --workspace` (debug build): a few hundred clients.
+//! - `soak_thousands` is the full run (`#[ignore]`: `.ci/run` runs it against a release
+//!   build): thousands of clients.
+//!
+//! Both print what they did: connections held, sessions, faults injected, events published
+//! and delivered, and losses (which must be 0). `SOAK_CLIENTS` (per transport),
+//! `SOAK_RATE` (events/s) and `SOAK_SECONDS` override the size.
+//!
+//! Why a client stays exact across a crash: the history lives in Redis, so the restarted
+//! gateway has the same epoch and every id a client holds; the client resumes with
+//! `since` / `Last-Event-ID` / `cursor` and the gateway sends what follows, from history.
+//! A publish cut off by the crash may have been stored without its answer arriving; the
+//! publisher then publishes it again, so the reference is the log itself, read back at the
+//! end, and every acknowledged id must be in it.
+//!
+//! Needs the `streamgate` binary (`cargo test --workspace` builds it; or `STREAMGATE_BIN`)
+//! and Redis (`REDIS_URL`, default 127.0.0.1:6379).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use hyper::StatusCode;
+use rand::Rng;
+use serde_json::Value;
+use streamgate_examples::cli::Gateway;
+use streamgate_examples::http::{read_json, refusal, Connection};
+use streamgate_examples::message::ServerMessage;
+use streamgate_examples::Disconnect;
+use support::cluster::{free_port, free_udp_port, publish, request, Backend, Cluster, NodeOptions};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use wtransport::tls::Sha256Digest;
+use wtransport::{ClientConfig, Endpoint, RecvStream};
+
+/// The one topic of the run.
+const TOPIC: &str = "soak";
+
+/// Longest a connect, a subscription or one request may take before the client gives up on
+/// that session and reconnects.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `timeout=` of each long poll, seconds: short, so a poller sees the end of the run soon.
+const POLL_TIMEOUT: u64 = 2;
+
+/// How long the clients may take to catch up once the publisher has finished.
+const DRAIN_WAIT: Duration = Duration::from_secs(90);
+
+/// How long the clients may take to connect at the start.
+const CONNECT_ALL_WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_small() {
+    run(Plan::from_env(50, 20.0, 8.0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "thousands of clients: .ci/run runs it against a release build"]
+async fn soak_thousands() {
+    run(Plan::from_env(500, 20.0, 20.0)).await;
+}
+
+/// The size of a run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    clients_per_transport: usize,
+    /// Events per second.
+    rate: f64,
+    /// Events to publish (at `rate`, so the run lasts `events / rate` seconds).
+    events: u64,
+}
+
+impl Plan {
+    fn from_env(clients_per_transport: usize, rate: f64, seconds: f64) -> Self {
+        fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
+            std::env::var(name)
+                .ok()
+                .and_then(|value| value.parse().ok())
+        }
+        let clients_per_transport = env("SOAK_CLIENTS").unwrap_or(clients_per_transport);
+        let rate: f64 = env("SOAK_RATE").unwrap_or(rate);
+        let seconds: f64 = env("SOAK_SECONDS").unwrap_or(seconds);
+        assert!(
+            rate > 0.0 && seconds > 0.0 && clients_per_transport > 0,
+            "SOAK_CLIENTS, SOAK_RATE and SOAK_SECONDS must be positive"
+        );
+        Self {
+            clients_per_transport,
+            rate,
+            events: (rate * seconds).ceil() as u64,
+        }
+    }
+
+    fn clients(&self) -> usize {
+        self.clients_per_transport * Transport::ALL.len()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    WebSocket,
+    Sse,
+    LongPoll,
+    Wt,
+}
+
+impl Transport {
+    const ALL: [Self; 4] = [Self::WebSocket, Self::Sse, Self::LongPoll, Self::Wt];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::WebSocket => "websocket",
+            Self::Sse => "sse",
+            Self::LongPoll => "longpoll",
+            Self::Wt => "webtransport",
+        }
+    }
+}
+
+/// Where the run is; the clients watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Publishing; clients cut their connections at random.
+    Running,
+    /// The publisher is done and the newest event is this `seq`: no more faults, and each
+    /// client stops once it has it.
+    Drain(u64),
+    /// Time is up: stop now, whatever is missing.
+    Abort,
+}
+
+/// What every client shares.
+#[derive(Debug)]
+struct Shared {
+    gateway: Gateway,
+    wt_url: String,
+    epoch: String,
+    /// The event the run starts after: every client subscribes from here.
+    start_seq: u64,
+    phase: watch::Receiver<Phase>,
+    /// Clients subscribed at least once.
+    connected: watch::Sender<usize>,
+    /// Connections subscribed right now, and the most at once.
+    held: AtomicI64,
+    peak_held: AtomicI64,
+    /// Each session's life before the client cuts it, drawn from this range (ms).
+    fault_after_ms: (u64, u64),
+}
+
+/// One subscribed connection, counted while it lives.
+#[derive(Debug)]
+struct Held<'a>(&'a Shared);
+
+impl<'a> Held<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let now = shared.held.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.peak_held.fetch_max(now, Ordering::Relaxed);
+        Self(shared)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What one client saw over the whole run.
+#[derive(Debug, Default)]
+struct ClientLog {
+    /// `seq` of every event received, in arrival order.
+    seqs: Vec<u64>,
+    sessions: u64,
+    /// Sessions this client cut on purpose.
+    faults: u64,
+    /// Sessions that ended otherwise (the gateway's restart, a refused connect, …).
+    drops: u64,
+    last_drop: Option<String>,
+    /// Why they ended, by the reason's first words, and how often.
+    drop_reasons: std::collections::BTreeMap<String, u64>,
+    /// Events of another epoch, `gap`, `reset`, `error`: none may occur.
+    violations: Vec<String>,
+    lagged: u64,
+    subscribed_once: bool,
+}
+
+impl ClientLog {
+    fn last_seq(&self, shared: &Shared) -> u64 {
+        self.seqs.last().copied().unwrap_or(shared.start_seq)
+    }
+
+    fn resume_id(&self, shared: &Shared) -> String {
+        format!("{}:{}", shared.epoch, self.last_seq(shared))
+    }
+
+    /// Records a message; an `error` message ends the session.
+    fn apply(&mut self, message: ServerMessage, shared: &Shared) -> Result<(), String> {
+        match message {
+            ServerMessage::Event(event) => {
+                if event.id.epoch() == shared.epoch {
+                    self.seqs.push(event.id.seq());
+                } else {
+                    self.violations
+                        .push(format!("event {} of another epoch", event.id));
+                }
+            }
+            ServerMessage::Notice(notice) => match notice["type"].as_str() {
+                Some("lagged") => self.lagged += 1,
+                // The broker link was lost and found again: nothing is missed by it.
+                Some("unavailable" | "available") => {}
+                _ => self.violations.push(notice.to_string()),
+            },
+            ServerMessage::Error { code, reason } => return Err(format!("error {code}: {reason}")),
+            ServerMessage::Subscribed(_) | ServerMessage::Other(_) => {}
+        }
+        Ok(())
+    }
+
+    fn mark_subscribed(&mut self, shared: &Shared) {
+        if !self.subscribed_once {
+            self.subscribed_once = true;
+            shared.connected.send_modify(|count| *count += 1);
+        }
+    }
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum End {
+    /// The client cut it (an injected fault).
+    Fault,
+    /// The run is over for this client.
+    Stop,
+    /// It ended on its own: the gateway went away, refused, or timed out.
+    Dropped(String),
+}
+
+impl From<Disconnect> for End {
+    fn from(disconnect: Disconnect) -> Self {
+        match disconnect {
+            Disconnect::Retry(reason) | Disconnect::Fatal(reason) => Self::Dropped(reason),
+        }
+    }
+}
+
+/// Whether the client is done, given the phase: `Some(End::Stop)` once aborted, or
+/// draining and holding the newest event.
+fn finished(phase: Phase, log: &ClientLog, shared: &Shared) -> Option<End> {
+    match phase {
+        Phase::Abort => Some(End::Stop),
+        Phase::Drain(newest) if log.last_seq(shared) >= newest => Some(End::Stop),
+        Phase::Drain(_) | Phase::Running => None,
+    }
+}
+
+/// A random session life while the run is on; forever while draining, when faults stop.
+fn session_life(shared: &Shared) -> Duration {
+    let (low, high) = shared.fault_after_ms;
+    if *shared.phase.borrow() == Phase::Running {
+        Duration::from_millis(rand::rng().random_range(low..=high))
+    } else {
+        Duration::from_secs(3600)
+    }
+}
+
+async fn run_client(transport: Transport, shared: Arc<Shared>) -> ClientLog {
+    let mut log = ClientLog::default();
+    loop {
+        if let Some(End::Stop) = finished(*shared.phase.borrow(), &log, &shared) {
+            break;
+        }
+        log.sessions += 1;
+        let life = session_life(&shared);
+        let end = match transport {
+            Transport::WebSocket => ws_session(&shared, &mut log, life).await,
+            Transport::Sse => sse_session(&shared, &mut log, life).await,
+            Transport::LongPoll => poll_session(&shared, &mut log, life).await,
+            Transport::Wt => wt_session(&shared, &mut log, life).await,
+        };
+        match end {
+            End::Fault => log.faults += 1,
+            End::Stop => break,
+            End::Dropped(reason) => {
+                log.drops += 1;
+                let kind: String = reason.chars().take(40).collect();
+                *log.drop_reasons.entry(kind).or_default() += 1;
+                log.last_drop = Some(reason);
+                // Spread the reconnects of a crowd that lost its gateway at once.
+                let delay = rand::rng().random_range(50..300);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+        }
+    }
+    log
+}
+
+/// WebSocket: `GET /ws?topics=…&since=<last id>`.
+async fn ws_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> End {
+    let url = format!(
+        "ws://{}/ws?topics={TOPIC}&since={}",
+        shared.gateway.authority(),
+        log.resume_id(shared)
+    );
+    let mut socket =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url)).await {
+            Ok(Ok((socket, _))) => socket,
+            Ok(Err(e)) => return End::Dropped(format!("websocket connect: {e}")),
+            Err(_) => return End::Dropped("websocket connect timed out".to_owned()),
+        };
+    let mut phase = shared.phase.clone();
+    let mut fault = pin!(tokio::time::sleep(life));
+    let mut _held = None;
+    loop {
+        let frame = tokio::select! {
+            () = &mut fault => return End::Fault,
+            Ok(()) = phase.changed() => match finished(*phase.borrow_and_update(), log, shared) {
+                Some(end) => return end,
+                None => continue,
+            },
+            frame = socket.next() => frame,
+        };
+        let message = match frame {
+            Some(Ok(Message::Text(text))) => ServerMessage::parse(text.as_bytes()),
+            Some(Ok(Message::Binary(bytes))) => ServerMessage::parse(&bytes),
+            Some(Ok(Message::Close(close))) => return End::Dropped(format!("closed: {close:?}")),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return End::Dropped(format!("websocket: {e}")),
+            None => return End::Dropped("websocket ended".to_owned()),
+        };
+        match message {
+            Ok(ServerMessage::Subscribed(_)) => {
+                _held = Some(Held::new(shared));
+                log.mark_subscribed(shared);
+            }
+            Ok(message) => {
+                if let Err(e) = log.apply(message, shared) {
+                    return End::Dropped(e);
+                }
+            }
+            Err(e) => log.violations.push(format!("unreadable message: {e}")),
+        }
+        if let Some(end) = finished(*phase.borrow(), log, shared) {
+            return end;
+        }
+    }
+}
+
+/// SSE: `GET /sse?topics=…` with `Last-Event-ID`, read as it streams.
+async fn sse_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> End {
+    let mut http = match Connection::open(&shared.gateway).await {
+        Ok(http) => http,
+        Err(e) => return e.into(),
+    };
+    let resume = log.resume_id(shared);
+    let response = match http
+        .get(
+            &format!("/sse?topics={TOPIC}"),
+            &[("last-event-id", &resume)],
+            CONNECT_TIMEOUT,
+        )
+        .await
+    {
+        Ok(response) if response.status() == StatusCode::OK => response,
+        Ok(response) => return refusal(response).await.into(),
+        Err(e) => return e.into(),
+    };
+    let _held = Held::new(shared);
+    log.mark_subscribed(shared);
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    let mut phase = shared.phase.clone();
+    let mut fault = pin!(tokio::time::sleep(life));
+    loop {
+        let frame = tokio::select! {
+            () = &mut fault => return End::Fault,
+            Ok(()) = phase.changed() => match finished(*phase.borrow_and_update(), log, shared) {
+                Some(end) => return end,
+                None => continue,
+            },
+            frame = body.frame() => frame,
+        };
+        match frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    text.extend_from_slice(data);
+                }
+            }
+            Some(Err(e)) => return End::Dropped(format!("sse body: {e}")),
+            None => return End::Dropped("sse stream ended".to_owned()),
+        }
+        for block in take_sse_blocks(&mut text) {
+            match ServerMessage::parse(&block) {
+                Ok(message) => {
+                    if let Err(e) = log.apply(message, shared) {
+                        return End::Dropped(e);
+                    }
+                }
+                Err(e) => log.violations.push(format!("unreadable SSE data: {e}")),
+            }
+        }
+        if let Some(end) = finished(*phase.borrow(), log, shared) {
+            return end;
+        }
+    }
+}
+
+/// Splits the complete SSE blocks off `text` and returns the `data` of each block that has
+/// one (comments and `retry:`-only blocks have none).
+fn take_sse_blocks(text: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let mut blocks = Vec::new();
+    let mut start = 0;
+    while let Some(end) = text[start..].windows(2).position(|pair| pair == b"\n\n") {
+        let mut data = Vec::new();
+        for line in text[start..start + end].split(|&b| b == b'\n') {
+            if let Some(rest) = line.strip_prefix(b"data:") {
+                if !data.is_empty() {
+                    data.push(b'\n');
+                }
+                data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+            }
+        }
+        if !data.is_empty() {
+            blocks.push(data);
+        }
+        start += end + 2;
+    }
+    text.drain(..start);
+    blocks
+}
+
+/// Long polling: `GET /poll?topics=…&cursor=<last id>&timeout=…`, over and over on one
+/// keep-alive connection.
+async fn poll_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> End {
+    let mut http = match Connection::open(&shared.gateway).await {
+        Ok(http) => http,
+        Err(e) => return e.into(),
+    };
+    let mut fault = pin!(tokio::time::sleep(life));
+    let mut _held = None;
+    loop {
+        // Not raced against the phase: cutting a poll short would leave the connection out
+        // of step. Polls are short, so the phase is looked at often enough between them.
+        let target = format!(
+            "/poll?topics={TOPIC}&cursor={}&timeout={POLL_TIMEOUT}",
+            log.resume_id(shared)
+        );
+        let answer = tokio::select! {
+            () = &mut fault => return End::Fault,
+            answer = poll_once(&mut http, &target) => answer,
+        };
+        let messages = match answer {
+            Ok(messages) => messages,
+            Err(end) => return end,
+        };
+        if _held.is_none() {
+            _held = Some(Held::new(shared));
+            log.mark_subscribed(shared);
+        }
+        for message in messages {
+            match ServerMessage::from_json(message) {
+                Ok(message) => {
+                    if let Err(e) = log.apply(message, shared) {
+                        return End::Dropped(e);
+                    }
+                }
+                Err(e) => log.violations.push(format!("unreadable poll message: {e}")),
+            }
+        }
+        if let Some(end) = finished(*shared.phase.borrow(), log, shared) {
+            return end;
+        }
+    }
+}
+
+async fn poll_once(http: &mut Connection, target: &str) -> Result<Vec<Value>, End> {
+    let response = http
+        .get(
+            target,
+            &[],
+            CONNECT_TIMEOUT + Duration::from_secs(POLL_TIMEOUT),
+        )
+        .await?;
+    if response.status() != StatusCode::OK {
+        return Err(refusal(response).await.into());
+    }
+    let mut batch = read_json(response, CONNECT_TIMEOUT).await?;
+    match batch["messages"].take() {
+        Value::Array(messages) => Ok(messages),
+        other => Err(End::Dropped(format!(
+            "a poll answer without messages: {other}"
+        ))),
+    }
+}
+
+/// WebTransport, `stream` mode: the certificate hash from `/wt/cert-hash` (a restarted
+/// gateway has a new self-signed certificate), then the session and its control stream.
+async fn wt_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> End {
+    let hash = match cert_hash(&shared.gateway).await {
+        Ok(hash) => hash,
+        Err(end) => return end,
+    };
+    let config = ClientConfig::builder()
+        .with_bind_address(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .with_server_certificate_hashes([hash])
+        // QUIC has no reset: a crashed gateway is noticed only when the connection goes
+        // idle. Short, so a client reconnects soon after the restart.
+        .keep_alive_interval(Some(Duration::from_millis(500)))
+        .max_idle_timeout(Some(Duration::from_secs(2)))
+        .expect("a valid idle timeout")
+        .build();
+    let endpoint = match Endpoint::client(config) {
+        Ok(endpoint) => endpoint,
+        Err(e) => return End::Dropped(format!("UDP socket: {e}")),
+    };
+    let url = format!(
+        "{}?topics={TOPIC}&since={}&mode=stream",
+        shared.wt_url,
+        log.resume_id(shared)
+    );
+    let connect = async {
+        let connection = endpoint.connect(&url).await.map_err(|e| e.to_string())?;
+        let control = connection.accept_uni().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((connection, control))
+    };
+    let (_connection, control) = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(session)) => session,
+        Ok(Err(e)) => return End::Dropped(format!("webtransport: {e}")),
+        Err(_) => return End::Dropped("webtransport connect timed out".to_owned()),
+    };
+    let mut control = FrameReader::new(control);
+    let mut phase = shared.phase.clone();
+    let mut fault = pin!(tokio::time::sleep(life));
+    let mut _held = None;
+    loop {
+        let frame = tokio::select! {
+            () = &mut fault => return End::Fault,
+            Ok(()) = phase.changed() => match finished(*phase.borrow_and_update(), log, shared) {
+                Some(end) => return end,
+                None => continue,
+            },
+            frame = control.next() => frame,
+        };
+        let message = match frame {
+            Ok(Some(message)) => message,
+            Ok(None) => return End::Dropped("the control stream ended".to_owned()),
+            Err(e) => return End::Dropped(e),
+        };
+        match ServerMessage::parse(&message) {
+            Ok(ServerMessage::Subscribed(_)) => {
+                _held = Some(Held::new(shared));
+                log.mark_subscribed(shared);
+            }
+            Ok(message) => {
+                if let Err(e) = log.apply(message, shared) {
+                    return End::Dropped(e);
+                }
+            }
+            Err(e) => log.violations.push(format!("unreadable message: {e}")),
+        }
+        if let Some(end) = finished(*phase.borrow(), log, shared) {
+            return end;
+        }
+    }
+}
+
+async fn cert_hash(gateway: &Gateway) -> Result<Sha256Digest, End> {
+    let mut http = Connection::open(gateway).await?;
+    let response = http.get("/wt/cert-hash", &[], CONNECT_TIMEOUT).await?;
+    if response.status() != StatusCode::OK {
+        return Err(refusal(response).await.into());
+    }
+    let document = read_json(response, CONNECT_TIMEOUT).await?;
+    let hash: Option<Vec<u8>> = document["value"].as_array().and_then(|bytes| {
+        bytes
+            .iter()
+            .map(|byte| byte.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect()
+    });
+    hash.and_then(|hash| <[u8; 32]>::try_from(hash).ok())
+        .map(Sha256Digest::new)
+        .ok_or_else(|| End::Dropped(format!("a bad /wt/cert-hash: {document}")))
+}
+
+/// Length-prefixed messages (`u32` big-endian, then the bytes) from a stream; cancel-safe.
+#[derive(Debug)]
+struct FrameReader {
+    stream: RecvStream,
+    buffer: Vec<u8>,
+}
+
+impl FrameReader {
+    fn new(stream: RecvStream) -> Self {
+        Self {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            if let Some(prefix) = self.buffer.first_chunk::<4>() {
+                let len = u32::from_be_bytes(*prefix) as usize;
+                if self.buffer.len() >= 4 + len {
+                    let message = self.buffer[4..4 + len].to_vec();
+                    self.buffer.drain(..4 + len);
+                    return Ok(Some(message));
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk).await {
+                Ok(Some(n)) => self.buffer.extend_from_slice(&chunk[..n]),
+                Ok(None) if self.buffer.is_empty() => return Ok(None),
+                Ok(None) => return Err("a stream ended inside a message".to_owned()),
+                Err(e) => return Err(format!("reading the control stream: {e}")),
+            }
+        }
+    }
+}
+
+/// Publishes `{"n":…}` until the gateway accepts it; returns the id and the failed attempts.
+async fn publish_until_accepted(http: SocketAddr, n: u64) -> (String, u64) {
+    let payload = format!("{{\"n\":{n}}}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut failures = 0;
+    loop {
+        match publish(http, TOPIC, &payload).await {
+            Ok(reply) if reply.status == 200 => {
+                let id = reply.json()["id"].as_str().map(str::to_owned);
+                return (id.expect("an id in the publish answer"), failures);
+            }
+            // Refused (503 while the restarted gateway reaches Redis) or no gateway at all.
+            Ok(_) | Err(_) => failures += 1,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "event {n} not accepted within 60 s"
+        );
+        // Nothing to wait on for a gateway coming back: try again shortly.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every event of the topic after `after`, in order, read back through long polling.
+async fn read_log(http: SocketAddr, epoch: &str, after: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut cursor = after;
+    loop {
+        let reply = request(
+            http,
+            "GET",
+            &format!("/poll?topics={TOPIC}&cursor={epoch}:{cursor}&timeout=0"),
+            None,
+        )
+        .await
+        .expect("the gateway answers a poll");
+        assert_eq!(reply.status, 200, "poll: {}", reply.json());
+        let batch = reply.json();
+        let messages = batch["messages"].as_array().expect("messages");
+        if messages.is_empty() {
+            return seqs;
+        }
+        for message in messages {
+            let id = message["id"].as_str().expect("an event id");
+            let seq = id
+                .rsplit(':')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .expect("seq");
+            seqs.push(seq);
+            cursor = seq;
+        }
+    }
+}
+
+fn seq_of(id: &str) -> u64 {
+    id.rsplit(':')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("an epoch:seq id")
+}
+
+async fn run(plan: Plan) {
+    let mut cluster = Cluster::on_shared_broker(Backend::Redis);
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let webtransport = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let node = cluster
+        .start_node_with(
+            "soak",
+            &NodeOptions {
+                http: Some(http),
+                webtransport: Some(webtransport),
+                // Every client comes from 127.0.0.1.
+                server_settings: "max_connections = 19000\nmax_connections_per_ip = 0\n".to_owned(),
+                history_events: Some(plan.events as usize + 1000),
+            },
+        )
+        .await;
+    cluster.wait_until_available().await;
+
+    // The event the clients resume after, from their very first connection.
+    let (first_id, _) = publish_until_accepted(http, 0).await;
+    let epoch = first_id.split(':').next().expect("epoch").to_owned();
+    let start_seq = seq_of(&first_id);
+
+    let (phase_tx, phase) = watch::channel(Phase::Running);
+    let shared = Arc::new(Shared {
+        gateway: http.to_string().parse().expect("gateway address"),
+        wt_url: format!("https://{webtransport}/wt"),
+        epoch: epoch.clone(),
+        start_seq,
+        phase,
+        connected: watch::Sender::new(0),
+        held: AtomicI64::new(0),
+        peak_held: AtomicI64::new(0),
+        fault_after_ms: (1000, 8000),
+    });
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for transport in Transport::ALL {
+        for _ in 0..plan.clients_per_transport {
+            let shared = Arc::clone(&shared);
+            clients.push((transport, tokio::spawn(run_client(transport, shared))));
+        }
+    }
+    let mut connected = shared.connected.subscribe();
+    let all = plan.clients();
+    let waited = tokio::time::timeout(CONNECT_ALL_WAIT, connected.wait_for(|n| *n >= all))
+        .await
+        .is_ok_and(|seen| seen.is_ok());
+    assert!(
+        waited,
+        "only {} of {all} clients subscribed within {CONNECT_ALL_WAIT:?}",
+        *shared.connected.borrow()
+    );
+    let connect_time = started.elapsed();
+
+    // A steady publisher; the gateway is killed and restarted halfway.
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Each tick starts one publish, so a slow answer does not slow the pace. The restart
+    // runs beside the publisher, which publishes each event again until the gateway is back
+    // and accepts it.
+    let mut publishes = Vec::new();
+    let mut cut_by_restart = 0;
+    let mut restart = None;
+    let mut cluster = Some(cluster);
+    let publishing = Instant::now();
+    for n in 1..=plan.events {
+        ticks.tick().await;
+        if n == plan.events / 2 + 1 {
+            cut_by_restart = shared.held.load(Ordering::Relaxed);
+            let mut cluster = cluster.take().expect("the cluster");
+            restart = Some(tokio::spawn(async move {
+                let down = Instant::now();
+                cluster.restart_node(node).await;
+                (cluster, down.elapsed())
+            }));
+        }
+        publishes.push(tokio::spawn(publish_until_accepted(http, n)));
+    }
+    let mut acknowledged = Vec::new();
+    let mut publish_retries = 0;
+    for publish in publishes {
+        let (id, retries) = publish.await.expect("publish task");
+        acknowledged.push(seq_of(&id));
+        publish_retries += retries;
+    }
+    let publish_time = publishing.elapsed();
+    let (cluster, downtime) = restart.expect("a restart").await.expect("the restart task");
+
+    let reference = read_log(http, &epoch, start_seq).await;
+    let newest = *reference.last().expect("events in the log");
+    phase_tx.send_replace(Phase::Drain(newest));
+    let draining = Instant::now();
+    let mut logs = Vec::new();
+    let drain_deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+    for (transport, mut client) in clients {
+        let log = match tokio::time::timeout_at(drain_deadline, &mut client).await {
+            Ok(log) => log,
+            Err(_) => {
+                phase_tx.send_replace(Phase::Abort);
+                tokio::time::timeout(Duration::from_secs(30), client)
+                    .await
+                    .expect("a client stops within 30 s of the abort")
+            }
+        }
+        .expect("client task");
+        logs.push((transport, log));
+    }
+    let drain_time = draining.elapsed();
+
+    // Tally, per transport and in all.
+    println!(
+        "soak: {} clients ({} per transport), Redis backend, {} events at {}/s, one gateway \
+         crash (SIGKILL) and restart after event {}",
+        plan.clients(),
+        plan.clients_per_transport,
+        plan.events,
+        plan.rate,
+        plan.events / 2
+    );
+    println!(
+        "{:<13} {:>8} {:>9} {:>8} {:>8} {:>11} {:>7} {:>6} {:>9} {:>7}",
+        "transport",
+        "clients",
+        "sessions",
+        "faults",
+        "drops",
+        "delivered",
+        "lost",
+        "dup",
+        "disorder",
+        "lagged"
+    );
+    let reference_set: std::collections::HashSet<u64> = reference.iter().copied().collect();
+    let mut totals = [0u64; 8];
+    let mut problems = Vec::new();
+    for transport in Transport::ALL {
+        let mut row = [0u64; 8];
+        for (_, log) in logs.iter().filter(|(t, _)| *t == transport) {
+            let received: std::collections::HashSet<u64> = log.seqs.iter().copied().collect();
+            let lost = reference
+                .iter()
+                .filter(|seq| !received.contains(seq))
+                .count() as u64;
+            let duplicates = (log.seqs.len() - received.len()) as u64;
+            let disorder = log.seqs.windows(2).filter(|w| w[1] <= w[0]).count() as u64;
+            let unknown = received.difference(&reference_set).count();
+            row[0] += 1;
+            row[1] += log.sessions;
+            row[2] += log.faults;
+            row[3] += log.drops;
+            row[4] += log.seqs.len() as u64;
+            row[5] += lost;
+            row[6] += duplicates;
+            row[7] += disorder;
+            if lost + duplicates + disorder > 0 || unknown > 0 || !log.violations.is_empty() {
+                problems.push(format!(
+                    "{}: lost {lost}, duplicates {duplicates}, out of order {disorder}, not in \
+                     the log {unknown}, violations {:?}, last drop {:?}",
+                    transport.name(),
+                    log.violations.iter().take(3).collect::<Vec<_>>(),
+                    log.last_drop
+                ));
+            }
+        }
+        let lagged: u64 = logs
+            .iter()
+            .filter(|(t, _)| *t == transport)
+            .map(|(_, log)| log.lagged)
+            .sum();
+        println!(
+            "{:<13} {:>8} {:>9} {:>8} {:>8} {:>11} {:>7} {:>6} {:>9} {:>7}",
+            transport.name(),
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            lagged
+        );
+        let mut reasons = std::collections::BTreeMap::<&str, u64>::new();
+        for (_, log) in logs.iter().filter(|(t, _)| *t == transport) {
+            for (reason, count) in &log.drop_reasons {
+                *reasons.entry(reason).or_default() += count;
+            }
+        }
+        let mut reasons: Vec<_> = reasons.into_iter().collect();
+        reasons.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+        for (reason, count) in reasons.iter().take(3) {
+            println!("    {count:>6} × {reason}…");
+        }
+        for (total, value) in totals.iter_mut().zip(row) {
+            *total += value;
+        }
+    }
+    println!(
+        "connections held: {} at the peak ({} cut by the gateway restart); all {} clients \
+         subscribed within {:.1} s",
+        shared.peak_held.load(Ordering::Relaxed),
+        cut_by_restart,
+        plan.clients(),
+        connect_time.as_secs_f64()
+    );
+    println!(
+        "faults injected: {} client disconnects + 1 gateway restart ({:.2} s from the kill to \
+         listening again); {} sessions ended on their own (restart, refusals)",
+        totals[2],
+        downtime.as_secs_f64(),
+        totals[3]
+    );
+    println!(
+        "events: {} in the log ({} acknowledged, {} publish attempts refused or cut during the \
+         restart), {} deliveries in all; published in {:.1} s ({:.1}/s), clients caught up \
+         {:.1} s later",
+        reference.len(),
+        acknowledged.len(),
+        publish_retries,
+        totals[4],
+        publish_time.as_secs_f64(),
+        plan.events as f64 / publish_time.as_secs_f64(),
+        drain_time.as_secs_f64()
+    );
+    println!(
+        "losses: {}, duplicates: {}, out of order: {}",
+        totals[5], totals[6], totals[7]
+    );
+
+    let missing_acks: Vec<_> = acknowledged
+        .iter()
+        .filter(|seq| !reference_set.contains(seq))
+        .collect();
+    assert!(
+        missing_acks.is_empty(),
+        "acknowledged events missing from the log: {missing_acks:?}"
+    );
+    assert!(
+        reference.windows(2).all(|w| w[0] < w[1]) && reference.first() > Some(&start_seq),
+        "the log read back is not in id order after the start"
+    );
+    assert!(
+        problems.is_empty(),
+        "{} clients did not get every event exactly once, in order:\n{}",
+        problems.len(),
+        problems
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        totals[4],
+        reference.len() as u64 * plan.clients() as u64,
+        "deliveries"
+    );
+    assert!(totals[2] > 0, "no fault was injected");
+    drop(cluster);
+}

@@ -1,0 +1,133 @@
+//! `server.idle_timeout`: what a connection is doing, so that one doing nothing is closed.
+//!
+//! hyper bounds neither an HTTP/2 connection without streams (its keep-alive pings only find
+//! dead peers; a live client that opens no stream keeps the connection forever) nor, beyond
+//! `header_read_timeout`, an HTTP/1.1 one. So each connection counts its requests in
+//! progress: a request counts from the moment its head is parsed until its response body is
+//! over, or dropped (a client that resets its HTTP/2 stream). An SSE stream or a waiting long
+//! poll keeps its connection busy; a connection whose count stays 0 for the idle timeout is
+//! idle.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use streamgate_core::BoxError;
+use tokio::sync::watch;
+
+use crate::http::Body;
+
+/// The requests in progress on one connection.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    busy: watch::Sender<usize>,
+}
+
+/// One request in progress, until dropped.
+#[derive(Debug)]
+pub(crate) struct Busy(Arc<Activity>);
+
+impl Activity {
+    /// A connection with nothing in progress yet.
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            busy: watch::Sender::new(0),
+        })
+    }
+
+    /// Counts a request in progress until the guard is dropped.
+    pub(crate) fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.send_modify(|n| *n += 1);
+        Busy(Arc::clone(self))
+    }
+
+    /// Completes once nothing has been in progress for `timeout` without a break.
+    pub(crate) async fn idle_for(&self, timeout: Duration) {
+        let mut busy = self.busy.subscribe();
+        loop {
+            // `self` holds the sender: these waits end only by their condition.
+            let _ = busy.wait_for(|n| *n == 0).await;
+            if tokio::time::timeout(timeout, busy.wait_for(|n| *n > 0))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+impl Busy {
+    /// The response body, holding this request in progress until the body is over.
+    pub(crate) fn hold(self, body: Body) -> HeldBody {
+        HeldBody { body, _busy: self }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A response body that keeps its request counted in progress while hyper holds it.
+#[derive(Debug)]
+pub(crate) struct HeldBody {
+    body: Body,
+    _busy: Busy,
+}
+
+impl HttpBody for HeldBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_only_after_a_quiet_timeout() {
+        use tokio::time::{sleep, Instant};
+        let activity = Activity::new();
+        let timeout = Duration::from_secs(5);
+        let request = activity.busy();
+        let watcher = Arc::clone(&activity);
+        let idle = tokio::spawn(async move {
+            watcher.idle_for(timeout).await;
+            Instant::now()
+        });
+        // Busy for a long time: never idle.
+        sleep(timeout * 10).await;
+        assert!(!idle.is_finished(), "idle while a request is in progress");
+        let start = Instant::now();
+        drop(request);
+        // A request in the middle of the quiet time starts it again, and a response body
+        // keeps it in progress.
+        sleep(timeout / 2).await;
+        let held = activity.busy().hold(streamgate_core::full_body("x"));
+        sleep(timeout).await;
+        assert!(!idle.is_finished(), "idle while a response is being sent");
+        drop(held);
+        let idle_at = idle.await.unwrap();
+        assert_eq!(idle_at - start, timeout / 2 + timeout + timeout);
+    }
+}
