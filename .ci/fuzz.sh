@@ -9,6 +9,14 @@
 # Stable toolchain: cargo-fuzz passes nightly-only flags (-Zsanitizer, -Cpasses=sancov),
 # which RUSTC_BOOTSTRAP=1 lets the stable compiler accept. FUZZ_SANITIZER=none builds without
 # AddressSanitizer (panics and aborts are still caught) if a toolchain lacks its runtime.
+#
+# Build choice (.ci/run runs this with FUZZ_SECONDS=8): cargo-fuzz's default, i.e. release
+# with debug assertions and overflow checks, one codegen unit, AddressSanitizer. A clean build
+# of the 8 targets took 4 min 43 s on an idle 2-core machine, the whole script 6 min 1 s (plus
+# about 1 min the first time, to install cargo-fuzz): within the ~8 min CI can spend, so
+# nothing is traded away. The cheapest cut, if needed, is FUZZ_SANITIZER=none: roughly 15-20%
+# less build CPU, and panics, overflows, aborts and timeouts are still caught (only memory
+# errors in dependencies' unsafe code go unseen; streamgate forbids unsafe code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

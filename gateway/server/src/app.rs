@@ -195,6 +195,13 @@ impl App {
             .iter()
             .find(|t| t.paths().contains(&path.as_str()))
         {
+            // A POST to a transport carries a client message that publishes (`POST /poll`):
+            // the same per-IP rate as `POST /publish`.
+            if request.method() == Method::POST {
+                if let Err(rejection) = self.check_publish_rate(&request) {
+                    return rejection.into_client_message_response();
+                }
+            }
             let mut request = request.map(|body| body.map_err(Into::into).boxed());
             let Some(tap) = self.tap_for(&request, transport.name()) else {
                 return transport.handle(request, self.transport_context()).await;

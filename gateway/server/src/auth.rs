@@ -83,6 +83,10 @@ impl Default for AuthConfig {
 /// Longest `leeway` accepted.
 pub const MAX_LEEWAY: u64 = 300;
 
+/// The latest `exp` a grant keeps (9999-12-31T23:59:59Z): a token with a later one, up to
+/// `u64::MAX` seconds, is accepted and lasts until then.
+pub const MAX_EXP: u64 = 253_402_300_799;
+
 impl AuthConfig {
     /// Checks what serde cannot. Key files are read by [`build`].
     ///
@@ -323,8 +327,10 @@ impl Authorizer for JwtAuthorizer {
             }
             _ => AuthError::Invalid(e.to_string()),
         })?;
+        // `exp` is any u64: past `MAX_EXP` it is taken as `MAX_EXP`, which `SystemTime` (and
+        // the transports' `Instant::now() + remaining`) can hold; `u64::MAX` would panic.
         let expires_at =
-            UNIX_EPOCH + Duration::from_secs(data.claims.exp.saturating_add(self.leeway));
+            UNIX_EPOCH + Duration::from_secs(data.claims.exp.min(MAX_EXP) + self.leeway);
         if SystemTime::now() >= expires_at {
             return Err(AuthError::Expired);
         }
@@ -433,6 +439,36 @@ mod tests {
         assert!(grant.remaining(SystemTime::now()) > Duration::from_secs(20));
         let future = hs(&serde_json::json!({"exp": now() + 60, "nbf": now() + 30}));
         assert!(matches!(auth.verify(&future), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn exp_beyond_what_system_time_holds_is_capped() {
+        // Found by fuzz/fuzz_targets/token.rs: `UNIX_EPOCH + exp` panicked past i64::MAX
+        // seconds ("overflow when adding duration to instant").
+        let leeway = 30;
+        let auth = authorizer(&AuthConfig {
+            leeway,
+            ..hs_config()
+        });
+        let cap = UNIX_EPOCH + Duration::from_secs(MAX_EXP + leeway);
+        for exp in [
+            u64::MAX,
+            u64::MAX - leeway,
+            i64::MAX as u64 + 1,
+            MAX_EXP + 1,
+        ] {
+            let token = hs(&serde_json::json!({"exp": exp, "streamgate": {"subscribe": ["*"]}}));
+            let grant = auth.verify(&token).unwrap();
+            assert_eq!(grant.expires_at(), cap, "exp {exp}");
+            assert!(grant.may_subscribe(&Topic::new("demo").unwrap()));
+            // What the transports do with it.
+            let _ = std::time::Instant::now() + grant.remaining(SystemTime::now());
+        }
+        let token = hs(&serde_json::json!({"exp": MAX_EXP - 1}));
+        assert_eq!(
+            auth.verify(&token).unwrap().expires_at(),
+            UNIX_EPOCH + Duration::from_secs(MAX_EXP - 1 + leeway)
+        );
     }
 
     #[test]

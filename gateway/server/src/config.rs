@@ -83,7 +83,8 @@ pub struct ServerConfig {
     /// Default: 20 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub http2_ping_timeout: Duration,
-    /// `POST /publish/{topic}`: events per second allowed per client IP (a token bucket);
+    /// `POST /publish/{topic}` and `POST /poll`: events per second allowed per client IP (one
+    /// token bucket for both);
     /// over it the request is answered `429` `rate_limited` with `Retry-After`. Behind a
     /// reverse proxy every client has the proxy's address: raise it (or set 0) there.
     /// 0 means no limit. Default: 1000.

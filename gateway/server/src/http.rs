@@ -93,6 +93,18 @@ impl Rejection {
     }
 }
 
+impl Rejection {
+    /// Like [`Rejection::into_response`], with the body a client-message `error`
+    /// (`{"type":"error","code":…,"reason":…}`, `docs/PROTOCOL.md` §3), as a transport's own
+    /// replies to client messages are (`POST /poll`).
+    pub fn into_client_message_response(self) -> Response<Body> {
+        let error = streamgate_proto::ProtocolError::new(self.code, self.reason.clone());
+        let mut response = self.into_response();
+        *response.body_mut() = full(streamgate_proto::encode_error(&error, None));
+        response
+    }
+}
+
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.reason)

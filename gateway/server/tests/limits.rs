@@ -346,6 +346,44 @@ async fn http_publishes_over_the_per_ip_rate_get_429_and_other_addresses_are_ser
     gateway.shutdown().await;
 }
 
+#[tokio::test]
+async fn long_poll_publishes_share_the_per_ip_publish_rate() {
+    const BURST: usize = 3;
+    let mut config = TestGateway::quiet_config();
+    config.server.publish_rate = 0.01;
+    config.server.publish_burst = BURST as u32;
+    let gateway = TestGateway::start(config).await;
+    let mut subscriber = Sse::open(gateway.addr, "news").await;
+    let publish =
+        |i: usize| format!(r#"{{"type":"publish","topic":"news","data":{{"poll":{i}}}}}"#);
+
+    let mut flooder = TestClient::connect(gateway.addr).await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let response = flooder.request("POST", "/poll", &[], publish(i)).await;
+        if response.status == 429 {
+            // The transport's own reply format for client messages.
+            assert_eq!(response.json()["type"], "error", "{}", response.text());
+            assert_eq!(response.json()["code"], "rate_limited");
+            assert_eq!(response.header("retry-after"), Some("100"));
+        }
+        statuses.push(response.status);
+    }
+    assert_eq!(statuses[..BURST], [200; BURST], "{statuses:?}");
+    assert!(statuses[BURST..].iter().all(|s| *s == 429), "{statuses:?}");
+    // POST /publish from that address draws on the same bucket.
+    let response = send(&gateway, "POST", "/publish/news", &[], "more").await;
+    assert_eq!(response.status, 429, "{}", response.text());
+
+    // Another address publishes through /poll, and its event arrives.
+    let mut other = TestClient::connect_from(gateway.addr, "127.0.0.2".parse().unwrap()).await;
+    let response = other.request("POST", "/poll", &[], publish(99)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    subscriber.expect(r#"{"poll":99}"#).await;
+    assert!(!subscriber.seen.contains(r#"{"poll":5}"#));
+    gateway.shutdown().await;
+}
+
 type H2Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
 /// A connection that can play dead: once `frozen` is set, every read and write stays pending
