@@ -42,6 +42,7 @@
 //! refused the subscription, 2 for a bad command line.
 
 pub mod cli;
+pub mod frames;
 pub mod http;
 pub mod message;
 

@@ -36,6 +36,7 @@ use hyper::StatusCode;
 use rand::Rng;
 use serde_json::Value;
 use streamgate_examples::cli::Gateway;
+use streamgate_examples::frames::FrameReader;
 use streamgate_examples::http::{read_json, refusal, Connection};
 use streamgate_examples::message::ServerMessage;
 use streamgate_examples::Disconnect;
@@ -43,7 +44,7 @@ use support::cluster::{free_port, free_udp_port, publish, request, Backend, Clus
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use wtransport::tls::Sha256Digest;
-use wtransport::{ClientConfig, Endpoint, RecvStream};
+use wtransport::{ClientConfig, Endpoint};
 
 /// The one topic of the run.
 const TOPIC: &str = "soak";
@@ -306,6 +307,67 @@ async fn run_client(transport: Transport, shared: Arc<Shared>) -> ClientLog {
     log
 }
 
+/// A subscription's stream of messages, however the transport carries them.
+trait MessageStream {
+    /// Whether the connection is subscribed as soon as it is open (SSE: the `200` said so);
+    /// otherwise a `subscribed` message says it.
+    const SUBSCRIBED_WHEN_OPEN: bool;
+
+    /// The next messages that arrived, or how the stream ended. Cancel-safe: it races the
+    /// fault timer and the phase.
+    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, String>>, End>;
+}
+
+/// Reads `stream` until the client cuts it (`life`), the run is over for this client, or
+/// the stream ends; records every message in `log`.
+async fn read_stream<S: MessageStream>(
+    stream: &mut S,
+    shared: &Shared,
+    log: &mut ClientLog,
+    life: Duration,
+) -> End {
+    let mut held = None;
+    if S::SUBSCRIBED_WHEN_OPEN {
+        subscribed(shared, log, &mut held);
+    }
+    let mut phase = shared.phase.clone();
+    let mut fault = pin!(tokio::time::sleep(life));
+    loop {
+        let messages = tokio::select! {
+            () = &mut fault => return End::Fault,
+            Ok(()) = phase.changed() => match finished(*phase.borrow_and_update(), log, shared) {
+                Some(end) => return end,
+                None => continue,
+            },
+            messages = stream.next_messages() => messages,
+        };
+        let messages = match messages {
+            Ok(messages) => messages,
+            Err(end) => return end,
+        };
+        for message in messages {
+            match message {
+                Ok(ServerMessage::Subscribed(_)) => subscribed(shared, log, &mut held),
+                Ok(message) => {
+                    if let Err(e) = log.apply(message, shared) {
+                        return End::Dropped(e);
+                    }
+                }
+                Err(e) => log.violations.push(format!("unreadable message: {e}")),
+            }
+        }
+        if let Some(end) = finished(*phase.borrow(), log, shared) {
+            return end;
+        }
+    }
+}
+
+/// The connection is subscribed: count it as held while it lives.
+fn subscribed<'a>(shared: &'a Shared, log: &mut ClientLog, held: &mut Option<Held<'a>>) {
+    held.get_or_insert_with(|| Held::new(shared));
+    log.mark_subscribed(shared);
+}
+
 /// WebSocket: `GET /ws?topics=…&since=<last id>`.
 async fn ws_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> End {
     let url = format!(
@@ -313,47 +375,32 @@ async fn ws_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> End
         shared.gateway.authority(),
         log.resume_id(shared)
     );
-    let mut socket =
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url)).await {
-            Ok(Ok((socket, _))) => socket,
-            Ok(Err(e)) => return End::Dropped(format!("websocket connect: {e}")),
-            Err(_) => return End::Dropped("websocket connect timed out".to_owned()),
-        };
-    let mut phase = shared.phase.clone();
-    let mut fault = pin!(tokio::time::sleep(life));
-    let mut _held = None;
-    loop {
-        let frame = tokio::select! {
-            () = &mut fault => return End::Fault,
-            Ok(()) = phase.changed() => match finished(*phase.borrow_and_update(), log, shared) {
-                Some(end) => return end,
-                None => continue,
-            },
-            frame = socket.next() => frame,
-        };
-        let message = match frame {
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url)).await {
+        Ok(Ok((socket, _))) => read_stream(&mut WsStream(socket), shared, log, life).await,
+        Ok(Err(e)) => End::Dropped(format!("websocket connect: {e}")),
+        Err(_) => End::Dropped("websocket connect timed out".to_owned()),
+    }
+}
+
+struct WsStream(
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+);
+
+impl MessageStream for WsStream {
+    const SUBSCRIBED_WHEN_OPEN: bool = false;
+
+    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, String>>, End> {
+        let message = match self.0.next().await {
             Some(Ok(Message::Text(text))) => ServerMessage::parse(text.as_bytes()),
             Some(Ok(Message::Binary(bytes))) => ServerMessage::parse(&bytes),
-            Some(Ok(Message::Close(close))) => return End::Dropped(format!("closed: {close:?}")),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return End::Dropped(format!("websocket: {e}")),
-            None => return End::Dropped("websocket ended".to_owned()),
+            Some(Ok(Message::Close(close))) => {
+                return Err(End::Dropped(format!("closed: {close:?}")))
+            }
+            Some(Ok(_)) => return Ok(Vec::new()),
+            Some(Err(e)) => return Err(End::Dropped(format!("websocket: {e}"))),
+            None => return Err(End::Dropped("websocket ended".to_owned())),
         };
-        match message {
-            Ok(ServerMessage::Subscribed(_)) => {
-                _held = Some(Held::new(shared));
-                log.mark_subscribed(shared);
-            }
-            Ok(message) => {
-                if let Err(e) = log.apply(message, shared) {
-                    return End::Dropped(e);
-                }
-            }
-            Err(e) => log.violations.push(format!("unreadable message: {e}")),
-        }
-        if let Some(end) = finished(*phase.borrow(), log, shared) {
-            return end;
-        }
+        Ok(vec![message])
     }
 }
 
@@ -364,55 +411,49 @@ async fn sse_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> En
         Err(e) => return e.into(),
     };
     let resume = log.resume_id(shared);
-    let response = match http
+    let response = http
         .get(
             &format!("/sse?topics={TOPIC}"),
             &[("last-event-id", &resume)],
             CONNECT_TIMEOUT,
         )
-        .await
-    {
-        Ok(response) if response.status() == StatusCode::OK => response,
-        Ok(response) => return refusal(response).await.into(),
-        Err(e) => return e.into(),
-    };
-    let _held = Held::new(shared);
-    log.mark_subscribed(shared);
-    let mut body = response.into_body();
-    let mut text = Vec::new();
-    let mut phase = shared.phase.clone();
-    let mut fault = pin!(tokio::time::sleep(life));
-    loop {
-        let frame = tokio::select! {
-            () = &mut fault => return End::Fault,
-            Ok(()) = phase.changed() => match finished(*phase.borrow_and_update(), log, shared) {
-                Some(end) => return end,
-                None => continue,
-            },
-            frame = body.frame() => frame,
-        };
-        match frame {
+        .await;
+    match response {
+        Ok(response) if response.status() == StatusCode::OK => {
+            let mut stream = SseStream {
+                body: response.into_body(),
+                text: Vec::new(),
+            };
+            read_stream(&mut stream, shared, log, life).await
+        }
+        Ok(response) => refusal(response).await.into(),
+        Err(e) => e.into(),
+    }
+}
+
+struct SseStream {
+    body: hyper::body::Incoming,
+    /// Body text not yet split into blocks.
+    text: Vec<u8>,
+}
+
+impl MessageStream for SseStream {
+    const SUBSCRIBED_WHEN_OPEN: bool = true;
+
+    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, String>>, End> {
+        match self.body.frame().await {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    text.extend_from_slice(data);
+                    self.text.extend_from_slice(data);
                 }
             }
-            Some(Err(e)) => return End::Dropped(format!("sse body: {e}")),
-            None => return End::Dropped("sse stream ended".to_owned()),
+            Some(Err(e)) => return Err(End::Dropped(format!("sse body: {e}"))),
+            None => return Err(End::Dropped("sse stream ended".to_owned())),
         }
-        for block in take_sse_blocks(&mut text) {
-            match ServerMessage::parse(&block) {
-                Ok(message) => {
-                    if let Err(e) = log.apply(message, shared) {
-                        return End::Dropped(e);
-                    }
-                }
-                Err(e) => log.violations.push(format!("unreadable SSE data: {e}")),
-            }
-        }
-        if let Some(end) = finished(*phase.borrow(), log, shared) {
-            return end;
-        }
+        Ok(take_sse_blocks(&mut self.text)
+            .iter()
+            .map(|data| ServerMessage::parse(data))
+            .collect())
     }
 }
 
@@ -448,7 +489,7 @@ async fn poll_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> E
         Err(e) => return e.into(),
     };
     let mut fault = pin!(tokio::time::sleep(life));
-    let mut _held = None;
+    let mut held = None;
     loop {
         // Not raced against the phase: cutting a poll short would leave the connection out
         // of step. Polls are short, so the phase is looked at often enough between them.
@@ -464,10 +505,7 @@ async fn poll_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> E
             Ok(messages) => messages,
             Err(end) => return end,
         };
-        if _held.is_none() {
-            _held = Some(Held::new(shared));
-            log.mark_subscribed(shared);
-        }
+        subscribed(shared, log, &mut held);
         for message in messages {
             match ServerMessage::from_json(message) {
                 Ok(message) => {
@@ -534,43 +572,26 @@ async fn wt_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> End
         let control = connection.accept_uni().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((connection, control))
     };
-    let (_connection, control) = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(Ok(session)) => session,
-        Ok(Err(e)) => return End::Dropped(format!("webtransport: {e}")),
-        Err(_) => return End::Dropped("webtransport connect timed out".to_owned()),
-    };
-    let mut control = FrameReader::new(control);
-    let mut phase = shared.phase.clone();
-    let mut fault = pin!(tokio::time::sleep(life));
-    let mut _held = None;
-    loop {
-        let frame = tokio::select! {
-            () = &mut fault => return End::Fault,
-            Ok(()) = phase.changed() => match finished(*phase.borrow_and_update(), log, shared) {
-                Some(end) => return end,
-                None => continue,
-            },
-            frame = control.next() => frame,
-        };
-        let message = match frame {
-            Ok(Some(message)) => message,
-            Ok(None) => return End::Dropped("the control stream ended".to_owned()),
-            Err(e) => return End::Dropped(e),
-        };
-        match ServerMessage::parse(&message) {
-            Ok(ServerMessage::Subscribed(_)) => {
-                _held = Some(Held::new(shared));
-                log.mark_subscribed(shared);
-            }
-            Ok(message) => {
-                if let Err(e) = log.apply(message, shared) {
-                    return End::Dropped(e);
-                }
-            }
-            Err(e) => log.violations.push(format!("unreadable message: {e}")),
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok((_connection, control))) => {
+            read_stream(&mut WtStream(FrameReader::new(control)), shared, log, life).await
         }
-        if let Some(end) = finished(*phase.borrow(), log, shared) {
-            return end;
+        Ok(Err(e)) => End::Dropped(format!("webtransport: {e}")),
+        Err(_) => End::Dropped("webtransport connect timed out".to_owned()),
+    }
+}
+
+/// The session's control stream, where `stream` mode sends everything in order.
+struct WtStream(FrameReader);
+
+impl MessageStream for WtStream {
+    const SUBSCRIBED_WHEN_OPEN: bool = false;
+
+    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, String>>, End> {
+        match self.0.next().await {
+            Ok(Some(message)) => Ok(vec![ServerMessage::parse(&message)]),
+            Ok(None) => Err(End::Dropped("the control stream ended".to_owned())),
+            Err(e) => Err(End::Dropped(e)),
         }
     }
 }
@@ -591,42 +612,6 @@ async fn cert_hash(gateway: &Gateway) -> Result<Sha256Digest, End> {
     hash.and_then(|hash| <[u8; 32]>::try_from(hash).ok())
         .map(Sha256Digest::new)
         .ok_or_else(|| End::Dropped(format!("a bad /wt/cert-hash: {document}")))
-}
-
-/// Length-prefixed messages (`u32` big-endian, then the bytes) from a stream; cancel-safe.
-#[derive(Debug)]
-struct FrameReader {
-    stream: RecvStream,
-    buffer: Vec<u8>,
-}
-
-impl FrameReader {
-    fn new(stream: RecvStream) -> Self {
-        Self {
-            stream,
-            buffer: Vec::new(),
-        }
-    }
-
-    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
-        loop {
-            if let Some(prefix) = self.buffer.first_chunk::<4>() {
-                let len = u32::from_be_bytes(*prefix) as usize;
-                if self.buffer.len() >= 4 + len {
-                    let message = self.buffer[4..4 + len].to_vec();
-                    self.buffer.drain(..4 + len);
-                    return Ok(Some(message));
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk).await {
-                Ok(Some(n)) => self.buffer.extend_from_slice(&chunk[..n]),
-                Ok(None) if self.buffer.is_empty() => return Ok(None),
-                Ok(None) => return Err("a stream ended inside a message".to_owned()),
-                Err(e) => return Err(format!("reading the control stream: {e}")),
-            }
-        }
-    }
 }
 
 /// Publishes `{"n":…}` until the gateway accepts it; returns the id and the failed attempts.

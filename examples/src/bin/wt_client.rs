@@ -62,19 +62,16 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use hyper::StatusCode;
 use streamgate_examples::cli::{Common, Gateway};
+use streamgate_examples::frames::FrameReader;
 use streamgate_examples::http::{read_json, refusal, Connection, CONNECT_TIMEOUT};
 use streamgate_examples::message::ServerMessage;
 use streamgate_examples::{Backoff, Disconnect, Flow, Order, Output};
 use wtransport::error::{ConnectingError, ConnectionError};
 use wtransport::tls::Sha256Digest;
-use wtransport::{ClientConfig, Endpoint, RecvStream, VarInt};
+use wtransport::{ClientConfig, Endpoint, VarInt};
 
 /// The close code of a refused session URL: asking again gets the same answer.
 const REFUSED_URL: u64 = 4400;
-
-/// Largest message this client accepts on a stream (the gateway's events are at most about
-/// 1.4 MiB: a 1 MiB payload, base64-encoded).
-const MAX_MESSAGE: usize = 16 << 20;
 
 /// Subscribe to streamgate topics over WebTransport and print each event as
 /// `<id> <topic> <data>`.
@@ -324,51 +321,5 @@ async fn first_error(connection: &wtransport::Connection, stream_error: String) 
     match tokio::time::timeout(Duration::from_millis(100), connection.closed()).await {
         Ok(error) => closed(error),
         Err(_) => Disconnect::Retry(stream_error),
-    }
-}
-
-/// Reads length-prefixed messages (`u32` big-endian length, then the message) from a stream.
-///
-/// # Cancel safety
-///
-/// [`FrameReader::next`] is cancel-safe, so it can race other branches in `tokio::select!`:
-/// its only await is one `read`, which either returns bytes or takes none, and a message
-/// received in pieces is kept in `self` until it is whole.
-#[derive(Debug)]
-struct FrameReader {
-    stream: RecvStream,
-    buffer: Vec<u8>,
-}
-
-impl FrameReader {
-    fn new(stream: RecvStream) -> Self {
-        Self {
-            stream,
-            buffer: Vec::new(),
-        }
-    }
-
-    /// The next message; `None` when the stream ends cleanly between messages.
-    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
-        loop {
-            if let Some(prefix) = self.buffer.first_chunk::<4>() {
-                let len = u32::from_be_bytes(*prefix) as usize;
-                if len > MAX_MESSAGE {
-                    return Err(format!("a message of {len} bytes, over {MAX_MESSAGE}"));
-                }
-                if self.buffer.len() >= 4 + len {
-                    let message = self.buffer[4..4 + len].to_vec();
-                    self.buffer.drain(..4 + len);
-                    return Ok(Some(message));
-                }
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.stream.read(&mut chunk).await {
-                Ok(Some(n)) => self.buffer.extend_from_slice(&chunk[..n]),
-                Ok(None) if self.buffer.is_empty() => return Ok(None),
-                Ok(None) => return Err("a stream ended inside a message".to_owned()),
-                Err(e) => return Err(format!("reading a stream: {e}")),
-            }
-        }
     }
 }
