@@ -43,6 +43,8 @@
 //! `subscribers × events` only when nothing lagged. [`Scenario::queue_capacity`] sets the
 //! per-subscriber queue; by default it is large enough to hold every event of the run.
 
+pub mod vs_nchan;
+
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,943 @@
+//! `loadgen`: subscribers of one transport against streamgate or nginx + Nchan, in a process
+//! of their own, driven over stdin/stdout by `vs_nchan` (bench/README.md).
+//!
+//! ```text
+//! loadgen --target nchan --url http://127.0.0.1:8090 --transport ws --connections 5000 \
+//!         --source-ips 127.0.0.2,127.0.0.3
+//! ```
+//!
+//! It opens `--connections` subscribers of `--topic` (bound to the source addresses round
+//! robin), prints `{"ready":…}` once each has connected (or failed), then obeys one command
+//! per stdin line:
+//!
+//! - `reset <index>`: zero every counter; count only events whose index is ≥ `index`;
+//! - `stall` / `unstall`: the stallable subscribers (`--stall-fraction`) stop / resume reading;
+//!   one the server closed meanwhile reconnects with its last id;
+//! - `reconnect <spread ms>`: every subscriber drops its connection at a random moment within
+//!   the spread and reconnects with its last id (a reconnect storm);
+//! - `report`: print the summary JSON line; `stop`: print it and exit.
+//!
+//! Every event's payload starts with `{"t":<scheduled send time, µs since the Unix
+//! epoch>,"i":<index>,` (see [`streamgate_bench::vs_nchan::payload`]): latency is the receive
+//! time minus `t`, in an HDR histogram, and the index sequence per connection finds losses
+//! and duplicates.
+
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use futures_util::StreamExt as _;
+use hdrhistogram::Histogram;
+use streamgate_bench::vs_nchan::{
+    hist_pairs, now_us, parse_stamp, LoadgenSummary, Server, TransportKind,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Bytes read at a time per connection (and the WebSocket read buffer).
+const READ_CHUNK: usize = 4 * 1024;
+/// Receive buffer of a stallable connection, so that a stalled reader backs up quickly.
+const STALL_RCVBUF: u32 = 4 * 1024;
+
+/// Subscribers of one transport, for `vs_nchan`.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen")]
+struct Cli {
+    /// `streamgate` or `nchan`.
+    #[arg(long)]
+    target: Server,
+    /// Base URL, `http://127.0.0.1:PORT`.
+    #[arg(long)]
+    url: String,
+    /// `ws`, `sse` or `longpoll`.
+    #[arg(long)]
+    transport: TransportKind,
+    /// Topic (streamgate) or channel (Nchan).
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Subscribers to open.
+    #[arg(long)]
+    connections: usize,
+    /// Source addresses to bind, round robin (all must be 127.x.y.z).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    source_ips: Vec<IpAddr>,
+    /// Fraction of the subscribers that `stall` stops.
+    #[arg(long, default_value_t = 0.0)]
+    stall_fraction: f64,
+    /// Connection attempts in flight at once.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Exit after this many seconds whatever happens.
+    #[arg(long, default_value_t = 900)]
+    max_seconds: u64,
+}
+
+/// Counters and histograms of the process, shared by every connection task (one thread).
+#[derive(Debug)]
+struct Stats {
+    deliveries: u64,
+    stalled_deliveries: u64,
+    errors: u64,
+    gaps: u64,
+    dups: u64,
+    notices: u64,
+    closed_by_server: u64,
+    reconnects: u64,
+    latency: Histogram<u64>,
+    latency_stalled: Histogram<u64>,
+    connect: Histogram<u64>,
+    ttfe: Histogram<u64>,
+    first_error: Option<String>,
+}
+
+fn histogram() -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(1, 60_000_000, 2).expect("constant bounds");
+    h.auto(true);
+    h
+}
+
+impl Stats {
+    fn new() -> Self {
+        Self {
+            deliveries: 0,
+            stalled_deliveries: 0,
+            errors: 0,
+            gaps: 0,
+            dups: 0,
+            notices: 0,
+            closed_by_server: 0,
+            reconnects: 0,
+            latency: histogram(),
+            latency_stalled: histogram(),
+            connect: histogram(),
+            ttfe: histogram(),
+            first_error: None,
+        }
+    }
+
+    fn error(&mut self, what: String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(what);
+        }
+    }
+}
+
+/// What every connection task shares.
+#[derive(Debug)]
+struct Ctx {
+    cli: Cli,
+    server: SocketAddr,
+    stats: RefCell<Stats>,
+    /// Events with a smaller index are not counted (they belong to an earlier phase).
+    from_index: Cell<u64>,
+    connected: Cell<usize>,
+    settled: Cell<usize>,
+    stall: watch::Receiver<bool>,
+    /// (generation, spread ms): a new generation asks every connection to reconnect.
+    storm: watch::Receiver<(u64, u64)>,
+    stopping: Cell<bool>,
+    connect_slots: Semaphore,
+    ready_tx: RefCell<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+/// What a connection carries across reconnects.
+#[derive(Debug, Default)]
+struct ConnState {
+    stallable: bool,
+    /// Resume position: the event id (streamgate, Nchan ws/sse) or `Last-Modified|Etag`
+    /// (Nchan long polling).
+    last_id: Option<String>,
+    last_index: Option<u64>,
+    /// Set when a reconnect started: the next event gives the time to first event.
+    reconnect_started: Option<Instant>,
+}
+
+impl Ctx {
+    fn record(&self, st: &mut ConnState, t_us: u64, index: u64) {
+        let now = now_us();
+        let mut stats = self.stats.borrow_mut();
+        if let Some(last) = st.last_index {
+            if index > last + 1 {
+                if index > self.from_index.get() {
+                    stats.gaps += index - last - 1;
+                }
+            } else if index <= last {
+                stats.dups += 1;
+            }
+        }
+        st.last_index = Some(index.max(st.last_index.unwrap_or(0)));
+        if let Some(started) = st.reconnect_started.take() {
+            let us = started.elapsed().as_micros() as u64;
+            let _ = stats.ttfe.record(us.max(1));
+        }
+        if index < self.from_index.get() {
+            return;
+        }
+        let latency = now.saturating_sub(t_us).max(1);
+        if st.stallable {
+            stats.stalled_deliveries += 1;
+            let _ = stats.latency_stalled.record(latency);
+        } else {
+            stats.deliveries += 1;
+            let _ = stats.latency.record(latency);
+        }
+    }
+
+    /// Every event in `bytes` (one or several payloads), and notices.
+    fn scan(&self, st: &mut ConnState, bytes: &[u8]) {
+        let mut rest = bytes;
+        while let Some((t_us, index, after)) = parse_stamp(rest) {
+            self.record(st, t_us, index);
+            rest = &rest[rest.len() - after..];
+        }
+        let notices = count(bytes, b"\"type\":\"lagged\"") + count(bytes, b"\"type\":\"gap\"");
+        if notices > 0 {
+            self.stats.borrow_mut().notices += notices as u64;
+        }
+    }
+
+    fn summary(&self) -> LoadgenSummary {
+        let stats = self.stats.borrow();
+        LoadgenSummary {
+            connections: self.cli.connections,
+            connected: self.connected.get(),
+            deliveries: stats.deliveries,
+            stalled_deliveries: stats.stalled_deliveries,
+            errors: stats.errors,
+            gaps: stats.gaps,
+            dups: stats.dups,
+            notices: stats.notices,
+            closed_by_server: stats.closed_by_server,
+            reconnects: stats.reconnects,
+            latency_us: hist_pairs(&stats.latency),
+            latency_stalled_us: hist_pairs(&stats.latency_stalled),
+            connect_us: hist_pairs(&stats.connect),
+            ttfe_us: hist_pairs(&stats.ttfe),
+            first_error: stats.first_error.clone(),
+        }
+    }
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|window| *window == needle)
+        .count()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// A minimal HTTP/1.1 client connection: SSE streams and long polls.
+#[derive(Debug)]
+struct Http {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Head {
+    status: u16,
+    chunked: bool,
+    content_length: Option<usize>,
+    last_modified: Option<String>,
+    etag: Option<String>,
+}
+
+impl Http {
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        if self.buf.capacity() - self.buf.len() < 512 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let n = self.tcp.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            bail!("connection closed");
+        }
+        Ok(())
+    }
+
+    async fn head(&mut self) -> anyhow::Result<Head> {
+        let end = loop {
+            if let Some(at) = find(&self.buf, b"\r\n\r\n") {
+                break at;
+            }
+            self.fill().await?;
+        };
+        let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end + 4);
+        let mut head = Head {
+            status: text
+                .get(9..12)
+                .and_then(|code| code.parse().ok())
+                .context("no HTTP status")?,
+            ..Head::default()
+        };
+        for line in text.lines().skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "transfer-encoding" => head.chunked = value.eq_ignore_ascii_case("chunked"),
+                "content-length" => head.content_length = value.parse().ok(),
+                "last-modified" => head.last_modified = Some(value.to_owned()),
+                "etag" => head.etag = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        Ok(head)
+    }
+
+    /// Decoded body bytes appended to `out`: at least one byte (reading as needed).
+    /// `chunk_left`: `None` when the body is not chunked.
+    async fn stream_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        chunk_left: &mut Option<usize>,
+    ) -> anyhow::Result<()> {
+        let before = out.len();
+        loop {
+            if !self.buf.is_empty() {
+                self.decode(out, chunk_left)?;
+                if out.len() > before {
+                    return Ok(());
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    fn decode(&mut self, out: &mut Vec<u8>, chunk_left: &mut Option<usize>) -> anyhow::Result<()> {
+        let Some(left) = chunk_left else {
+            out.extend_from_slice(&self.buf);
+            self.buf.clear();
+            return Ok(());
+        };
+        loop {
+            if *left > 0 {
+                let n = (*left).min(self.buf.len());
+                out.extend_from_slice(&self.buf[..n]);
+                self.buf.drain(..n);
+                *left -= n;
+                if *left > 0 {
+                    return Ok(());
+                }
+                // The chunk's CRLF comes next: skipped as an empty size line.
+            }
+            let Some(line_end) = find(&self.buf, b"\r\n") else {
+                return Ok(());
+            };
+            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let line = line.trim();
+            if line.is_empty() {
+                self.buf.drain(..line_end + 2);
+                continue;
+            }
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or(""), 16)
+                .with_context(|| format!("bad chunk size {line:?}"))?;
+            if size == 0 {
+                bail!("stream ended");
+            }
+            self.buf.drain(..line_end + 2);
+            *left = size;
+        }
+    }
+
+    async fn body(&mut self, head: &Head) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        if head.chunked {
+            loop {
+                let line_end = loop {
+                    if let Some(at) = find(&self.buf, b"\r\n") {
+                        break at;
+                    }
+                    self.fill().await?;
+                };
+                let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                    .with_context(|| format!("bad chunk size {line:?}"))?;
+                while self.buf.len() < line_end + 2 + size + 2 {
+                    self.fill().await?;
+                }
+                out.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+                self.buf.drain(..line_end + 2 + size + 2);
+                if size == 0 {
+                    return Ok(out);
+                }
+            }
+        }
+        let len = head.content_length.unwrap_or(0);
+        while self.buf.len() < len {
+            self.fill().await?;
+        }
+        out.extend(self.buf.drain(..len));
+        Ok(out)
+    }
+}
+
+/// One open subscriber.
+#[derive(Debug)]
+enum Feed {
+    Ws(Box<WebSocketStream<TcpStream>>),
+    Sse {
+        http: Http,
+        chunk_left: Option<usize>,
+        text: Vec<u8>,
+    },
+    Poll {
+        http: Http,
+        /// streamgate: the cursor; Nchan: `Last-Modified|Etag`.
+        cursor: Option<String>,
+        in_flight: bool,
+    },
+}
+
+async fn tcp_connect(ctx: &Ctx, slot: usize, stallable: bool) -> anyhow::Result<TcpStream> {
+    let ip = ctx.cli.source_ips[slot % ctx.cli.source_ips.len()];
+    let socket = TcpSocket::new_v4()?;
+    if stallable {
+        socket.set_recv_buffer_size(STALL_RCVBUF)?;
+    }
+    socket.bind(SocketAddr::new(ip, 0)).context("bind")?;
+    let tcp = socket.connect(ctx.server).await.context("TCP connect")?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
+fn poll_request(ctx: &Ctx, cursor: Option<&str>, timeout: u32) -> String {
+    let host = ctx.server;
+    let topic = &ctx.cli.topic;
+    match ctx.cli.target {
+        Server::Streamgate => format!(
+            "GET /poll?topics={topic}&cursor={}&timeout={timeout} HTTP/1.1\r\nHost: {host}\r\n\r\n",
+            cursor.unwrap_or("")
+        ),
+        Server::Nchan => {
+            let mut request = format!("GET /sub/{topic} HTTP/1.1\r\nHost: {host}\r\n");
+            if let Some((lm, etag)) = cursor.and_then(|c| c.split_once('|')) {
+                request.push_str(&format!(
+                    "If-Modified-Since: {lm}\r\nIf-None-Match: {etag}\r\n"
+                ));
+            }
+            request.push_str("\r\n");
+            request
+        }
+    }
+}
+
+async fn connect(ctx: &Ctx, slot: usize, st: &ConnState) -> anyhow::Result<Feed> {
+    let tcp = tcp_connect(ctx, slot, st.stallable).await?;
+    let topic = &ctx.cli.topic;
+    let host = ctx.server;
+    let resume = st.last_id.as_deref();
+    match ctx.cli.transport {
+        TransportKind::Ws => {
+            let url = match (ctx.cli.target, resume) {
+                (Server::Streamgate, None) => format!("ws://{host}/ws?topics={topic}"),
+                (Server::Streamgate, Some(id)) => {
+                    format!("ws://{host}/ws?topics={topic}&since={id}")
+                }
+                (Server::Nchan, None) => format!("ws://{host}/sub/{topic}"),
+                (Server::Nchan, Some(id)) => {
+                    format!("ws://{host}/sub/{topic}?last_event_id={id}")
+                }
+            };
+            let mut request = url.into_client_request()?;
+            if ctx.cli.target == Server::Nchan {
+                // Frames carry `id:` lines, so a reconnect can resume.
+                request
+                    .headers_mut()
+                    .insert("Sec-WebSocket-Protocol", "ws+meta.nchan".parse()?);
+            }
+            let config = WebSocketConfig::default()
+                .read_buffer_size(READ_CHUNK)
+                .write_buffer_size(0);
+            let (mut socket, _) =
+                tokio_tungstenite::client_async_with_config(request, tcp, Some(config))
+                    .await
+                    .context("WebSocket handshake")?;
+            if ctx.cli.target == Server::Streamgate {
+                // Wait for `subscribed`, so "ready" means subscribed.
+                loop {
+                    match socket.next().await {
+                        Some(Ok(Message::Text(text))) => {
+                            if text.as_str().starts_with("{\"type\":\"subscribed\"") {
+                                break;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(e.into()),
+                        None => bail!("closed before subscribed"),
+                    }
+                }
+            }
+            Ok(Feed::Ws(Box::new(socket)))
+        }
+        TransportKind::Sse => {
+            let mut request = match ctx.cli.target {
+                Server::Streamgate => {
+                    format!("GET /sse?topics={topic} HTTP/1.1\r\nHost: {host}\r\n")
+                }
+                Server::Nchan => format!(
+                    "GET /sub/{topic} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+                ),
+            };
+            if let Some(id) = resume {
+                request.push_str(&format!("Last-Event-ID: {id}\r\n"));
+            }
+            request.push_str("\r\n");
+            let mut http = Http {
+                tcp,
+                buf: Vec::with_capacity(READ_CHUNK),
+            };
+            http.tcp.write_all(request.as_bytes()).await?;
+            let head = http.head().await?;
+            if head.status != 200 {
+                bail!("SSE answered {}", head.status);
+            }
+            Ok(Feed::Sse {
+                http,
+                chunk_left: head.chunked.then_some(0),
+                text: Vec::new(),
+            })
+        }
+        TransportKind::Longpoll => {
+            let mut http = Http {
+                tcp,
+                buf: Vec::with_capacity(READ_CHUNK),
+            };
+            let mut cursor = resume.map(str::to_owned);
+            if ctx.cli.target == Server::Streamgate && cursor.is_none() {
+                // A first poll that answers at once: its cursor is the newest id.
+                http.tcp
+                    .write_all(poll_request(ctx, None, 0).as_bytes())
+                    .await?;
+                let head = http.head().await?;
+                let body = http.body(&head).await?;
+                if head.status != 200 {
+                    bail!("poll answered {}", head.status);
+                }
+                cursor = Some(json_cursor(&body).context("no cursor")?);
+            }
+            Ok(Feed::Poll {
+                http,
+                cursor,
+                in_flight: false,
+            })
+        }
+    }
+}
+
+fn json_cursor(body: &[u8]) -> Option<String> {
+    let at = find(body, b"\"cursor\":\"")? + 10;
+    let len = body[at..].iter().position(|&b| b == b'"')?;
+    Some(String::from_utf8_lossy(&body[at..at + len]).into_owned())
+}
+
+/// streamgate envelope id (the first `"id":"…"`).
+fn envelope_id(bytes: &[u8]) -> Option<String> {
+    json_cursor_key(bytes, b"\"id\":\"")
+}
+
+fn json_cursor_key(bytes: &[u8], key: &[u8]) -> Option<String> {
+    let at = find(bytes, key)? + key.len();
+    let len = bytes[at..].iter().position(|&b| b == b'"')?;
+    Some(String::from_utf8_lossy(&bytes[at..at + len]).into_owned())
+}
+
+/// Reads one batch of input from `feed`, recording what arrived. Cancel-safe enough: a
+/// cancelled read is only ever followed by dropping the feed or by reading on.
+async fn read_some(ctx: &Ctx, st: &mut ConnState, feed: &mut Feed) -> anyhow::Result<()> {
+    match feed {
+        Feed::Ws(socket) => match socket.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let bytes = text.as_bytes();
+                on_ws_message(ctx, st, bytes);
+                Ok(())
+            }
+            Some(Ok(Message::Binary(bytes))) => {
+                on_ws_message(ctx, st, &bytes);
+                Ok(())
+            }
+            Some(Ok(Message::Close(_))) | None => bail!("closed by the server"),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+        },
+        Feed::Sse {
+            http,
+            chunk_left,
+            text,
+        } => {
+            http.stream_into(text, chunk_left).await?;
+            let mut start = 0;
+            while let Some(end) = find(&text[start..], b"\n\n") {
+                let block = &text[start..start + end];
+                for line in block.split(|&b| b == b'\n') {
+                    if let Some(id) = line.strip_prefix(b"id: ").or(line.strip_prefix(b"id:")) {
+                        st.last_id = Some(String::from_utf8_lossy(id).trim().to_owned());
+                    }
+                }
+                if find(block, b"event: @").is_some() {
+                    ctx.stats.borrow_mut().notices += 1;
+                }
+                if let Some((t_us, index, _)) = parse_stamp(block) {
+                    ctx.record(st, t_us, index);
+                }
+                start += end + 2;
+            }
+            text.drain(..start);
+            Ok(())
+        }
+        Feed::Poll {
+            http,
+            cursor,
+            in_flight,
+        } => {
+            if !*in_flight {
+                let request = poll_request(ctx, cursor.as_deref(), 55);
+                http.tcp.write_all(request.as_bytes()).await?;
+                *in_flight = true;
+            }
+            let head = http.head().await?;
+            let body = http.body(&head).await?;
+            *in_flight = false;
+            match (ctx.cli.target, head.status) {
+                (Server::Streamgate, 200) => {
+                    if let Some(next) = json_cursor(&body) {
+                        *cursor = Some(next);
+                    }
+                    ctx.scan(st, &body);
+                }
+                (Server::Nchan, 200) => {
+                    if let (Some(lm), Some(etag)) = (head.last_modified, head.etag) {
+                        *cursor = Some(format!("{lm}|{etag}"));
+                    }
+                    ctx.scan(st, &body);
+                }
+                (Server::Nchan, 304 | 408) => {}
+                (_, status) => bail!(
+                    "poll answered {status}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                ),
+            }
+            st.last_id.clone_from(cursor);
+            Ok(())
+        }
+    }
+}
+
+fn on_ws_message(ctx: &Ctx, st: &mut ConnState, bytes: &[u8]) {
+    match ctx.cli.target {
+        Server::Streamgate => {
+            if bytes.starts_with(b"{\"type\":\"event\"") {
+                if let Some(id) = envelope_id(bytes) {
+                    st.last_id = Some(id);
+                }
+            }
+        }
+        Server::Nchan => {
+            if let Some(rest) = bytes.strip_prefix(b"id: ") {
+                let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+                st.last_id = Some(String::from_utf8_lossy(&rest[..end]).into_owned());
+            }
+        }
+    }
+    ctx.scan(st, bytes);
+}
+
+/// Why a connection's read loop ended.
+#[derive(Debug)]
+enum End {
+    /// Asked to reconnect (storm): after this delay.
+    Storm(Duration),
+    /// The server closed it or it failed.
+    Failed(anyhow::Error),
+    Stop,
+}
+
+async fn run_feed(ctx: &Ctx, st: &mut ConnState, feed: &mut Feed) -> End {
+    let mut stall = ctx.stall.clone();
+    let mut storm = ctx.storm.clone();
+    storm.mark_unchanged();
+    loop {
+        if ctx.stopping.get() {
+            return End::Stop;
+        }
+        if st.stallable && *stall.borrow_and_update() {
+            tokio::select! {
+                _ = stall.wait_for(|s| !*s) => {}
+                _ = storm.changed() => return storm_end(&storm),
+            }
+            continue;
+        }
+        tokio::select! {
+            result = read_some(ctx, st, feed) => {
+                if let Err(e) = result {
+                    return End::Failed(e);
+                }
+            }
+            _ = storm.changed() => return storm_end(&storm),
+            _ = stall.changed(), if st.stallable => {}
+        }
+    }
+}
+
+fn storm_end(storm: &watch::Receiver<(u64, u64)>) -> End {
+    let (_, spread_ms) = *storm.borrow();
+    End::Storm(Duration::from_micros(rand_below(spread_ms.max(1) * 1000)))
+}
+
+/// A cheap per-process random number below `n` (xorshift seeded from the clock).
+fn rand_below(n: u64) -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(now_us() | 1);
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x % n.max(1)
+    })
+}
+
+async fn conn_task(ctx: Rc<Ctx>, slot: usize) {
+    let stallable = (slot as f64) < ctx.cli.stall_fraction * ctx.cli.connections as f64;
+    let mut st = ConnState {
+        stallable,
+        ..ConnState::default()
+    };
+    let mut settled = false;
+    let mut attempts: u32 = 0;
+    loop {
+        if ctx.stopping.get() {
+            return;
+        }
+        let started = Instant::now();
+        let connected = {
+            let _permit = ctx.connect_slots.acquire().await;
+            tokio::time::timeout(Duration::from_secs(15), connect(&ctx, slot, &st)).await
+        };
+        let mut feed = match connected {
+            Ok(Ok(feed)) => feed,
+            Ok(Err(e)) => {
+                connect_failed(&ctx, &mut attempts, &mut settled, format!("{e:#}")).await;
+                continue;
+            }
+            Err(_) => {
+                connect_failed(&ctx, &mut attempts, &mut settled, "timed out".to_owned()).await;
+                continue;
+            }
+        };
+        attempts = 0;
+        let _ = ctx
+            .stats
+            .borrow_mut()
+            .connect
+            .record((started.elapsed().as_micros() as u64).max(1));
+        ctx.connected.set(ctx.connected.get() + 1);
+        if !settled {
+            settled = true;
+            settle(&ctx);
+        }
+        let end = run_feed(&ctx, &mut st, &mut feed).await;
+        ctx.connected.set(ctx.connected.get() - 1);
+        drop(feed);
+        match end {
+            End::Stop => return,
+            End::Storm(delay) => {
+                tokio::time::sleep(delay).await;
+                st.reconnect_started = Some(Instant::now());
+                ctx.stats.borrow_mut().reconnects += 1;
+            }
+            End::Failed(e) => {
+                if ctx.stopping.get() {
+                    return;
+                }
+                {
+                    let mut stats = ctx.stats.borrow_mut();
+                    stats.closed_by_server += 1;
+                    stats.reconnects += 1;
+                    if stats.first_error.is_none() {
+                        stats.first_error = Some(format!("read: {e:#}"));
+                    }
+                }
+                st.reconnect_started = Some(Instant::now());
+                // A stalled reader reconnects only once it reads again.
+                if st.stallable {
+                    let mut stall = ctx.stall.clone();
+                    let _ = stall.wait_for(|s| !*s).await;
+                }
+            }
+        }
+    }
+}
+
+async fn connect_failed(ctx: &Ctx, attempts: &mut u32, settled: &mut bool, what: String) {
+    ctx.stats.borrow_mut().error(format!("connect: {what}"));
+    *attempts += 1;
+    if !*settled && *attempts >= 3 {
+        *settled = true;
+        settle(ctx);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+fn settle(ctx: &Ctx) {
+    ctx.settled.set(ctx.settled.get() + 1);
+    if ctx.settled.get() == ctx.cli.connections {
+        if let Some(tx) = ctx.ready_tx.borrow_mut().take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn print_line(value: &impl serde::Serialize) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, value);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let server: SocketAddr = cli
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .context("--url must be http://IP:PORT")?;
+    for ip in &cli.source_ips {
+        anyhow::ensure!(ip.is_loopback(), "source address {ip} is not loopback");
+    }
+    anyhow::ensure!(server.ip().is_loopback(), "the server must be on loopback");
+    let (stall_tx, stall_rx) = watch::channel(false);
+    let (storm_tx, storm_rx) = watch::channel((0u64, 0u64));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let max_seconds = cli.max_seconds;
+    let connections = cli.connections;
+    let ctx = Rc::new(Ctx {
+        connect_slots: Semaphore::new(cli.connect_concurrency.max(1)),
+        cli,
+        server,
+        stats: RefCell::new(Stats::new()),
+        from_index: Cell::new(0),
+        connected: Cell::new(0),
+        settled: Cell::new(0),
+        stall: stall_rx,
+        storm: storm_rx,
+        stopping: Cell::new(false),
+        ready_tx: RefCell::new(Some(ready_tx)),
+    });
+    let started = Instant::now();
+    for slot in 0..connections {
+        tokio::task::spawn_local(conn_task(ctx.clone(), slot));
+    }
+    if connections > 0 {
+        let _ = ready_rx.await;
+    }
+    print_line(&serde_json::json!({
+        "ready": true,
+        "connected": ctx.connected.get(),
+        "errors": ctx.stats.borrow().errors,
+        "connect_s": started.elapsed().as_secs_f64(),
+    }));
+    // Commands from stdin, read on a thread of their own.
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match std::io::stdin().read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    let _ = cmd_tx.send("stop".to_owned());
+                    return;
+                }
+                Ok(_) => {
+                    if cmd_tx.send(line.trim().to_owned()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let deadline = tokio::time::sleep(Duration::from_secs(max_seconds));
+    tokio::pin!(deadline);
+    let mut generation = 0;
+    loop {
+        let command = tokio::select! {
+            command = cmd_rx.recv() => command.unwrap_or_else(|| "stop".to_owned()),
+            () = &mut deadline => "stop".to_owned(),
+        };
+        let mut words = command.split_whitespace();
+        match words.next().unwrap_or("") {
+            "reset" => {
+                let from: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                ctx.from_index.set(from);
+                // Connection setup times stay: they belong to the connections, not a phase.
+                let mut stats = ctx.stats.borrow_mut();
+                let connect = std::mem::replace(&mut stats.connect, histogram());
+                *stats = Stats::new();
+                stats.connect = connect;
+                drop(stats);
+                print_line(&serde_json::json!({"ok": "reset"}));
+            }
+            "stall" => {
+                let _ = stall_tx.send(true);
+                print_line(&serde_json::json!({"ok": "stall"}));
+            }
+            "unstall" => {
+                let _ = stall_tx.send(false);
+                print_line(&serde_json::json!({"ok": "unstall"}));
+            }
+            "reconnect" => {
+                let spread: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(1000);
+                generation += 1;
+                let _ = storm_tx.send((generation, spread));
+                print_line(&serde_json::json!({"ok": "reconnect"}));
+            }
+            "report" => print_line(&ctx.summary()),
+            "stop" => {
+                ctx.stopping.set(true);
+                print_line(&ctx.summary());
+                return Ok(());
+            }
+            other => eprintln!("loadgen: unknown command {other:?}"),
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&runtime, run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
