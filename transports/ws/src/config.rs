@@ -39,8 +39,11 @@ pub struct WsConfig {
     pub message_rate: f64,
     /// Burst of client messages allowed. Default: 100.
     pub message_burst: u32,
-    /// Read buffer per connection, bytes. tungstenite's default (128 KiB) would dominate the
-    /// memory of an idle connection. Default: 4 KiB.
+    /// Read buffer per connection, bytes: how much tungstenite reserves before each read.
+    /// tungstenite's default (128 KiB) would dominate the memory of an idle connection, and
+    /// subscribers seldom send anything, so it is small: a larger client message is still
+    /// read whole, in more reads. 1 KiB against 4 KiB took an idle connection from 11.6 to
+    /// 7.4 KiB of gateway RSS (docs/PERFORMANCE.md). Default: 1 KiB.
     pub read_buffer_size: usize,
     /// Bytes buffered before a write is forced. Default: 16 KiB.
     pub write_buffer_size: usize,
@@ -98,7 +101,7 @@ impl Default for WsConfig {
             subprotocols: vec!["streamgate.v1".to_owned()],
             message_rate: 50.0,
             message_burst: 100,
-            read_buffer_size: 4096,
+            read_buffer_size: 1024,
             write_buffer_size: 16 * 1024,
             compression: true,
         }
