@@ -9,6 +9,7 @@
 //! idle.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,14 +17,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use streamgate_core::BoxError;
-use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::http::Body;
 
 /// The requests in progress on one connection.
+///
+/// Two atomics and no wakeup per request: the watcher looks when its timer fires, rather
+/// than being told of every request (a long-polling client makes one every event, and a
+/// notification each way woke the connection's task twice per poll; docs/PERFORMANCE.md).
 #[derive(Debug)]
 pub(crate) struct Activity {
-    busy: watch::Sender<usize>,
+    busy: AtomicUsize,
+    /// When the count last fell to 0, in nanoseconds since `started`.
+    quiet_since: AtomicU64,
+    started: Instant,
 }
 
 /// One request in progress, until dropped.
@@ -34,28 +42,38 @@ impl Activity {
     /// A connection with nothing in progress yet.
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
-            busy: watch::Sender::new(0),
+            busy: AtomicUsize::new(0),
+            quiet_since: AtomicU64::new(0),
+            started: Instant::now(),
         })
     }
 
     /// Counts a request in progress until the guard is dropped.
     pub(crate) fn busy(self: &Arc<Self>) -> Busy {
-        self.busy.send_modify(|n| *n += 1);
+        self.busy.fetch_add(1, Ordering::AcqRel);
         Busy(Arc::clone(self))
     }
 
     /// Completes once nothing has been in progress for `timeout` without a break.
+    ///
+    /// Exact, without being woken by requests: when the timer fires on a busy connection, the
+    /// earliest it can become idle is `timeout` after its last request ends, so looking again
+    /// `timeout` later and then waiting out what is left of the quiet time lands on that
+    /// moment.
     pub(crate) async fn idle_for(&self, timeout: Duration) {
-        let mut busy = self.busy.subscribe();
+        let mut wait = timeout;
         loop {
-            // `self` holds the sender: these waits end only by their condition.
-            let _ = busy.wait_for(|n| *n == 0).await;
-            if tokio::time::timeout(timeout, busy.wait_for(|n| *n > 0))
-                .await
-                .is_err()
-            {
+            tokio::time::sleep(wait).await;
+            if self.busy.load(Ordering::Acquire) > 0 {
+                wait = timeout;
+                continue;
+            }
+            let quiet_since = Duration::from_nanos(self.quiet_since.load(Ordering::Acquire));
+            let quiet_for = self.started.elapsed().saturating_sub(quiet_since);
+            if quiet_for >= timeout {
                 return;
             }
+            wait = timeout - quiet_for;
         }
     }
 }
@@ -69,7 +87,11 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.send_modify(|n| *n = n.saturating_sub(1));
+        let activity = &self.0;
+        // Stamped before the count falls, so a watcher that sees 0 sees this moment too.
+        let now = u64::try_from(activity.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        activity.quiet_since.store(now, Ordering::Release);
+        activity.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -106,7 +128,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_only_after_a_quiet_timeout() {
-        use tokio::time::{sleep, Instant};
+        use tokio::time::sleep;
         let activity = Activity::new();
         let timeout = Duration::from_secs(5);
         let request = activity.busy();
