@@ -114,6 +114,10 @@ struct Cli {
     /// Subscribers per load-generator process.
     #[arg(long, default_value_t = 5000)]
     per_loadgen: usize,
+    /// Runs of every point, the servers alternating (streamgate, Nchan, streamgate, …); the
+    /// tables show each figure's median, the JSON every run.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -1051,6 +1055,7 @@ fn clone_cli(cli: &Cli) -> Cli {
         storm_clients: None,
         storm_spread_ms: None,
         per_loadgen: cli.per_loadgen,
+        repeat: cli.repeat,
     }
 }
 
@@ -1087,23 +1092,32 @@ fn print_tables(results: &[Measurement]) {
             }
         }
         for (transport, point) in keys {
-            let find = |server: Server| {
-                results.iter().find(|r| {
+            let point_name = &point;
+            let runs = |server: Server| {
+                results.iter().filter(move |r| {
                     r.scenario == scenario
                         && r.transport == transport
-                        && r.point == point
+                        && r.point == *point_name
                         && r.server == server
                 })
             };
-            let sg = find(Server::Streamgate);
-            let nc = find(Server::Nchan);
-            let names: Vec<String> = sg
-                .or(nc)
+            // With --repeat, every figure is the median of its runs.
+            let median = |server: Server, name: &str| {
+                let mut values: Vec<f64> = runs(server)
+                    .filter_map(|r| r.figures.get(name).copied())
+                    .filter(|v| !v.is_nan())
+                    .collect();
+                values.sort_by(f64::total_cmp);
+                values.get(values.len() / 2).copied()
+            };
+            let names: Vec<String> = runs(Server::Streamgate)
+                .chain(runs(Server::Nchan))
+                .next()
                 .map(|r| r.figures.keys().cloned().collect())
                 .unwrap_or_default();
             for name in names {
-                let a = sg.and_then(|r| r.figures.get(&name).copied());
-                let b = nc.and_then(|r| r.figures.get(&name).copied());
+                let a = median(Server::Streamgate, &name);
+                let b = median(Server::Nchan, &name);
                 let ratio = match (a, b) {
                     (Some(a), Some(b)) if b != 0.0 && !a.is_nan() && !b.is_nan() => {
                         format!("{:.2}", a / b)
@@ -1193,7 +1207,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 _ => vec![(0, 0.0)],
             };
             for (n, m) in points {
-                for &server in &cli.servers {
+                for server in (0..cli.repeat.max(1)).flat_map(|_| cli.servers.iter().copied()) {
                     let result = match scenario {
                         Scenario::Fanout => ctx.fanout(server, transport, n, m),
                         Scenario::Idle => ctx.idle(server, transport),
@@ -1217,12 +1231,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     print_tables(&ctx.results);
     println!(
-        "\n(ratio = streamgate / nchan; {:.0} s in all)",
+        "\n(ratio = streamgate / nchan; {}; {:.0} s in all)",
+        if cli.repeat > 1 {
+            format!("medians of {} runs each", cli.repeat)
+        } else {
+            "one run each".to_owned()
+        },
         started.elapsed().as_secs_f64()
     );
     if let Some(path) = &cli.json {
         let json = serde_json::json!({
             "quick": cli.quick,
+            "repeat": cli.repeat,
             "cores": std::thread::available_parallelism().map_or(0, usize::from),
             "results": ctx.results,
             "failures": failures,
