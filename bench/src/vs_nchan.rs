@@ -79,19 +79,10 @@ pub fn payload(due_us: u64, index: u64, len: usize) -> String {
 /// The first payload stamp in `bytes`: `(due µs, index, bytes left after it)`.
 pub fn parse_stamp(bytes: &[u8]) -> Option<(u64, u64, usize)> {
     let at = bytes.windows(5).position(|w| w == b"{\"t\":")? + 5;
-    let (t, rest) = leading_u64(&bytes[at..])?;
+    let (t, rest) = streamgate_compare::wire::leading_u64(&bytes[at..])?;
     let rest = rest.strip_prefix(b",\"i\":")?;
-    let (index, rest) = leading_u64(rest)?;
+    let (index, rest) = streamgate_compare::wire::leading_u64(rest)?;
     Some((t, index, rest.len()))
-}
-
-fn leading_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 20 {
-        return None;
-    }
-    let value = std::str::from_utf8(&bytes[..digits]).ok()?.parse().ok()?;
-    Some((value, &bytes[digits..]))
 }
 
 /// A histogram as `[value, count]` pairs (for JSON and merging across processes).

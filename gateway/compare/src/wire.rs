@@ -190,7 +190,7 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// A decimal number at the start of `bytes`, and what follows it.
-fn leading_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+pub fn leading_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || digits > 20 {
         return None;
