@@ -657,12 +657,7 @@ async fn read_log(http: SocketAddr, epoch: &str, after: u64) -> Vec<u64> {
             return seqs;
         }
         for message in messages {
-            let id = message["id"].as_str().expect("an event id");
-            let seq = id
-                .rsplit(':')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .expect("seq");
+            let seq = seq_of(message["id"].as_str().expect("an event id"));
             seqs.push(seq);
             cursor = seq;
         }
