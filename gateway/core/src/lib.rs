@@ -73,5 +73,6 @@ pub use tap::{
 };
 pub use telemetry::{record_rejection, TransportMetrics};
 pub use transport::{
-    error_response, full_body, Body, BoxError, ConnectionInfo, HttpTransport, TransportContext,
+    error_response, full_body, read_body_limited, Body, BoxError, ConnectionInfo, HttpTransport,
+    TransportContext,
 };

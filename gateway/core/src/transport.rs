@@ -30,6 +30,24 @@ pub fn full_body(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// A whole request body, or `None` as soon as it is over `limit` bytes.
+///
+/// Frame by frame rather than with `http_body_util::Limited`: inside an `async fn`, rustc
+/// cannot prove `Limited`'s conversion of [`BoxError`] for every lifetime, and the caller's
+/// future would not be `Send`.
+pub async fn read_body_limited(mut body: Body, limit: usize) -> Result<Option<Bytes>, BoxError> {
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if collected.len() + data.len() > limit {
+                return Ok(None);
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(collected.freeze()))
+}
+
 /// The HTTP error answer of `docs/PROTOCOL.md` §6, `{"error":{"code":…,"reason":…}}`.
 ///
 /// Every refusal goes through here: it is counted (`streamgate_rejections_total{reason=code}`),
@@ -109,6 +127,13 @@ pub trait HttpTransport: Send + Sync + fmt::Debug + 'static {
 
     /// Paths this transport serves (exact matches).
     fn paths(&self) -> &'static [&'static str];
+
+    /// Whether a `GET` to this transport holds its connection for long: a stream (SSE) or a
+    /// wait (long polling). The gateway serves such requests over HTTP/1.1 on a lean path of
+    /// its own, whose idle cost per connection is a fraction of a general HTTP connection's.
+    fn long_lived_get(&self) -> bool {
+        false
+    }
 
     /// Answers one request to one of [`HttpTransport::paths`]. Never fails: errors are
     /// responses.

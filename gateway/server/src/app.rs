@@ -3,13 +3,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use streamgate_core::{
-    tap_id_from_query, Authorizer, ConnectionInfo, ContentType, Direction, EventBus, HttpTransport,
-    PublishError, RecordKind, Tap, TapConnection, TapRegistry, Topic, TransportContext,
+    read_body_limited, tap_id_from_query, Authorizer, ConnectionInfo, ContentType, Direction,
+    EventBus, HttpTransport, PublishError, RecordKind, Tap, TapConnection, TapRegistry, Topic,
+    TransportContext,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -187,36 +185,59 @@ impl App {
         }
     }
 
+    /// Whether `GET path` is a transport's long-lived request (an SSE stream, a long-poll
+    /// wait), which the lean HTTP/1.1 path serves (see [`crate::h1`]).
+    pub(crate) fn long_lived_get(&self, path: &str) -> bool {
+        self.transports
+            .iter()
+            .any(|t| t.long_lived_get() && t.paths().contains(&path))
+    }
+
     /// Routes one request. Never fails: every error becomes a response.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        let path = request.uri().path().to_owned();
-        if let Some(transport) = self
+    ///
+    /// A transport's request gets the transport's own future, not one wrapped in this
+    /// router's: what a long-poll waiter holds while it waits is the transport's state alone.
+    pub fn handle(
+        self: Arc<Self>,
+        request: Request<Body>,
+    ) -> streamgate_core::BoxFuture<'static, Response<Body>> {
+        let path = request.uri().path();
+        let Some(transport) = self
             .transports
             .iter()
-            .find(|t| t.paths().contains(&path.as_str()))
-        {
-            // A POST to a transport carries a client message that publishes (`POST /poll`):
-            // the same per-IP rate as `POST /publish`.
-            if request.method() == Method::POST {
-                if let Err(rejection) = self.check_publish_rate(&request) {
-                    return rejection.into_client_message_response();
-                }
+            .find(|t| t.paths().contains(&path))
+            .cloned()
+        else {
+            return Box::pin(self.route(request));
+        };
+        // A POST to a transport carries a client message that publishes (`POST /poll`):
+        // the same per-IP rate as `POST /publish`.
+        if request.method() == Method::POST {
+            if let Err(rejection) = self.check_publish_rate(&request) {
+                return Box::pin(std::future::ready(rejection.into_client_message_response()));
             }
-            let mut request = request.map(|body| body.map_err(Into::into).boxed());
-            let Some(tap) = self.tap_for(&request, transport.name()) else {
-                return transport.handle(request, self.transport_context()).await;
-            };
-            let version = request.version();
-            tap.record(
-                Direction::In,
-                RecordKind::HttpHead,
-                &capture::request_head(&request),
-            );
-            // For transports that record bytes only they see (the upgraded WebSocket).
-            request.extensions_mut().insert(tap.clone());
-            let response = transport.handle(request, self.transport_context()).await;
-            return capture::tapped_response(response, version, tap, transport.name());
         }
+        let mut request = request;
+        let Some(tap) = self.tap_for(&request, transport.name()) else {
+            return transport.handle(request, self.transport_context());
+        };
+        let version = request.version();
+        tap.record(
+            Direction::In,
+            RecordKind::HttpHead,
+            &capture::request_head(&request),
+        );
+        // For transports that record bytes only they see (the upgraded WebSocket).
+        request.extensions_mut().insert(tap.clone());
+        let response = transport.handle(request, self.transport_context());
+        Box::pin(
+            async move { capture::tapped_response(response.await, version, tap, transport.name()) },
+        )
+    }
+
+    /// The gateway's own routes.
+    async fn route(self: Arc<Self>, request: Request<Body>) -> Response<Body> {
+        let path = request.uri().path().to_owned();
         let result = match (request.method(), path.as_str()) {
             (&Method::GET | &Method::HEAD, "/healthz") => Ok(self.healthz()),
             (_, "/healthz") => Err(Rejection::method_not_allowed("GET, HEAD")),
@@ -314,7 +335,7 @@ impl App {
     /// `POST /publish/{topic}`: the body is the payload, published as one event.
     async fn publish(
         &self,
-        request: Request<Incoming>,
+        request: Request<Body>,
         topic: &str,
     ) -> Result<Response<Body>, Rejection> {
         // First of all: a flooding client costs no token check, no body read, no publish.
@@ -344,9 +365,9 @@ impl App {
                 return Err(too_large(length.to_string()));
             }
         }
-        let payload: Bytes = match Limited::new(request.into_body(), max).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => return Err(too_large("over".to_owned())),
+        let payload = match read_body_limited(request.into_body(), max).await {
+            Ok(Some(payload)) => payload,
+            Ok(None) => return Err(too_large("over".to_owned())),
             Err(e) => {
                 return Err(Rejection::new(
                     StatusCode::BAD_REQUEST,
@@ -419,7 +440,7 @@ fn enabled_transports(config: &GatewayConfig) -> Vec<Arc<dyn HttpTransport>> {
 }
 
 /// Records which connection a request came in on, for transports' logs and limits.
-pub(crate) fn tag_connection(request: &mut Request<Incoming>, info: ConnectionInfo) {
+pub(crate) fn tag_connection(request: &mut Request<Body>, info: ConnectionInfo) {
     request.extensions_mut().insert(info);
 }
 
@@ -429,7 +450,7 @@ fn publish_rejection(error: &PublishError) -> Rejection {
     Rejection::new(error.status(), error.code, error.reason)
 }
 
-fn content_length(request: &Request<Incoming>) -> Option<u64> {
+fn content_length(request: &Request<Body>) -> Option<u64> {
     request
         .headers()
         .get(header::CONTENT_LENGTH)?
@@ -441,7 +462,7 @@ fn content_length(request: &Request<Incoming>) -> Option<u64> {
 
 /// The content type the publisher asked for: `?content_type=` first, then the `Content-Type`
 /// header. `None` means "sniff it from the payload".
-fn declared_content_type(request: &Request<Incoming>) -> Result<Option<ContentType>, Rejection> {
+fn declared_content_type(request: &Request<Body>) -> Result<Option<ContentType>, Rejection> {
     let from_query = request.uri().query().and_then(|query| {
         query
             .split('&')

@@ -91,6 +91,11 @@ pub struct ServerConfig {
     pub publish_rate: f64,
     /// `POST /publish/{topic}`: burst of events allowed per client IP. Default: 2000.
     pub publish_burst: u32,
+    /// Serve the long-lived `GET`s (`/sse`, `GET /poll`) over HTTP/1.1 on the gateway's own
+    /// lean path, whose idle cost per connection is a fraction of hyper's; `false` leaves
+    /// every request to hyper (for comparison, or should a client disagree with the lean
+    /// path). HTTP/2 is always hyper's. Default: true.
+    pub lean_http1: bool,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +112,7 @@ impl Default for ServerConfig {
             http2_ping_timeout: Duration::from_secs(20),
             publish_rate: 1000.0,
             publish_burst: 2000,
+            lean_http1: true,
         }
     }
 }

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -331,7 +333,7 @@ async fn serve_connection(
             let started = tokio::select! {
                 // Like hyper's graceful shutdown does for an idle connection.
                 () = app.shutdown.cancelled() => return,
-                started = limits::request_started(&stream, timeout) => started,
+                started = Box::pin(limits::request_started(&stream, timeout)) => started,
             };
             if !started {
                 streamgate_core::record_rejection(
@@ -340,24 +342,15 @@ async fn serve_connection(
                 );
                 return;
             }
-            serve_http(&app, &builder, stream, info).await
+            // Boxed, like the TLS connection: the connection's task then holds only what its
+            // kind of connection needs, not room for every kind.
+            if app.config.server.lean_http1 {
+                Box::pin(crate::h1::serve(&app, &builder, stream, info)).await
+            } else {
+                Box::pin(serve_http(&app, &builder, stream, info)).await
+            }
         }
-        Some(acceptor) => {
-            // The handshake counts against the same budget as request headers (slowloris).
-            let timeout = app.config.server.header_read_timeout;
-            let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake timed out");
-                    return;
-                }
-            };
-            serve_http(&app, &builder, stream, info).await
-        }
+        Some(acceptor) => Box::pin(serve_tls(&app, &builder, stream, acceptor, info)).await,
     };
     if let Err(e) = result {
         let timed_out = e
@@ -373,10 +366,40 @@ async fn serve_connection(
     }
 }
 
+/// Serves one TLS connection: the handshake, then HTTP/2 (hyper) or HTTP/1.1 (the lean path).
+async fn serve_tls(
+    app: &Arc<App>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    info: ConnectionInfo,
+) -> Result<(), BoxError> {
+    // The handshake counts against the same budget as request headers (slowloris).
+    let timeout = app.config.server.header_read_timeout;
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            return Ok(());
+        }
+    };
+    // HTTP/2 is hyper's; HTTP/1.1 starts on the lean path.
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 || !app.config.server.lean_http1 {
+        serve_http(app, builder, stream, info).await
+    } else {
+        crate::h1::serve(app, builder, stream, info).await
+    }
+}
+
 /// Serves HTTP/1.1 or HTTP/2 on `io` until the connection ends. It is shut down gracefully
 /// (HTTP/2: `GOAWAY`; HTTP/1.1: no further request) when the gateway stops, or when it has
 /// had no request in progress for `server.idle_timeout` (see [`crate::idle`]).
-async fn serve_http<I>(
+pub(crate) async fn serve_http<I>(
     app: &Arc<App>,
     builder: &auto::Builder<TokioExecutor>,
     io: I,
@@ -388,7 +411,8 @@ where
     let activity = Activity::new();
     let service_app = Arc::clone(app);
     let service_activity = Arc::clone(&activity);
-    let service = service_fn(move |mut request| {
+    let service = service_fn(move |request: http::Request<Incoming>| {
+        let mut request = request.map(|body| body.map_err(BoxError::from).boxed());
         let app = Arc::clone(&service_app);
         // From here until the response body is over (or dropped), the connection is busy.
         let busy = service_activity.busy();

@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use streamgate_core::{
-    error_response, full_body, record_rejection, AuthError, Body, BoxError, BoxFuture, Delivery,
-    HttpTransport, SubscribeRequest, Subscription, TransportContext, TransportMetrics,
+    error_response, full_body, read_body_limited, record_rejection, AuthError, Body, BoxFuture,
+    Delivery, HttpTransport, SubscribeRequest, Subscription, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{
     encode_error, encode_notice, encode_published, json_envelope, ClientMessage, ProtocolError,
@@ -48,6 +47,10 @@ impl HttpTransport for LongPollTransport {
         &["/poll"]
     }
 
+    fn long_lived_get(&self) -> bool {
+        true
+    }
+
     fn handle(
         &self,
         request: Request<Body>,
@@ -55,30 +58,46 @@ impl HttpTransport for LongPollTransport {
     ) -> BoxFuture<'static, Response<Body>> {
         let config = Arc::clone(&self.config);
         let metrics = self.metrics.clone();
-        Box::pin(async move {
-            match *request.method() {
-                Method::GET => match authorize_poll(&config, &request, &context) {
-                    Ok(()) => poll(&config, request.uri().query(), context, &metrics).await,
-                    Err(refused) => {
-                        let mut response = refused.to_response();
-                        set_json_headers(&mut response);
-                        response
-                    }
-                },
-                Method::POST => post(&config, request, context, &metrics).await,
-                _ => {
-                    let mut response = http_error(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "method_not_allowed",
-                        &format!("use {ALLOW}"),
-                    );
-                    response
-                        .headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-                    response
+        match *request.method() {
+            Method::GET => {
+                // All a wait needs is taken from the request now and the request dropped: a
+                // waiter holds its query, not the request's headers.
+                if let Err(refused) = authorize_poll(&config, &request, &context) {
+                    let mut response = refused.to_response();
+                    set_json_headers(&mut response);
+                    return Box::pin(std::future::ready(response));
                 }
+                let query = match PollQuery::parse(request.uri().query(), &query_bounds(&config)) {
+                    Ok(query) => query,
+                    Err(e) => return Box::pin(std::future::ready(protocol_error(&e))),
+                };
+                drop(request);
+                Box::pin(async move { poll(&config, query, context, &metrics).await })
             }
-        })
+            Method::POST => {
+                Box::pin(async move { post(&config, request, context, &metrics).await })
+            }
+            _ => {
+                let mut response = http_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    &format!("use {ALLOW}"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+                Box::pin(std::future::ready(response))
+            }
+        }
+    }
+}
+
+/// The bounds a poll's query must keep.
+fn query_bounds(config: &LongPollConfig) -> QueryBounds {
+    QueryBounds {
+        default_timeout: config.default_timeout,
+        max_timeout: config.max_timeout,
+        max_events: config.max_batch_events,
     }
 }
 
@@ -86,19 +105,10 @@ impl HttpTransport for LongPollTransport {
 /// delivery, the timeout or shutdown. The subscription ends with the request.
 async fn poll(
     config: &LongPollConfig,
-    query: Option<&str>,
+    query: PollQuery,
     context: TransportContext,
     metrics: &TransportMetrics,
 ) -> Response<Body> {
-    let bounds = QueryBounds {
-        default_timeout: config.default_timeout,
-        max_timeout: config.max_timeout,
-        max_events: config.max_batch_events,
-    };
-    let query = match PollQuery::parse(query, &bounds) {
-        Ok(query) => query,
-        Err(e) => return protocol_error(&e),
-    };
     let mut subscription = match context
         .bus
         .subscribe(SubscribeRequest::resume(
@@ -152,12 +162,7 @@ fn authorize_poll(
     if context.auth.is_none() {
         return Ok(());
     }
-    let bounds = QueryBounds {
-        default_timeout: config.default_timeout,
-        max_timeout: config.max_timeout,
-        max_events: config.max_batch_events,
-    };
-    let topics = PollQuery::parse(request.uri().query(), &bounds)
+    let topics = PollQuery::parse(request.uri().query(), &query_bounds(config))
         .map(|query| query.topics)
         .unwrap_or_default();
     context
@@ -231,7 +236,7 @@ async fn post(
     if declared.is_some_and(|length| length > limit as u64) {
         return too_large();
     }
-    let body = match read_body(request.into_body(), limit).await {
+    let body = match read_body_limited(request.into_body(), limit).await {
         Ok(Some(body)) => body,
         Ok(None) => return too_large(),
         Err(e) => {
@@ -283,20 +288,6 @@ async fn post(
             )),
         ),
     }
-}
-
-/// The whole body, or `None` as soon as it is over `limit` bytes.
-async fn read_body(mut body: Body, limit: usize) -> Result<Option<Bytes>, BoxError> {
-    let mut collected = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if collected.len() + data.len() > limit {
-                return Ok(None);
-            }
-            collected.extend_from_slice(&data);
-        }
-    }
-    Ok(Some(collected.freeze()))
 }
 
 /// A `POST /poll` answer: `published` (200) or an `error` message with its HTTP status.

@@ -42,6 +42,10 @@ impl HttpTransport for SseTransport {
         &["/sse"]
     }
 
+    fn long_lived_get(&self) -> bool {
+        true
+    }
+
     fn handle(
         &self,
         request: Request<Body>,

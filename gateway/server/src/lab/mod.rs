@@ -37,7 +37,6 @@ mod view;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use streamgate_core::{full_body, is_valid_tap_id, Tap, TapConnection, TapRegistry};
 
 use crate::config::LabConfig;
@@ -72,12 +71,12 @@ impl Lab {
     }
 
     /// Serves a request under `/lab`.
-    pub(crate) fn handle(&self, app: &App, request: &Request<Incoming>) -> Response<Body> {
+    pub(crate) fn handle(&self, app: &App, request: &Request<Body>) -> Response<Body> {
         self.route(app, request)
             .unwrap_or_else(Rejection::into_response)
     }
 
-    fn route(&self, app: &App, request: &Request<Incoming>) -> Result<Response<Body>, Rejection> {
+    fn route(&self, app: &App, request: &Request<Body>) -> Result<Response<Body>, Rejection> {
         let path = request.uri().path();
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return Err(Rejection::method_not_allowed("GET, HEAD"));
