@@ -63,7 +63,11 @@ impl Raw {
             }
             self.buffer.drain(..length).collect()
         } else {
-            assert_eq!(header(&head, "transfer-encoding"), Some("chunked"), "{head}");
+            assert_eq!(
+                header(&head, "transfer-encoding"),
+                Some("chunked"),
+                "{head}"
+            );
             let mut body = Vec::new();
             loop {
                 let line_end = self.until("\r\n").await;
@@ -221,7 +225,10 @@ async fn an_sse_stream_is_chunked_and_ends_with_the_last_chunk_at_shutdown() {
     let end = raw.until("streamgate epoch").await;
     let head = String::from_utf8_lossy(&raw.buffer[..end]).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
-    assert!(head.contains("content-type: text/event-stream\r\n"), "{head}");
+    assert!(
+        head.contains("content-type: text/event-stream\r\n"),
+        "{head}"
+    );
     assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
     send(&gateway, "POST", "/publish/s", &[], "{\"sse\":1}").await;
     raw.until("{\"sse\":1}").await;
