@@ -71,8 +71,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// A connection with no request in progress and no open response stream (an SSE stream,
     /// a long poll) is closed after this long: an HTTP/2 connection with a `GOAWAY`, an
-    /// HTTP/1.1 one between two requests (hyper also holds an HTTP/1.1 connection waiting
-    /// for its next request to `header_read_timeout`). 0 means no such limit. Default: 60 s.
+    /// HTTP/1.1 one between two requests (an HTTP/1.1 connection waiting for its next
+    /// request is also held no longer than `header_read_timeout`). 0 means no such limit.
+    /// Default: 60 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub idle_timeout: Duration,
     /// HTTP/2: silence from the client after which the server sends a `PING`, so that a dead

@@ -45,20 +45,23 @@ use crate::limits;
 use streamgate_core::{BoxError, ConnectionInfo};
 
 /// The longest head served here; a longer one goes to hyper (which takes up to 64 KiB).
-pub(crate) const LEAN_HEAD_LIMIT: usize = 8 * 1024;
+pub const LEAN_HEAD_LIMIT: usize = 8 * 1024;
 
 /// Headers parsed per request; a request with more goes to hyper.
 const MAX_HEADERS: usize = 48;
 
 /// What the bytes at the start of a connection's buffer are.
 #[derive(Debug)]
-pub(crate) enum Head {
+pub enum Head {
     /// Not a whole head yet.
     Partial,
     /// A request served here: `len` bytes of head, nothing else (no body).
     Lean {
+        /// The request, without a body.
         request: Box<Request<()>>,
+        /// The head's length in bytes.
         len: usize,
+        /// Whether the connection stays open after the response (no `Connection: close`).
         keep_alive: bool,
     },
     /// Anything else: hyper's to serve.
@@ -67,7 +70,7 @@ pub(crate) enum Head {
 
 /// Parses the request head at the start of `bytes`; `lean_route` says whether a path is one
 /// of the long-lived `GET` routes.
-pub(crate) fn parse_head(bytes: &[u8], lean_route: impl Fn(&str) -> bool) -> Head {
+pub fn parse_head(bytes: &[u8], lean_route: impl Fn(&str) -> bool) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(bytes) {
@@ -129,7 +132,7 @@ fn has_token(value: &[u8], token: &str) -> bool {
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// `content-length` is in the response's own headers.
     Declared,
     /// `content-length: n`, added here.
@@ -142,11 +145,7 @@ pub(crate) enum Framing {
 
 impl Framing {
     /// The framing for a response with these headers and this body size.
-    pub(crate) fn choose(
-        status: StatusCode,
-        headers: &http::HeaderMap,
-        exact_size: Option<u64>,
-    ) -> Self {
+    pub fn choose(status: StatusCode, headers: &http::HeaderMap, exact_size: Option<u64>) -> Self {
         if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Framing::Bodiless
         } else if headers.contains_key(CONTENT_LENGTH) {
@@ -161,7 +160,7 @@ impl Framing {
 
 /// The response head: status line, the response's headers, and the ones this path adds
 /// (`date` unless present, the framing, `connection: close` when the connection ends).
-pub(crate) fn encode_head(
+pub fn encode_head(
     parts: &http::response::Parts,
     framing: Framing,
     keep_alive: bool,
@@ -297,9 +296,10 @@ fn empty_body() -> Body {
 }
 
 /// Reads until `pending` starts with a whole request head (or with something hyper is to
-/// serve). The first head must come within `server.header_read_timeout`; a later one may keep
-/// the connection waiting for `server.idle_timeout`, and then has the header timeout from its
-/// first byte.
+/// serve). The first head must come within `server.header_read_timeout`; a connection
+/// waiting for its next request is closed after `server.idle_timeout` or the header timeout,
+/// whichever is shorter, as hyper closes it, and a head once begun has the header timeout
+/// from its first byte.
 async fn read_head<I>(
     app: &App,
     io: &mut I,
@@ -323,10 +323,12 @@ where
         if pending.capacity() - pending.len() < 512 {
             pending.reserve(1024);
         }
+        // Waiting for the next request: `idle_timeout`, and no longer than hyper would
+        // wait (its header timer runs from the end of the previous response).
         let deadline = match header_deadline {
             Some(deadline) => Some(deadline),
-            None if idle_timeout.is_zero() => None,
-            None => Some(Instant::now() + idle_timeout),
+            None if idle_timeout.is_zero() => Some(Instant::now() + header_timeout),
+            None => Some(Instant::now() + idle_timeout.min(header_timeout)),
         };
         let timer = async {
             match deadline {

@@ -20,7 +20,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod demo;
-mod h1;
+pub mod h1;
 mod http;
 mod idle;
 /// `streamgate explain-frame` and `streamgate inspect`: the teaching lab on the command line.
