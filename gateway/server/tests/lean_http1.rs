@@ -4,20 +4,26 @@
 
 mod common;
 
-use common::{send, within, TestGateway};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{send, tls_connect, within, TestGateway};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One HTTP/1.1 connection, read byte for byte.
-struct Raw {
-    stream: TcpStream,
+struct Raw<S = TcpStream> {
+    stream: S,
     buffer: Vec<u8>,
 }
 
 impl Raw {
     async fn connect(gateway: &TestGateway) -> Self {
+        Self::over(TcpStream::connect(gateway.addr).await.unwrap())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+    fn over(stream: S) -> Self {
         Self {
-            stream: TcpStream::connect(gateway.addr).await.unwrap(),
+            stream,
             buffer: Vec::new(),
         }
     }
@@ -113,6 +119,22 @@ fn from_start(cursor: &str) -> String {
 
 fn poll(topic: &str, timeout: u32) -> String {
     format!("GET /poll?topics={topic}&timeout={timeout} HTTP/1.1\r\nhost: test\r\n\r\n")
+}
+
+#[tokio::test]
+async fn an_sse_stream_over_https_with_http_1_1_on_the_lean_path() {
+    let mut config = TestGateway::quiet_config();
+    config.tls.enabled = true;
+    let gateway = TestGateway::start(config).await;
+    let mut raw = Raw::over(tls_connect(&gateway, b"http/1.1").await);
+    raw.write("GET /sse?topics=t HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await;
+    raw.until("streamgate epoch").await;
+    let head = String::from_utf8_lossy(&raw.buffer).to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    send(&gateway, "POST", "/publish/t", &[], "{\"tls\":1}").await;
+    raw.until("{\"tls\":1}").await;
+    gateway.shutdown().await;
 }
 
 async fn subscribers(gateway: &TestGateway, topic: &str) -> u64 {
