@@ -97,6 +97,11 @@ pub struct ServerConfig {
     /// every request to hyper (for comparison, or should a client disagree with the lean
     /// path). HTTP/2 is always hyper's. Default: true.
     pub lean_http1: bool,
+    /// A response on the lean HTTP/1.1 path (an SSE stream, a long-poll answer) whose writes
+    /// make no progress for this long, because the client stopped reading, is cut; the
+    /// client resumes from its last id when it reconnects. 0 means never. Default: 5 s.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +119,7 @@ impl Default for ServerConfig {
             publish_rate: 1000.0,
             publish_burst: 2000,
             lean_http1: true,
+            write_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -22,12 +22,12 @@
 //! never copied here.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
@@ -273,7 +273,13 @@ where
                 drop(handling);
                 let keep_alive = keep_alive && !app.shutdown.is_cancelled();
                 (
-                    Box::pin(respond(&mut io, response, keep_alive, &mut pending)),
+                    Box::pin(respond(
+                        &mut io,
+                        response,
+                        keep_alive,
+                        &mut pending,
+                        app.config.server.write_timeout,
+                    )),
                     keep_alive,
                 )
             }
@@ -387,12 +393,14 @@ const MAX_QUEUED_BYTES: usize = 64 * 1024;
 /// Frames gathered into one write at most.
 const MAX_GATHERED_FRAMES: usize = 32;
 
-/// Writes `response`; `Ok(false)` when the client left before it was over.
+/// Writes `response`; `Ok(false)` when the client left before it was over, or stopped
+/// reading: its writes made no progress for `write_timeout` (unless zero).
 async fn respond<I>(
     io: &mut I,
     response: Response<Body>,
     keep_alive: bool,
     pending: &mut Vec<u8>,
+    write_timeout: Duration,
 ) -> std::io::Result<bool>
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -407,6 +415,8 @@ where
     let mut ended = framing == Framing::Bodiless;
     let mut flushed = false;
     let mut gathered = Vec::new();
+    // Running while the socket takes nothing more; a write that makes progress stops it.
+    let mut stalled: Option<Pin<Box<tokio::time::Sleep>>> = None;
     poll_fn(|cx| loop {
         if poll_client_gone(io, cx, pending).is_ready() {
             return Poll::Ready(Ok(false));
@@ -454,14 +464,28 @@ where
             }
         }
         if !queue.is_empty() {
+            let before: usize = queue.iter().map(Bytes::len).sum();
             match poll_write_queue(io, cx, &mut queue) {
                 Poll::Ready(Ok(())) => {
                     queued = 0;
                     flushed = false;
+                    stalled = None;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     queued = queue.iter().map(Bytes::len).sum();
+                    if queued < before {
+                        stalled = None;
+                    }
+                    if !write_timeout.is_zero() {
+                        let timer = stalled
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(write_timeout)));
+                        if timer.as_mut().poll(cx).is_ready() {
+                            // It resumes from its last id when it reads again.
+                            tracing::info!("client stopped reading; closing the connection");
+                            return Poll::Ready(Ok(false));
+                        }
+                    }
                     return Poll::Pending;
                 }
             }
@@ -733,6 +757,25 @@ mod tests {
         assert_eq!(all, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
     }
 
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
+        // A pipe of 1 KiB the client never reads, and a stream that never ends.
+        let (_client, mut server) = tokio::io::duplex(1024);
+        let frames = futures_util::stream::repeat_with(|| {
+            Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(vec![b'x'; 512])))
+        });
+        let response = Response::new(http_body_util::StreamBody::new(frames).boxed());
+        let mut pending = Vec::new();
+        let started = tokio::time::Instant::now();
+        let completed = respond(&mut server, response, true, &mut pending, WRITE_TIMEOUT)
+            .await
+            .unwrap();
+        assert!(!completed, "cut, not completed");
+        assert_eq!(started.elapsed(), WRITE_TIMEOUT);
+    }
+
     #[tokio::test]
     async fn a_streamed_body_goes_out_in_chunks_and_ends_with_the_last_chunk() {
         let (client, mut server) = tokio::io::duplex(4096);
@@ -744,7 +787,7 @@ mod tests {
         let response = Response::new(body);
         let mut pending = Vec::new();
         let (mut client_read, _client_write) = tokio::io::split(client);
-        let completed = respond(&mut server, response, true, &mut pending)
+        let completed = respond(&mut server, response, true, &mut pending, WRITE_TIMEOUT)
             .await
             .unwrap();
         assert!(completed);
