@@ -73,6 +73,6 @@ pub use tap::{
 };
 pub use telemetry::{record_rejection, TransportMetrics};
 pub use transport::{
-    error_response, full_body, read_body_limited, Body, BoxError, ConnectionInfo, HttpTransport,
-    TransportContext,
+    error_response, full_body, header_has_token, read_body_limited, Body, BoxError, ConnectionInfo,
+    HttpTransport, TransportContext,
 };

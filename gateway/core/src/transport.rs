@@ -30,6 +30,18 @@ pub fn full_body(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// Whether `headers` contain a comma-separated token equal to `token`, case-insensitively,
+/// in any instance of header `name` (`Connection: keep-alive, close`, `Upgrade: websocket`).
+pub fn header_has_token(headers: &http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    })
+}
+
 /// A whole request body, or `None` as soon as it is over `limit` bytes.
 ///
 /// Frame by frame rather than with `http_body_util::Limited`: inside an `async fn`, rustc

@@ -33,7 +33,6 @@ use bytes::{Buf, Bytes};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -42,7 +41,7 @@ use tokio::time::Instant;
 use crate::app::App;
 use crate::http::Body;
 use crate::limits;
-use streamgate_core::{BoxError, ConnectionInfo};
+use streamgate_core::{header_has_token, BoxError, ConnectionInfo};
 
 /// The longest head served here; a longer one goes to hyper (which takes up to 64 KiB).
 pub const LEAN_HEAD_LIMIT: usize = 8 * 1024;
@@ -96,7 +95,6 @@ pub fn parse_head(bytes: &[u8], lean_route: impl Fn(&str) -> bool) -> Head {
     *request.method_mut() = Method::GET;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
-    let mut keep_alive = true;
     for header in parsed.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(header.name.as_bytes()),
@@ -111,23 +109,14 @@ pub fn parse_head(bytes: &[u8], lean_route: impl Fn(&str) -> bool) -> Head {
         if !bodiless {
             return Head::Other;
         }
-        if name == CONNECTION && has_token(value.as_bytes(), "close") {
-            keep_alive = false;
-        }
         request.headers_mut().append(name, value);
     }
+    let keep_alive = !header_has_token(request.headers(), CONNECTION, "close");
     Head::Lean {
         request: Box::new(request),
         len,
         keep_alive,
     }
-}
-
-/// Whether a comma-separated header value lists `token` (case-insensitive).
-fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// How a response body is delimited.
@@ -249,7 +238,7 @@ where
                         // Its capacity is freed for as long as the response lasts.
                         pending = Vec::new();
                     }
-                    let mut request = (*request).map(|()| empty_body());
+                    let mut request = (*request).map(|()| Body::default());
                     request.extensions_mut().insert(info);
                     (Arc::clone(app).handle(request), keep_alive)
                 }
@@ -293,12 +282,6 @@ where
             return Ok(());
         }
     }
-}
-
-fn empty_body() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
 }
 
 /// Reads until `pending` starts with a whole request head (or with something hyper is to
@@ -410,7 +393,6 @@ where
     let date = httpdate::fmt_http_date(SystemTime::now());
     let mut queue = VecDeque::with_capacity(4);
     queue.push_back(Bytes::from(encode_head(&parts, framing, keep_alive, &date)));
-    let mut queued = queue[0].len();
     let chunked = framing == Framing::Chunked;
     let mut ended = framing == Framing::Bodiless;
     let mut flushed = false;
@@ -422,6 +404,7 @@ where
             return Poll::Ready(Ok(false));
         }
         let mut gathered_now = false;
+        let queued: usize = queue.iter().map(Bytes::len).sum();
         if !ended && queued < MAX_QUEUED_BYTES {
             let mut size = 0;
             while gathered.len() < MAX_GATHERED_FRAMES && size < MAX_QUEUED_BYTES {
@@ -456,25 +439,21 @@ where
                 if chunked {
                     queue.push_back(Bytes::from_static(b"\r\n"));
                 }
-                queued = queue.iter().map(Bytes::len).sum();
             }
             if ended && chunked {
                 queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
-                queued += 5;
             }
         }
         if !queue.is_empty() {
             let before: usize = queue.iter().map(Bytes::len).sum();
             match poll_write_queue(io, cx, &mut queue) {
                 Poll::Ready(Ok(())) => {
-                    queued = 0;
                     flushed = false;
                     stalled = None;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    queued = queue.iter().map(Bytes::len).sum();
-                    if queued < before {
+                    if queue.iter().map(Bytes::len).sum::<usize>() < before {
                         stalled = None;
                     }
                     if !write_timeout.is_zero() {
@@ -608,6 +587,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     fn lean_routes(path: &str) -> bool {
         path == "/sse" || path == "/poll"

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{send, tls_connect, within, TestGateway};
+use streamgate_compare::wire::find;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -92,10 +93,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         };
         (head, String::from_utf8(body).unwrap())
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {

@@ -6,6 +6,7 @@
 
 use base64::Engine;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use streamgate_core::header_has_token;
 
 use crate::config::OriginPolicy;
 
@@ -40,18 +41,6 @@ pub struct Accepted {
     pub subprotocol: Option<String>,
 }
 
-/// Whether `headers` contain a comma-separated token equal to `token`, case-insensitively,
-/// in any instance of header `name`.
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    })
-}
-
 /// Checks an upgrade request; see the module documentation.
 ///
 /// # Errors
@@ -75,14 +64,14 @@ pub fn check(
             .push((header::ALLOW, HeaderValue::from_static("GET")));
         return Err(rejection);
     }
-    if !has_token(headers, header::UPGRADE, "websocket") {
+    if !header_has_token(headers, header::UPGRADE, "websocket") {
         return Err(HandshakeRejection::new(
             StatusCode::BAD_REQUEST,
             "not_websocket",
             "missing `Upgrade: websocket`: this endpoint only speaks WebSocket",
         ));
     }
-    if !has_token(headers, header::CONNECTION, "upgrade") {
+    if !header_has_token(headers, header::CONNECTION, "upgrade") {
         return Err(HandshakeRejection::new(
             StatusCode::BAD_REQUEST,
             "not_websocket",
