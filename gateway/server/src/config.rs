@@ -97,9 +97,12 @@ pub struct ServerConfig {
     /// every request to hyper (for comparison, or should a client disagree with the lean
     /// path). HTTP/2 is always hyper's. Default: true.
     pub lean_http1: bool,
-    /// A response on the lean HTTP/1.1 path (an SSE stream, a long-poll answer) whose writes
-    /// make no progress for this long, because the client stopped reading, is cut; the
-    /// client resumes from its last id when it reconnects. 0 means never. Default: 5 s.
+    /// A client that takes nothing the gateway sends for this long (it stopped reading, or it
+    /// is gone) is cut; it resumes from its last id when it reconnects. It holds for every
+    /// TCP connection (as `TCP_USER_TIMEOUT`: data written and not acknowledged for this long
+    /// ends the connection, however much the send buffer could still hold) and for writes on
+    /// the lean HTTP/1.1 path that make no progress. 0 means never. Default: 4 s, so that a
+    /// stalled reader is gone within 5 s of stopping.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub write_timeout: Duration,
 }
@@ -119,7 +122,7 @@ impl Default for ServerConfig {
             publish_rate: 1000.0,
             publish_burst: 2000,
             lean_http1: true,
-            write_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(4),
         }
     }
 }

@@ -205,6 +205,7 @@ impl Gateway {
                 }
             };
             let _ = stream.set_nodelay(true);
+            set_stall_timeout(&stream, app.config.server.write_timeout);
             let Some(ip_slot) = per_ip.try_acquire(peer.ip()) else {
                 let max = app.config.server.max_connections_per_ip;
                 streamgate_core::record_rejection(
@@ -292,6 +293,23 @@ fn bind_webtransport(
         regenerate,
     };
     webtransport::WtServer::bind(config.webtransport.clone(), source).map(Some)
+}
+
+/// Hands the kernel the cut-off for a client that stopped reading: with `TCP_USER_TIMEOUT`,
+/// data the gateway wrote that stays unacknowledged this long (the client's receive window
+/// is closed, or the client is gone) aborts the connection, so the session's next read or
+/// write fails and it ends. The gateway itself only sees a stalled reader once the socket's
+/// send buffer is full, which at a few events a second takes minutes (the kernel sizes it up
+/// to megabytes); the kernel sees it as soon as the window closes. 0 leaves it unset.
+fn set_stall_timeout(stream: &TcpStream, timeout: Duration) {
+    #[cfg(target_os = "linux")]
+    if !timeout.is_zero() {
+        if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+            tracing::debug!(error = %e, "TCP_USER_TIMEOUT not set");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (stream, timeout);
 }
 
 /// Binds a listener with an explicit accept backlog. `TcpListener::bind` uses a fixed 128,
