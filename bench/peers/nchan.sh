@@ -58,6 +58,15 @@ port_answers() {  # any HTTP answer on 127.0.0.1:$1
 
 read_pid() { [[ -s "$1/nginx.pid" ]] && tr -dc '0-9' <"$1/nginx.pid"; }
 
+# Exited counts as gone even while a zombie: the master's parent is init, and in a container
+# init may reap it a second or more later (kill -0 still succeeds on a zombie).
+running() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat:0:1}" != Z ]]
+}
+
 cmd_start() {
     [[ $# -ge 2 && $# -le 3 ]] || die "usage: start <port> <rundir> [workers]"
     local port="$1" rundir="$2" workers="${3:-2}"
@@ -119,7 +128,7 @@ cmd_start() {
     local launcher=$!
 
     local i pid=""
-    for ((i = 0; i < 100; i++)); do  # 10 s
+    for ((i = 0; i < 500; i++)); do  # 10 s
         if ! kill -0 "$launcher" 2>/dev/null; then
             tail -n 20 "$rundir/logs/error.log" >&2 || true
             die "nginx exited during startup"
@@ -129,7 +138,7 @@ cmd_start() {
             echo "$pid"
             return 0
         fi
-        sleep 0.1
+        sleep 0.02
     done
     kill -TERM "$launcher" 2>/dev/null || true
     tail -n 20 "$rundir/logs/error.log" >&2 || true
@@ -141,12 +150,12 @@ cmd_stop() {
     local rundir="$1" pid
     pid="$(read_pid "$rundir" || true)"
     [[ -n "$pid" ]] || { echo "nchan.sh: no nginx.pid in $rundir" >&2; return 0; }
-    if ! kill -0 "$pid" 2>/dev/null; then rm -f "$rundir/nginx.pid"; return 0; fi
+    if ! running "$pid"; then rm -f "$rundir/nginx.pid"; return 0; fi
     kill -TERM "$pid"  # fast shutdown: closes every subscriber at once
     local i
-    for ((i = 0; i < 100; i++)); do  # 10 s
-        kill -0 "$pid" 2>/dev/null || { rm -f "$rundir/nginx.pid"; return 0; }
-        sleep 0.1
+    for ((i = 0; i < 500; i++)); do  # 10 s
+        running "$pid" || { rm -f "$rundir/nginx.pid"; return 0; }
+        sleep 0.02
     done
     echo "nchan.sh: nginx $pid still up after 10 s, sending SIGKILL to it and its workers" >&2
     pkill -KILL -P "$pid" 2>/dev/null || true

@@ -1,6 +1,6 @@
 //! What `vs_nchan` (the orchestrator) and `loadgen` (the subscribers) share: the servers and
 //! transports, the payload that carries its scheduled send time, the summary a load generator
-//! prints, the open-loop HTTP publisher and `/proc` readings.
+//! prints, the open-loop HTTP publisher, the servers' subscriber counts and `/proc` readings.
 //!
 //! See bench/README.md (`vs_nchan`) for what the figures mean.
 
@@ -162,6 +162,10 @@ pub struct LoadgenSummary {
     pub closed_by_server: u64,
     /// Reconnections (storm or after the server closed).
     pub reconnects: u64,
+    /// Subscribers that received at least one event, of any index, since `reset`: all of
+    /// them once the server has registered every one (warm-up).
+    #[serde(default)]
+    pub fed: usize,
     /// Publish → receive latency of the never-stalled subscribers, µs pairs.
     pub latency_us: Vec<[u64; 2]>,
     /// The same for the stallable ones.
@@ -187,6 +191,7 @@ impl LoadgenSummary {
         self.notices += other.notices;
         self.closed_by_server += other.closed_by_server;
         self.reconnects += other.reconnects;
+        self.fed += other.fed;
         self.latency_us.extend_from_slice(&other.latency_us);
         self.latency_stalled_us
             .extend_from_slice(&other.latency_stalled_us);
@@ -367,6 +372,46 @@ fn read_responses(tcp: TcpStream, expected: u64, ok: &AtomicU64, failed: &Atomic
             failed.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Subscribers the server counts now (a fresh server has only the one topic): the sum of
+/// streamgate's `GET /topics` `subscribers`, or the `subscribers:` line of Nchan's
+/// `GET /nchan_status`.
+///
+/// # Errors
+/// If the request fails or the answer has no count.
+pub fn server_subscribers(server: Server, addr: SocketAddr) -> anyhow::Result<u64> {
+    let path = match server {
+        Server::Streamgate => "/topics",
+        Server::Nchan => "/nchan_status",
+    };
+    let mut tcp = TcpStream::connect(addr).context("connect")?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer)
+        .with_context(|| format!("GET {path}"))?;
+    let ok = answer.get(9..12) == Some("200");
+    let count = match server {
+        _ if !ok => None,
+        // No topic yet (nobody subscribed) is an empty list: 0.
+        Server::Streamgate => answer
+            .split("\"subscribers\":")
+            .skip(1)
+            .map(|rest| streamgate_compare::wire::leading_u64(rest.as_bytes()).map(|(n, _)| n))
+            .sum::<Option<u64>>(),
+        Server::Nchan => answer.lines().find_map(|line| {
+            line.strip_prefix("subscribers:")
+                .and_then(|n| n.trim().parse().ok())
+        }),
+    };
+    count.with_context(|| {
+        let start: String = answer.chars().take(200).collect();
+        format!("GET {path} answered {start:?}")
+    })
 }
 
 /// CPU time of a process, in microseconds: the sum of its threads' `schedstat` run time

@@ -17,6 +17,9 @@
 //!   the spread and reconnects with its last id (a reconnect storm);
 //! - `report`: print the summary JSON line; `stop`: print it and exit.
 //!
+//! Its `fed` (subscribers that got any event since `reset`) tells `vs_nchan` when the server
+//! has registered every subscriber, and its deliveries when a drain is over.
+//!
 //! Every event's payload starts with `{"t":<scheduled send time, µs since the Unix
 //! epoch>,"i":<index>,` (see [`streamgate_bench::vs_nchan::payload`]): latency is the receive
 //! time minus `t`, in an HDR histogram, and the index sequence per connection finds losses
@@ -139,6 +142,9 @@ struct Ctx {
     stats: RefCell<Stats>,
     /// Events with a smaller index are not counted (they belong to an earlier phase).
     from_index: Cell<u64>,
+    /// Bumped by `reset`: a connection counts in `fed` once per phase.
+    phase: Cell<u64>,
+    fed: Cell<usize>,
     connected: Cell<usize>,
     settled: Cell<usize>,
     stall: watch::Receiver<bool>,
@@ -159,11 +165,17 @@ struct ConnState {
     last_index: Option<u64>,
     /// Set when a reconnect started: the next event gives the time to first event.
     reconnect_started: Option<Instant>,
+    /// The phase in which this connection last counted in `fed`.
+    fed_phase: Option<u64>,
 }
 
 impl Ctx {
     fn record(&self, st: &mut ConnState, t_us: u64, index: u64) {
         let now = now_us();
+        if st.fed_phase != Some(self.phase.get()) {
+            st.fed_phase = Some(self.phase.get());
+            self.fed.set(self.fed.get() + 1);
+        }
         let mut stats = self.stats.borrow_mut();
         if let Some(last) = st.last_index {
             if index > last + 1 {
@@ -218,6 +230,7 @@ impl Ctx {
             notices: stats.notices,
             closed_by_server: stats.closed_by_server,
             reconnects: stats.reconnects,
+            fed: self.fed.get(),
             latency_us: hist_pairs(&stats.latency),
             latency_stalled_us: hist_pairs(&stats.latency_stalled),
             connect_us: hist_pairs(&stats.connect),
@@ -835,6 +848,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         server,
         stats: RefCell::new(Stats::new()),
         from_index: Cell::new(0),
+        phase: Cell::new(0),
+        fed: Cell::new(0),
         connected: Cell::new(0),
         settled: Cell::new(0),
         stall: stall_rx,
@@ -887,6 +902,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "reset" => {
                 let from: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
                 ctx.from_index.set(from);
+                ctx.phase.set(ctx.phase.get() + 1);
+                ctx.fed.set(0);
                 // Connection setup times stay: they belong to the connections, not a phase.
                 let mut stats = ctx.stats.borrow_mut();
                 let connect = std::mem::replace(&mut stats.connect, histogram());

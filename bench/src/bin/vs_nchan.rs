@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p streamgate -p streamgate-bench
-//! target/release/vs_nchan --quick                     # a few seconds a scenario (CI smoke)
+//! target/release/vs_nchan --quick                     # everything, small, ≈ 25 s (CI smoke)
 //! target/release/vs_nchan --json vs_nchan.json        # the full run
 //! ```
 //!
@@ -12,6 +12,13 @@
 //! `knee` (raise M until p99 passes 100 ms), `slow` (5 % of the subscribers stop reading),
 //! `storm` (every client reconnects with its last id). Every server gets a fresh process per
 //! scenario, transport and point, and its CPU time and memory come from `/proc`.
+//!
+//! Only the measured phases (publishing, idling, stalling, the storm's spread) take a fixed
+//! time; the rest waits on a signal. A measurement starts once every subscriber has received
+//! a warm-up event (uncounted: its index is below the next `reset`), or for `idle`, where
+//! nothing may be published, once the server counts them all; after publishing, the fleet is
+//! asked until the deliveries are all in or stop coming ([`DRAIN_QUIET`]), at most as long as
+//! the fixed wait this replaced, so that an overloaded point counts what it did before.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -26,14 +33,21 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use serde::Serialize;
 use streamgate_bench::vs_nchan::{
-    children, cpu_us, fd_count, rss_kib, slab_kib, LoadgenSummary, Percentiles, PublishReport,
-    Publisher, Server, TransportKind,
+    children, cpu_us, fd_count, rss_kib, server_subscribers, slab_kib, LoadgenSummary, Percentiles,
+    PublishReport, Publisher, Server, TransportKind,
 };
 
 /// Payload size of every event.
 const PAYLOAD_BYTES: usize = 256;
 /// The p99 that marks the saturation knee.
 const KNEE_P99_MS: f64 = 100.0;
+/// A drain is over once deliveries stop growing for this long: what is missing is lost.
+const DRAIN_QUIET: Duration = Duration::from_millis(300);
+/// How often the fleet or the server is asked while waiting on it.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// A warm-up event is published again after this long: a subscriber the server registered
+/// just after the last one (Nchan's start with the next message) gets the next.
+const WARM_UP_EVERY: Duration = Duration::from_millis(100);
 
 /// The same load against streamgate and nginx + Nchan, side by side.
 #[derive(Debug, Parser)]
@@ -53,7 +67,7 @@ struct Cli {
     /// nginx worker processes.
     #[arg(long, default_value_t = 2)]
     nchan_workers: usize,
-    /// A few seconds per scenario: N = 100, M = 10, a small storm (CI smoke check).
+    /// Everything, small: N = 100, short phases, in about 25 s (CI smoke check).
     #[arg(long)]
     quick: bool,
     /// Also write every measurement as JSON.
@@ -78,13 +92,13 @@ struct Cli {
     /// Fan-out: events per second (quick: 10).
     #[arg(long, value_delimiter = ',')]
     fanout_m: Option<Vec<f64>>,
-    /// Fan-out: seconds of publishing per point (quick: 1).
+    /// Fan-out: seconds of publishing per point (quick: 0.5).
     #[arg(long)]
     fanout_seconds: Option<f64>,
     /// Idle: connections (quick: 100).
     #[arg(long)]
     idle_connections: Option<usize>,
-    /// Idle: seconds over which idle CPU is measured (quick: 0.5).
+    /// Idle: seconds over which idle CPU is measured (quick: 0.3).
     #[arg(long)]
     idle_seconds: Option<f64>,
     /// Knee: subscribers (quick: 100).
@@ -93,7 +107,7 @@ struct Cli {
     /// Knee: events/s steps, tried in order until p99 passes 100 ms (quick: 100 only).
     #[arg(long, value_delimiter = ',')]
     knee_m: Option<Vec<f64>>,
-    /// Knee: seconds per step (quick: 1).
+    /// Knee: seconds per step (quick: 0.5).
     #[arg(long)]
     knee_seconds: Option<f64>,
     /// Slow consumers: subscribers, 5 % of which stall (quick: 100).
@@ -102,13 +116,13 @@ struct Cli {
     /// Slow consumers: events per second (100).
     #[arg(long)]
     slow_rate: Option<f64>,
-    /// Slow consumers: seconds the stalled ones stop reading (8; quick: 2).
+    /// Slow consumers: seconds the stalled ones stop reading (8; quick: 1).
     #[arg(long)]
     slow_seconds: Option<f64>,
     /// Reconnect storm: clients (quick: 100).
     #[arg(long)]
     storm_clients: Option<usize>,
-    /// Reconnect storm: the reconnects are spread over this many ms (quick: 300).
+    /// Reconnect storm: the reconnects are spread over this many ms (quick: 200).
     #[arg(long)]
     storm_spread_ms: Option<u64>,
     /// Subscribers per load-generator process.
@@ -156,8 +170,15 @@ struct Plan {
     slow_n: usize,
     slow_rate: f64,
     slow_seconds: f64,
+    /// Publishing before the stall (the healthy baseline), and after it (the resume).
+    slow_baseline_s: f64,
+    slow_after_s: f64,
     storm_clients: usize,
     storm_spread_ms: u64,
+    /// Publishing before the storm, and after its spread (so every client gets an event
+    /// after its reconnect).
+    storm_lead_s: f64,
+    storm_tail_s: f64,
 }
 
 impl Plan {
@@ -178,9 +199,9 @@ impl Plan {
                     vec![1.0, 10.0, 100.0]
                 }
             }),
-            fanout_seconds: cli.fanout_seconds.unwrap_or(if q { 1.0 } else { 5.0 }),
+            fanout_seconds: cli.fanout_seconds.unwrap_or(if q { 0.5 } else { 5.0 }),
             idle_connections: cli.idle_connections.unwrap_or(if q { 100 } else { 10_000 }),
-            idle_seconds: cli.idle_seconds.unwrap_or(if q { 0.5 } else { 5.0 }),
+            idle_seconds: cli.idle_seconds.unwrap_or(if q { 0.3 } else { 5.0 }),
             knee_n: cli.knee_n.unwrap_or(if q { 100 } else { 1000 }),
             knee_m: cli.knee_m.clone().unwrap_or_else(|| {
                 if q {
@@ -192,12 +213,16 @@ impl Plan {
                     ]
                 }
             }),
-            knee_seconds: cli.knee_seconds.unwrap_or(if q { 1.0 } else { 3.0 }),
+            knee_seconds: cli.knee_seconds.unwrap_or(if q { 0.5 } else { 3.0 }),
             slow_n: cli.slow_n.unwrap_or(if q { 100 } else { 1000 }),
             slow_rate: cli.slow_rate.unwrap_or(100.0),
-            slow_seconds: cli.slow_seconds.unwrap_or(if q { 2.0 } else { 8.0 }),
+            slow_seconds: cli.slow_seconds.unwrap_or(if q { 1.0 } else { 8.0 }),
+            slow_baseline_s: if q { 0.3 } else { 3.0 },
+            slow_after_s: if q { 0.3 } else { 2.0 },
             storm_clients: cli.storm_clients.unwrap_or(if q { 100 } else { 5000 }),
-            storm_spread_ms: cli.storm_spread_ms.unwrap_or(if q { 300 } else { 2000 }),
+            storm_spread_ms: cli.storm_spread_ms.unwrap_or(if q { 200 } else { 2000 }),
+            storm_lead_s: if q { 0.2 } else { 1.0 },
+            storm_tail_s: if q { 0.3 } else { 3.0 },
         }
     }
 }
@@ -618,6 +643,69 @@ impl Fleet {
         }
         Ok(total)
     }
+
+    /// Publishes warm-up events until each of the `n` subscribers has received one: the
+    /// server has registered them all (a long poll only once its request is parsed).
+    fn warm_up(&mut self, publisher: &mut Publisher, n: usize) -> anyhow::Result<()> {
+        let limit = Duration::from_secs_f64(10.0 + n as f64 / 500.0);
+        let started = Instant::now();
+        loop {
+            publisher.run(1.0, Duration::ZERO)?;
+            let sent = Instant::now();
+            while sent.elapsed() < WARM_UP_EVERY {
+                let fed = self.report("report")?.fed;
+                if fed >= n {
+                    return Ok(());
+                }
+                if started.elapsed() > limit {
+                    bail!(
+                        "only {fed} of {n} subscribers received a warm-up event within {:.0} s",
+                        limit.as_secs_f64()
+                    );
+                }
+                std::thread::sleep(POLL_EVERY);
+            }
+        }
+    }
+
+    /// After publishing: asks the fleet until its deliveries (stalled ones included) reach
+    /// `expected`, stop growing for [`DRAIN_QUIET`], or `limit` has passed, and returns the
+    /// last summary.
+    fn drain(&mut self, expected: u64, limit: Duration) -> anyhow::Result<LoadgenSummary> {
+        let started = Instant::now();
+        let mut summary = self.report("report")?;
+        let mut got = summary.deliveries + summary.stalled_deliveries;
+        let mut grew = Instant::now();
+        while got < expected && grew.elapsed() < DRAIN_QUIET && started.elapsed() < limit {
+            std::thread::sleep(POLL_EVERY.min(limit.saturating_sub(started.elapsed())));
+            summary = self.report("report")?;
+            let now = summary.deliveries + summary.stalled_deliveries;
+            if now != got {
+                got = now;
+                grew = Instant::now();
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// Waits until the server counts `n` subscribers (for `idle`, where nothing is published).
+fn wait_registered(srv: &RunningServer, n: usize) -> anyhow::Result<()> {
+    let limit = Duration::from_secs_f64(10.0 + n as f64 / 500.0);
+    let started = Instant::now();
+    loop {
+        let count = server_subscribers(srv.kind, srv.addr)?;
+        if count >= n as u64 {
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            bail!(
+                "the server counts {count} of {n} subscribers after {:.0} s",
+                limit.as_secs_f64()
+            );
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
 }
 
 impl Drop for Fleet {
@@ -652,12 +740,6 @@ struct Ctx<'a> {
 
 fn sleep_s(seconds: f64) {
     std::thread::sleep(Duration::from_secs_f64(seconds));
-}
-
-/// Settle time after the subscribers say they are connected (the servers register a
-/// long-poll subscriber only once its request is parsed).
-fn settle_s(n: usize) -> f64 {
-    0.3 + n as f64 / 10_000.0
 }
 
 fn publish_in_background(
@@ -715,16 +797,15 @@ impl Ctx<'_> {
         let seconds = self.plan.fanout_seconds.max(3.0 / m);
         let srv = RunningServer::start(self.cli, server, &self.work)?;
         let mut fleet = Fleet::spawn(self.cli, &srv, transport, n, 0.0)?;
-        sleep_s(settle_s(n));
         let mut publisher = Publisher::new(server, srv.addr, "bench", PAYLOAD_BYTES);
+        fleet.warm_up(&mut publisher, n)?;
         fleet.command(&format!("reset {}", publisher.next_index()))?;
         let cpu0 = srv.cpu_us();
         let published = publisher.run(m, Duration::from_secs_f64(seconds))?;
-        sleep_s(1.0 + n as f64 / 10_000.0);
-        let cpu = srv.cpu_us() - cpu0;
-        let summary = fleet.report("report")?;
-        drop(fleet);
         let expected = published.ok * n as u64;
+        let summary = fleet.drain(expected, Duration::from_secs_f64(1.0 + n as f64 / 10_000.0))?;
+        let cpu = srv.cpu_us() - cpu0;
+        drop(fleet);
         let mut figures = BTreeMap::new();
         figures.insert("events".to_owned(), published.ok as f64);
         figures.insert("deliveries".to_owned(), summary.deliveries as f64);
@@ -763,11 +844,13 @@ impl Ctx<'_> {
     fn idle(&mut self, server: Server, transport: TransportKind) -> anyhow::Result<()> {
         let n = self.plan.idle_connections;
         let srv = RunningServer::start(self.cli, server, &self.work)?;
-        sleep_s(0.3);
+        // Also before the baseline, so that the first request's one-off allocations (and the
+        // count's own) are not charged to the connections.
+        wait_registered(&srv, 0)?;
         let rss0 = srv.rss_kib();
         let slab0 = slab_kib();
         let fleet = Fleet::spawn(self.cli, &srv, transport, n, 0.0)?;
-        sleep_s(1.0 + n as f64 / 5000.0);
+        wait_registered(&srv, n)?;
         let rss1 = srv.rss_kib();
         let slab1 = slab_kib();
         let cpu0 = srv.cpu_us();
@@ -810,23 +893,24 @@ impl Ctx<'_> {
         let rate = 20.0;
         let srv = RunningServer::start(self.cli, server, &self.work)?;
         let mut fleet = Fleet::spawn(self.cli, &srv, transport, n, 0.0)?;
-        sleep_s(settle_s(n));
-        let publisher = Publisher::new(server, srv.addr, "bench", PAYLOAD_BYTES);
+        let mut publisher = Publisher::new(server, srv.addr, "bench", PAYLOAD_BYTES);
+        // Also gives every client a last id to resume from.
+        fleet.warm_up(&mut publisher, n)?;
         fleet.command(&format!("reset {}", publisher.next_index()))?;
-        let publish_s = 1.0 + spread as f64 / 1000.0 + 3.0;
+        let lead_s = self.plan.storm_lead_s;
+        let publish_s = lead_s + spread as f64 / 1000.0 + self.plan.storm_tail_s;
         let handle = publish_in_background(publisher, rate, publish_s);
-        sleep_s(1.0);
+        sleep_s(lead_s);
         let cpu0 = srv.cpu_us();
         fleet.command(&format!("reconnect {spread}"))?;
         let (_, published) = handle
             .join()
             .map_err(|_| anyhow::anyhow!("publisher panicked"))?;
         let published = published?;
-        sleep_s(1.5 + n as f64 / 5000.0);
-        let cpu = srv.cpu_us() - cpu0;
-        let summary = fleet.report("report")?;
-        drop(fleet);
         let expected = published.ok * n as u64;
+        let summary = fleet.drain(expected, Duration::from_secs_f64(1.5 + n as f64 / 5000.0))?;
+        let cpu = srv.cpu_us() - cpu0;
+        drop(fleet);
         let ttfe = Percentiles::of(&LoadgenSummary::histogram(&summary.ttfe_us));
         let mut figures = BTreeMap::new();
         figures.insert("clients".to_owned(), n as f64);
@@ -863,13 +947,13 @@ impl Ctx<'_> {
         let stalled = (n as f64 * 0.05).ceil() as u64;
         let srv = RunningServer::start(self.cli, server, &self.work)?;
         let mut fleet = Fleet::spawn(self.cli, &srv, transport, n, 0.05)?;
-        sleep_s(settle_s(n));
         let mut publisher = Publisher::new(server, srv.addr, "bench", PAYLOAD_BYTES);
+        fleet.warm_up(&mut publisher, n)?;
         // Baseline: everybody reads.
         fleet.command(&format!("reset {}", publisher.next_index()))?;
-        publisher.run(rate, Duration::from_secs_f64(3.0))?;
-        sleep_s(0.5);
-        let baseline = fleet.report("report")?;
+        let published_base =
+            publisher.run(rate, Duration::from_secs_f64(self.plan.slow_baseline_s))?;
+        let baseline = fleet.drain(published_base.ok * n as u64, Duration::from_millis(500))?;
         let rss_base = srv.rss_kib();
         let fds_base = srv.fds();
         // Stall 5 %, keep publishing.
@@ -879,11 +963,17 @@ impl Ctx<'_> {
         let handle = publish_in_background(publisher, rate, stall_s);
         let mut rss_max = rss_base;
         let mut cut_at: Option<f64> = None;
+        // The publisher's own connection is open through the stall (one per `run`), not at
+        // `fds_base`: without it, the 50th cut would only show once publishing stops.
+        let fds_base = fds_base + 1;
         let mut min_fds = fds_base;
         while stall_start.elapsed().as_secs_f64() < stall_s {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
             rss_max = rss_max.max(srv.rss_kib());
             let fds = srv.fds();
+            if handle.is_finished() {
+                continue; // its connection is gone too: not a cut
+            }
             min_fds = min_fds.min(fds);
             if cut_at.is_none() && fds_base.saturating_sub(fds) >= stalled {
                 cut_at = Some(stall_start.elapsed().as_secs_f64());
@@ -897,9 +987,12 @@ impl Ctx<'_> {
         // Resume reading; those cut off reconnect with their last id.
         fleet.command("unstall")?;
         let mut publisher = publisher;
-        publisher.run(rate, Duration::from_secs_f64(2.0))?;
-        sleep_s(1.0);
-        let after = fleet.report("report")?;
+        let published_after =
+            publisher.run(rate, Duration::from_secs_f64(self.plan.slow_after_s))?;
+        let after = fleet.drain(
+            (published.ok + published_after.ok) * n as u64,
+            Duration::from_secs(1),
+        )?;
         drop(fleet);
         let base_p99 = Percentiles::of(&LoadgenSummary::histogram(&baseline.latency_us)).p99_ms;
         let during_p = Percentiles::of(&LoadgenSummary::histogram(&during.latency_us));
@@ -963,8 +1056,8 @@ impl Ctx<'_> {
             };
             Fleet::spawn(&cli, &srv, transport, n, 0.0)?
         };
-        sleep_s(settle_s(n));
         let mut publisher = Publisher::new(server, srv.addr, "bench", PAYLOAD_BYTES);
+        fleet.warm_up(&mut publisher, n)?;
         let mut knee_rate = 0.0;
         let mut knee_deliveries = 0.0;
         let mut past: Option<(f64, f64, f64)> = None;
@@ -973,11 +1066,10 @@ impl Ctx<'_> {
             fleet.command(&format!("reset {}", publisher.next_index()))?;
             let cpu0 = srv.cpu_us();
             let published = publisher.run(m, Duration::from_secs_f64(step_s))?;
-            sleep_s(1.0);
-            let cpu = srv.cpu_us() - cpu0;
-            let summary = fleet.report("report")?;
-            let p = Percentiles::of(&LoadgenSummary::histogram(&summary.latency_us));
             let expected = published.ok * n as u64;
+            let summary = fleet.drain(expected, Duration::from_secs(1))?;
+            let cpu = srv.cpu_us() - cpu0;
+            let p = Percentiles::of(&LoadgenSummary::histogram(&summary.latency_us));
             let per_s = summary.deliveries as f64 / step_s;
             let complete = summary.deliveries * 100 >= expected * 99;
             steps.push(format!(
