@@ -647,25 +647,14 @@ impl Fleet {
     /// Publishes warm-up events until each of the `n` subscribers has received one: the
     /// server has registered them all (a long poll only once its request is parsed).
     fn warm_up(&mut self, publisher: &mut Publisher, n: usize) -> anyhow::Result<()> {
-        let limit = Duration::from_secs_f64(10.0 + n as f64 / 500.0);
-        let started = Instant::now();
-        loop {
-            publisher.run(1.0, Duration::ZERO)?;
-            let sent = Instant::now();
-            while sent.elapsed() < WARM_UP_EVERY {
-                let fed = self.report("report")?.fed;
-                if fed >= n {
-                    return Ok(());
-                }
-                if started.elapsed() > limit {
-                    bail!(
-                        "only {fed} of {n} subscribers received a warm-up event within {:.0} s",
-                        limit.as_secs_f64()
-                    );
-                }
-                std::thread::sleep(POLL_EVERY);
+        let mut sent: Option<Instant> = None;
+        until_counted(n, "subscribers received a warm-up event", || {
+            if sent.is_none_or(|at| at.elapsed() >= WARM_UP_EVERY) {
+                publisher.run(1.0, Duration::ZERO)?;
+                sent = Some(Instant::now());
             }
-        }
+            Ok(self.report("report")?.fed)
+        })
     }
 
     /// After publishing: asks the fleet until its deliveries (stalled ones included) reach
@@ -691,16 +680,28 @@ impl Fleet {
 
 /// Waits until the server counts `n` subscribers (for `idle`, where nothing is published).
 fn wait_registered(srv: &RunningServer, n: usize) -> anyhow::Result<()> {
+    until_counted(n, "subscribers counted by the server", || {
+        Ok(usize::try_from(server_subscribers(srv.kind, srv.addr)?)?)
+    })
+}
+
+/// Asks `count` every [`POLL_EVERY`] until it reaches `n`; registering `n` subscribers may
+/// take 10 s + N/500 s before the measurement fails.
+fn until_counted(
+    n: usize,
+    what: &str,
+    mut count: impl FnMut() -> anyhow::Result<usize>,
+) -> anyhow::Result<()> {
     let limit = Duration::from_secs_f64(10.0 + n as f64 / 500.0);
     let started = Instant::now();
     loop {
-        let count = server_subscribers(srv.kind, srv.addr)?;
-        if count >= n as u64 {
+        let counted = count()?;
+        if counted >= n {
             return Ok(());
         }
         if started.elapsed() > limit {
             bail!(
-                "the server counts {count} of {n} subscribers after {:.0} s",
+                "only {counted} of {n} {what} within {:.0} s",
                 limit.as_secs_f64()
             );
         }
