@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{scrape, send, within, TestGateway};
+use common::{read_until_closed, scrape, send, within, Sse, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -46,19 +46,6 @@ async fn until_cut(gateway: &TestGateway, transport: &str) {
     .await;
 }
 
-/// Everything left to read on a connection the gateway cut (it ends with an error or EOF).
-async fn drain(stream: &mut TcpStream) -> String {
-    let mut seen = Vec::new();
-    within("the cut connection to end", async {
-        let mut buffer = [0u8; 4096];
-        while let Ok(n @ 1..) = stream.read(&mut buffer).await {
-            seen.extend_from_slice(&buffer[..n]);
-        }
-    })
-    .await;
-    String::from_utf8_lossy(&seen).into_owned()
-}
-
 fn stalled_config() -> streamgate::config::GatewayConfig {
     let mut config = TestGateway::quiet_config();
     config.server.write_timeout = Duration::from_secs(1);
@@ -68,21 +55,7 @@ fn stalled_config() -> streamgate::config::GatewayConfig {
 #[tokio::test]
 async fn a_stalled_sse_reader_is_cut_and_resumes_from_its_last_id() {
     let gateway = TestGateway::start(stalled_config()).await;
-    let mut stream = small_window_connection(&gateway).await;
-    stream
-        .write_all(b"GET /sse?topics=slow HTTP/1.1\r\nhost: test\r\n\r\n")
-        .await
-        .unwrap();
-    let mut preamble = Vec::new();
-    within("the SSE preamble", async {
-        let mut buffer = [0u8; 1024];
-        while !String::from_utf8_lossy(&preamble).contains("streamgate epoch") {
-            let n = stream.read(&mut buffer).await.unwrap();
-            assert!(n > 0, "the SSE stream ended");
-            preamble.extend_from_slice(&buffer[..n]);
-        }
-    })
-    .await;
+    let mut reader = Sse::over(small_window_connection(&gateway).await, "slow", "").await;
 
     // The client stops reading here.
     for marker in 0..STALLED_EVENTS {
@@ -90,7 +63,8 @@ async fn a_stalled_sse_reader_is_cut_and_resumes_from_its_last_id() {
     }
     until_cut(&gateway, "sse").await;
 
-    let seen = drain(&mut stream).await;
+    reader.read_until_closed().await;
+    let seen = &reader.seen;
     // The cut can fall inside an event: only whole ones count as received.
     let whole = &seen[..seen.rfind("\n\n").map_or(0, |end| end + 2)];
     let ids: Vec<&str> = whole
@@ -98,37 +72,25 @@ async fn a_stalled_sse_reader_is_cut_and_resumes_from_its_last_id() {
         .filter_map(|line| line.strip_prefix("id: "))
         .collect();
     let received = ids.len();
-    let last_id = ids.last().map(|id| (*id).to_owned());
     assert!(
         received < STALLED_EVENTS,
         "the stalled reader got all {received} events: nothing was held back"
     );
 
     // Back, with the last id it has: the rest, and nothing twice.
-    let mut resumed = small_window_connection(&gateway).await;
-    let last_event_id = last_id
+    let last_event_id = ids
+        .last()
         .map(|id| format!("last-event-id: {id}\r\n"))
         .unwrap_or_default();
-    resumed
-        .write_all(
-            format!("GET /sse?topics=slow HTTP/1.1\r\nhost: test\r\n{last_event_id}\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let last_marker = format!("{:04}", STALLED_EVENTS - 1);
-    let mut rest = String::new();
-    within("the resumed events", async {
-        let mut buffer = [0u8; 4096];
-        while !rest.contains(&last_marker) {
-            let n = resumed.read(&mut buffer).await.unwrap();
-            assert!(n > 0, "the resumed stream ended");
-            rest.push_str(&String::from_utf8_lossy(&buffer[..n]));
-        }
-    })
+    let mut resumed = Sse::over(
+        small_window_connection(&gateway).await,
+        "slow",
+        &last_event_id,
+    )
     .await;
+    resumed.expect(&format!("{:04}", STALLED_EVENTS - 1)).await;
     assert_eq!(
-        received + rest.lines().filter(|line| line.starts_with("id: ")).count(),
+        received + resumed.events(),
         STALLED_EVENTS,
         "every event exactly once across the cut"
     );
@@ -167,5 +129,5 @@ async fn a_stalled_websocket_reader_is_cut() {
         publish_marked(&gateway, "slow", marker).await;
     }
     until_cut(&gateway, "ws").await;
-    drain(&mut stream).await;
+    read_until_closed(&mut stream).await;
 }

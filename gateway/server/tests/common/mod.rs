@@ -77,8 +77,14 @@ pub struct Sse {
 impl Sse {
     /// Subscribes to `topics` and waits for the stream's preamble.
     pub async fn open(addr: SocketAddr, topics: &str) -> Self {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = format!("GET /sse?topics={topics} HTTP/1.1\r\nhost: test\r\n\r\n");
+        Self::over(TcpStream::connect(addr).await.unwrap(), topics, "").await
+    }
+
+    /// [`Sse::open`] on a connection of the caller's, with `extra_headers` (each line ending
+    /// in CRLF) in the request.
+    pub async fn over(mut stream: TcpStream, topics: &str, extra_headers: &str) -> Self {
+        let head =
+            format!("GET /sse?topics={topics} HTTP/1.1\r\nhost: test\r\n{extra_headers}\r\n");
         stream.write_all(head.as_bytes()).await.unwrap();
         let mut sse = Self {
             stream,
@@ -113,6 +119,25 @@ impl Sse {
     pub fn events(&self) -> usize {
         self.seen.matches("\nid: ").count()
     }
+
+    /// Reads everything left, until the gateway ends the connection.
+    pub async fn read_until_closed(&mut self) {
+        let rest = read_until_closed(&mut self.stream).await;
+        self.seen.push_str(&String::from_utf8_lossy(&rest));
+    }
+}
+
+/// Everything left to read on a connection, until it ends (EOF, or an error such as a reset).
+pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    within("the connection to end", async {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+            seen.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await;
+    seen
 }
 
 /// One sample: name and labels, sorted.
