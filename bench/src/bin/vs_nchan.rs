@@ -956,7 +956,9 @@ impl Ctx<'_> {
             publisher.run(rate, Duration::from_secs_f64(self.plan.slow_baseline_s))?;
         let baseline = fleet.drain(published_base.ok * n as u64, Duration::from_millis(500))?;
         let rss_base = srv.rss_kib();
-        let fds_base = srv.fds();
+        // The stall's publisher holds a connection of its own (one per `run`) that is not
+        // open now: counted in, so that the 50th cut shows while publishing goes on.
+        let fds_base = srv.fds() + 1;
         // Stall 5 %, keep publishing.
         fleet.command(&format!("reset {}", publisher.next_index()))?;
         fleet.command("stall")?;
@@ -964,9 +966,6 @@ impl Ctx<'_> {
         let handle = publish_in_background(publisher, rate, stall_s);
         let mut rss_max = rss_base;
         let mut cut_at: Option<f64> = None;
-        // The publisher's own connection is open through the stall (one per `run`), not at
-        // `fds_base`: without it, the 50th cut would only show once publishing stops.
-        let fds_base = fds_base + 1;
         let mut min_fds = fds_base;
         while stall_start.elapsed().as_secs_f64() < stall_s {
             std::thread::sleep(Duration::from_millis(100));
