@@ -116,7 +116,7 @@ struct Cli {
     /// Slow consumers: events per second (100).
     #[arg(long)]
     slow_rate: Option<f64>,
-    /// Slow consumers: seconds the stalled ones stop reading (8; quick: 1).
+    /// Slow consumers: seconds the stalled ones stop reading (8; quick: 0.5).
     #[arg(long)]
     slow_seconds: Option<f64>,
     /// Reconnect storm: clients (quick: 100).
@@ -216,7 +216,7 @@ impl Plan {
             knee_seconds: cli.knee_seconds.unwrap_or(if q { 0.5 } else { 3.0 }),
             slow_n: cli.slow_n.unwrap_or(if q { 100 } else { 1000 }),
             slow_rate: cli.slow_rate.unwrap_or(100.0),
-            slow_seconds: cli.slow_seconds.unwrap_or(if q { 1.0 } else { 8.0 }),
+            slow_seconds: cli.slow_seconds.unwrap_or(if q { 0.5 } else { 8.0 }),
             slow_baseline_s: if q { 0.3 } else { 3.0 },
             slow_after_s: if q { 0.3 } else { 2.0 },
             storm_clients: cli.storm_clients.unwrap_or(if q { 100 } else { 5000 }),
@@ -496,10 +496,15 @@ fn loadgen_bin(cli: &Cli) -> PathBuf {
     if let Some(bin) = &cli.loadgen_bin {
         return bin.clone();
     }
+    sibling_bin("loadgen")
+}
+
+/// A binary of this package, next to this one.
+fn sibling_bin(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("loadgen")))
-        .unwrap_or_else(|| PathBuf::from("loadgen"))
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -737,6 +742,16 @@ struct Ctx<'a> {
     plan: Plan,
     work: PathBuf,
     results: Vec<Measurement>,
+    floors: Vec<Floor>,
+}
+
+/// One `write_floor` run at a fan-out point: the CPU of one write per delivery with no
+/// gateway at all, the baseline the servers' CPU per delivery is read against.
+#[derive(Debug, Serialize)]
+struct Floor {
+    point: String,
+    writer: String,
+    cpu_us_per_write: f64,
 }
 
 fn sleep_s(seconds: f64) {
@@ -839,6 +854,36 @@ impl Ctx<'_> {
         }
         let point = format!("N={n} M={m}");
         self.push(Scenario::Fanout, transport, &point, server, figures, notes);
+        Ok(())
+    }
+
+    /// The write floor at a fan-out point: `write_floor` (bench/src/bin/write_floor.rs) makes
+    /// the same writes (N connections, M events/s, a frame of the gateway's size) with nothing
+    /// but a write loop (`blocking`) and a tokio task per connection (`tokio`).
+    fn floor(&mut self, n: usize, m: f64) -> anyhow::Result<()> {
+        let seconds = self.plan.fanout_seconds.max(3.0 / m);
+        let json = self.work.join("write_floor.json");
+        let status = Command::new(sibling_bin("write_floor"))
+            .args(["--connections", &n.to_string(), "--rate", &m.to_string()])
+            .args(["--seconds", &seconds.to_string(), "--repeat", "1"])
+            .args(["--payload-bytes", &PAYLOAD_BYTES.to_string()])
+            .arg("--json")
+            .arg(&json)
+            .stdout(Stdio::null())
+            .status()
+            .context("starting write_floor (cargo build --release -p streamgate-bench)")?;
+        anyhow::ensure!(status.success(), "write_floor failed ({status})");
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+        for writer in ["blocking", "tokio"] {
+            let cpu = doc["writers"][writer]["median_cpu_us_per_write"]
+                .as_f64()
+                .with_context(|| format!("write_floor JSON without {writer}"))?;
+            self.floors.push(Floor {
+                point: format!("N={n} M={m}"),
+                writer: writer.to_owned(),
+                cpu_us_per_write: cpu,
+            });
+        }
         Ok(())
     }
 
@@ -1195,12 +1240,7 @@ fn print_tables(results: &[Measurement]) {
             };
             // With --repeat, every figure is the median of its runs.
             let median = |server: Server, name: &str| {
-                let mut values: Vec<f64> = runs(server)
-                    .filter_map(|r| r.figures.get(name).copied())
-                    .filter(|v| !v.is_nan())
-                    .collect();
-                values.sort_by(f64::total_cmp);
-                values.get(values.len() / 2).copied()
+                median_of(runs(server).filter_map(|r| r.figures.get(name).copied()))
             };
             let names: Vec<String> = runs(Server::Streamgate)
                 .chain(runs(Server::Nchan))
@@ -1243,6 +1283,89 @@ fn print_tables(results: &[Measurement]) {
     }
 }
 
+fn median_of(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.filter(|v| !v.is_nan()).collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
+/// The servers' CPU per delivery beside the write floor at the same fan-out points.
+fn print_floor_table(results: &[Measurement], floors: &[Floor]) {
+    if floors.is_empty() {
+        return;
+    }
+    println!("\n## 2. fan-out: CPU µs per delivery against the write floor\n");
+    let mut points: Vec<&str> = Vec::new();
+    for floor in floors {
+        if !points.contains(&floor.point.as_str()) {
+            points.push(&floor.point);
+        }
+    }
+    let mut rows = Vec::new();
+    for point in points {
+        let floor = |writer: &str| {
+            median_of(
+                floors
+                    .iter()
+                    .filter(|f| f.point == point && f.writer == writer)
+                    .map(|f| f.cpu_us_per_write),
+            )
+        };
+        let (blocking, tokio) = (floor("blocking"), floor("tokio"));
+        let mut transports: Vec<TransportKind> = Vec::new();
+        for r in results.iter().filter(|r| r.scenario == Scenario::Fanout) {
+            if !transports.contains(&r.transport) {
+                transports.push(r.transport);
+            }
+        }
+        for transport in transports {
+            let server_cpu = |server: Server| {
+                median_of(
+                    results
+                        .iter()
+                        .filter(|r| {
+                            r.scenario == Scenario::Fanout
+                                && r.transport == transport
+                                && r.point == point
+                                && r.server == server
+                        })
+                        .filter_map(|r| r.figures.get("cpu_us_per_delivery").copied()),
+                )
+            };
+            let sg = server_cpu(Server::Streamgate);
+            let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), fmt_value);
+            let ratio = match (sg, tokio) {
+                (Some(sg), Some(floor)) if floor > 0.0 => format!("{:.2}", sg / floor),
+                _ => "-".to_owned(),
+            };
+            rows.push(vec![
+                transport.name().to_owned(),
+                point.to_owned(),
+                show(blocking),
+                show(tokio),
+                show(sg),
+                show(server_cpu(Server::Nchan)),
+                ratio,
+            ]);
+        }
+    }
+    print!(
+        "{}",
+        streamgate_compare::stats::format_table(
+            &[
+                "transport",
+                "point",
+                "floor: write loop",
+                "floor: tokio task",
+                "streamgate",
+                "nchan",
+                "sg/tokio floor"
+            ],
+            &rows
+        )
+    );
+}
+
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let plan = Plan::new(cli);
     let bin = streamgate_bin(cli);
@@ -1273,6 +1396,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         plan,
         work: work.clone(),
         results: Vec::new(),
+        floors: Vec::new(),
     };
     eprintln!(
         "vs_nchan: streamgate {}, loadgen {}, {} cores, load {}",
@@ -1318,10 +1442,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                         failures.push(what);
                     }
                 }
+                // The floor does not depend on the transport: once per point.
+                if scenario == Scenario::Fanout && Some(&transport) == cli.transports.first() {
+                    for _ in 0..cli.repeat.max(1) {
+                        if let Err(e) = ctx.floor(n, m) {
+                            eprintln!("vs_nchan: FAILED write floor N={n} M={m}: {e:#}");
+                            failures.push(format!("write floor N={n} M={m}: {e:#}"));
+                        }
+                    }
+                }
             }
         }
     }
     print_tables(&ctx.results);
+    print_floor_table(&ctx.results, &ctx.floors);
     println!(
         "\n(ratio = streamgate / nchan; {}; {:.0} s in all)",
         if cli.repeat > 1 {
@@ -1337,6 +1471,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             "repeat": cli.repeat,
             "cores": std::thread::available_parallelism().map_or(0, usize::from),
             "results": ctx.results,
+            "write_floor": ctx.floors,
             "failures": failures,
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)

@@ -105,6 +105,11 @@ pub struct ServerConfig {
     /// stalled reader is gone within 5 s of stopping.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub write_timeout: Duration,
+    /// Set `TCP_NODELAY` on every accepted connection, so each write leaves at once.
+    /// `false` leaves Nagle's algorithm on: a small write waits while an earlier one is
+    /// unacknowledged and then goes out with whatever joined it, fewer packets for less CPU
+    /// per event at the price of latency. Default: true.
+    pub tcp_nodelay: bool,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +128,7 @@ impl Default for ServerConfig {
             publish_burst: 2000,
             lean_http1: true,
             write_timeout: Duration::from_secs(4),
+            tcp_nodelay: true,
         }
     }
 }
@@ -686,6 +692,7 @@ mod tests {
             [server]
             listen = "127.0.0.1:9000"
             header_read_timeout = 2.5
+            tcp_nodelay = false
             [bus]
             history_events = 50
             [demo]
@@ -699,6 +706,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.server.listen.port(), 9000);
+        assert!(!config.server.tcp_nodelay);
         assert_eq!(
             config.server.header_read_timeout,
             Duration::from_millis(2500)

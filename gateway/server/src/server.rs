@@ -204,7 +204,7 @@ impl Gateway {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
+            let _ = stream.set_nodelay(app.config.server.tcp_nodelay);
             set_stall_timeout(&stream, app.config.server.write_timeout);
             let Some(ip_slot) = per_ip.try_acquire(peer.ip()) else {
                 let max = app.config.server.max_connections_per_ip;
