@@ -1250,19 +1250,13 @@ fn print_tables(results: &[Measurement]) {
             for name in names {
                 let a = median(Server::Streamgate, &name);
                 let b = median(Server::Nchan, &name);
-                let ratio = match (a, b) {
-                    (Some(a), Some(b)) if b != 0.0 && !a.is_nan() && !b.is_nan() => {
-                        format!("{:.2}", a / b)
-                    }
-                    _ => "-".to_owned(),
-                };
                 rows.push(vec![
                     transport.name().to_owned(),
                     point.clone(),
                     name,
-                    a.map_or_else(|| "-".to_owned(), fmt_value),
-                    b.map_or_else(|| "-".to_owned(), fmt_value),
-                    ratio,
+                    cell(a),
+                    cell(b),
+                    ratio_cell(a, b),
                 ]);
             }
         }
@@ -1280,6 +1274,19 @@ fn print_tables(results: &[Measurement]) {
                 &rows
             )
         );
+    }
+}
+
+/// A table cell: the value, or `-` where there is none.
+fn cell(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), fmt_value)
+}
+
+/// A table cell holding `a / b`, or `-` where either is missing or the ratio is undefined.
+fn ratio_cell(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 && !a.is_nan() && !b.is_nan() => format!("{:.2}", a / b),
+        _ => "-".to_owned(),
     }
 }
 
@@ -1333,19 +1340,14 @@ fn print_floor_table(results: &[Measurement], floors: &[Floor]) {
                 )
             };
             let sg = server_cpu(Server::Streamgate);
-            let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), fmt_value);
-            let ratio = match (sg, tokio) {
-                (Some(sg), Some(floor)) if floor > 0.0 => format!("{:.2}", sg / floor),
-                _ => "-".to_owned(),
-            };
             rows.push(vec![
                 transport.name().to_owned(),
                 point.to_owned(),
-                show(blocking),
-                show(tokio),
-                show(sg),
-                show(server_cpu(Server::Nchan)),
-                ratio,
+                cell(blocking),
+                cell(tokio),
+                cell(sg),
+                cell(server_cpu(Server::Nchan)),
+                ratio_cell(sg, tokio),
             ]);
         }
     }
