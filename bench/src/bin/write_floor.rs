@@ -208,11 +208,37 @@ fn measure(cli: &Cli, writer: Writer, events: u64, frame: &Bytes) -> anyhow::Res
         .stdout(Stdio::piped())
         .spawn()
         .context("starting the reader process")?;
+    // Accepting without blocking, so a reader process that dies (or cannot open its
+    // sockets) ends the run with its status instead of leaving it waiting for good.
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut sockets = Vec::with_capacity(cli.connections);
     while sockets.len() < cli.connections {
-        let (socket, _) = listener.accept()?;
-        socket.set_nodelay(!cli.nagle)?;
-        sockets.push(socket);
+        match listener.accept() {
+            Ok((socket, _)) => {
+                socket.set_nonblocking(false)?;
+                socket.set_nodelay(!cli.nagle)?;
+                sockets.push(socket);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Some(status) = reader.try_wait()? {
+                    bail!(
+                        "the reader process exited after {} connections ({status})",
+                        sockets.len()
+                    );
+                }
+                if Instant::now() > deadline {
+                    let _ = reader.kill();
+                    bail!(
+                        "only {} of {} readers connected within 30 s",
+                        sockets.len(),
+                        cli.connections
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     let schedule = Schedule {
         rate: cli.rate,
