@@ -65,6 +65,11 @@ pub fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// When event `index` of an open-loop schedule at `rate` events/s is due: `start + index / rate`.
+pub fn due_at(start: Instant, index: u64, rate: f64) -> Instant {
+    start + Duration::from_secs_f64(index as f64 / rate)
+}
+
 /// Event `index`'s payload, exactly `len` bytes (≥ 64) of JSON:
 /// `{"t":<due µs>,"i":<index>,"p":"xxx…"}`. Both servers deliver it verbatim (streamgate as
 /// the envelope's `data`, Nchan as the message body).
@@ -287,8 +292,7 @@ impl Publisher {
         let start_us = now_us();
         let mut max_late = 0u64;
         for k in 0..events {
-            let offset = Duration::from_secs_f64(k as f64 / rate);
-            let due = start + offset;
+            let due = due_at(start, k, rate);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
@@ -298,7 +302,7 @@ impl Publisher {
             let index = self.next_index;
             self.next_index += 1;
             let body = payload(
-                start_us + offset.as_micros() as u64,
+                start_us + (due - start).as_micros() as u64,
                 index,
                 self.payload_bytes,
             );

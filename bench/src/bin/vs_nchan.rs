@@ -182,6 +182,11 @@ struct Plan {
 }
 
 impl Plan {
+    /// Seconds of publishing at a fan-out point of `m` events/s: at least 3 events.
+    fn fanout_seconds_at(&self, m: f64) -> f64 {
+        self.fanout_seconds.max(3.0 / m)
+    }
+
     fn new(cli: &Cli) -> Self {
         let q = cli.quick;
         Self {
@@ -810,7 +815,7 @@ impl Ctx<'_> {
         n: usize,
         m: f64,
     ) -> anyhow::Result<()> {
-        let seconds = self.plan.fanout_seconds.max(3.0 / m);
+        let seconds = self.plan.fanout_seconds_at(m);
         let srv = RunningServer::start(self.cli, server, &self.work)?;
         let mut fleet = Fleet::spawn(self.cli, &srv, transport, n, 0.0)?;
         let mut publisher = Publisher::new(server, srv.addr, "bench", PAYLOAD_BYTES);
@@ -861,7 +866,7 @@ impl Ctx<'_> {
     /// the same writes (N connections, M events/s, a frame of the gateway's size) with nothing
     /// but a write loop (`blocking`) and a tokio task per connection (`tokio`).
     fn floor(&mut self, n: usize, m: f64) -> anyhow::Result<()> {
-        let seconds = self.plan.fanout_seconds.max(3.0 / m);
+        let seconds = self.plan.fanout_seconds_at(m);
         let json = self.work.join("write_floor.json");
         let status = Command::new(sibling_bin("write_floor"))
             .args(["--connections", &n.to_string(), "--rate", &m.to_string()])
@@ -1290,10 +1295,10 @@ fn ratio_cell(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// The median of the values that are numbers, if any.
 fn median_of(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut values: Vec<f64> = values.filter(|v| !v.is_nan()).collect();
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied()
+    let values: Vec<f64> = values.filter(|v| !v.is_nan()).collect();
+    (!values.is_empty()).then(|| streamgate_compare::stats::median(&values))
 }
 
 /// The servers' CPU per delivery beside the write floor at the same fan-out points.
@@ -1308,6 +1313,12 @@ fn print_floor_table(results: &[Measurement], floors: &[Floor]) {
             points.push(&floor.point);
         }
     }
+    let mut transports: Vec<TransportKind> = Vec::new();
+    for r in results.iter().filter(|r| r.scenario == Scenario::Fanout) {
+        if !transports.contains(&r.transport) {
+            transports.push(r.transport);
+        }
+    }
     let mut rows = Vec::new();
     for point in points {
         let floor = |writer: &str| {
@@ -1319,13 +1330,7 @@ fn print_floor_table(results: &[Measurement], floors: &[Floor]) {
             )
         };
         let (blocking, tokio) = (floor("blocking"), floor("tokio"));
-        let mut transports: Vec<TransportKind> = Vec::new();
-        for r in results.iter().filter(|r| r.scenario == Scenario::Fanout) {
-            if !transports.contains(&r.transport) {
-                transports.push(r.transport);
-            }
-        }
-        for transport in transports {
+        for &transport in &transports {
             let server_cpu = |server: Server| {
                 median_of(
                     results

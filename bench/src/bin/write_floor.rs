@@ -34,8 +34,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use streamgate_bench::vs_nchan::{cpu_us, now_us, payload};
+use streamgate_bench::vs_nchan::{cpu_us, due_at, now_us, payload};
+use streamgate_compare::stats::median;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 
 #[derive(Debug, Parser)]
 #[command(name = "write_floor")]
@@ -109,8 +112,9 @@ fn main() -> anyhow::Result<()> {
         cli.seconds = 0.3;
         cli.repeat = 1;
     }
+    cli.repeat = cli.repeat.max(1);
     let events = ((cli.rate * cli.seconds).round() as u64).max(1);
-    let frame = envelope_frame(cli.payload_bytes);
+    let frame = envelope_frame(cli.payload_bytes)?;
     println!(
         "write_floor: N = {} connections, M = {} events/s, {} events of {} bytes on the wire, {} run(s) per writer",
         cli.connections,
@@ -137,8 +141,8 @@ fn main() -> anyhow::Result<()> {
     println!("|---|---:|---:|");
     let mut json = serde_json::Map::new();
     for (writer, runs) in &results {
-        let cpu = median(runs.iter().map(|r| r.cpu_us_per_write));
-        let fanout = median(runs.iter().map(|r| r.last_fanout_ms));
+        let cpu = median(&runs.iter().map(|r| r.cpu_us_per_write).collect::<Vec<_>>());
+        let fanout = median(&runs.iter().map(|r| r.last_fanout_ms).collect::<Vec<_>>());
         let each: Vec<String> = runs
             .iter()
             .map(|r| format!("{:.2}", r.cpu_us_per_write))
@@ -167,34 +171,17 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 /// A WebSocket text frame (server to client, unmasked) holding an event envelope of the
 /// gateway's shape around a `vs_nchan` payload, so each write is the size the gateway writes.
-fn envelope_frame(payload_bytes: usize) -> Bytes {
+fn envelope_frame(payload_bytes: usize) -> anyhow::Result<Bytes> {
     let body = format!(
         "{{\"type\":\"event\",\"topic\":\"bench\",\"id\":\"1a2b3c4d5e6f7a8b-1042\",\"ts\":{},\"content_type\":\"json\",\"data\":{}}}",
         now_us(),
         payload(now_us(), 1042, payload_bytes)
     );
-    let mut frame = vec![0x81];
-    match body.len() {
-        len @ 0..=125 => frame.push(len as u8),
-        len @ 126..=65535 => {
-            frame.push(126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            frame.push(127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(body.as_bytes());
-    Bytes::from(frame)
+    let mut frame = Vec::new();
+    Frame::message(body, OpCode::Data(Data::Text), true).format(&mut frame)?;
+    Ok(Bytes::from(frame))
 }
 
 /// One run of one writer: connects a fresh reader process, writes, checks every byte arrived.
@@ -275,7 +262,7 @@ struct Schedule {
 
 impl Schedule {
     fn due(&self, start: Instant, index: u64) -> Instant {
-        start + Duration::from_secs_f64(index as f64 / self.rate)
+        due_at(start, index, self.rate)
     }
 }
 
