@@ -1,0 +1,1 @@
+//! Abuse: connections (filled in by the hardening work).

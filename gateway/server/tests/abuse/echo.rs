@@ -1,0 +1,1 @@
+//! Abuse: echo (filled in by the hardening work).

@@ -1,0 +1,1 @@
+//! Abuse: history (filled in by the hardening work).

@@ -1,0 +1,1 @@
+//! Abuse: json (filled in by the hardening work).

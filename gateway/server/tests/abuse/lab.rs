@@ -1,0 +1,1 @@
+//! Abuse: lab (filled in by the hardening work).

@@ -1,0 +1,1 @@
+//! Abuse: origin (filled in by the hardening work).

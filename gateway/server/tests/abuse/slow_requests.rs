@@ -1,0 +1,1 @@
+//! Abuse: slow_requests (filled in by the hardening work).
