@@ -1,7 +1,7 @@
 //! The shared bus conformance suite on a gateway node whose bus is a NATS JetStream log.
 //!
-//! Each check gets a node over its own stream (deleted when the check ends), on the server
-//! at `NATS_URL` (default `nats://127.0.0.1:4222`).
+//! Each check gets a node over its own stream (deleted when the check ends), on the
+//! `nats-server` this test binary starts for itself, or the server at `NATS_URL`.
 
 mod common;
 

@@ -1,18 +1,16 @@
 //! The NATS broker against a real nats-server with JetStream.
 //!
-//! Most tests use the server at `NATS_URL` (default `nats://127.0.0.1:4222`), each with its
-//! own random stream name and subject prefix, and delete their stream when they end, even
-//! by a panic. The restart test starts its own `nats-server` (which must be on `PATH`, or
-//! named by `NATS_SERVER`) on a free port with a temporary store directory, so that it can
-//! kill and restart it.
+//! Most tests use the nats-server this test binary starts for itself, or the server at
+//! `NATS_URL` (see `streamgate-test-brokers`), each with its own random stream name and
+//! subject prefix, and delete their stream when they end, even by a panic. The restart test
+//! starts a `nats-server` of its own on a free port with a temporary store directory, so that
+//! it can kill and restart it.
 //!
 //! Every wait is bounded: a receive gives up after ten seconds, and polling loops (a server
 //! accepting connections, a client reconnecting) have a deadline.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,9 +18,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 mod common;
 
-use common::{nats_url, random_token, TestLog};
+use common::{nats_url, TestLog};
 use streamgate_bus_nats::{NatsBroker, NatsBrokerConfig};
-use streamgate_core::{Broker, BrokerError, ContentType, Event, EventId, Feed, FeedEvents, Topic};
+use streamgate_test_brokers::{Broker, BrokerServer};
+use streamgate_core::{Broker as _, BrokerError, ContentType, Event, EventId, Feed, FeedEvents, Topic};
 
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -581,7 +580,7 @@ fn malformed_config_is_refused_without_contacting_nats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_keeps_acknowledged_events_and_epoch() {
-    let mut server = NatsServer::start();
+    let mut server = BrokerServer::start(Broker::Nats);
     let log = TestLog::new(&server.url());
     let broker = Arc::new(log.broker(1000));
     let events_topic = topic("restart.events");
@@ -688,82 +687,4 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A nats-server of this test's own, killed when dropped.
-struct NatsServer {
-    port: u16,
-    store: PathBuf,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    fn start() -> Self {
-        let store = std::env::temp_dir().join(format!("streamgate-nats-test-{}", random_token()));
-        std::fs::create_dir_all(&store).unwrap();
-        let mut server = Self {
-            port: free_port(),
-            store,
-            child: None,
-        };
-        server.restart();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on the same port and store, and waits until it accepts
-    /// connections.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "the server is already running");
-        let program = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
-        let child = Command::new(&program)
-            .args(["-js", "-sd"])
-            .arg(&self.store)
-            .args(["-p", &self.port.to_string(), "-a", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot start {program:?}: {err}. This test needs nats-server with \
-                     JetStream on PATH (or its path in NATS_SERVER)"
-                )
-            });
-        self.child = Some(child);
-        let address = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + RECEIVE_TIMEOUT;
-        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|child| child.try_wait().unwrap())
-            {
-                panic!("nats-server exited at start-up with {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not accept connections on port {} in time",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Kills the server with SIGKILL: no shutdown, no flush beyond what it already wrote.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
 }

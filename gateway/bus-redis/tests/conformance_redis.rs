@@ -2,7 +2,7 @@
 //! fan-out mode.
 //!
 //! Each check gets a node over its own key prefix (deleted when the check ends), on the
-//! server at `REDIS_URL` (default `redis://127.0.0.1:6379`).
+//! `redis-server` this test binary starts for itself, or the server at `REDIS_URL`.
 
 mod common;
 

@@ -1,8 +1,9 @@
-//! [`RedisBroker`] against a real Redis: `REDIS_URL`, or `redis://127.0.0.1:6379`.
+//! [`RedisBroker`] against a real Redis: the one this test binary starts for itself, or the
+//! server at `REDIS_URL` (see `streamgate-test-brokers`).
 //!
 //! Every test works under a fresh random prefix and deletes its keys when it ends, even by
-//! panicking. The restart tests start their own `redis-server` (it must be on `PATH`) on a
-//! free port, and kill it when they end.
+//! panicking. The restart tests start a `redis-server` of their own on a free port, and kill
+//! it when they end.
 //!
 //! Tests that depend on the fan-out mode run once per mode, in the modules `pubsub` and
 //! `xread`.
@@ -11,16 +12,15 @@ mod common;
 
 use common::{redis_url, Cleanup};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use streamgate_bus_redis::{Fanout, RedisBroker, RedisBrokerConfig};
+use streamgate_test_brokers::{Broker, BrokerServer};
 use streamgate_core::{
-    Broker, BrokerError, ContentType, Epoch, Event, EventId, Feed, FeedEvents, Topic,
+    Broker as _, BrokerError, ContentType, Epoch, Event, EventId, Feed, FeedEvents, Topic,
 };
 
 /// Longest wait for anything the test expects to happen.
@@ -549,100 +549,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A `redis-server` child process, killed when dropped.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    persistent: bool,
-}
-
-impl RedisServer {
-    /// Starts a server on a free port, persisting every write to `dir` if `persistent`.
-    async fn start(persistent: bool) -> Self {
-        let dir = std::env::temp_dir().join(format!("streamgate-redis-{}", Epoch::random()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut server = Self {
-            child: None,
-            port: free_port(),
-            dir,
-            persistent,
-        };
-        server.restart().await;
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server again, same port and directory, and waits until it answers.
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "the server is already running");
-        let mut command = Command::new("redis-server");
-        command
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--save")
-            .arg("")
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--daemonize")
-            .arg("no")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if self.persistent {
-            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            command.args(["--appendonly", "no"]);
-        }
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!("cannot start redis-server (it must be on PATH for this test): {e}")
-        });
-        self.child = Some(child);
-        wait_for_ping(&self.url()).await;
-    }
-
-    /// SIGKILL: no chance to save anything on the way out.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(Path::new(&self.dir));
-    }
-}
-
-/// Polls `PING` until the server answers `PONG` (not `LOADING`), for at most [`WAIT`].
-async fn wait_for_ping(url: &str) {
-    let client = redis::Client::open(url).unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
-            let pong: redis::RedisResult<String> =
-                redis::cmd("PING").query_async(&mut connection).await;
-            if pong.as_deref() == Ok("PONG") {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "redis-server on {url} did not answer PING within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn acknowledged_events_survive_a_restart(fanout: Fanout) {
-    let mut server = RedisServer::start(true).await;
+    let mut server = BrokerServer::start_durable(Broker::Redis);
     let log = TestLog::new(&server.url(), fanout, 100);
     let broker = log.node();
 
@@ -689,7 +597,7 @@ async fn acknowledged_events_survive_a_restart(fanout: Fanout) {
         other => panic!("append to a dead Redis: expected Unavailable, got {other:?}"),
     }
 
-    server.restart().await;
+    server.restart();
     let mut resumed = follow(&broker, Some(last.clone())).await;
     assert_eq!(resumed.epoch, last.epoch, "the restart lost the epoch");
     assert_eq!(resumed.head_seq, 50);
@@ -717,7 +625,7 @@ async fn acknowledged_events_survive_a_restart(fanout: Fanout) {
 }
 
 async fn a_restart_without_persistence_is_a_new_epoch(fanout: Fanout) {
-    let mut server = RedisServer::start(false).await;
+    let mut server = BrokerServer::start(Broker::Redis);
     let log = TestLog::new(&server.url(), fanout, 100);
     let broker = log.node();
     let mut old = None;
@@ -727,7 +635,7 @@ async fn a_restart_without_persistence_is_a_new_epoch(fanout: Fanout) {
     let old = old.unwrap();
 
     server.kill();
-    server.restart().await;
+    server.restart();
     let mut feed = follow(&broker, Some(old.clone())).await;
     assert_ne!(feed.epoch, old.epoch, "an empty log kept the old epoch");
     assert_eq!(feed.head_seq, 0);

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use streamgate_bus_nats::{NatsBroker, NatsBrokerConfig};
 
-pub fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
-}
+/// The server this test binary shares: `NATS_URL`, else a `nats-server` of its own.
+pub use streamgate_test_brokers::nats_url;
 
 pub fn random_token() -> String {
     format!("{:016x}", rand::random::<u64>())

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
+/// The server this test binary shares: `REDIS_URL`, else a `redis-server` of its own.
+pub use streamgate_test_brokers::redis_url;
 
-/// Deletes every key of a prefix when dropped, so a failing test cleans up too.
+/// Deletes every key of a prefix when dropped, so a failing test cleans up too (a server at
+/// `REDIS_URL` outlives the tests).
 #[derive(Debug)]
 pub struct Cleanup {
     pub url: String,
