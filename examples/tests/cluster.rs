@@ -20,9 +20,10 @@
 //!    publishes and subscriptions with 503, and becomes healthy when a broker appears.
 //!
 //! Needs the `streamgate` binary beside the clients (`cargo build -p streamgate`, or
-//! `cargo test --workspace`), Redis and NATS with JetStream on their default ports (or
-//! `REDIS_URL`, `NATS_URL`), and `redis-server` and `nats-server` to start brokers of the
-//! tests' own (scenarios 3 and 4).
+//! `cargo test --workspace`), and `redis-server` and `nats-server` (the Debian packages of
+//! those names): scenarios 1 and 2 share one broker of each kind, which this test binary
+//! starts for itself (or the servers at `REDIS_URL`, `NATS_URL`); scenarios 3 and 4 start a
+//! broker of each test's own, which they kill and restart.
 
 mod support;
 

@@ -20,7 +20,8 @@
 //! end, and every acknowledged id must be in it.
 //!
 //! Needs the `streamgate` binary (`cargo test --workspace` builds it; or `STREAMGATE_BIN`)
-//! and Redis (`REDIS_URL`, default 127.0.0.1:6379).
+//! and Redis: a `redis-server` this test binary starts for itself, or the server at
+//! `REDIS_URL`.
 
 mod support;
 

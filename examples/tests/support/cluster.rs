@@ -1,9 +1,8 @@
 //! Real `streamgate serve` processes sharing one broker, for `tests/cluster.rs`.
 //!
-//! - [`Backend`]: Redis or NATS, and the broker the tests share (`REDIS_URL`, `NATS_URL`;
-//!   default the local servers on their usual ports).
-//! - [`BrokerProcess`]: a `redis-server` or `nats-server` of one test's own, on a free port
-//!   with its own data directory, that the test kills and restarts.
+//! - [`Backend`]: Redis or NATS, and the broker the tests of one binary share (`REDIS_URL`,
+//!   `NATS_URL`, else a server the binary starts for itself), or a broker of one test's own,
+//!   which the test kills and restarts (`streamgate-test-brokers` runs both).
 //! - [`Cluster`]: one test's log (a random Redis key prefix, or a random NATS stream and
 //!   subject prefix), the nodes running on it, and the cleanup when it is dropped, also after a
 //!   failed assertion: nodes killed, the log deleted from the broker, the test's own broker
@@ -22,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use streamgate_test_brokers::{shared_url, Broker, BrokerServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -107,164 +107,32 @@ impl Backend {
         }
     }
 
-    /// The broker every test may share: `REDIS_URL` / `NATS_URL`, else the local default.
+    /// The broker server this backend runs on.
+    pub fn broker(self) -> Broker {
+        match self {
+            Self::Redis | Self::RedisXread => Broker::Redis,
+            Self::Nats => Broker::Nats,
+        }
+    }
+
+    /// The broker the tests of this binary share: `REDIS_URL` / `NATS_URL`, else a server
+    /// this test binary starts on first use.
     pub fn shared_url(self) -> String {
-        let (variable, default) = match self {
-            Self::Redis | Self::RedisXread => ("REDIS_URL", "redis://127.0.0.1:6379"),
-            Self::Nats => ("NATS_URL", "nats://127.0.0.1:4222"),
-        };
-        std::env::var(variable).unwrap_or_else(|_| default.to_owned())
+        shared_url(self.broker())
     }
 
     /// The URL of a broker on 127.0.0.1:`port`.
     pub fn url_on(self, port: u16) -> String {
-        format!("{}://127.0.0.1:{port}", self.name())
-    }
-}
-
-/// A broker server of one test's own, killed when dropped. Its data directory survives a
-/// [`BrokerProcess::kill`], so [`BrokerProcess::restart`] finds what it had acknowledged:
-/// Redis with `appendonly yes` and `appendfsync always`, NATS with JetStream file storage.
-pub struct BrokerProcess {
-    backend: Backend,
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl BrokerProcess {
-    /// Starts a broker on `port`, keeping its data under `dir`, and waits until it accepts
-    /// connections.
-    pub fn start_on(backend: Backend, port: u16, dir: &Path) -> Self {
-        let dir = dir.join(format!("{}-data", backend.name()));
-        std::fs::create_dir_all(&dir).expect("the broker's data directory");
-        let mut broker = Self {
-            backend,
-            port,
-            dir,
-            child: None,
-        };
-        broker.restart();
-        broker
+        self.broker().url_on(port)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn url(&self) -> String {
-        self.backend.url_on(self.port)
-    }
-
-    /// Starts the server (again) on the same port and data directory, and waits until it
-    /// accepts TCP connections. Its output goes to `broker.log` in the data directory.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "the broker is already running");
-        let port = self.port.to_string();
-        let (program, args): (String, Vec<String>) = match self.backend {
-            Backend::Redis | Backend::RedisXread => (
-                std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned()),
-                [
-                    "--port",
-                    &port,
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                    "--dir",
-                    &self.dir.to_string_lossy(),
-                    "--daemonize",
-                    "no",
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-            ),
-            Backend::Nats => (
-                std::env::var("NATS_SERVER").unwrap_or_else(|_| {
-                    // Debian installs it in /usr/sbin, which a user's PATH may lack.
-                    let sbin = Path::new("/usr/sbin/nats-server");
-                    if sbin.is_file() {
-                        sbin.to_string_lossy().into_owned()
-                    } else {
-                        "nats-server".to_owned()
-                    }
-                }),
-                [
-                    "-js",
-                    "-sd",
-                    &self.dir.to_string_lossy(),
-                    "-p",
-                    &port,
-                    "-a",
-                    "127.0.0.1",
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-            ),
-        };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("broker.log"))
-            .expect("the broker's log file");
-        let child = Command::new(&program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {program:?}: {e}. The cluster tests need redis-server and \
-                     nats-server (with JetStream) on PATH, or their paths in REDIS_SERVER and \
-                     NATS_SERVER"
-                )
-            });
-        self.child = Some(child);
-        let address = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                panic!(
-                    "{program} exited at start-up with {status}:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{program} did not accept connections on port {} in time:\n{}",
-                self.port,
-                self.log()
-            );
-            // A process starting has no signal to wait on but its port.
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills the server with SIGKILL: no shutdown, nothing flushed that it had not written.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        self.kill();
+    /// A broker of one test's own on `port`, whose acknowledged writes survive a kill (Redis
+    /// with `appendonly yes` and `appendfsync always`, NATS with JetStream file storage).
+    fn own_broker_on(self, port: u16) -> BrokerServer {
+        BrokerServer::builder(self.broker())
+            .durable()
+            .port(port)
+            .start()
     }
 }
 
@@ -282,7 +150,7 @@ pub struct Cluster {
     token: String,
     dir: PathBuf,
     /// The test's own broker, if it has one (else the shared one, or none yet).
-    pub broker: Option<BrokerProcess>,
+    pub broker: Option<BrokerServer>,
     pub nodes: Vec<Node>,
 }
 
@@ -309,7 +177,7 @@ impl Cluster {
     /// A broker of its own, started now on a free port.
     pub fn with_own_broker(backend: Backend) -> Self {
         let mut cluster = Self::new(backend, String::new());
-        let broker = BrokerProcess::start_on(backend, free_port(), &cluster.dir);
+        let broker = backend.own_broker_on(free_port());
         cluster.url = broker.url();
         cluster.broker = Some(broker);
         cluster
@@ -334,11 +202,11 @@ impl Cluster {
             .next()
             .and_then(|port| port.parse().ok())
             .expect("a port in the broker URL");
-        self.broker = Some(BrokerProcess::start_on(self.backend, port, &self.dir));
+        self.broker = Some(self.backend.own_broker_on(port));
     }
 
     /// The test's own broker.
-    pub fn own_broker(&mut self) -> &mut BrokerProcess {
+    pub fn own_broker(&mut self) -> &mut BrokerServer {
         self.broker
             .as_mut()
             .expect("this cluster has no broker of its own")
