@@ -241,20 +241,15 @@ fn is_root() -> bool {
 /// Two gateway processes sharing one Redis: the publisher on node A, ten subscribers on
 /// node B, so every event crosses from one process to the other through the broker.
 ///
-/// Runs only in a build with the Redis bus (`bus.backend = "redis"`: the `redis` feature,
-/// `cargo test -p streamgate --features redis --test compare`), and needs a Redis at
-/// 127.0.0.1:6379 (without one it says so and passes).
+/// Runs only in a build with the Redis bus (`bus.backend = "redis"`: the `redis` feature, on
+/// by default), on a `redis-server` of the test's own (or the server at `REDIS_URL`).
 #[test]
 #[cfg_attr(
     not(feature = "redis"),
     ignore = "needs the `redis` feature (bus.backend = \"redis\")"
 )]
 fn cross_node_over_redis_delivers_every_event_with_the_same_ids() {
-    let redis = "127.0.0.1:6379".parse().unwrap();
-    if std::net::TcpStream::connect_timeout(&redis, std::time::Duration::from_secs(1)).is_err() {
-        eprintln!("skipped: no Redis at {redis}");
-        return;
-    }
+    let redis_url = streamgate_test_brokers::redis_url();
     let dir = std::env::temp_dir().join(format!("streamgate-cross-node-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("cross-node.json");
@@ -269,6 +264,8 @@ fn cross_node_over_redis_delivers_every_event_with_the_same_ids() {
             "redis",
             "--nodes",
             "2",
+            "--redis-url",
+            &redis_url,
             "--json",
         ])
         .arg(&json)
