@@ -20,8 +20,10 @@ mod common;
 
 use common::{nats_url, TestLog};
 use streamgate_bus_nats::{NatsBroker, NatsBrokerConfig};
+use streamgate_core::{
+    Broker as _, BrokerError, ContentType, Event, EventId, Feed, FeedEvents, Topic,
+};
 use streamgate_test_brokers::{Broker, BrokerServer};
-use streamgate_core::{Broker as _, BrokerError, ContentType, Event, EventId, Feed, FeedEvents, Topic};
 
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -18,10 +18,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use streamgate_bus_redis::{Fanout, RedisBroker, RedisBrokerConfig};
-use streamgate_test_brokers::{Broker, BrokerServer};
 use streamgate_core::{
     Broker as _, BrokerError, ContentType, Epoch, Event, EventId, Feed, FeedEvents, Topic,
 };
+use streamgate_test_brokers::{Broker, BrokerServer};
 
 /// Longest wait for anything the test expects to happen.
 const WAIT: Duration = Duration::from_secs(10);

@@ -161,6 +161,7 @@ impl fmt::Display for Broker {
 /// When the variable is not set and no server can be started (no binary: a message naming
 /// the package to install and the variable to set). A failed start is remembered: every later
 /// call fails at once with the same message.
+#[track_caller]
 pub fn shared_url(broker: Broker) -> String {
     if let Some(url) = url_from_environment(broker) {
         return url;
@@ -183,11 +184,13 @@ pub fn shared_url(broker: Broker) -> String {
 }
 
 /// [`shared_url`] of Redis.
+#[track_caller]
 pub fn redis_url() -> String {
     shared_url(Broker::Redis)
 }
 
 /// [`shared_url`] of NATS.
+#[track_caller]
 pub fn nats_url() -> String {
     shared_url(Broker::Nats)
 }
@@ -235,8 +238,12 @@ impl ServerBuilder {
     ///
     /// # Panics
     /// With the message of [`ServerBuilder::try_start`].
+    #[track_caller]
     pub fn start(self) -> BrokerServer {
-        self.try_start().unwrap_or_else(|message| panic!("{message}"))
+        match self.try_start() {
+            Ok(server) => server,
+            Err(message) => panic!("{message}"),
+        }
     }
 
     /// Starts the server and waits until it answers.
@@ -286,11 +293,12 @@ impl ServerBuilder {
     fn missing_message(&self, missing: &str) -> String {
         let broker = self.broker;
         let program = broker.program();
-        let install = format!("install it (Debian, Ubuntu: `apt-get install {program}`)");
+        let install = format!("Install it (Debian, Ubuntu: `apt-get install {program}`)");
         if self.for_the_whole_binary {
             format!(
-                "these tests need {broker} and found none ({missing}). Either {install} and the \
-                 tests start their own on a free port, or set {}={} to use a running server",
+                "these tests need {broker}: {missing}, and {} is not set. {install} and the \
+                 tests start their own on free ports, or set {} (e.g. {}) to use a running server",
+                broker.url_variable(),
                 broker.url_variable(),
                 broker.url_on(match broker {
                     Broker::Redis => 6379,
@@ -299,8 +307,8 @@ impl ServerBuilder {
             )
         } else {
             format!(
-                "this test starts a {broker} server of its own and found no `{program}` \
-                 ({missing}); {} cannot stand in for it. Either {install}, or set {} to its path",
+                "this test runs a {program} of its own (to kill, restart or start it late; {} \
+                 cannot stand in): {missing}. {install}, or set {} to its path",
                 broker.url_variable(),
                 broker.program_variable(),
             )
@@ -334,11 +342,9 @@ fn find_program(
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| {
             format!(
-                "no `{}` on PATH nor in {}, and neither {} nor {} is set",
+                "no `{}` on PATH nor in {}",
                 broker.program(),
                 SBIN_DIRECTORIES.join(", "),
-                broker.url_variable(),
-                broker.program_variable(),
             )
         })
 }
@@ -392,6 +398,7 @@ impl BrokerServer {
     ///
     /// # Panics
     /// When it cannot be started: see [`ServerBuilder::try_start`].
+    #[track_caller]
     pub fn start(broker: Broker) -> Self {
         Self::builder(broker).start()
     }
@@ -401,6 +408,7 @@ impl BrokerServer {
     ///
     /// # Panics
     /// When it cannot be started: see [`ServerBuilder::try_start`].
+    #[track_caller]
     pub fn start_durable(broker: Broker) -> Self {
         Self::builder(broker).durable().start()
     }
@@ -438,8 +446,13 @@ impl BrokerServer {
     ///
     /// # Panics
     /// If it runs, or does not come back (with its output).
+    #[track_caller]
     pub fn restart(&mut self) {
-        assert!(self.process.is_none(), "the {} server is running", self.broker);
+        assert!(
+            self.process.is_none(),
+            "the {} server is running",
+            self.broker
+        );
         if let Err(failure) = self.launch() {
             panic!("{}", failure.message);
         }
@@ -514,7 +527,9 @@ impl BrokerServer {
             Err(problem) => {
                 let status = process.stop();
                 let output = self.output();
-                let port_taken = output.to_ascii_lowercase().contains("address already in use");
+                let port_taken = output
+                    .to_ascii_lowercase()
+                    .contains("address already in use");
                 Err(LaunchFailure {
                     message: format!(
                         "{} ({}) {problem} after {:?}; exit status {}; its output:\n{output}",
@@ -716,7 +731,11 @@ mod tests {
 
     #[test]
     fn the_program_variable_wins_and_must_name_a_file() {
-        let found = find_program(Broker::Redis, Some("/bin/sh".into()), Some("/nowhere".into()));
+        let found = find_program(
+            Broker::Redis,
+            Some("/bin/sh".into()),
+            Some("/nowhere".into()),
+        );
         assert_eq!(found, Ok(PathBuf::from("/bin/sh")));
         let error = find_program(Broker::Nats, Some("/nowhere/nats".into()), None).unwrap_err();
         assert!(error.contains("NATS_SERVER=/nowhere/nats"), "{error}");
@@ -736,7 +755,10 @@ mod tests {
         shared.for_the_whole_binary = true;
         let error = shared.try_start().unwrap_err();
         assert!(error.contains("apt-get install nats-server"), "{error}");
-        assert!(error.contains("NATS_URL=nats://127.0.0.1:4222"), "{error}");
+        assert!(
+            error.contains("NATS_URL (e.g. nats://127.0.0.1:4222)"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ fn redis(port: u16, command: &str) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    stream.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    stream
+        .write_all(format!("{command}\r\n").as_bytes())
+        .unwrap();
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).unwrap();
     line.trim_end().to_owned()
@@ -41,7 +43,10 @@ fn a_durable_redis_keeps_its_writes_across_a_kill_and_goes_when_dropped() {
     assert!(server.output().contains("Ready to accept connections"));
 
     drop(server);
-    assert!(refuses_connections(port), "dropped, yet port {port} answers");
+    assert!(
+        refuses_connections(port),
+        "dropped, yet port {port} answers"
+    );
 }
 
 #[test]
@@ -50,7 +55,11 @@ fn nats_picks_its_own_port_and_restarts_on_it() {
     let mut server = BrokerServer::start(Broker::Nats);
     println!("nats-server answered after {:?}", started.elapsed());
     let port = server.port();
-    assert!(server.output().contains("Starting JetStream"), "{}", server.output());
+    assert!(
+        server.output().contains("Starting JetStream"),
+        "{}",
+        server.output()
+    );
     server.kill();
     assert!(refuses_connections(port));
     server.restart();
@@ -80,7 +89,12 @@ fn a_taken_port_is_a_clear_failure() {
         .try_start()
         .unwrap_err();
     assert!(error.contains("exited before it was ready"), "{error}");
-    assert!(error.to_ascii_lowercase().contains("address already in use"), "{error}");
+    assert!(
+        error
+            .to_ascii_lowercase()
+            .contains("address already in use"),
+        "{error}"
+    );
 }
 
 #[test]
