@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use streamgate_test_brokers::{shared_url, Broker, BrokerServer};
+use streamgate_test_brokers::{shared_url, BrokerKind, BrokerServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -108,10 +108,10 @@ impl Backend {
     }
 
     /// The broker server this backend runs on.
-    pub fn broker(self) -> Broker {
+    pub fn broker(self) -> BrokerKind {
         match self {
-            Self::Redis | Self::RedisXread => Broker::Redis,
-            Self::Nats => Broker::Nats,
+            Self::Redis | Self::RedisXread => BrokerKind::Redis,
+            Self::Nats => BrokerKind::Nats,
         }
     }
 

@@ -20,10 +20,8 @@ mod common;
 
 use common::{nats_url, TestLog};
 use streamgate_bus_nats::{NatsBroker, NatsBrokerConfig};
-use streamgate_core::{
-    Broker as _, BrokerError, ContentType, Event, EventId, Feed, FeedEvents, Topic,
-};
-use streamgate_test_brokers::{Broker, BrokerServer};
+use streamgate_core::{Broker, BrokerError, ContentType, Event, EventId, Feed, FeedEvents, Topic};
+use streamgate_test_brokers::{BrokerKind, BrokerServer};
 
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -582,7 +580,7 @@ fn malformed_config_is_refused_without_contacting_nats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_keeps_acknowledged_events_and_epoch() {
-    let mut server = BrokerServer::start(Broker::Nats);
+    let mut server = BrokerServer::start(BrokerKind::Nats);
     let log = TestLog::new(&server.url());
     let broker = Arc::new(log.broker(1000));
     let events_topic = topic("restart.events");

@@ -19,9 +19,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use streamgate_bus_redis::{Fanout, RedisBroker, RedisBrokerConfig};
 use streamgate_core::{
-    Broker as _, BrokerError, ContentType, Epoch, Event, EventId, Feed, FeedEvents, Topic,
+    Broker, BrokerError, ContentType, Epoch, Event, EventId, Feed, FeedEvents, Topic,
 };
-use streamgate_test_brokers::{Broker, BrokerServer};
+use streamgate_test_brokers::{BrokerKind, BrokerServer};
 
 /// Longest wait for anything the test expects to happen.
 const WAIT: Duration = Duration::from_secs(10);
@@ -550,7 +550,7 @@ fn free_port() -> u16 {
 }
 
 async fn acknowledged_events_survive_a_restart(fanout: Fanout) {
-    let mut server = BrokerServer::start_durable(Broker::Redis);
+    let mut server = BrokerServer::start_durable(BrokerKind::Redis);
     let log = TestLog::new(&server.url(), fanout, 100);
     let broker = log.node();
 
@@ -625,7 +625,7 @@ async fn acknowledged_events_survive_a_restart(fanout: Fanout) {
 }
 
 async fn a_restart_without_persistence_is_a_new_epoch(fanout: Fanout) {
-    let mut server = BrokerServer::start(Broker::Redis);
+    let mut server = BrokerServer::start(BrokerKind::Redis);
     let log = TestLog::new(&server.url(), fanout, 100);
     let broker = log.node();
     let mut old = None;

@@ -84,14 +84,14 @@ exit "$status"
 /// The two brokers the bus backends speak to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Broker {
+pub enum BrokerKind {
     /// Redis (`redis-server`).
     Redis,
     /// NATS with JetStream (`nats-server -js`).
     Nats,
 }
 
-impl Broker {
+impl BrokerKind {
     /// The URL scheme, which is also the name `bus.backend` takes.
     pub fn scheme(self) -> &'static str {
         match self {
@@ -146,7 +146,7 @@ impl Broker {
     }
 }
 
-impl fmt::Display for Broker {
+impl fmt::Display for BrokerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.title())
     }
@@ -162,15 +162,15 @@ impl fmt::Display for Broker {
 /// the package to install and the variable to set). A failed start is remembered: every later
 /// call fails at once with the same message.
 #[track_caller]
-pub fn shared_url(broker: Broker) -> String {
+pub fn shared_url(broker: BrokerKind) -> String {
     if let Some(url) = url_from_environment(broker) {
         return url;
     }
     static REDIS: OnceLock<Result<BrokerServer, String>> = OnceLock::new();
     static NATS: OnceLock<Result<BrokerServer, String>> = OnceLock::new();
     let shared = match broker {
-        Broker::Redis => &REDIS,
-        Broker::Nats => &NATS,
+        BrokerKind::Redis => &REDIS,
+        BrokerKind::Nats => &NATS,
     };
     let started = shared.get_or_init(|| {
         let mut builder = BrokerServer::builder(broker);
@@ -186,16 +186,16 @@ pub fn shared_url(broker: Broker) -> String {
 /// [`shared_url`] of Redis.
 #[track_caller]
 pub fn redis_url() -> String {
-    shared_url(Broker::Redis)
+    shared_url(BrokerKind::Redis)
 }
 
 /// [`shared_url`] of NATS.
 #[track_caller]
 pub fn nats_url() -> String {
-    shared_url(Broker::Nats)
+    shared_url(BrokerKind::Nats)
 }
 
-fn url_from_environment(broker: Broker) -> Option<String> {
+fn url_from_environment(broker: BrokerKind) -> Option<String> {
     std::env::var(broker.url_variable())
         .ok()
         .filter(|url| !url.trim().is_empty())
@@ -204,7 +204,7 @@ fn url_from_environment(broker: Broker) -> Option<String> {
 /// How to start a [`BrokerServer`]: [`BrokerServer::builder`].
 #[derive(Clone, Debug)]
 pub struct ServerBuilder {
-    broker: Broker,
+    broker: BrokerKind,
     durable: bool,
     port: Option<u16>,
     program: Option<PathBuf>,
@@ -277,7 +277,7 @@ impl ServerBuilder {
             directory_goes_with_process: self.for_the_whole_binary,
         };
         let attempts = match (self.broker, self.port) {
-            (Broker::Redis, None) => PORT_ATTEMPTS,
+            (BrokerKind::Redis, None) => PORT_ATTEMPTS,
             _ => 1,
         };
         for attempt in 1..=attempts {
@@ -301,8 +301,8 @@ impl ServerBuilder {
                 broker.url_variable(),
                 broker.url_variable(),
                 broker.url_on(match broker {
-                    Broker::Redis => 6379,
-                    Broker::Nats => 4222,
+                    BrokerKind::Redis => 6379,
+                    BrokerKind::Nats => 4222,
                 }),
             )
         } else {
@@ -319,7 +319,7 @@ impl ServerBuilder {
 /// The server's binary: `variable` (the broker's program variable) if set, else the first
 /// `program` on `path`, then in the sbin directories.
 fn find_program(
-    broker: Broker,
+    broker: BrokerKind,
     variable: Option<OsString>,
     path: Option<OsString>,
 ) -> Result<PathBuf, String> {
@@ -350,7 +350,7 @@ fn find_program(
 }
 
 /// A fresh directory under the temporary directory, unique to this process and call.
-fn data_directory(broker: Broker) -> std::io::Result<PathBuf> {
+fn data_directory(broker: BrokerKind) -> std::io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -370,7 +370,7 @@ fn data_directory(broker: Broker) -> std::io::Result<PathBuf> {
 /// port and the data.
 #[derive(Debug)]
 pub struct BrokerServer {
-    broker: Broker,
+    broker: BrokerKind,
     durable: bool,
     /// Known once the server first listened (NATS picks its own when none was asked for).
     port: Option<u16>,
@@ -384,7 +384,7 @@ pub struct BrokerServer {
 
 impl BrokerServer {
     /// How to start one: a volatile server on a free port unless told otherwise.
-    pub fn builder(broker: Broker) -> ServerBuilder {
+    pub fn builder(broker: BrokerKind) -> ServerBuilder {
         ServerBuilder {
             broker,
             durable: false,
@@ -399,7 +399,7 @@ impl BrokerServer {
     /// # Panics
     /// When it cannot be started: see [`ServerBuilder::try_start`].
     #[track_caller]
-    pub fn start(broker: Broker) -> Self {
+    pub fn start(broker: BrokerKind) -> Self {
         Self::builder(broker).start()
     }
 
@@ -409,12 +409,12 @@ impl BrokerServer {
     /// # Panics
     /// When it cannot be started: see [`ServerBuilder::try_start`].
     #[track_caller]
-    pub fn start_durable(broker: Broker) -> Self {
+    pub fn start_durable(broker: BrokerKind) -> Self {
         Self::builder(broker).durable().start()
     }
 
     /// Which broker this is.
-    pub fn broker(&self) -> Broker {
+    pub fn broker(&self) -> BrokerKind {
         self.broker
     }
 
@@ -467,7 +467,7 @@ impl BrokerServer {
         let dir = self.dir.as_os_str().to_owned();
         let mut arguments: Vec<OsString> = Vec::new();
         match self.broker {
-            Broker::Redis => {
+            BrokerKind::Redis => {
                 let port = port.expect("Redis is given its port");
                 arguments.extend(
                     ["--port", &port.to_string(), "--bind", "127.0.0.1"].map(OsString::from),
@@ -481,7 +481,7 @@ impl BrokerServer {
                 };
                 arguments.extend(appendonly.iter().map(OsString::from));
             }
-            Broker::Nats => {
+            BrokerKind::Nats => {
                 arguments.extend(["-js".into(), "-sd".into(), dir]);
                 // -1: the server takes a free port itself and logs which.
                 let port = port.map_or_else(|| "-1".to_owned(), |port| port.to_string());
@@ -494,7 +494,7 @@ impl BrokerServer {
     /// Starts the server process and waits until it answers on its port.
     fn launch(&mut self) -> Result<(), LaunchFailure> {
         let port = match (self.broker, self.port) {
-            (Broker::Redis, None) => Some(free_port().map_err(|e| LaunchFailure {
+            (BrokerKind::Redis, None) => Some(free_port().map_err(|e| LaunchFailure {
                 message: format!("no free port on 127.0.0.1: {e}"),
                 port_taken: false,
             })?),
@@ -608,7 +608,7 @@ fn free_port() -> std::io::Result<u16> {
 
 /// One exchange on the broker's protocol: Redis `PING` → `+PONG`; NATS `INFO`, then
 /// `CONNECT` and `PING` → `PONG`.
-fn answer_ping(broker: Broker, port: u16) -> std::io::Result<()> {
+fn answer_ping(broker: BrokerKind, port: u16) -> std::io::Result<()> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let stream = TcpStream::connect_timeout(&address, HANDSHAKE_TIMEOUT)?;
     stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
@@ -624,14 +624,14 @@ fn answer_ping(broker: Broker, port: u16) -> std::io::Result<()> {
     };
     let unexpected = |line: String| std::io::Error::other(format!("unexpected reply {line:?}"));
     match broker {
-        Broker::Redis => {
+        BrokerKind::Redis => {
             writer.write_all(b"PING\r\n")?;
             let line = read_line()?;
             if line != "+PONG" {
                 return Err(unexpected(line));
             }
         }
-        Broker::Nats => {
+        BrokerKind::Nats => {
             let info = read_line()?;
             if !info.starts_with("INFO ") {
                 return Err(unexpected(info));
@@ -732,26 +732,26 @@ mod tests {
     #[test]
     fn the_program_variable_wins_and_must_name_a_file() {
         let found = find_program(
-            Broker::Redis,
+            BrokerKind::Redis,
             Some("/bin/sh".into()),
             Some("/nowhere".into()),
         );
         assert_eq!(found, Ok(PathBuf::from("/bin/sh")));
-        let error = find_program(Broker::Nats, Some("/nowhere/nats".into()), None).unwrap_err();
+        let error = find_program(BrokerKind::Nats, Some("/nowhere/nats".into()), None).unwrap_err();
         assert!(error.contains("NATS_SERVER=/nowhere/nats"), "{error}");
     }
 
     #[test]
     fn a_missing_program_names_the_package_and_the_variables() {
         let started = Instant::now();
-        let error = BrokerServer::builder(Broker::Redis)
+        let error = BrokerServer::builder(BrokerKind::Redis)
             .program("/nowhere/redis-server")
             .try_start()
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(1));
         assert!(error.contains("apt-get install redis-server"), "{error}");
         assert!(error.contains("REDIS_SERVER"), "{error}");
-        let mut shared = BrokerServer::builder(Broker::Nats).program("/nowhere/nats-server");
+        let mut shared = BrokerServer::builder(BrokerKind::Nats).program("/nowhere/nats-server");
         shared.for_the_whole_binary = true;
         let error = shared.try_start().unwrap_err();
         assert!(error.contains("apt-get install nats-server"), "{error}");

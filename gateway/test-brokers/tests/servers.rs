@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use streamgate_test_brokers::{shared_url, Broker, BrokerServer};
+use streamgate_test_brokers::{shared_url, BrokerKind, BrokerServer};
 
 /// Sends `command` (inline RESP) and returns the reply's first line.
 fn redis(port: u16, command: &str) -> String {
@@ -28,7 +28,7 @@ fn refuses_connections(port: u16) -> bool {
 #[test]
 fn a_durable_redis_keeps_its_writes_across_a_kill_and_goes_when_dropped() {
     let started = Instant::now();
-    let mut server = BrokerServer::start_durable(Broker::Redis);
+    let mut server = BrokerServer::start_durable(BrokerKind::Redis);
     println!("redis-server answered after {:?}", started.elapsed());
     let port = server.port();
     assert_eq!(server.url(), format!("redis://127.0.0.1:{port}"));
@@ -52,7 +52,7 @@ fn a_durable_redis_keeps_its_writes_across_a_kill_and_goes_when_dropped() {
 #[test]
 fn nats_picks_its_own_port_and_restarts_on_it() {
     let started = Instant::now();
-    let mut server = BrokerServer::start(Broker::Nats);
+    let mut server = BrokerServer::start(BrokerKind::Nats);
     println!("nats-server answered after {:?}", started.elapsed());
     let port = server.port();
     assert!(
@@ -75,7 +75,7 @@ fn a_fixed_port_is_kept() {
         .local_addr()
         .unwrap()
         .port();
-    let server = BrokerServer::builder(Broker::Redis).port(port).start();
+    let server = BrokerServer::builder(BrokerKind::Redis).port(port).start();
     assert_eq!(server.port(), port);
     assert_eq!(redis(port, "PING"), "+PONG");
 }
@@ -84,7 +84,7 @@ fn a_fixed_port_is_kept() {
 fn a_taken_port_is_a_clear_failure() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let error = BrokerServer::builder(Broker::Nats)
+    let error = BrokerServer::builder(BrokerKind::Nats)
         .port(port)
         .try_start()
         .unwrap_err();
@@ -99,7 +99,7 @@ fn a_taken_port_is_a_clear_failure() {
 
 #[test]
 fn the_binary_shares_one_server_per_broker() {
-    for broker in [Broker::Redis, Broker::Nats] {
+    for broker in [BrokerKind::Redis, BrokerKind::Nats] {
         let first = shared_url(broker);
         assert_eq!(shared_url(broker), first);
         if std::env::var_os(broker.url_variable()).is_none() {
