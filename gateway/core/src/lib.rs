@@ -49,6 +49,7 @@ pub mod conformance;
 mod error;
 mod event;
 mod history;
+mod json;
 mod memory;
 mod tap;
 pub mod telemetry;
@@ -65,6 +66,7 @@ pub use error::{IdError, PayloadError, PublishError, SubscribeError, TopicError}
 pub use event::{
     ContentType, Epoch, Event, EventId, Topic, WireFormat, MAX_EPOCH_LEN, MAX_TOPIC_LEN,
 };
+pub use json::{validate_json, JsonError, JsonRule, MAX_JSON_DEPTH};
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
 pub use memory::{MemoryBus, MemoryBusConfig, TopicStats};
 pub use tap::{
