@@ -305,8 +305,12 @@ impl Scanner<'_> {
     }
 
     /// A string starting at the opening quote; `decoded` receives its unescaped text.
+    ///
+    /// A noncharacter is reported only once the string is known to be well formed, so the
+    /// first error found is the one a strict parser would report first.
     fn string(&mut self, mut decoded: Option<&mut String>) -> Result<(), JsonError> {
         self.pos += 1;
+        let mut noncharacter = None;
         loop {
             let run = self.pos;
             while let Some(b) = self.peek() {
@@ -319,18 +323,16 @@ impl Scanner<'_> {
                 out.push_str(&self.text[run..self.pos]);
             }
             let at = self.pos;
-            match self.peek() {
+            let c = match self.peek() {
                 None => return self.fail(JsonRule::Syntax("unterminated string"), at),
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(());
+                    return match noncharacter {
+                        Some((c, offset)) => self.fail(JsonRule::Noncharacter(c), offset),
+                        None => Ok(()),
+                    };
                 }
-                Some(b'\\') => {
-                    let c = self.escape()?;
-                    if let Some(out) = decoded.as_deref_mut() {
-                        out.push(c);
-                    }
-                }
+                Some(b'\\') => self.escape()?,
                 Some(b) if b < 0x20 => {
                     return self.fail(
                         JsonRule::Syntax("control character in a string must be escaped"),
@@ -340,14 +342,15 @@ impl Scanner<'_> {
                 Some(_) => {
                     // `text` is a `str`, so a non-ASCII byte starts a whole character.
                     let c = self.text[at..].chars().next().unwrap_or('\u{fffd}');
-                    if is_noncharacter(c) {
-                        return self.fail(JsonRule::Noncharacter(c), at);
-                    }
                     self.pos += c.len_utf8();
-                    if let Some(out) = decoded.as_deref_mut() {
-                        out.push(c);
-                    }
+                    c
                 }
+            };
+            if noncharacter.is_none() && is_noncharacter(c) {
+                noncharacter = Some((c, at));
+            }
+            if let Some(out) = decoded.as_deref_mut() {
+                out.push(c);
             }
         }
     }
@@ -368,9 +371,16 @@ impl Scanner<'_> {
             Some(b'u') => {
                 self.pos += 1;
                 let unit = self.hex4(at)?;
-                let c = match unit {
+                return match unit {
                     0xD800..=0xDBFF => {
-                        let low = if self.bytes[self.pos..].starts_with(b"\\u") {
+                        let rest = &self.bytes[self.pos..];
+                        if rest.is_empty() || rest == b"\\" {
+                            return self.fail(
+                                JsonRule::Syntax("unterminated string"),
+                                self.bytes.len(),
+                            );
+                        }
+                        let low = if rest.starts_with(b"\\u") {
                             self.pos += 2;
                             self.hex4(self.pos - 2)?
                         } else {
@@ -380,15 +390,11 @@ impl Scanner<'_> {
                             return self.fail(JsonRule::LoneSurrogate, at);
                         }
                         let scalar = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
-                        char::from_u32(scalar).unwrap_or('\u{fffd}')
+                        Ok(char::from_u32(scalar).unwrap_or('\u{fffd}'))
                     }
-                    0xDC00..=0xDFFF => return self.fail(JsonRule::LoneSurrogate, at),
-                    _ => char::from_u32(unit).unwrap_or('\u{fffd}'),
+                    0xDC00..=0xDFFF => self.fail(JsonRule::LoneSurrogate, at),
+                    _ => Ok(char::from_u32(unit).unwrap_or('\u{fffd}')),
                 };
-                if is_noncharacter(c) {
-                    return self.fail(JsonRule::Noncharacter(c), at);
-                }
-                return Ok(c);
             }
             _ => return self.fail(JsonRule::Syntax("invalid escape"), at),
         };
@@ -526,7 +532,12 @@ mod tests {
             rule(r#""\ud83f\udfff""#),
             Some((JsonRule::Noncharacter('\u{1ffff}'), 1))
         );
-        assert_eq!(validate_json("\"\u{fffd}\u{fdef}x\"").is_err(), true);
+        assert!(validate_json("\"\u{fffd}\u{fdef}x\"").is_err());
+        // A later syntax error or lone surrogate in the same string is reported first.
+        assert_eq!(
+            rule(r#""\uffff\ud800""#),
+            Some((JsonRule::LoneSurrogate, 7))
+        );
         assert_eq!(validate_json("\"\u{fffd}\u{fdf0}\""), Ok(()));
     }
 
