@@ -375,7 +375,9 @@ async fn bad_command_lines_are_refused_before_connecting() {
 // its resume point past the event and go on, instead of asking for the same bytes forever.
 
 fn envelope(id: &str, data: &str) -> String {
-    format!(r#"{{"type":"event","topic":"a","id":"{id}","ts":1,"content_type":"json","data":{data}}}"#)
+    format!(
+        r#"{{"type":"event","topic":"a","id":"{id}","ts":1,"content_type":"json","data":{data}}}"#
+    )
 }
 
 fn deep_array() -> String {
@@ -529,10 +531,7 @@ async fn ws_client_skips_an_event_it_cannot_decode_and_resumes_after_it() {
             };
             let frames = match connection {
                 // The connection ends right after the undecodable event.
-                0 => vec![
-                    envelope("ep:1", "1"),
-                    envelope("ep:2", r#"{"s":"\udc00"}"#),
-                ],
+                0 => vec![envelope("ep:1", "1"), envelope("ep:2", r#"{"s":"\udc00"}"#)],
                 _ => vec![envelope("ep:3", "3")],
             };
             for frame in frames {

@@ -151,13 +151,20 @@ fuzz_target!(|data: &[u8]| {
     };
     let ours = validate_json(text);
     if let Err(error) = &ours {
-        assert!(error.offset <= text.len(), "{error} in {} bytes", text.len());
+        assert!(
+            error.offset <= text.len(),
+            "{error} in {} bytes",
+            text.len()
+        );
         assert!(!error.to_string().is_empty());
     }
     let ours = ours.map_err(|e| kind_of(e.rule));
     let theirs = oracle(text);
     match (&ours, &theirs) {
         (Ok(()), Err(Kind::NumberOutOfRange)) | (Err(Kind::NumberOutOfRange), Ok(())) => {}
-        _ => assert_eq!(ours, theirs, "validate_json and serde_json disagree on {text:?}"),
+        _ => assert_eq!(
+            ours, theirs,
+            "validate_json and serde_json disagree on {text:?}"
+        ),
     }
 });

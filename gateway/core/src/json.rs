@@ -180,10 +180,7 @@ impl Scanner<'_> {
                 Some(b'n') => self.literal("null")?,
                 Some(_) => return self.fail(JsonRule::Syntax("expected a value"), start),
                 None => {
-                    return self.fail(
-                        JsonRule::Syntax("expected a value, found the end"),
-                        start,
-                    )
+                    return self.fail(JsonRule::Syntax("expected a value, found the end"), start)
                 }
             }
             // A value ended: close containers until one continues with a comma.
@@ -288,7 +285,10 @@ impl Scanner<'_> {
                 self.pos += 1;
             }
             if self.digits() == 0 {
-                return self.fail(JsonRule::Syntax("expected a digit in the exponent"), self.pos);
+                return self.fail(
+                    JsonRule::Syntax("expected a digit in the exponent"),
+                    self.pos,
+                );
             }
         }
         // Only an exponent or more than 308 digits can reach a double's limit (about 1.8e308),
@@ -375,10 +375,8 @@ impl Scanner<'_> {
                     0xD800..=0xDBFF => {
                         let rest = &self.bytes[self.pos..];
                         if rest.is_empty() || rest == b"\\" {
-                            return self.fail(
-                                JsonRule::Syntax("unterminated string"),
-                                self.bytes.len(),
-                            );
+                            return self
+                                .fail(JsonRule::Syntax("unterminated string"), self.bytes.len());
                         }
                         let low = if rest.starts_with(b"\\u") {
                             self.pos += 2;
@@ -504,13 +502,22 @@ mod tests {
 
     #[test]
     fn lone_surrogates() {
-        assert_eq!(rule(r#"{"s":"\ud800"}"#), Some((JsonRule::LoneSurrogate, 6)));
+        assert_eq!(
+            rule(r#"{"s":"\ud800"}"#),
+            Some((JsonRule::LoneSurrogate, 6))
+        );
         assert_eq!(rule(r#""\udc00""#), Some((JsonRule::LoneSurrogate, 1)));
         assert_eq!(rule(r#""\uDBFF x""#), Some((JsonRule::LoneSurrogate, 1)));
         // Reversed pair: the low half comes first, so it is alone.
-        assert_eq!(rule(r#""\udc00\ud800""#), Some((JsonRule::LoneSurrogate, 1)));
+        assert_eq!(
+            rule(r#""\udc00\ud800""#),
+            Some((JsonRule::LoneSurrogate, 1))
+        );
         // Two high halves.
-        assert_eq!(rule(r#""\ud800\ud800""#), Some((JsonRule::LoneSurrogate, 1)));
+        assert_eq!(
+            rule(r#""\ud800\ud800""#),
+            Some((JsonRule::LoneSurrogate, 1))
+        );
         // A lone surrogate in a member name is refused too.
         assert_eq!(rule(r#"{"\ud800":1}"#), Some((JsonRule::LoneSurrogate, 2)));
         // The pair, in either case of hex digits.
@@ -563,7 +570,10 @@ mod tests {
             rule(&nested(MAX_JSON_DEPTH + 1)),
             Some((JsonRule::TooDeep, MAX_JSON_DEPTH))
         );
-        assert_eq!(rule(&nested(300)), Some((JsonRule::TooDeep, MAX_JSON_DEPTH)));
+        assert_eq!(
+            rule(&nested(300)),
+            Some((JsonRule::TooDeep, MAX_JSON_DEPTH))
+        );
         let objects = format!(
             "{}1{}",
             r#"{"a":"#.repeat(MAX_JSON_DEPTH),
@@ -583,10 +593,7 @@ mod tests {
         assert_eq!(rule(&long), Some((JsonRule::NumberOutOfRange, 0)));
         assert_eq!(validate_json(&"9".repeat(300)), Ok(()));
         for bad in ["01", "1.", ".5", "-", "1e", "+1", "0x10", "NaN", "Infinity"] {
-            assert!(
-                matches!(rule(bad), Some((JsonRule::Syntax(_), _))),
-                "{bad}"
-            );
+            assert!(matches!(rule(bad), Some((JsonRule::Syntax(_), _))), "{bad}");
         }
     }
 
@@ -596,7 +603,10 @@ mod tests {
         assert!(matches!(rule("1 2"), Some((JsonRule::Syntax(_), 2))));
         assert!(matches!(rule("[1,]"), Some((JsonRule::Syntax(_), 3))));
         assert!(matches!(rule(r#"{"a" 1}"#), Some((JsonRule::Syntax(_), 5))));
-        assert!(matches!(rule(r#"{"a":1,}"#), Some((JsonRule::Syntax(_), 7))));
+        assert!(matches!(
+            rule(r#"{"a":1,}"#),
+            Some((JsonRule::Syntax(_), 7))
+        ));
         assert!(matches!(rule("\"a\u{1}\""), Some((JsonRule::Syntax(_), 2))));
         assert!(matches!(rule(r#""\x""#), Some((JsonRule::Syntax(_), 1))));
         assert!(matches!(rule(r#""\u12""#), Some((JsonRule::Syntax(_), 1))));
@@ -613,7 +623,9 @@ mod tests {
             if i > 0 {
                 members.push(',');
             }
-            members.push_str(&format!(r#""key{i}":{{"n":{i},"s":"v\u00e9{i}","a":[true,null]}}"#));
+            members.push_str(&format!(
+                r#""key{i}":{{"n":{i},"s":"v\u00e9{i}","a":[true,null]}}"#
+            ));
         }
         members.push('}');
         assert_eq!(validate_json(&members), Ok(()));
@@ -623,10 +635,7 @@ mod tests {
         let mut duplicate = members[..members.len() - 1].to_owned();
         duplicate.push_str(r#","key7":0}"#);
         let offset = members.len();
-        assert_eq!(
-            rule(&duplicate),
-            Some((JsonRule::DuplicateName, offset))
-        );
+        assert_eq!(rule(&duplicate), Some((JsonRule::DuplicateName, offset)));
     }
 
     #[test]

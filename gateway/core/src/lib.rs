@@ -66,8 +66,8 @@ pub use error::{IdError, PayloadError, PublishError, SubscribeError, TopicError}
 pub use event::{
     ContentType, Epoch, Event, EventId, Topic, WireFormat, MAX_EPOCH_LEN, MAX_TOPIC_LEN,
 };
-pub use json::{validate_json, JsonError, JsonRule, MAX_JSON_DEPTH};
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
+pub use json::{validate_json, JsonError, JsonRule, MAX_JSON_DEPTH};
 pub use memory::{MemoryBus, MemoryBusConfig, TopicStats};
 pub use tap::{
     is_credential_header, is_valid_tap_id, tap_id_from_query, Direction, RecordKind, Tap,

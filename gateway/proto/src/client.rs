@@ -291,7 +291,11 @@ mod tests {
         );
         let (error, _) = ClientMessage::parse(&deep).unwrap_err();
         assert_eq!(error.code, "invalid_payload");
-        assert!(error.reason.contains("nested deeper than 64"), "{}", error.reason);
+        assert!(
+            error.reason.contains("nested deeper than 64"),
+            "{}",
+            error.reason
+        );
         assert_eq!(
             code(r#"{"type":"publish","topic":"t","data":{"a":1,"a":2}}"#),
             "invalid_payload"

@@ -65,9 +65,7 @@ async fn poisoned_json_is_refused_on_every_publish_path() {
             .await;
         assert_eq!(header.status, 400, "POST /publish (header), {what}");
 
-        let poll = attacker
-            .send("POST", "/poll", publish_message(&body))
-            .await;
+        let poll = attacker.send("POST", "/poll", publish_message(&body)).await;
         assert_eq!(poll.status, 400, "POST /poll, {what}");
         let reply = poll.json();
         assert_eq!(reply["type"], "error");
