@@ -122,10 +122,6 @@ impl Stack {
 }
 
 impl Scanner<'_> {
-    fn fail<T>(&self, rule: JsonRule, offset: usize) -> Result<T, JsonError> {
-        Err(JsonError { rule, offset })
-    }
-
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
@@ -149,7 +145,7 @@ impl Scanner<'_> {
             match self.peek() {
                 Some(open @ (b'[' | b'{')) => {
                     if stack.depth == MAX_JSON_DEPTH {
-                        return self.fail(JsonRule::TooDeep, start);
+                        return fail(JsonRule::TooDeep, start);
                     }
                     self.pos += 1;
                     let is_object = open == b'{';
@@ -178,10 +174,8 @@ impl Scanner<'_> {
                 Some(b't') => self.literal("true")?,
                 Some(b'f') => self.literal("false")?,
                 Some(b'n') => self.literal("null")?,
-                Some(_) => return self.fail(JsonRule::Syntax("expected a value"), start),
-                None => {
-                    return self.fail(JsonRule::Syntax("expected a value, found the end"), start)
-                }
+                Some(_) => return fail(JsonRule::Syntax("expected a value"), start),
+                None => return fail(JsonRule::Syntax("expected a value, found the end"), start),
             }
             // A value ended: close containers until one continues with a comma.
             loop {
@@ -190,7 +184,7 @@ impl Scanner<'_> {
                     if self.pos == self.bytes.len() {
                         return Ok(());
                     }
-                    return self.fail(
+                    return fail(
                         JsonRule::Syntax("expected the end after the value"),
                         self.pos,
                     );
@@ -214,7 +208,7 @@ impl Scanner<'_> {
                         self.pos += 1;
                         stack.depth -= 1;
                     }
-                    _ => return self.fail(JsonRule::Syntax(expected), self.pos),
+                    _ => return fail(JsonRule::Syntax(expected), self.pos),
                 }
             }
         }
@@ -224,7 +218,7 @@ impl Scanner<'_> {
     fn member_name(&mut self, object: u32) -> Result<(), JsonError> {
         let start = self.pos;
         if self.peek() != Some(b'"') {
-            return self.fail(JsonRule::Syntax("expected a member name"), start);
+            return fail(JsonRule::Syntax("expected a member name"), start);
         }
         let mut name = std::mem::take(&mut self.names.current);
         name.clear();
@@ -232,11 +226,11 @@ impl Scanner<'_> {
         self.names.current = name;
         scanned?;
         if self.names.is_repeated(self.text, object, start) {
-            return self.fail(JsonRule::DuplicateName, start);
+            return fail(JsonRule::DuplicateName, start);
         }
         self.skip_whitespace();
         if self.peek() != Some(b':') {
-            return self.fail(JsonRule::Syntax("expected ':'"), self.pos);
+            return fail(JsonRule::Syntax("expected ':'"), self.pos);
         }
         self.pos += 1;
         Ok(())
@@ -247,7 +241,7 @@ impl Scanner<'_> {
             self.pos += word.len();
             Ok(())
         } else {
-            self.fail(JsonRule::Syntax("expected a value"), self.pos)
+            fail(JsonRule::Syntax("expected a value"), self.pos)
         }
     }
 
@@ -269,12 +263,12 @@ impl Scanner<'_> {
             Some(b'1'..=b'9') => {
                 self.digits();
             }
-            _ => return self.fail(JsonRule::Syntax("expected a digit"), self.pos),
+            _ => return fail(JsonRule::Syntax("expected a digit"), self.pos),
         }
         if self.peek() == Some(b'.') {
             self.pos += 1;
             if self.digits() == 0 {
-                return self.fail(JsonRule::Syntax("expected a digit after '.'"), self.pos);
+                return fail(JsonRule::Syntax("expected a digit after '.'"), self.pos);
             }
         }
         let mut exponent = false;
@@ -285,7 +279,7 @@ impl Scanner<'_> {
                 self.pos += 1;
             }
             if self.digits() == 0 {
-                return self.fail(
+                return fail(
                     JsonRule::Syntax("expected a digit in the exponent"),
                     self.pos,
                 );
@@ -298,7 +292,7 @@ impl Scanner<'_> {
                 .parse::<f64>()
                 .is_ok_and(f64::is_finite);
             if !finite {
-                return self.fail(JsonRule::NumberOutOfRange, start);
+                return fail(JsonRule::NumberOutOfRange, start);
             }
         }
         Ok(())
@@ -314,7 +308,7 @@ impl Scanner<'_> {
         loop {
             let run = self.pos;
             while let Some(b) = self.peek() {
-                if b == b'"' || b == b'\\' || b < 0x20 || b >= 0x80 {
+                if b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b) {
                     break;
                 }
                 self.pos += 1;
@@ -324,17 +318,17 @@ impl Scanner<'_> {
             }
             let at = self.pos;
             let c = match self.peek() {
-                None => return self.fail(JsonRule::Syntax("unterminated string"), at),
+                None => return fail(JsonRule::Syntax("unterminated string"), at),
                 Some(b'"') => {
                     self.pos += 1;
                     return match noncharacter {
-                        Some((c, offset)) => self.fail(JsonRule::Noncharacter(c), offset),
+                        Some((c, offset)) => fail(JsonRule::Noncharacter(c), offset),
                         None => Ok(()),
                     };
                 }
                 Some(b'\\') => self.escape()?,
                 Some(b) if b < 0x20 => {
-                    return self.fail(
+                    return fail(
                         JsonRule::Syntax("control character in a string must be escaped"),
                         at,
                     )
@@ -375,8 +369,7 @@ impl Scanner<'_> {
                     0xD800..=0xDBFF => {
                         let rest = &self.bytes[self.pos..];
                         if rest.is_empty() || rest == b"\\" {
-                            return self
-                                .fail(JsonRule::Syntax("unterminated string"), self.bytes.len());
+                            return fail(JsonRule::Syntax("unterminated string"), self.bytes.len());
                         }
                         let low = if rest.starts_with(b"\\u") {
                             self.pos += 2;
@@ -385,16 +378,16 @@ impl Scanner<'_> {
                             0
                         };
                         if !(0xDC00..=0xDFFF).contains(&low) {
-                            return self.fail(JsonRule::LoneSurrogate, at);
+                            return fail(JsonRule::LoneSurrogate, at);
                         }
                         let scalar = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
                         Ok(char::from_u32(scalar).unwrap_or('\u{fffd}'))
                     }
-                    0xDC00..=0xDFFF => self.fail(JsonRule::LoneSurrogate, at),
+                    0xDC00..=0xDFFF => fail(JsonRule::LoneSurrogate, at),
                     _ => Ok(char::from_u32(unit).unwrap_or('\u{fffd}')),
                 };
             }
-            _ => return self.fail(JsonRule::Syntax("invalid escape"), at),
+            _ => return fail(JsonRule::Syntax("invalid escape"), at),
         };
         self.pos += 1;
         Ok(simple)
@@ -413,12 +406,16 @@ impl Scanner<'_> {
                 self.pos += 4;
                 Ok(unit)
             }
-            None => self.fail(
+            None => fail(
                 JsonRule::Syntax("expected four hex digits after \\u"),
                 escape,
             ),
         }
     }
+}
+
+fn fail<T>(rule: JsonRule, offset: usize) -> Result<T, JsonError> {
+    Err(JsonError { rule, offset })
 }
 
 fn is_noncharacter(c: char) -> bool {
