@@ -115,7 +115,14 @@ pub async fn read_json(
     })
 }
 
-async fn read_body(response: Response<Incoming>, timeout: Duration) -> Result<Bytes, Disconnect> {
+/// Reads a whole answer body (at most 1 MiB), within `timeout`.
+///
+/// # Errors
+/// A retryable [`Disconnect`] if the body breaks off, is too large or comes too slowly.
+pub async fn read_body(
+    response: Response<Incoming>,
+    timeout: Duration,
+) -> Result<Bytes, Disconnect> {
     let collect = Limited::new(response.into_body(), MAX_SMALL_BODY).collect();
     match tokio::time::timeout(timeout, collect).await {
         Ok(Ok(body)) => Ok(body.to_bytes()),

@@ -13,10 +13,106 @@
 //! The first byte tells them apart: `{` for JSON, `0x01` (the binary envelope's version) for
 //! binary.
 
+use std::collections::BTreeMap;
+use std::fmt;
+
 use base64::Engine;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::EventId;
+
+/// A message this client cannot decode, with what could still be read of it.
+///
+/// The gateway refuses payloads that are not I-JSON, but a client cannot count on every
+/// gateway (or an older one's history) doing so, and its own parser has limits (`serde_json`
+/// stops at 128 levels of nesting). Skipping the message is the only way on: asking for it
+/// again, by reconnecting or polling with the same cursor, gets the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecodable {
+    /// What is wrong with it.
+    pub reason: String,
+    /// Its id, when it is an event whose id could be read: the resume point moves past it.
+    pub id: Option<EventId>,
+}
+
+impl Undecodable {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            id: None,
+        }
+    }
+}
+
+impl fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "event {id}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+impl From<String> for Undecodable {
+    fn from(reason: String) -> Self {
+        Self::new(reason)
+    }
+}
+
+impl From<&str> for Undecodable {
+    fn from(reason: &str) -> Self {
+        Self::new(reason)
+    }
+}
+
+/// The id of an event envelope that does not parse as a whole. Each field is read as raw
+/// JSON, which `serde_json` checks only for its shape (no nesting limit, no look inside
+/// `\u` escapes), so the id is found even when the payload is what broke the parse.
+fn peek_event_id(bytes: &[u8]) -> Option<EventId> {
+    let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(bytes).ok()?;
+    let field = |name: &str| serde_json::from_str::<String>(fields.get(name)?.get()).ok();
+    if field("type")? != "event" {
+        return None;
+    }
+    field("id")?.parse().ok()
+}
+
+/// A long-poll answer, `{"cursor":…,"messages":[…]}`, read so that one message that cannot be
+/// decoded does not make the whole batch (and its cursor) unreadable.
+#[derive(Debug)]
+pub struct PollAnswer {
+    /// Where to poll from next.
+    pub cursor: EventId,
+    /// Each message, decoded or not.
+    pub messages: Vec<Result<ServerMessage, Undecodable>>,
+}
+
+impl PollAnswer {
+    /// Parses a `GET /poll` answer body.
+    ///
+    /// # Errors
+    /// A human description, when the body is not a long-poll answer at all.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
+            .map_err(|e| format!("an answer that is not a JSON object ({e})"))?;
+        let cursor = fields
+            .get("cursor")
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+            .ok_or("an answer without a cursor")?
+            .parse::<EventId>()
+            .map_err(|e| format!("the answer's cursor: {e}"))?;
+        let messages: Vec<Box<RawValue>> = fields
+            .get("messages")
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .ok_or("an answer without messages")?;
+        let messages = messages
+            .iter()
+            .map(|raw| ServerMessage::parse(raw.get().as_bytes()))
+            .collect();
+        Ok(Self { cursor, messages })
+    }
+}
 
 /// One message from the gateway.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,24 +152,26 @@ impl ServerMessage {
     /// Parses one message, JSON or binary envelope.
     ///
     /// # Errors
-    /// A human description of what is wrong with it.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+    /// [`Undecodable`]: what is wrong with it, and the event's id if it could be read.
+    pub fn parse(bytes: &[u8]) -> Result<Self, Undecodable> {
         match bytes.first() {
             Some(&BINARY_ENVELOPE_VERSION) => parse_binary_envelope(bytes).map(Self::Event),
             Some(_) => {
-                let value: Value = serde_json::from_slice(bytes)
-                    .map_err(|e| format!("a message that is not JSON ({e})"))?;
+                let value: Value = serde_json::from_slice(bytes).map_err(|e| Undecodable {
+                    reason: format!("a message that is not JSON to this client ({e})"),
+                    id: peek_event_id(bytes),
+                })?;
                 Self::from_json(value)
             }
-            None => Err("an empty message".to_owned()),
+            None => Err("an empty message".into()),
         }
     }
 
-    /// Classifies one JSON envelope (long polling hands them over already parsed).
+    /// Classifies one JSON envelope.
     ///
     /// # Errors
     /// An `event` with a missing or malformed field.
-    pub fn from_json(value: Value) -> Result<Self, String> {
+    pub fn from_json(value: Value) -> Result<Self, Undecodable> {
         let text = |field: &str| value[field].as_str().map(str::to_owned);
         Ok(match value["type"].as_str() {
             Some("event") => {
@@ -119,7 +217,7 @@ pub const BINARY_ENVELOPE_VERSION: u8 = 1;
 /// 5+T+I   8     ts, microseconds since the Unix epoch, unsigned big-endian
 /// 13+T+I  ...   payload, raw, to the end of the message
 /// ```
-fn parse_binary_envelope(bytes: &[u8]) -> Result<Event, String> {
+fn parse_binary_envelope(bytes: &[u8]) -> Result<Event, Undecodable> {
     let truncated = || format!("a binary envelope cut short ({} bytes)", bytes.len());
     let mut rest = bytes;
     let mut take = |n: usize| -> Result<&[u8], String> {
@@ -129,7 +227,7 @@ fn parse_binary_envelope(bytes: &[u8]) -> Result<Event, String> {
     };
     let header = take(3)?;
     if header[1] != 1 {
-        return Err(format!("a binary envelope of unknown kind {}", header[1]));
+        return Err(format!("a binary envelope of unknown kind {}", header[1]).into());
     }
     let content_type = header[2];
     let topic_len = usize::from(take(1)?[0]);
@@ -142,11 +240,22 @@ fn parse_binary_envelope(bytes: &[u8]) -> Result<Event, String> {
     // same line for the same event.
     let data = match content_type {
         0 => Value::String(String::from_utf8_lossy(payload).into_owned()).to_string(),
-        1 => serde_json::from_slice::<Value>(payload)
-            .map_err(|e| format!("event {id}: a json payload that is not JSON ({e})"))?
-            .to_string(),
+        1 => match serde_json::from_slice::<Value>(payload) {
+            Ok(value) => value.to_string(),
+            Err(e) => {
+                return Err(Undecodable {
+                    reason: format!("a json payload that is not JSON to this client ({e})"),
+                    id: Some(id),
+                })
+            }
+        },
         2 => Value::String(base64::engine::general_purpose::STANDARD.encode(payload)).to_string(),
-        other => return Err(format!("event {id}: unknown content type {other}")),
+        other => {
+            return Err(Undecodable {
+                reason: format!("unknown content type {other}"),
+                id: Some(id),
+            })
+        }
     };
     Ok(Event { id, topic, data })
 }
@@ -237,6 +346,7 @@ mod tests {
         bytes.truncate(10);
         assert!(ServerMessage::parse(&bytes)
             .unwrap_err()
+            .reason
             .contains("cut short"));
     }
 
@@ -257,5 +367,56 @@ mod tests {
         assert!(ServerMessage::parse(b"").is_err());
         assert!(ServerMessage::parse(b"nope").is_err());
         assert!(ServerMessage::parse(br#"{"type":"event","topic":"t"}"#).is_err());
+    }
+
+    #[test]
+    fn an_undecodable_event_still_gives_its_id() {
+        let lone = br#"{"type":"event","topic":"t","id":"ep:3","ts":1,"content_type":"json","data":{"s":"\ud800"}}"#;
+        let undecodable = ServerMessage::parse(lone).unwrap_err();
+        assert_eq!(undecodable.id, Some("ep:3".parse().unwrap()));
+        assert!(undecodable.to_string().starts_with("event ep:3: "));
+        let deep = format!(
+            r#"{{"type":"event","topic":"t","id":"ep:4","data":{}{}}}"#,
+            "[".repeat(300),
+            "]".repeat(300)
+        );
+        let undecodable = ServerMessage::parse(deep.as_bytes()).unwrap_err();
+        assert_eq!(undecodable.id, Some("ep:4".parse().unwrap()));
+        // A binary envelope whose json payload does not parse.
+        let mut bytes = vec![1, 1, 1, 1, b't', 4];
+        bytes.extend_from_slice(b"ep:9");
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.extend_from_slice(b"[[");
+        let undecodable = ServerMessage::parse(&bytes).unwrap_err();
+        assert_eq!(undecodable.id, Some("ep:9".parse().unwrap()));
+        // Not an event, or not even an object: no id to move to.
+        assert_eq!(ServerMessage::parse(b"[1").unwrap_err().id, None);
+        assert_eq!(
+            ServerMessage::parse(br#"{"type":"gap","id":"ep:1","x":"\udc00"}"#)
+                .unwrap_err()
+                .id,
+            None
+        );
+    }
+
+    #[test]
+    fn a_poll_answer_is_read_message_by_message() {
+        let body = format!(
+            r#"{{"cursor":"ep:3","messages":[{},{},{}]}}"#,
+            r#"{"type":"event","topic":"t","id":"ep:1","data":1}"#,
+            r#"{"type":"event","topic":"t","id":"ep:2","data":"\ud800"}"#,
+            r#"{"type":"gap","topic":"t","after":"ep:2","lost_through":"ep:3"}"#
+        );
+        let answer = PollAnswer::parse(body.as_bytes()).unwrap();
+        assert_eq!(answer.cursor.to_string(), "ep:3");
+        assert_eq!(answer.messages.len(), 3);
+        assert!(matches!(answer.messages[0], Ok(ServerMessage::Event(_))));
+        assert_eq!(
+            answer.messages[1].as_ref().unwrap_err().id,
+            Some("ep:2".parse().unwrap())
+        );
+        assert!(matches!(answer.messages[2], Ok(ServerMessage::Notice(_))));
+        assert!(PollAnswer::parse(br#"{"messages":[]}"#).is_err());
+        assert!(PollAnswer::parse(b"[]").is_err());
     }
 }

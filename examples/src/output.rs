@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use crate::message::{describe_notice, Event, ServerMessage};
+use crate::message::{describe_notice, Event, ServerMessage, Undecodable};
 use crate::EventId;
 
 /// Whether events can arrive out of id order on this connection.
@@ -117,19 +117,36 @@ impl Output {
             // Stdout closed (`| head -3`): nobody is listening; end quietly.
             return Flow::Done;
         }
-        let newer = match &self.last {
-            // Unordered: keep the highest id, the only sensible resume point we have.
-            Some(last) if self.order == Order::Unordered => event.id.is_after(last).unwrap_or(true),
-            _ => true,
-        };
-        if newer {
-            self.last = Some(event.id.clone());
-        }
+        self.move_past(&event.id);
         self.printed += 1;
         if self.remaining() == Some(0) {
             Flow::Done
         } else {
             Flow::More
+        }
+    }
+
+    /// Skips a message that cannot be decoded, with a warning on stderr. An event's id still
+    /// moves the resume point past it: asking for it again would only get the same bytes.
+    pub fn skip(&mut self, undecodable: &Undecodable) {
+        self.status(format_args!("warning: skipped {undecodable}"));
+        if let Some(id) = &undecodable.id {
+            let repeated = self.order == Order::Ordered
+                && self.last.as_ref().and_then(|last| id.is_after(last)) == Some(false);
+            if !repeated {
+                self.move_past(id);
+            }
+        }
+    }
+
+    fn move_past(&mut self, id: &EventId) {
+        let newer = match &self.last {
+            // Unordered: keep the highest id, the only sensible resume point we have.
+            Some(last) if self.order == Order::Unordered => id.is_after(last).unwrap_or(true),
+            _ => true,
+        };
+        if newer {
+            self.last = Some(id.clone());
         }
     }
 

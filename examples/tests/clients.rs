@@ -367,3 +367,191 @@ async fn bad_command_lines_are_refused_before_connecting() {
         finished.stderr
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Events a client cannot decode. The gateway refuses payloads that are not I-JSON, so these
+// tests answer from a scripted gateway: each answer holds an event whose envelope `serde_json`
+// cannot read (a lone surrogate escape, an array nested 300 deep). The client must warn, move
+// its resume point past the event and go on, instead of asking for the same bytes forever.
+
+fn envelope(id: &str, data: &str) -> String {
+    format!(
+        r#"{{"type":"event","topic":"a","id":"{id}","ts":1,"content_type":"json","data":{data}}}"#
+    )
+}
+
+fn deep_array() -> String {
+    format!("{}{}", "[".repeat(300), "]".repeat(300))
+}
+
+/// A gateway that answers the n-th request (from 0) with `answer(n)`: a content type, a body,
+/// and whether to close the connection after it. Each request's head is sent on `heads`.
+async fn scripted_gateway(
+    answer: impl Fn(usize) -> (&'static str, String, bool) + Send + Sync + 'static,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (heads_tx, heads) = tokio::sync::mpsc::unbounded_channel();
+    let answer = std::sync::Arc::new(answer);
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (answer, served, heads_tx) = (answer.clone(), served.clone(), heads_tx.clone());
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut buffer).await {
+                            Ok(n @ 1..) => pending.extend_from_slice(&buffer[..n]),
+                            _ => return,
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..end + 4);
+                    let _ = heads_tx.send(head);
+                    let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (content_type, body, close) = answer(n);
+                    let framing = if close {
+                        "connection: close".to_owned()
+                    } else {
+                        format!("content-length: {}", body.len())
+                    };
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n{framing}\r\n\r\n{body}"
+                    );
+                    if stream.write_all(response.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, heads)
+}
+
+/// The next request head (or WebSocket request target) a scripted gateway saw.
+async fn next_head(heads: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(WAIT, heads.recv())
+        .await
+        .expect("a request within the bound")
+        .expect("the scripted gateway runs")
+}
+
+#[tokio::test]
+async fn poll_client_skips_an_event_it_cannot_decode_and_moves_its_cursor_past_it() {
+    let (url, mut heads) = scripted_gateway(|n| {
+        let body = match n {
+            // The undecodable event is the last of its batch: the cursor names it.
+            0 => format!(
+                r#"{{"cursor":"ep:2","messages":[{},{}]}}"#,
+                envelope("ep:1", "1"),
+                envelope("ep:2", r#"{"s":"\ud800"}"#)
+            ),
+            _ => format!(
+                r#"{{"cursor":"ep:4","messages":[{},{}]}}"#,
+                envelope("ep:3", &deep_array()),
+                envelope("ep:4", "4")
+            ),
+        };
+        ("application/json", body, false)
+    })
+    .await;
+    let client = Client::spawn(POLL, &url, &["a", "--count", "2", "--timeout", "0"]);
+    let first = next_head(&mut heads).await;
+    assert!(!first.contains("cursor="), "{first}");
+    let second = next_head(&mut heads).await;
+    assert!(second.contains("cursor=ep:2"), "{second}");
+    let finished = client.finish().await;
+    finished.assert_printed(&["ep:1 a 1".to_owned(), "ep:4 a 4".to_owned()]);
+    assert!(
+        finished.stderr.contains("warning: skipped event ep:2")
+            && finished.stderr.contains("warning: skipped event ep:3"),
+        "{}",
+        finished.stderr
+    );
+}
+
+#[tokio::test]
+async fn sse_client_skips_an_event_it_cannot_decode_and_resumes_after_it() {
+    let (url, mut heads) = scripted_gateway(|n| {
+        let body = match n {
+            // The stream ends right after the undecodable event: the client must come back
+            // after it, not before it.
+            0 => format!(
+                "retry: 10\n\nid: ep:1\nevent: a\ndata: {}\n\nid: ep:2\nevent: a\ndata: {}\n\n",
+                envelope("ep:1", "1"),
+                envelope("ep:2", &deep_array())
+            ),
+            _ => format!("id: ep:3\nevent: a\ndata: {}\n\n", envelope("ep:3", "3")),
+        };
+        ("text/event-stream", body, true)
+    })
+    .await;
+    let client = Client::spawn(SSE, &url, &["a", "--count", "2"]);
+    let _first = next_head(&mut heads).await;
+    let second = next_head(&mut heads).await.to_ascii_lowercase();
+    assert!(second.contains("last-event-id: ep:2"), "{second}");
+    let finished = client.finish().await;
+    finished.assert_printed(&["ep:1 a 1".to_owned(), "ep:3 a 3".to_owned()]);
+    assert!(
+        finished.stderr.contains("warning: skipped event ep:2"),
+        "{}",
+        finished.stderr
+    );
+}
+
+// tungstenite's handshake callback fixes the closure's error type (an HTTP response).
+#[allow(clippy::result_large_err)]
+#[tokio::test]
+async fn ws_client_skips_an_event_it_cannot_decode_and_resumes_after_it() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (paths_tx, mut paths) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for connection in 0.. {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let paths_tx = paths_tx.clone();
+            let record = move |request: &Request, mut response: Response| {
+                let _ = paths_tx.send(request.uri().to_string());
+                // The client offers `streamgate.v1` and insists on getting it back.
+                response.headers_mut().insert(
+                    "sec-websocket-protocol",
+                    http::HeaderValue::from_static("streamgate.v1"),
+                );
+                Ok(response)
+            };
+            let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(stream, record).await else {
+                continue;
+            };
+            let frames = match connection {
+                // The connection ends right after the undecodable event.
+                0 => vec![envelope("ep:1", "1"), envelope("ep:2", r#"{"s":"\udc00"}"#)],
+                _ => vec![envelope("ep:3", "3")],
+            };
+            for frame in frames {
+                let _ = socket.send(Message::text(frame)).await;
+            }
+            let _ = socket.close(None).await;
+        }
+    });
+    let client = Client::spawn(WS, &url, &["a", "--count", "2"]);
+    let first = next_head(&mut paths).await;
+    assert!(!first.contains("since="), "{first}");
+    let second = next_head(&mut paths).await;
+    assert!(second.contains("since=ep:2"), "{second}");
+    let finished = client.finish().await;
+    finished.assert_printed(&["ep:1 a 1".to_owned(), "ep:3 a 3".to_owned()]);
+    assert!(
+        finished.stderr.contains("warning: skipped event ep:2"),
+        "{}",
+        finished.stderr
+    );
+}

@@ -39,7 +39,7 @@ use serde_json::Value;
 use streamgate_examples::cli::Gateway;
 use streamgate_examples::frames::FrameReader;
 use streamgate_examples::http::{read_json, refusal, Connection};
-use streamgate_examples::message::ServerMessage;
+use streamgate_examples::message::{ServerMessage, Undecodable};
 use streamgate_examples::Disconnect;
 use support::cluster::{free_port, free_udp_port, publish, request, Backend, Cluster, NodeOptions};
 use tokio::sync::watch;
@@ -316,7 +316,7 @@ trait MessageStream {
 
     /// The next messages that arrived, or how the stream ended. Cancel-safe: it races the
     /// fault timer and the phase.
-    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, String>>, End>;
+    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, Undecodable>>, End>;
 }
 
 /// Reads `stream` until the client cuts it (`life`), the run is over for this client, or
@@ -390,7 +390,7 @@ struct WsStream(
 impl MessageStream for WsStream {
     const SUBSCRIBED_WHEN_OPEN: bool = false;
 
-    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, String>>, End> {
+    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, Undecodable>>, End> {
         let message = match self.0.next().await {
             Some(Ok(Message::Text(text))) => ServerMessage::parse(text.as_bytes()),
             Some(Ok(Message::Binary(bytes))) => ServerMessage::parse(&bytes),
@@ -441,7 +441,7 @@ struct SseStream {
 impl MessageStream for SseStream {
     const SUBSCRIBED_WHEN_OPEN: bool = true;
 
-    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, String>>, End> {
+    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, Undecodable>>, End> {
         match self.body.frame().await {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
@@ -588,7 +588,7 @@ struct WtStream(FrameReader);
 impl MessageStream for WtStream {
     const SUBSCRIBED_WHEN_OPEN: bool = false;
 
-    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, String>>, End> {
+    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, Undecodable>>, End> {
         match self.0.next().await {
             Ok(Some(message)) => Ok(vec![ServerMessage::parse(&message)]),
             Ok(None) => Err(End::Dropped("the control stream ended".to_owned())),

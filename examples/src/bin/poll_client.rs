@@ -48,11 +48,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use hyper::StatusCode;
-use serde_json::Value;
 use streamgate_examples::cli::Common;
-use streamgate_examples::http::{read_json, refusal, Connection, CONNECT_TIMEOUT};
-use streamgate_examples::message::ServerMessage;
-use streamgate_examples::{Backoff, Disconnect, EventId, Flow, Order, Output};
+use streamgate_examples::http::{read_body, refusal, Connection, CONNECT_TIMEOUT};
+use streamgate_examples::message::PollAnswer;
+use streamgate_examples::{Backoff, Disconnect, Flow, Order, Output};
 
 /// The gateway's cap on events per answer.
 const MAX_LIMIT: u64 = 100;
@@ -128,20 +127,17 @@ async fn session(
         if response.status() != StatusCode::OK {
             return Err(refusal(response).await);
         }
-        let answer = read_json(response, answer_within).await?;
+        let body = read_body(response, answer_within).await?;
+        // Read message by message: one this client cannot decode is skipped, and the cursor
+        // still moves past it, instead of polling for the same answer forever.
+        let answer = PollAnswer::parse(&body).map_err(Disconnect::retry)?;
         // A poll went through: the next outage starts from the shortest delay again.
         backoff.reset();
-
-        let Value::Array(messages) = &answer["messages"] else {
-            return Err(Disconnect::retry(format!(
-                "an answer without messages: {answer}"
-            )));
-        };
-        for message in messages {
-            let message = match ServerMessage::from_json(message.clone()) {
+        for message in answer.messages {
+            let message = match message {
                 Ok(message) => message,
-                Err(e) => {
-                    output.status(format_args!("skipped {e}"));
+                Err(undecodable) => {
+                    output.skip(&undecodable);
                     continue;
                 }
             };
@@ -149,10 +145,6 @@ async fn session(
                 return Ok(());
             }
         }
-        let cursor = answer["cursor"].as_str().unwrap_or_default();
-        match cursor.parse::<EventId>() {
-            Ok(cursor) => output.set_resume_from(cursor),
-            Err(e) => return Err(Disconnect::retry(format!("the answer's cursor: {e}"))),
-        }
+        output.set_resume_from(answer.cursor);
     }
 }

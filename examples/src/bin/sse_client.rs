@@ -137,8 +137,12 @@ async fn session(
             let Some(data) = block.data else { continue };
             let message = match ServerMessage::parse(data.as_bytes()) {
                 Ok(message) => message,
-                Err(e) => {
-                    output.status(format_args!("skipped {e} (event: {})", block.event));
+                Err(mut undecodable) => {
+                    // The block's `id:` line names the event even when its data is unreadable.
+                    if undecodable.id.is_none() {
+                        undecodable.id = block.id.as_deref().and_then(|id| id.parse().ok());
+                    }
+                    output.skip(&undecodable);
                     continue;
                 }
             };
@@ -159,6 +163,8 @@ struct Block {
     data: Option<String>,
     /// A valid `retry:` in this block.
     retry: Option<Duration>,
+    /// The block's `id:`, if any.
+    id: Option<String>,
 }
 
 /// An incremental `text/event-stream` parser (WHATWG HTML, "Server-sent events"): feed it
@@ -215,7 +221,9 @@ impl SseParser {
                 self.block.retry = value.parse().ok().map(Duration::from_millis);
             }
             // `id:` is the Last-Event-ID a browser keeps. Each streamgate event carries the
-            // same id in its envelope, which is where `Output` takes it from.
+            // same id in its envelope, which is where `Output` takes it from; the line's copy
+            // serves when the envelope cannot be decoded. WHATWG ignores an id with a NUL.
+            "id" if !value.contains('\0') => self.block.id = Some(value.to_owned()),
             _ => {}
         }
     }
@@ -242,11 +250,13 @@ mod tests {
                 event: "message".to_owned(),
                 data: None,
                 retry: Some(Duration::from_secs(3)),
+                id: None,
             },
             Block {
                 event: "demo".to_owned(),
                 data: Some("a\nb".to_owned()),
                 retry: None,
+                id: Some("e:1".to_owned()),
             },
         ];
         assert_eq!(whole.feed(stream), expected);

@@ -139,8 +139,8 @@ async fn session(
         };
         let message = match parsed {
             Ok(message) => message,
-            Err(e) => {
-                output.status(format_args!("skipped {e}"));
+            Err(undecodable) => {
+                output.skip(&undecodable);
                 continue;
             }
         };

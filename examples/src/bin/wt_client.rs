@@ -204,7 +204,7 @@ async fn session(
                     break;
                 }
             }
-            Err(e) => output.status(format_args!("skipped {e}")),
+            Err(undecodable) => output.skip(&undecodable),
         }
     }
     // Code 0, "no error". Waiting briefly lets the close reach the gateway before the process

@@ -79,9 +79,9 @@ pub enum PayloadError {
         /// Length of the valid prefix.
         valid_up_to: usize,
     },
-    /// A `json` payload is not one JSON value.
-    #[error("payload is not valid JSON: {0}")]
-    NotJson(String),
+    /// A `json` payload is not one I-JSON value (RFC 7493, with a nesting limit).
+    #[error("payload is not I-JSON: {0}")]
+    NotJson(#[from] crate::json::JsonError),
 }
 
 /// A subscription could not be opened.

@@ -202,32 +202,26 @@ impl ContentType {
 }
 
 impl ContentType {
-    /// Checks that `payload` is what this content type promises: UTF-8 for `text`, one JSON
-    /// value for `json`, anything for `binary`. Envelopes embed `json` payloads verbatim, so
-    /// every backend calls this before accepting an event.
+    /// Checks that `payload` is what this content type promises: UTF-8 for `text`, one I-JSON
+    /// value (RFC 7493, nested at most [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH) deep; see
+    /// [`validate_json`](crate::validate_json)) for `json`, anything for `binary`. Envelopes
+    /// embed `json` payloads verbatim, so every backend calls this before accepting an event.
     ///
     /// # Errors
     /// [`PayloadError`] naming what is wrong.
     pub fn validate(self, payload: &[u8]) -> Result<(), PayloadError> {
         match self {
             Self::Binary => Ok(()),
-            Self::Text => {
-                std::str::from_utf8(payload)
-                    .map(drop)
-                    .map_err(|e| PayloadError::NotUtf8 {
-                        valid_up_to: e.valid_up_to(),
-                    })
-            }
-            Self::Json => {
-                std::str::from_utf8(payload).map_err(|e| PayloadError::NotUtf8 {
-                    valid_up_to: e.valid_up_to(),
-                })?;
-                serde_json::from_slice::<serde::de::IgnoredAny>(payload)
-                    .map(drop)
-                    .map_err(|e| PayloadError::NotJson(e.to_string()))
-            }
+            Self::Text => utf8(payload).map(drop),
+            Self::Json => Ok(crate::json::validate_json(utf8(payload)?)?),
         }
     }
+}
+
+fn utf8(payload: &[u8]) -> Result<&str, PayloadError> {
+    std::str::from_utf8(payload).map_err(|e| PayloadError::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })
 }
 
 impl fmt::Display for ContentType {
@@ -403,6 +397,15 @@ mod tests {
             ContentType::Json.validate(b"{\"a\":"),
             Err(PayloadError::NotJson(_))
         ));
+        assert_eq!(
+            ContentType::Json
+                .validate(br#"{"s":"\ud800"}"#)
+                .unwrap_err()
+                .to_string(),
+            "payload is not I-JSON: lone surrogate escape (I-JSON, RFC 7493 \u{a7}2.1) at byte 6"
+        );
+        // Text that is not I-JSON is still text.
+        assert!(ContentType::Text.validate(br#"{"s":"\ud800"}"#).is_ok());
         assert!(matches!(
             ContentType::Json.validate(b"1 2"),
             Err(PayloadError::NotJson(_))

@@ -49,6 +49,7 @@ pub mod conformance;
 mod error;
 mod event;
 mod history;
+mod json;
 mod memory;
 mod tap;
 pub mod telemetry;
@@ -66,6 +67,7 @@ pub use event::{
     ContentType, Epoch, Event, EventId, Topic, WireFormat, MAX_EPOCH_LEN, MAX_TOPIC_LEN,
 };
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
+pub use json::{validate_json, JsonError, JsonRule, MAX_JSON_DEPTH};
 pub use memory::{MemoryBus, MemoryBusConfig, TopicStats};
 pub use tap::{
     is_credential_header, is_valid_tap_id, tap_id_from_query, Direction, RecordKind, Tap,

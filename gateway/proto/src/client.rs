@@ -4,7 +4,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use streamgate_core::{ContentType, EventId, Topic};
+use streamgate_core::{validate_json, ContentType, EventId, JsonRule, Topic};
 
 use crate::error::ProtocolError;
 
@@ -79,12 +79,30 @@ impl ClientMessage {
     /// `bad_topic`, `bad_cursor`, `bad_content_type` or `invalid_payload`. The error carries
     /// the `ref` when one could be read, so the reply can name the failed request.
     pub fn parse(text: &str) -> Result<Self, (ProtocolError, Option<String>)> {
-        let raw: Raw<'_> = serde_json::from_str(text).map_err(|e| {
-            (
-                ProtocolError::new("bad_message", format!("not a client message: {e}")),
-                None,
-            )
-        })?;
+        // The whole message is held to I-JSON before serde sees it: serde_json would stop a
+        // deep `data` at its own limit with an unhelpful message, and never looks inside the
+        // skipped `data` at all, which is embedded verbatim in every subscriber's envelope.
+        let strict = validate_json(text);
+        let parsed = serde_json::from_str::<Raw<'_>>(text);
+        let raw = match (strict, parsed) {
+            (Err(error), parsed) if !matches!(error.rule, JsonRule::Syntax(_)) => {
+                let reference = parsed.ok().and_then(|raw| check_ref(raw.reference).ok()?);
+                return Err((
+                    ProtocolError::new(
+                        "invalid_payload",
+                        format!("the message is not I-JSON: {error}"),
+                    ),
+                    reference,
+                ));
+            }
+            (_, Ok(raw)) => raw,
+            (_, Err(e)) => {
+                return Err((
+                    ProtocolError::new("bad_message", format!("not a client message: {e}")),
+                    None,
+                ))
+            }
+        };
         let reference = check_ref(raw.reference)?;
         let fail = |e: ProtocolError| (e, reference.clone());
         match raw.kind.as_str() {
@@ -256,6 +274,35 @@ mod tests {
         );
         assert_eq!(
             code(r#"{"type":"publish","topic":"t","content_type":"binary","data":"!!"}"#),
+            "invalid_payload"
+        );
+        let (error, reference) = ClientMessage::parse(
+            r#"{"type":"publish","topic":"t","data":{"s":"\ud800"},"ref":"r1"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(error.code, "invalid_payload");
+        assert!(error.reason.contains("lone surrogate"), "{}", error.reason);
+        assert!(error.reason.contains("at byte 43"), "{}", error.reason);
+        assert_eq!(reference.as_deref(), Some("r1"));
+        let deep = format!(
+            r#"{{"type":"publish","topic":"t","data":{}{}}}"#,
+            "[".repeat(300),
+            "]".repeat(300)
+        );
+        let (error, _) = ClientMessage::parse(&deep).unwrap_err();
+        assert_eq!(error.code, "invalid_payload");
+        assert!(
+            error.reason.contains("nested deeper than 64"),
+            "{}",
+            error.reason
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","topic":"t","data":{"a":1,"a":2}}"#),
+            "invalid_payload"
+        );
+        // A repeated field of the message itself is refused the same way.
+        assert_eq!(
+            code(r#"{"type":"publish","topic":"t","topic":"u","data":1}"#),
             "invalid_payload"
         );
         let long_ref = format!(

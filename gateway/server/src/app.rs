@@ -499,7 +499,10 @@ fn declared_content_type(request: &Request<Body>) -> Result<Option<ContentType>,
     })
 }
 
-/// JSON if the payload is one JSON value, text if it is UTF-8, binary otherwise.
+/// JSON if the payload is one I-JSON value (what a declared `json` payload must be), text if
+/// it is UTF-8, binary otherwise. A payload that is JSON but not I-JSON (a lone surrogate
+/// escape, a repeated name, nesting past the limit) is therefore published as text: it reaches
+/// subscribers as a JSON string, which every parser reads.
 fn sniff_content_type(payload: &[u8]) -> ContentType {
     if ContentType::Json.validate(payload).is_ok() {
         ContentType::Json
@@ -519,5 +522,16 @@ mod tests {
         assert_eq!(sniff_content_type(br#"{"a":1}"#), ContentType::Json);
         assert_eq!(sniff_content_type(b"hello"), ContentType::Text);
         assert_eq!(sniff_content_type(b"\xff\x00"), ContentType::Binary);
+        for not_i_json in [
+            r#"{"s":"\ud800"}"#.to_owned(),
+            r#"{"a":1,"a":2}"#.to_owned(),
+            format!("{}{}", "[".repeat(300), "]".repeat(300)),
+        ] {
+            assert_eq!(
+                sniff_content_type(not_i_json.as_bytes()),
+                ContentType::Text,
+                "{not_i_json}"
+            );
+        }
     }
 }

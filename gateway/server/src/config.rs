@@ -441,10 +441,10 @@ impl SourceConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceContentType {
-    /// JSON if the message parses as JSON, text otherwise.
+    /// JSON if the message is I-JSON (as a declared `json` publish must be), text otherwise.
     #[default]
     Auto,
-    /// Always JSON (messages that do not parse are dropped and counted).
+    /// Always JSON (messages that are not I-JSON are dropped and counted).
     Json,
     /// Always text.
     Text,
@@ -668,6 +668,17 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    use streamgate_core::ContentType;
+
+    #[test]
+    fn auto_source_content_type_falls_back_to_text_for_non_i_json() {
+        let auto = super::SourceContentType::Auto;
+        assert_eq!(auto.classify(r#"{"a":1}"#), ContentType::Json);
+        assert_eq!(auto.classify(r#"{"s":"\ud800"}"#), ContentType::Text);
+        assert_eq!(auto.classify(r#"{"a":1,"a":2}"#), ContentType::Text);
+        assert_eq!(auto.classify(&"[".repeat(300)), ContentType::Text);
+    }
+
     use super::*;
 
     fn parse(text: &str) -> Result<GatewayConfig, String> {
