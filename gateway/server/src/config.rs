@@ -66,6 +66,11 @@ pub struct ServerConfig {
     /// Time a client has to send its request headers (slowloris defence). Default: 10 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub header_read_timeout: Duration,
+    /// Time a request body has to arrive whole, from the end of its head (`POST /publish`,
+    /// `POST /poll`); a body not complete by then is answered `408` `body_timeout` and the
+    /// connection closed. 0 means no limit. Default: 10 s.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub body_read_timeout: Duration,
     /// How long shutdown waits for connections to finish before exiting. Default: 10 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub shutdown_grace: Duration,
@@ -120,6 +125,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 256,
             backlog: 4096,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             http2_ping_interval: Duration::from_secs(20),
