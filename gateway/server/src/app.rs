@@ -1,5 +1,6 @@
 //! The gateway's HTTP routes and the state they share.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,6 +54,20 @@ pub struct App {
     pub(crate) connection_slots: Arc<Semaphore>,
     /// Open connections per client IP, `server.max_connections_per_ip` each.
     pub(crate) connections_per_ip: Arc<PerIpLimit>,
+    /// Connections accepted and not yet over (`connection_slots` also has the permit the
+    /// accept loop holds for the next connection).
+    connections_open: Arc<AtomicUsize>,
+}
+
+/// Counts one accepted connection in [`App::connections_open`] until dropped (it travels in
+/// the connection's [`ConnectionLease`]).
+#[derive(Debug)]
+pub(crate) struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl App {
@@ -89,13 +104,20 @@ impl App {
             publish_rate,
             connection_slots,
             connections_per_ip,
+            connections_open: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Counts a connection just accepted, until the guard is dropped.
+    pub(crate) fn open_connection(&self) -> OpenConnection {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(&self.connections_open))
     }
 
     /// Connections open now under `server.max_connections`: every accepted TCP connection
     /// until it ends, an upgraded WebSocket until its session ends.
     pub fn connections_open(&self) -> usize {
-        self.config.server.max_connections - self.connection_slots.available_permits()
+        self.connections_open.load(Ordering::Relaxed)
     }
 
     /// Connections open now from `ip` under `server.max_connections_per_ip` (0 when that is

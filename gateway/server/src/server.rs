@@ -228,7 +228,7 @@ impl Gateway {
                 tracing::debug_span!("conn", conn_id = next_conn_id, %peer, tls = tls.is_some());
             // Freed when the connection ends, or, for an upgraded one, when the transport
             // that took it over is done with it.
-            let lease = ConnectionLease::new((permit, ip_slot));
+            let lease = ConnectionLease::new((permit, ip_slot, app.open_connection()));
             let connection =
                 serve_connection(Arc::clone(&app), Arc::clone(&builder), stream, tls, info, lease);
             app.tasks.spawn(connection.instrument(span));
