@@ -98,7 +98,10 @@ mod tests {
         drop((second, third, other));
         assert_eq!(limit.open(a), 0);
         assert_eq!(limit.open(b), 0);
-        assert!(limit.counts.lock().unwrap().is_empty(), "no entry left behind");
+        assert!(
+            limit.counts.lock().unwrap().is_empty(),
+            "no entry left behind"
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::Instant;
 use http::{header, Method, Request, Response, StatusCode};
 use streamgate_core::{
     body_read_error_response, read_body_limited, tap_id_from_query, Authorizer, ConnectionInfo,
-    ConnectionLease, ContentType, Direction, EventBus, PerIpLimit, HttpTransport, PublishError, RecordKind, Tap, TapConnection, TapRegistry, Topic,
-    TransportContext,
+    ConnectionLease, ContentType, Direction, EventBus, HttpTransport, PerIpLimit, PublishError,
+    RecordKind, Tap, TapConnection, TapRegistry, Topic, TransportContext,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;

@@ -52,7 +52,8 @@ pub struct GatewayConfig {
 pub struct ServerConfig {
     /// Address of the HTTP listener. Default: `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// Most simultaneous connections; further clients wait in the accept backlog. Default: 10 000.
+    /// Most simultaneous connections; further clients wait in the accept backlog. An upgraded
+    /// WebSocket holds its slot until its session ends (here and per IP). Default: 10 000.
     pub max_connections: usize,
     /// Most simultaneous connections from one IP address, on top of `max_connections`; 0 means
     /// no such limit. A plain HTTP connection over it is answered at once with `429`
@@ -63,7 +64,9 @@ pub struct ServerConfig {
     /// Accept backlog of the listeners (the kernel caps it at `net.core.somaxconn`).
     /// Default: 4096.
     pub backlog: u32,
-    /// Time a client has to send its request headers (slowloris defence). Default: 10 s.
+    /// Time a client has to send its request head (slowloris defence): the first bytes within
+    /// it of the accept, then the whole head within it of its first byte, also when the lean
+    /// HTTP/1.1 path hands an unfinished head to hyper. Default: 10 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub header_read_timeout: Duration,
     /// Time a request body has to arrive whole, from the end of its head (`POST /publish`,

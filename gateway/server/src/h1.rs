@@ -315,8 +315,7 @@ where
     let mut header_deadline = first.then(|| Instant::now() + header_timeout);
     loop {
         if !pending.is_empty() {
-            let deadline =
-                *header_deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+            let deadline = *header_deadline.get_or_insert_with(|| Instant::now() + header_timeout);
             match parse_head(pending, |path| app.long_lived_get(path)) {
                 Head::Partial => {}
                 head => return Ok(NextRequest::Head(head, deadline)),
@@ -777,13 +776,21 @@ mod tests {
             Rewind::with_head_deadline(Bytes::from_static(b"GET / HTTP/1.1\r\n"), server, deadline);
         let (_client_read, mut client_write) = tokio::io::split(client);
         let mut chunk = [0u8; 64];
-        assert_eq!(rewound.read(&mut chunk).await.unwrap(), 16, "the prefix first");
+        assert_eq!(
+            rewound.read(&mut chunk).await.unwrap(),
+            16,
+            "the prefix first"
+        );
         tokio::time::advance(Duration::from_secs(8)).await;
         client_write.write_all(b"x-a: b\r\n").await.unwrap();
         assert_eq!(rewound.read(&mut chunk).await.unwrap(), 8);
         let error = rewound.read(&mut chunk).await.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
-        assert_eq!(Instant::now(), deadline, "at the deadline of the head's first byte");
+        assert_eq!(
+            Instant::now(),
+            deadline,
+            "at the deadline of the head's first byte"
+        );
 
         // Once the head is over, the deadline is gone.
         let (client, server) = tokio::io::duplex(1024);
@@ -798,7 +805,11 @@ mod tests {
         assert_eq!(rewound.read(&mut chunk).await.unwrap(), 11);
         tokio::time::advance(Duration::from_secs(5)).await;
         client_write.write_all(b"{}").await.unwrap();
-        assert_eq!(rewound.read(&mut chunk).await.unwrap(), 2, "a slow body is not a head");
+        assert_eq!(
+            rewound.read(&mut chunk).await.unwrap(),
+            2,
+            "a slow body is not a head"
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! rate per client IP on `POST /publish` (`server.publish_rate`, `server.publish_burst`).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{ready, Context, Poll};

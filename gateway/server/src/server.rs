@@ -229,8 +229,14 @@ impl Gateway {
             // Freed when the connection ends, or, for an upgraded one, when the transport
             // that took it over is done with it.
             let lease = ConnectionLease::new((permit, ip_slot, app.open_connection()));
-            let connection =
-                serve_connection(Arc::clone(&app), Arc::clone(&builder), stream, tls, info, lease);
+            let connection = serve_connection(
+                Arc::clone(&app),
+                Arc::clone(&builder),
+                stream,
+                tls,
+                info,
+                lease,
+            );
             app.tasks.spawn(connection.instrument(span));
         }
         drop(listener);
@@ -363,9 +369,7 @@ async fn serve_connection(
                 Box::pin(serve_http(&app, &builder, stream, info, &lease)).await
             }
         }
-        Some(acceptor) => {
-            Box::pin(serve_tls(&app, &builder, stream, acceptor, info, &lease)).await
-        }
+        Some(acceptor) => Box::pin(serve_tls(&app, &builder, stream, acceptor, info, &lease)).await,
     };
     if let Err(e) = result {
         let timed_out = e

@@ -9,8 +9,8 @@ use futures_util::{FutureExt, StreamExt};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use streamgate_core::{
     body_read_error_response, error_response, full_body, read_body_limited, record_rejection,
-    AuthError, Body, BodyReadTimeout, BoxFuture,
-    Delivery, HttpTransport, SubscribeRequest, Subscription, TransportContext, TransportMetrics,
+    AuthError, Body, BodyReadTimeout, BoxFuture, Delivery, HttpTransport, SubscribeRequest,
+    Subscription, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{
     encode_error, encode_notice, encode_published, json_envelope, ClientMessage, ProtocolError,

@@ -11,8 +11,7 @@ use hyper_tungstenite::WebSocketStream;
 use hyper_util::rt::TokioIo;
 use streamgate_core::{
     error_response, full_body, token_from_request, AuthError, Body, BoxFuture, ConnectionInfo,
-    ConnectionLease,
-    HttpTransport, SubscribeRequest, Tap, TransportContext, TransportMetrics,
+    ConnectionLease, HttpTransport, SubscribeRequest, Tap, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{ProtocolError, SubscribeQuery};
 use tracing::Instrument;

@@ -34,9 +34,12 @@ async fn connect_from(addr: SocketAddr, from: IpAddr) -> TcpStream {
 async fn open_ws(addr: SocketAddr, from: IpAddr) -> Result<Ws, tungstenite::Error> {
     let stream = connect_from(addr, from).await;
     let url = format!("ws://{addr}/ws?topics=t");
-    within("a WebSocket handshake", tokio_tungstenite::client_async(url, stream))
-        .await
-        .map(|(ws, _)| ws)
+    within(
+        "a WebSocket handshake",
+        tokio_tungstenite::client_async(url, stream),
+    )
+    .await
+    .map(|(ws, _)| ws)
 }
 
 /// Asserts `refusal` is `429` `too_many_connections`, with its reason.
@@ -87,7 +90,11 @@ async fn websockets_over_the_per_ip_cap_are_refused_until_some_close() {
 
     let mut open = Vec::new();
     for _ in 0..CAP {
-        open.push(open_ws(gateway.addr, ATTACKER).await.expect("under the cap"));
+        open.push(
+            open_ws(gateway.addr, ATTACKER)
+                .await
+                .expect("under the cap"),
+        );
     }
     assert_eq!(app.connections_open_from(ATTACKER), CAP);
     let mut accepted_over = 0;
@@ -100,12 +107,15 @@ async fn websockets_over_the_per_ip_cap_are_refused_until_some_close() {
             Err(refusal) => assert_too_many(&refusal),
         }
     }
-    println!("abuse[ws per-IP cap]: {accepted_over} of {OVER} WebSockets accepted over a cap of {CAP}");
+    println!(
+        "abuse[ws per-IP cap]: {accepted_over} of {OVER} WebSockets accepted over a cap of {CAP}"
+    );
     assert_eq!(accepted_over, 0);
     assert_eq!(app.connections_open_from(ATTACKER), CAP);
 
     // Another address is still served, WebSocket and HTTP alike.
-    let (other, _) = served_within("the per-IP WebSocket flood", open_ws(gateway.addr, OTHER)).await;
+    let (other, _) =
+        served_within("the per-IP WebSocket flood", open_ws(gateway.addr, OTHER)).await;
     let mut other = other.expect("another address has its own count");
     let mut client = TestClient::connect_from(gateway.addr, OTHER).await;
     assert_eq!(client.get("/healthz").await.status, 200);
@@ -173,7 +183,10 @@ async fn websockets_past_max_connections_wait_until_one_closes() {
         }
     })
     .await;
-    assert!(early.is_err(), "a connection past max_connections was served");
+    assert!(
+        early.is_err(),
+        "a connection past max_connections was served"
+    );
     assert_eq!(app.connections_open(), MAX, "accepted over the cap: 0");
     println!("abuse[ws max_connections]: 0 connections accepted over a cap of {MAX}");
 
@@ -213,7 +226,10 @@ async fn keep_alive_and_http2_count_once_per_connection() {
             .unwrap();
         assert_eq!(response.status(), 200);
         let mut body = response.into_body();
-        within("the SSE preamble", body.frame()).await.unwrap().unwrap();
+        within("the SSE preamble", body.frame())
+            .await
+            .unwrap()
+            .unwrap();
         streams.push(body);
     }
     assert_eq!(app.connections_open_from(ATTACKER), 2);
@@ -287,7 +303,10 @@ mod webtransport {
 
         // HTTP from the same address is another count; a closed session frees its slot.
         let (health, _) = served_within("the per-IP session flood", async {
-            TestClient::connect(gateway.addr).await.get("/healthz").await
+            TestClient::connect(gateway.addr)
+                .await
+                .get("/healthz")
+                .await
         })
         .await;
         assert_eq!(health.status, 200);

@@ -58,7 +58,10 @@ async fn a_body_that_never_comes_is_cut_with_408_at_the_body_timeout() {
         let (answer, took) = read_until_closed(&mut stream, sent).await;
         println!("abuse[slow body {target}]: cut after {took:?} (body_read_timeout {timeout:?})");
         assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
-        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
         let error = error_of(&answer);
         assert_eq!(error["error"]["code"], "body_timeout", "{answer}");
         assert!(
@@ -118,7 +121,10 @@ async fn a_head_dripped_across_the_hand_over_to_hyper_has_one_header_timeout() {
     println!(
         "abuse[dripped head]: closed {took:?} after its first byte (header_read_timeout {timeout:?})"
     );
-    assert!(took >= timeout * 4 / 5, "cut before the hand-over: {took:?}");
+    assert!(
+        took >= timeout * 4 / 5,
+        "cut before the hand-over: {took:?}"
+    );
     assert!(
         took < timeout + Duration::from_millis(700),
         "the head had more than one header_read_timeout: {took:?}"
@@ -146,7 +152,10 @@ async fn http_1_1_without_one_host_is_400_on_both_paths() {
         let gateway = TestGateway::start(config).await;
         for (head, why) in [
             ("GET /sse?topics=t HTTP/1.1\r\n\r\n", "needs a Host"),
-            ("GET /poll?topics=t HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", "has 2"),
+            (
+                "GET /poll?topics=t HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+                "has 2",
+            ),
             ("GET /healthz HTTP/1.1\r\n\r\n", "needs a Host"),
             (
                 "POST /publish/t HTTP/1.1\r\nhost: a\r\nHost: a\r\ncontent-length: 2\r\n\r\n{}",
@@ -154,7 +163,10 @@ async fn http_1_1_without_one_host_is_400_on_both_paths() {
             ),
         ] {
             let answer = answer_to(&gateway, head).await;
-            assert!(answer.starts_with("HTTP/1.1 400 "), "lean {lean}: {head:?}: {answer}");
+            assert!(
+                answer.starts_with("HTTP/1.1 400 "),
+                "lean {lean}: {head:?}: {answer}"
+            );
             let error = error_of(&answer);
             assert_eq!(error["error"]["code"], "bad_host", "{answer}");
             assert!(
