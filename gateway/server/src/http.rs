@@ -111,15 +111,15 @@ impl std::fmt::Display for Rejection {
     }
 }
 
-/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`; one with none or several is
-/// answered `400` `bad_host` (hyper does not check it), with `connection: close`. HTTP/2
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`; the refusal of one with none
+/// or several, `400` `bad_host` (hyper does not check it), with `connection: close`. HTTP/2
 /// names the authority in `:authority`, and HTTP/1.0 needs no `Host`: both pass.
-pub(crate) fn check_host<B>(request: &http::Request<B>) -> Result<(), Response<Body>> {
+pub(crate) fn host_refusal<B>(request: &http::Request<B>) -> Option<Response<Body>> {
     if request.version() != http::Version::HTTP_11 {
-        return Ok(());
+        return None;
     }
     let reason = match request.headers().get_all(header::HOST).iter().count() {
-        1 => return Ok(()),
+        1 => return None,
         0 => "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)".to_owned(),
         n => format!("an HTTP/1.1 request has one Host header, this one has {n} (RFC 9112 §3.2)"),
     };
@@ -127,7 +127,7 @@ pub(crate) fn check_host<B>(request: &http::Request<B>) -> Result<(), Response<B
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    Err(response)
+    Some(response)
 }
 
 #[cfg(test)]
@@ -147,14 +147,14 @@ mod tests {
 
     #[test]
     fn http_1_1_needs_exactly_one_host() {
-        assert!(check_host(&request(http::Version::HTTP_11, &["a"])).is_ok());
+        assert!(host_refusal(&request(http::Version::HTTP_11, &["a"])).is_none());
         for hosts in [&[][..], &["a", "a"], &["a", "b", "c"]] {
-            let refusal = check_host(&request(http::Version::HTTP_11, hosts)).unwrap_err();
+            let refusal = host_refusal(&request(http::Version::HTTP_11, hosts)).unwrap();
             assert_eq!(refusal.status(), StatusCode::BAD_REQUEST, "{hosts:?}");
             assert_eq!(refusal.headers()[header::CONNECTION], "close");
         }
         // HTTP/2 has :authority; HTTP/1.0 predates Host.
-        assert!(check_host(&request(http::Version::HTTP_2, &[])).is_ok());
-        assert!(check_host(&request(http::Version::HTTP_10, &[])).is_ok());
+        assert!(host_refusal(&request(http::Version::HTTP_2, &[])).is_none());
+        assert!(host_refusal(&request(http::Version::HTTP_10, &[])).is_none());
     }
 }

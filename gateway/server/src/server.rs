@@ -440,11 +440,11 @@ where
         // From here until the response body is over (or dropped), the connection is busy.
         let busy = service_activity.busy();
         tag_connection(&mut request, info, &lease);
-        let host = crate::http::check_host(&request);
+        let refusal = crate::http::host_refusal(&request);
         async move {
-            let response = match host {
-                Ok(()) => app.handle(request).await,
-                Err(refusal) => refusal,
+            let response = match refusal {
+                None => app.handle(request).await,
+                Some(refusal) => refusal,
             };
             Ok::<_, std::convert::Infallible>(response.map(|body| busy.hold(body)))
         }
