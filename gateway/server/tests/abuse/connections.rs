@@ -241,9 +241,104 @@ async fn keep_alive_and_http2_count_once_per_connection() {
 
 mod webtransport {
     use super::*;
+    use std::sync::Arc;
     use wtransport::error::ConnectingError;
     use wtransport::tls::Sha256Digest;
-    use wtransport::{ClientConfig, Endpoint};
+    use wtransport::{ClientConfig, Endpoint, VarInt};
+
+    /// The HTTP/3 status the gateway answers a WebTransport CONNECT with, read by a bare
+    /// HTTP/3 client (quinn and wtransport's own frame codec): wtransport's client reports
+    /// any refusal as `SessionRejected`, without its status.
+    async fn connect_status(addr: SocketAddr) -> u16 {
+        use wtransport::proto::frame::Frame;
+        use wtransport::proto::headers::Headers;
+        use wtransport::proto::session::SessionRequest;
+        use wtransport::proto::settings::Settings;
+        use wtransport::proto::stream_header::StreamHeader;
+        use wtransport::quinn;
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+        within("an HTTP/3 CONNECT answer", async {
+            let connection = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
+            let mut opening = Vec::new();
+            StreamHeader::new_control().write(&mut opening).unwrap();
+            let settings = Settings::builder()
+                .qpack_max_table_capacity(VarInt::from_u32(0))
+                .qpack_blocked_streams(VarInt::from_u32(0))
+                .enable_webtransport()
+                .enable_h3_datagrams()
+                .webtransport_max_sessions(VarInt::from_u32(1))
+                .build();
+            settings.generate_frame().write(&mut opening).unwrap();
+            let mut control = connection.open_uni().await.unwrap();
+            control.write_all(&opening).await.unwrap();
+            let mut connect = Vec::new();
+            SessionRequest::new(format!("https://{addr}/wt?topics=t"))
+                .unwrap()
+                .headers()
+                .generate_frame()
+                .write(&mut connect)
+                .unwrap();
+            let (mut send, mut recv) = connection.open_bi().await.unwrap();
+            send.write_all(&connect).await.unwrap();
+            let answer = recv.read_to_end(64 * 1024).await.unwrap();
+            let frame = Frame::read(&mut &answer[..])
+                .unwrap()
+                .expect("a HEADERS frame");
+            let headers = Headers::with_frame(&frame).unwrap();
+            headers.get(":status").expect(":status").parse().unwrap()
+        })
+        .await
+    }
+
+    /// Trusts any certificate: the test reads a status, not a secret.
+    #[derive(Debug)]
+    struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+    impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
 
     /// A session on `/wt?topics=t`: the connection, or why it did not open.
     async fn session(
@@ -290,8 +385,7 @@ mod webtransport {
                     accepted_over += 1;
                     open.push(connection);
                 }
-                // The client sees only that the CONNECT was answered with an error status:
-                // on this path (the right URL) the gateway's only one is 429.
+                // An error status on the CONNECT (429: `connect_status` below reads it).
                 Err(ConnectingError::SessionRejected) => {}
                 Err(other) => panic!("expected a refused session request, got {other}"),
             }
@@ -300,6 +394,8 @@ mod webtransport {
             "abuse[wt per-IP cap]: {accepted_over} of {OVER} sessions accepted over a cap of {CAP}"
         );
         assert_eq!(accepted_over, 0);
+        // What the refusal is on the wire.
+        assert_eq!(connect_status(gateway.wt_addr.unwrap()).await, 429);
 
         // HTTP from the same address is another count; a closed session frees its slot.
         let (health, _) = served_within("the per-IP session flood", async {
