@@ -345,8 +345,17 @@ mod webtransport {
         gateway: &TestGateway,
         digest: &Sha256Digest,
     ) -> Result<wtransport::Connection, ConnectingError> {
+        session_from(gateway, digest, ATTACKER).await
+    }
+
+    /// [`session`] from the local address `from`.
+    async fn session_from(
+        gateway: &TestGateway,
+        digest: &Sha256Digest,
+        from: IpAddr,
+    ) -> Result<wtransport::Connection, ConnectingError> {
         let config = ClientConfig::builder()
-            .with_bind_address(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .with_bind_address(SocketAddr::new(from, 0))
             .with_server_certificate_hashes([digest.clone()])
             .build();
         let endpoint = Endpoint::client(config).unwrap();
@@ -397,15 +406,21 @@ mod webtransport {
         // What the refusal is on the wire.
         assert_eq!(connect_status(gateway.wt_addr.unwrap()).await, 429);
 
-        // HTTP from the same address is another count; a closed session frees its slot.
-        let (health, _) = served_within("the per-IP session flood", async {
-            TestClient::connect(gateway.addr)
-                .await
-                .get("/healthz")
-                .await
-        })
+        // Another address is served; HTTP from the same address is another count.
+        let (other, _) = served_within(
+            "the per-IP session flood",
+            session_from(&gateway, &digest, OTHER),
+        )
         .await;
+        let other = other.expect("another address has its own count");
+        let health = TestClient::connect(gateway.addr)
+            .await
+            .get("/healthz")
+            .await;
         assert_eq!(health.status, 200);
+        drop(other);
+
+        // A closed session frees its slot.
         let closing = open.pop().unwrap();
         closing.close(0u32.into(), b"bye");
         drop(closing);
