@@ -14,7 +14,10 @@
 //! (a publish, a WebSocket upgrade, the lab page, HTTP/2's preface, HTTP/1.0, a head that does
 //! not parse or is long) hands the connection, with the bytes read so far, to hyper for the
 //! rest of its life, and hyper answers it, errors included, as if it had had the connection
-//! from the start. Heads are parsed by httparse, hyper's own parser.
+//! from the start; a head handed over unfinished keeps the deadline it had here (one
+//! `server.header_read_timeout` for the whole head). An HTTP/1.1 head
+//! without exactly one `Host` is hyper's too, whose path answers it `400` `bad_host`. Heads
+//! are parsed by httparse, hyper's own parser.
 //!
 //! A response is framed by `content-length` when its size is known (a long-poll batch), else
 //! chunked (an SSE stream). Frames the body has ready together go out in one vectored write,
