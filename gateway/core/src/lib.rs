@@ -51,6 +51,7 @@ mod event;
 mod history;
 mod json;
 mod memory;
+mod per_ip;
 mod tap;
 pub mod telemetry;
 mod transport;
@@ -69,12 +70,13 @@ pub use event::{
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
 pub use json::{validate_json, JsonError, JsonRule, MAX_JSON_DEPTH};
 pub use memory::{MemoryBus, MemoryBusConfig, TopicStats};
+pub use per_ip::{IpSlot, PerIpLimit};
 pub use tap::{
     is_credential_header, is_valid_tap_id, tap_id_from_query, Direction, RecordKind, Tap,
     TapConnection, TapRegistry, TapSink, MAX_TAP_ID_LEN, TAP_QUERY_PARAM,
 };
 pub use telemetry::{record_rejection, TransportMetrics};
 pub use transport::{
-    error_response, full_body, header_has_token, read_body_limited, Body, BoxError, ConnectionInfo,
-    HttpTransport, TransportContext,
+    body_read_error_response, error_response, full_body, header_has_token, read_body_limited, Body,
+    BodyReadTimeout, BoxError, ConnectionInfo, ConnectionLease, HttpTransport, TransportContext,
 };

@@ -60,6 +60,49 @@ pub async fn read_body_limited(mut body: Body, limit: usize) -> Result<Option<By
     Ok(Some(collected.freeze()))
 }
 
+/// The error a request body fails with when it is not complete within the gateway's
+/// `server.body_read_timeout` (counted from the end of the request head): a body that never
+/// arrives must not hold its connection and its handler forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyReadTimeout {
+    /// The time the body had.
+    pub timeout: std::time::Duration,
+}
+
+impl fmt::Display for BodyReadTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the request body was not complete within {:?} (server.body_read_timeout)",
+            self.timeout
+        )
+    }
+}
+
+impl std::error::Error for BodyReadTimeout {}
+
+/// The answer to a request whose body could not be read: `408` `body_timeout` when it did not
+/// arrive in time ([`BodyReadTimeout`]), with `connection: close` since the rest of it may
+/// still come and would be read as the next request; else `400` `body_read_failed`.
+pub fn body_read_error_response(error: &BoxError) -> Response<Body> {
+    if let Some(timeout) = error.downcast_ref::<BodyReadTimeout>() {
+        let mut response = error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            &timeout.to_string(),
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "body_read_failed",
+        &format!("could not read the request body: {error}"),
+    )
+}
+
 /// The HTTP error answer of `docs/PROTOCOL.md` §6, `{"error":{"code":…,"reason":…}}`.
 ///
 /// Every refusal goes through here: it is counted (`streamgate_rejections_total{reason=code}`),
@@ -130,6 +173,32 @@ pub struct ConnectionInfo {
     pub peer: std::net::SocketAddr,
     /// A number unique within this gateway process, for logs.
     pub conn_id: u64,
+}
+
+/// What one accepted connection holds against the gateway's connection limits (its slot
+/// under `server.max_connections` and its client IP's under `server.max_connections_per_ip`),
+/// put in each request's extensions by the gateway. The slots are freed when the last clone
+/// is dropped: the gateway keeps one while it serves the connection, and a transport that
+/// takes the connection over (a WebSocket upgrade) keeps one for as long as it drives it, so
+/// an upgraded connection stays counted after HTTP is done with it.
+///
+/// Opaque on purpose: what is held is the gateway's business; a transport only keeps it.
+#[derive(Clone)]
+pub struct ConnectionLease(Arc<dyn std::any::Any + Send + Sync>);
+
+impl ConnectionLease {
+    /// A lease holding `slots` until its last clone is dropped.
+    pub fn new(slots: impl std::any::Any + Send + Sync) -> Self {
+        Self(Arc::new(slots))
+    }
+}
+
+impl fmt::Debug for ConnectionLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionLease")
+            .field("holders", &Arc::strong_count(&self.0))
+            .finish()
+    }
 }
 
 /// A transport served over the gateway's HTTP listener.

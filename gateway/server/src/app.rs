@@ -1,14 +1,16 @@
 //! The gateway's HTTP routes and the state they share.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, Method, Request, Response, StatusCode};
 use streamgate_core::{
-    read_body_limited, tap_id_from_query, Authorizer, ConnectionInfo, ContentType, Direction,
-    EventBus, HttpTransport, PublishError, RecordKind, Tap, TapConnection, TapRegistry, Topic,
-    TransportContext,
+    body_read_error_response, read_body_limited, tap_id_from_query, Authorizer, ConnectionInfo,
+    ConnectionLease, ContentType, Direction, EventBus, HttpTransport, PerIpLimit, PublishError,
+    RecordKind, Tap, TapConnection, TapRegistry, Topic, TransportContext,
 };
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,6 +49,25 @@ pub struct App {
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The publish rate per client IP of `POST /publish`, unless `server.publish_rate` is 0.
     publish_rate: Option<PublishRateLimit>,
+    /// One permit per open connection, `server.max_connections` in all (taken at accept,
+    /// held by the connection's [`ConnectionLease`]).
+    pub(crate) connection_slots: Arc<Semaphore>,
+    /// Open connections per client IP, `server.max_connections_per_ip` each.
+    pub(crate) connections_per_ip: Arc<PerIpLimit>,
+    /// Connections accepted and not yet over (`connection_slots` also has the permit the
+    /// accept loop holds for the next connection).
+    connections_open: Arc<AtomicUsize>,
+}
+
+/// Counts one accepted connection in [`App::connections_open`] until dropped (it travels in
+/// the connection's [`ConnectionLease`]).
+#[derive(Debug)]
+pub(crate) struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl App {
@@ -65,6 +86,8 @@ impl App {
             .then(|| Arc::new(Lab::new(config.lab.clone())));
         let publish_rate =
             PublishRateLimit::new(config.server.publish_rate, config.server.publish_burst);
+        let connection_slots = Arc::new(Semaphore::new(config.server.max_connections));
+        let connections_per_ip = PerIpLimit::new(config.server.max_connections_per_ip);
         Self {
             bus,
             config,
@@ -79,7 +102,28 @@ impl App {
             started: Instant::now(),
             metrics,
             publish_rate,
+            connection_slots,
+            connections_per_ip,
+            connections_open: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Counts a connection just accepted, until the guard is dropped.
+    pub(crate) fn open_connection(&self) -> OpenConnection {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(&self.connections_open))
+    }
+
+    /// Connections open now under `server.max_connections`: every accepted TCP connection
+    /// until it ends, an upgraded WebSocket until its session ends.
+    pub fn connections_open(&self) -> usize {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now from `ip` under `server.max_connections_per_ip` (0 when that is
+    /// 0: nothing is counted).
+    pub fn connections_open_from(&self, ip: std::net::IpAddr) -> usize {
+        self.connections_per_ip.open(ip)
     }
 
     /// Adds a route served by a transport that is built at bind time (`/wt/cert-hash`).
@@ -368,13 +412,7 @@ impl App {
         let payload = match read_body_limited(request.into_body(), max).await {
             Ok(Some(payload)) => payload,
             Ok(None) => return Err(too_large("over".to_owned())),
-            Err(e) => {
-                return Err(Rejection::new(
-                    StatusCode::BAD_REQUEST,
-                    "body_read_failed",
-                    format!("could not read the request body: {e}"),
-                ))
-            }
+            Err(e) => return Ok(body_read_error_response(&e)),
         };
         let content_type = declared.unwrap_or_else(|| sniff_content_type(&payload));
         let published = self.bus.publish(topic, content_type, payload).await;
@@ -439,9 +477,15 @@ fn enabled_transports(config: &GatewayConfig) -> Vec<Arc<dyn HttpTransport>> {
     ]
 }
 
-/// Records which connection a request came in on, for transports' logs and limits.
-pub(crate) fn tag_connection(request: &mut Request<Body>, info: ConnectionInfo) {
+/// Records which connection a request came in on, for transports' logs and limits, and
+/// gives it the connection's lease (see [`ConnectionLease`]).
+pub(crate) fn tag_connection(
+    request: &mut Request<Body>,
+    info: ConnectionInfo,
+    lease: &ConnectionLease,
+) {
     request.extensions_mut().insert(info);
+    request.extensions_mut().insert(lease.clone());
 }
 
 /// The publish API answers bus errors with the codes every transport uses.

@@ -52,7 +52,8 @@ pub struct GatewayConfig {
 pub struct ServerConfig {
     /// Address of the HTTP listener. Default: `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// Most simultaneous connections; further clients wait in the accept backlog. Default: 10 000.
+    /// Most simultaneous connections; further clients wait in the accept backlog. An upgraded
+    /// WebSocket holds its slot until its session ends (here and per IP). Default: 10 000.
     pub max_connections: usize,
     /// Most simultaneous connections from one IP address, on top of `max_connections`; 0 means
     /// no such limit. A plain HTTP connection over it is answered at once with `429`
@@ -63,9 +64,16 @@ pub struct ServerConfig {
     /// Accept backlog of the listeners (the kernel caps it at `net.core.somaxconn`).
     /// Default: 4096.
     pub backlog: u32,
-    /// Time a client has to send its request headers (slowloris defence). Default: 10 s.
+    /// Time a client has to send its request head (slowloris defence): the first bytes within
+    /// it of the accept, then the whole head within it of its first byte, also when the lean
+    /// HTTP/1.1 path hands an unfinished head to hyper. Default: 10 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub header_read_timeout: Duration,
+    /// Time a request body has to arrive whole, from the end of its head (`POST /publish`,
+    /// `POST /poll`); a body not complete by then is answered `408` `body_timeout` and the
+    /// connection closed. 0 means no limit. Default: 10 s.
+    #[serde(with = "streamgate_proto::duration_secs")]
+    pub body_read_timeout: Duration,
     /// How long shutdown waits for connections to finish before exiting. Default: 10 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub shutdown_grace: Duration,
@@ -120,6 +128,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 256,
             backlog: 4096,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             http2_ping_interval: Duration::from_secs(20),

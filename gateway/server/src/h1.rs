@@ -14,7 +14,10 @@
 //! (a publish, a WebSocket upgrade, the lab page, HTTP/2's preface, HTTP/1.0, a head that does
 //! not parse or is long) hands the connection, with the bytes read so far, to hyper for the
 //! rest of its life, and hyper answers it, errors included, as if it had had the connection
-//! from the start. Heads are parsed by httparse, hyper's own parser.
+//! from the start; a head handed over unfinished keeps the deadline it had here (one
+//! `server.header_read_timeout` for the whole head). An HTTP/1.1 head
+//! without exactly one `Host` is hyper's too, whose path answers it `400` `bad_host`. Heads
+//! are parsed by httparse, hyper's own parser.
 //!
 //! A response is framed by `content-length` when its size is known (a long-poll batch), else
 //! chunked (an SSE stream). Frames the body has ready together go out in one vectored write,
@@ -30,7 +33,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper_util::rt::TokioExecutor;
@@ -41,7 +44,7 @@ use tokio::time::Instant;
 use crate::app::App;
 use crate::http::Body;
 use crate::limits;
-use streamgate_core::{header_has_token, BoxError, ConnectionInfo};
+use streamgate_core::{header_has_token, BoxError, ConnectionInfo, ConnectionLease};
 
 /// The longest head served here; a longer one goes to hyper (which takes up to 64 KiB).
 pub const LEAN_HEAD_LIMIT: usize = 8 * 1024;
@@ -110,6 +113,10 @@ pub fn parse_head(bytes: &[u8], lean_route: impl Fn(&str) -> bool) -> Head {
             return Head::Other;
         }
         request.headers_mut().append(name, value);
+    }
+    // RFC 9112 §3.2: none, or several, is a 400, which hyper's path gives (with its reason).
+    if request.headers().get_all(HOST).iter().count() != 1 {
+        return Head::Other;
     }
     let keep_alive = !header_has_token(request.headers(), CONNECTION, "close");
     Head::Lean {
@@ -202,7 +209,8 @@ fn chunk_size_line(len: usize) -> Bytes {
 
 /// How reading the next request head ended.
 enum NextRequest {
-    Head(Head),
+    /// A head (or what hyper is to serve), and the time by which the whole head must be in.
+    Head(Head, Instant),
     /// The client closed, stayed idle too long, or the gateway is shutting down.
     Closed,
 }
@@ -214,6 +222,7 @@ pub(crate) async fn serve<I>(
     builder: &auto::Builder<TokioExecutor>,
     mut io: I,
     info: ConnectionInfo,
+    lease: &ConnectionLease,
 ) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -228,11 +237,14 @@ where
         let (mut handling, keep_alive) =
             match Box::pin(read_head(app, &mut io, &mut pending, first)).await? {
                 NextRequest::Closed => return Ok(()),
-                NextRequest::Head(Head::Lean {
-                    request,
-                    len,
-                    keep_alive,
-                }) => {
+                NextRequest::Head(
+                    Head::Lean {
+                        request,
+                        len,
+                        keep_alive,
+                    },
+                    _,
+                ) => {
                     pending.drain(..len);
                     if pending.is_empty() {
                         // Its capacity is freed for as long as the response lasts.
@@ -240,11 +252,14 @@ where
                     }
                     let mut request = (*request).map(|()| Body::default());
                     request.extensions_mut().insert(info);
+                    request.extensions_mut().insert(lease.clone());
                     (Arc::clone(app).handle(request), keep_alive)
                 }
-                NextRequest::Head(Head::Partial | Head::Other) => {
-                    let io = Rewind::new(Bytes::from(pending), io);
-                    return Box::pin(crate::server::serve_http(app, builder, io, info)).await;
+                NextRequest::Head(Head::Partial | Head::Other, head_deadline) => {
+                    // hyper's header timer starts afresh: the head begun here keeps its own.
+                    let io = Rewind::with_head_deadline(Bytes::from(pending), io, head_deadline);
+                    return Box::pin(crate::server::serve_http(app, builder, io, info, lease))
+                        .await;
                 }
             };
         first = false;
@@ -303,11 +318,11 @@ where
     let mut header_deadline = first.then(|| Instant::now() + header_timeout);
     loop {
         if !pending.is_empty() {
+            let deadline = *header_deadline.get_or_insert_with(|| Instant::now() + header_timeout);
             match parse_head(pending, |path| app.long_lived_get(path)) {
                 Head::Partial => {}
-                head => return Ok(NextRequest::Head(head)),
+                head => return Ok(NextRequest::Head(head, deadline)),
             }
-            header_deadline.get_or_insert_with(|| Instant::now() + header_timeout);
         }
         if pending.capacity() - pending.len() < 512 {
             pending.reserve(1024);
@@ -522,14 +537,64 @@ where
 ///
 /// Why by hand: hyper-util has one (`Rewind`) but keeps it private, and tokio's `chain` reads
 /// but does not write.
+///
+/// It can also hold the deadline of a request head begun on the lean path and handed to
+/// hyper unfinished: hyper's header timer would start afresh, so until the end of that head
+/// has been read, reads past the deadline fail (the connection ends, counted as
+/// `header_timeout`). The whole head then has one `server.header_read_timeout`.
 pub(crate) struct Rewind<I> {
     prefix: Bytes,
     io: I,
+    /// Armed until the end of the first head has gone by.
+    head_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    head_end: HeadEnd,
 }
 
 impl<I> Rewind<I> {
+    #[cfg(test)]
     pub(crate) fn new(prefix: Bytes, io: I) -> Self {
-        Self { prefix, io }
+        Self {
+            prefix,
+            io,
+            head_deadline: None,
+            head_end: HeadEnd::default(),
+        }
+    }
+
+    /// `prefix`, then `io`; the head they start must be over by `deadline`.
+    pub(crate) fn with_head_deadline(prefix: Bytes, io: I, deadline: Instant) -> Self {
+        let mut head_end = HeadEnd::default();
+        let head_deadline =
+            (!head_end.feed(&prefix)).then(|| Box::pin(tokio::time::sleep_until(deadline)));
+        Self {
+            prefix,
+            io,
+            head_deadline,
+            head_end,
+        }
+    }
+}
+
+/// Finds the blank line that ends a request head in bytes seen a piece at a time (`\r\n\r\n`,
+/// or the bare `\n\n` that parsers also accept).
+#[derive(Debug, Default, Clone, Copy)]
+struct HeadEnd {
+    /// Line ends seen in a row: 0 (inside a line), 1 (after `\n`), 2 (after `\n\r`).
+    state: u8,
+}
+
+impl HeadEnd {
+    /// Takes the next bytes; true once the end of the head is among the bytes seen.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        for &byte in bytes {
+            self.state = match (self.state, byte) {
+                (1 | 2, b'\n') => return true,
+                (_, b'\n') => 1,
+                (1, b'\r') => 2,
+                _ => 0,
+            };
+        }
+        false
     }
 }
 
@@ -550,7 +615,23 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        let Some(deadline) = &mut this.head_deadline else {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        };
+        let before = buf.filled().len();
+        if let Poll::Ready(read) = Pin::new(&mut this.io).poll_read(cx, buf) {
+            if this.head_end.feed(&buf.filled()[before..]) {
+                this.head_deadline = None;
+            }
+            return Poll::Ready(read);
+        }
+        ready!(deadline.as_mut().poll(cx));
+        streamgate_core::record_rejection(
+            limits::HEADER_TIMEOUT,
+            "request head not complete within server.header_read_timeout",
+        );
+        Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
     }
 }
 
@@ -654,13 +735,89 @@ mod tests {
                 String::from_utf8_lossy(head)
             );
         }
-        let zero_length = b"GET /sse HTTP/1.1\r\ncontent-length: 0\r\n\r\n";
+        let zero_length = b"GET /sse HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n";
         assert!(matches!(parse(zero_length), Head::Lean { .. }));
     }
 
     #[test]
+    fn no_host_or_two_is_left_to_hyper_s_400() {
+        for head in [
+            &b"GET /sse HTTP/1.1\r\n\r\n"[..],
+            b"GET /sse HTTP/1.1\r\nhost: a\r\nHost: b\r\n\r\n",
+            b"GET /sse HTTP/1.1\r\nhost: a\r\nhost: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(head), Head::Other),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let head = b"GET / HTTP/1.1\r\nhost: x\r\n\r\nbody";
+        for split in 0..head.len() {
+            let mut end = HeadEnd::default();
+            let found = end.feed(&head[..split]) || end.feed(&head[split..]);
+            assert!(found, "split at {split}");
+        }
+        let mut end = HeadEnd::default();
+        assert!(!end.feed(b"GET / HTTP/1.1\r\nhost: x\r\n"));
+        assert!(!end.feed(b"x-a: \r\r\n"));
+        assert!(end.feed(b"\n"), "a bare LF ends it too");
+        let mut end = HeadEnd::default();
+        assert!(!end.feed(b"GET / HTTP/1.1\n\rx: y\r\n"), "\\n\\r then text");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_handed_over_unfinished_keeps_its_deadline() {
+        let (client, server) = tokio::io::duplex(1024);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(10);
+        let mut rewound =
+            Rewind::with_head_deadline(Bytes::from_static(b"GET / HTTP/1.1\r\n"), server, deadline);
+        let (_client_read, mut client_write) = tokio::io::split(client);
+        let mut chunk = [0u8; 64];
+        assert_eq!(
+            rewound.read(&mut chunk).await.unwrap(),
+            16,
+            "the prefix first"
+        );
+        tokio::time::advance(Duration::from_secs(8)).await;
+        client_write.write_all(b"x-a: b\r\n").await.unwrap();
+        assert_eq!(rewound.read(&mut chunk).await.unwrap(), 8);
+        let error = rewound.read(&mut chunk).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(
+            Instant::now(),
+            deadline,
+            "at the deadline of the head's first byte"
+        );
+
+        // Once the head is over, the deadline is gone.
+        let (client, server) = tokio::io::duplex(1024);
+        let mut rewound = Rewind::with_head_deadline(
+            Bytes::from_static(b"POST / HTTP/1.1\r\n"),
+            server,
+            Instant::now() + Duration::from_secs(1),
+        );
+        let (_client_read, mut client_write) = tokio::io::split(client);
+        assert_eq!(rewound.read(&mut chunk).await.unwrap(), 17);
+        client_write.write_all(b"host: x\r\n\r\n").await.unwrap();
+        assert_eq!(rewound.read(&mut chunk).await.unwrap(), 11);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        client_write.write_all(b"{}").await.unwrap();
+        assert_eq!(
+            rewound.read(&mut chunk).await.unwrap(),
+            2,
+            "a slow body is not a head"
+        );
+    }
+
+    #[test]
     fn connection_close_is_honoured() {
-        let head = b"GET /poll HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n";
+        let head = b"GET /poll HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n";
         assert!(matches!(
             parse(head),
             Head::Lean {

@@ -110,3 +110,51 @@ impl std::fmt::Display for Rejection {
         write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.reason)
     }
 }
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`; the refusal of one with none
+/// or several, `400` `bad_host` (hyper does not check it), with `connection: close`. HTTP/2
+/// names the authority in `:authority`, and HTTP/1.0 needs no `Host`: both pass.
+pub(crate) fn host_refusal<B>(request: &http::Request<B>) -> Option<Response<Body>> {
+    if request.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let reason = match request.headers().get_all(header::HOST).iter().count() {
+        1 => return None,
+        0 => "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)".to_owned(),
+        n => format!("an HTTP/1.1 request has one Host header, this one has {n} (RFC 9112 §3.2)"),
+    };
+    let mut response = Rejection::new(StatusCode::BAD_REQUEST, "bad_host", reason).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Some(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: http::Version, hosts: &[&'static str]) -> http::Request<()> {
+        let mut request = http::Request::new(());
+        *request.version_mut() = version;
+        for host in hosts {
+            request
+                .headers_mut()
+                .append(header::HOST, HeaderValue::from_static(host));
+        }
+        request
+    }
+
+    #[test]
+    fn http_1_1_needs_exactly_one_host() {
+        assert!(host_refusal(&request(http::Version::HTTP_11, &["a"])).is_none());
+        for hosts in [&[][..], &["a", "a"], &["a", "b", "c"]] {
+            let refusal = host_refusal(&request(http::Version::HTTP_11, hosts)).unwrap();
+            assert_eq!(refusal.status(), StatusCode::BAD_REQUEST, "{hosts:?}");
+            assert_eq!(refusal.headers()[header::CONNECTION], "close");
+        }
+        // HTTP/2 has :authority; HTTP/1.0 predates Host.
+        assert!(host_refusal(&request(http::Version::HTTP_2, &[])).is_none());
+        assert!(host_refusal(&request(http::Version::HTTP_10, &[])).is_none());
+    }
+}

@@ -5,13 +5,21 @@
 //! rate per client IP on `POST /publish` (`server.publish_rate`, `server.publish_burst`).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use streamgate_core::{BodyReadTimeout, BoxError};
 use streamgate_proto::TokenBucket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::http::Body;
 
 /// The error code of a connection refused for its IP's count.
 pub(crate) const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
@@ -98,69 +106,61 @@ impl PublishRateLimit {
     }
 }
 
-/// Counts the open connections of each client IP.
-#[derive(Debug)]
-pub(crate) struct PerIpLimit {
-    max: usize,
-    counts: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One connection counted against its IP until dropped.
-#[derive(Debug)]
-pub(crate) struct IpSlot {
-    /// `None` when there is no limit (nothing was counted).
-    limit: Option<Arc<PerIpLimit>>,
-    ip: IpAddr,
-}
-
-impl PerIpLimit {
-    /// At most `max` connections per IP; 0 means no limit.
-    pub(crate) fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max,
-            counts: Mutex::new(HashMap::new()),
-        })
+/// The request body with `server.body_read_timeout` on it: once the time has passed since
+/// the head, a body not yet over fails with [`BodyReadTimeout`], which the handler reading it
+/// answers `408` `body_timeout` (see [`streamgate_core::body_read_error_response`]). A body
+/// that is already over (most `GET`s) and a timeout of 0 get no timer.
+pub(crate) fn timed_body<B>(body: B, timeout: Duration) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    if timeout.is_zero() || body.is_end_stream() {
+        return body.map_err(Into::into).boxed();
     }
+    TimedBody {
+        body,
+        deadline: Box::pin(tokio::time::sleep(timeout)),
+        timeout,
+    }
+    .boxed()
+}
 
-    /// A slot for a connection from `ip`, or `None` when that IP is at the limit. With no
-    /// limit, a slot that counts nothing.
-    pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        if self.max == 0 {
-            return Some(IpSlot { limit: None, ip });
+struct TimedBody<B> {
+    body: B,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl<B> http_body::Body for TimedBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
-        // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d: count it as a.b.c.d.
-        let ip = ip.to_canonical();
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(IpSlot {
-            limit: Some(Arc::clone(self)),
-            ip,
-        })
-    }
-
-    #[cfg(test)]
-    fn count(&self, ip: IpAddr) -> usize {
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.get(&ip).copied().unwrap_or(0)
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let Some(limit) = &self.limit else {
-            return;
+        ready!(this.deadline.as_mut().poll(cx));
+        let timeout = BodyReadTimeout {
+            timeout: this.timeout,
         };
-        let mut counts = limit.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
+        Poll::Ready(Some(Err(Box::new(timeout))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -225,24 +225,40 @@ pub(crate) async fn request_started(stream: &TcpStream, timeout: Duration) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
 
-    #[test]
-    fn counts_per_ip_and_frees_on_drop() {
-        let limit = PerIpLimit::new(2);
-        let a: IpAddr = "127.0.0.1".parse().unwrap();
-        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.1".parse().unwrap();
-        let first = limit.try_acquire(a).unwrap();
-        let second = limit.try_acquire(mapped).unwrap();
-        assert!(limit.try_acquire(a).is_none(), "a third from the same IP");
-        let other = limit.try_acquire(b).unwrap();
-        assert_eq!(limit.count(a), 2);
-        drop(first);
-        assert_eq!(limit.count(a), 1);
-        let third = limit.try_acquire(a).unwrap();
-        drop((second, third, other));
-        assert_eq!(limit.count(a), 0);
-        assert_eq!(limit.count(b), 0);
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_coming_fails_at_the_timeout() {
+        let timeout = Duration::from_secs(3);
+        // One frame, then nothing more, ever.
+        let frames = futures_util::stream::iter([Ok::<_, BoxError>(http_body::Frame::data(
+            Bytes::from_static(b"par"),
+        ))])
+        .chain(futures_util::stream::pending());
+        let mut body = timed_body(http_body_util::StreamBody::new(frames), timeout);
+        let started = tokio::time::Instant::now();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "par");
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(started.elapsed(), timeout);
+        assert_eq!(
+            error.downcast_ref::<BodyReadTimeout>(),
+            Some(&BodyReadTimeout { timeout })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_whole_body_or_no_timeout_is_left_alone() {
+        let whole = timed_body(
+            http_body_util::Full::new(Bytes::from_static(b"{}")),
+            Duration::from_secs(1),
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(whole.collect().await.unwrap().to_bytes(), "{}");
+        let frames = futures_util::stream::pending::<Result<http_body::Frame<Bytes>, BoxError>>();
+        let mut untimed = timed_body(http_body_util::StreamBody::new(frames), Duration::ZERO);
+        let waited = tokio::time::timeout(Duration::from_secs(60), untimed.frame()).await;
+        assert!(waited.is_err(), "0 is no limit: still waiting");
     }
 
     #[test]
@@ -300,14 +316,5 @@ mod tests {
             let _ = limit.check(ip(10_000 + i), idle + Duration::from_micros(u64::from(i)));
             assert!(limit.tracked() <= 64);
         }
-    }
-
-    #[test]
-    fn zero_means_no_limit() {
-        let limit = PerIpLimit::new(0);
-        let a: IpAddr = "127.0.0.1".parse().unwrap();
-        let slots: Vec<_> = (0..1000).map(|_| limit.try_acquire(a).unwrap()).collect();
-        assert!(slots.iter().all(|slot| slot.limit.is_none()));
-        assert_eq!(limit.count(a), 0);
     }
 }

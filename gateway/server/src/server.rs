@@ -13,24 +13,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::app::{tag_connection, App};
 use crate::config::GatewayConfig;
 use crate::idle::Activity;
-use crate::limits::{self, PerIpLimit};
+use crate::limits;
 use crate::tls::TlsMaterial;
 use crate::{demo, upstream};
-use streamgate_core::{BoxError, ConnectionInfo, EventBus};
+use streamgate_core::{BoxError, ConnectionInfo, ConnectionLease, EventBus};
 
 /// Largest request head (request line and headers) accepted, in bytes.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -166,8 +164,8 @@ impl Gateway {
             );
         }
         start_metrics_upkeep(&app);
-        let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
-        let per_ip = PerIpLimit::new(app.config.server.max_connections_per_ip);
+        let limit = Arc::clone(&app.connection_slots);
+        let per_ip = Arc::clone(&app.connections_per_ip);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -228,16 +226,18 @@ impl Gateway {
             };
             let span =
                 tracing::debug_span!("conn", conn_id = next_conn_id, %peer, tls = tls.is_some());
-            let connection =
-                serve_connection(Arc::clone(&app), Arc::clone(&builder), stream, tls, info);
-            app.tasks.spawn(
-                async move {
-                    connection.await;
-                    drop(ip_slot);
-                    drop(permit);
-                }
-                .instrument(span),
+            // Freed when the connection ends, or, for an upgraded one, when the transport
+            // that took it over is done with it.
+            let lease = ConnectionLease::new((permit, ip_slot, app.open_connection()));
+            let connection = serve_connection(
+                Arc::clone(&app),
+                Arc::clone(&builder),
+                stream,
+                tls,
+                info,
+                lease,
             );
+            app.tasks.spawn(connection.instrument(span));
         }
         drop(listener);
         drop(tls_listener);
@@ -342,6 +342,7 @@ async fn serve_connection(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     info: ConnectionInfo,
+    lease: ConnectionLease,
 ) {
     let result = match tls {
         None => {
@@ -363,12 +364,12 @@ async fn serve_connection(
             // Boxed, like the TLS connection: the connection's task then holds only what its
             // kind of connection needs, not room for every kind.
             if app.config.server.lean_http1 {
-                Box::pin(crate::h1::serve(&app, &builder, stream, info)).await
+                Box::pin(crate::h1::serve(&app, &builder, stream, info, &lease)).await
             } else {
-                Box::pin(serve_http(&app, &builder, stream, info)).await
+                Box::pin(serve_http(&app, &builder, stream, info, &lease)).await
             }
         }
-        Some(acceptor) => Box::pin(serve_tls(&app, &builder, stream, acceptor, info)).await,
+        Some(acceptor) => Box::pin(serve_tls(&app, &builder, stream, acceptor, info, &lease)).await,
     };
     if let Err(e) = result {
         let timed_out = e
@@ -391,6 +392,7 @@ async fn serve_tls(
     stream: TcpStream,
     acceptor: TlsAcceptor,
     info: ConnectionInfo,
+    lease: &ConnectionLease,
 ) -> Result<(), BoxError> {
     // The handshake counts against the same budget as request headers (slowloris).
     let timeout = app.config.server.header_read_timeout;
@@ -408,9 +410,9 @@ async fn serve_tls(
     // HTTP/2 is hyper's; HTTP/1.1 starts on the lean path.
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     if h2 || !app.config.server.lean_http1 {
-        serve_http(app, builder, stream, info).await
+        serve_http(app, builder, stream, info, lease).await
     } else {
-        crate::h1::serve(app, builder, stream, info).await
+        crate::h1::serve(app, builder, stream, info, lease).await
     }
 }
 
@@ -422,6 +424,7 @@ pub(crate) async fn serve_http<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     info: ConnectionInfo,
+    lease: &ConnectionLease,
 ) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -429,14 +432,20 @@ where
     let activity = Activity::new();
     let service_app = Arc::clone(app);
     let service_activity = Arc::clone(&activity);
+    let lease = lease.clone();
+    let body_timeout = app.config.server.body_read_timeout;
     let service = service_fn(move |request: http::Request<Incoming>| {
-        let mut request = request.map(|body| body.map_err(BoxError::from).boxed());
+        let mut request = request.map(|body| limits::timed_body(body, body_timeout));
         let app = Arc::clone(&service_app);
         // From here until the response body is over (or dropped), the connection is busy.
         let busy = service_activity.busy();
-        tag_connection(&mut request, info);
+        tag_connection(&mut request, info, &lease);
+        let refusal = crate::http::host_refusal(&request);
         async move {
-            let response = app.handle(request).await;
+            let response = match refusal {
+                None => app.handle(request).await,
+                Some(refusal) => refusal,
+            };
             Ok::<_, std::convert::Infallible>(response.map(|body| busy.hold(body)))
         }
     });

@@ -194,7 +194,8 @@ async fn pipelined_polls_are_answered_in_order_and_connection_close_is_honoured(
     raw.write(&poll("a", 0)).await;
     let (_, body) = raw.response().await;
     let start = from_start(cursor(&body));
-    let from = |topic: &str| format!("GET /poll?topics={topic}&cursor={start} HTTP/1.1\r\n");
+    let from =
+        |topic: &str| format!("GET /poll?topics={topic}&cursor={start} HTTP/1.1\r\nhost: test\r\n");
     raw.write(&format!(
         "{}\r\n{}\r\n{}connection: close\r\n\r\n",
         from("b"),

@@ -8,8 +8,9 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use streamgate_core::{
-    error_response, full_body, read_body_limited, record_rejection, AuthError, Body, BoxFuture,
-    Delivery, HttpTransport, SubscribeRequest, Subscription, TransportContext, TransportMetrics,
+    body_read_error_response, error_response, full_body, read_body_limited, record_rejection,
+    AuthError, Body, BodyReadTimeout, BoxFuture, Delivery, HttpTransport, SubscribeRequest,
+    Subscription, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{
     encode_error, encode_notice, encode_published, json_envelope, ClientMessage, ProtocolError,
@@ -239,6 +240,8 @@ async fn post(
     let body = match read_body_limited(request.into_body(), limit).await {
         Ok(Some(body)) => body,
         Ok(None) => return too_large(),
+        // The gateway's `server.body_read_timeout`: an HTTP answer, and the connection closes.
+        Err(e) if e.is::<BodyReadTimeout>() => return body_read_error_response(&e),
         Err(e) => {
             return reply(
                 None,

@@ -18,6 +18,12 @@ pub struct WtConfig {
     /// Most simultaneous sessions; a session over it is closed at once with code 1013.
     /// Default: 10 000.
     pub max_sessions: usize,
+    /// Most simultaneous sessions from one client IP, on top of `max_sessions`; 0 means no
+    /// such limit. A session request over it is refused with HTTP/3 status `429` (counted
+    /// as `too_many_connections`, with its reason in the log). QUIC connections still in
+    /// their handshake count too. Behind a proxy or NAT many clients share an address: raise
+    /// it (or set 0) there. Default: 256.
+    pub max_sessions_per_ip: usize,
     /// Most client-opened bidirectional streams open at once in one session (also the QUIC
     /// stream credit given to the client); one more closes the session with code 1008.
     /// Default: 16.
@@ -53,6 +59,7 @@ impl Default for WtConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             max_sessions: 10_000,
+            max_sessions_per_ip: 256,
             max_streams_per_session: 16,
             max_datagram_rate: 50.0,
             datagram_burst: 100,

@@ -12,8 +12,8 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use streamgate_core::{
     error_response, full_body, is_credential_header, mask_token_param, tap_id_from_query,
     AuthError, Authorizer, Body, BoxFuture, ContentType, Delivery, Direction, Event, EventBus,
-    Grant, HttpTransport, RecordKind, SubscribeRequest, Subscription, Tap, TapConnection,
-    TapRegistry, TransportContext, TransportMetrics,
+    Grant, HttpTransport, IpSlot, PerIpLimit, RecordKind, SubscribeRequest, Subscription, Tap,
+    TapConnection, TapRegistry, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{
     binary_envelope, encode_error, encode_notice, encode_published, json_envelope, ClientMessage,
@@ -29,6 +29,10 @@ use crate::wire::{
     close_code, encode_datagram_fallback, encode_subscribed, fits_datagram, frame, DeliveryMode,
     FrameDecoder, SessionParams, SessionRefusal,
 };
+
+/// The error code of a session refused for its client IP's count (the one the HTTP listeners
+/// use for the same limit).
+const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
 
 /// Makes a fresh certificate: the rustls configuration serving it and its SHA-256.
 pub type Regenerate =
@@ -270,6 +274,7 @@ impl WtServer {
     /// and waits (at most 2 s) for the closes to be sent. Spawn it into `context.tasks`.
     pub async fn run(self, context: TransportContext) {
         let sessions = Arc::new(AtomicUsize::new(0));
+        let per_ip = PerIpLimit::new(self.config.max_sessions_per_ip);
         let next_id = AtomicU64::new(0);
         let metrics = TransportMetrics::new("webtransport");
         let mut next_rotation = tokio::time::Instant::now() + self.config.cert_rotation;
@@ -290,9 +295,12 @@ impl WtServer {
                 session_id,
                 peer = %incoming.remote_address()
             );
+            // Taken before the handshake: connections still in it count against their IP.
+            let ip_slot = per_ip.try_acquire(incoming.remote_address().ip());
             context.tasks.spawn(
                 handle_incoming(
                     incoming,
+                    ip_slot,
                     Arc::clone(&self.config),
                     context.clone(),
                     Arc::clone(&sessions),
@@ -424,6 +432,7 @@ fn open_tap(
 
 async fn handle_incoming(
     incoming: IncomingSession,
+    ip_slot: Option<IpSlot>,
     config: Arc<WtConfig>,
     context: TransportContext,
     sessions: Arc<AtomicUsize>,
@@ -441,6 +450,18 @@ async fn handle_incoming(
             Ok(Err(e)) => return tracing::debug!(error = %e, "handshake failed"),
             Err(_) => return tracing::debug!("handshake timed out"),
         },
+    };
+    let Some(ip_slot) = ip_slot else {
+        // wtransport sends a refusal's status alone (no headers, no body): the reason is
+        // in the log and the metrics.
+        let ip = request.remote_address().ip().to_canonical();
+        let reason = format!(
+            "{ip} is at its limit of {} sessions (webtransport.max_sessions_per_ip)",
+            config.max_sessions_per_ip
+        );
+        streamgate_core::record_rejection(TOO_MANY_CONNECTIONS, &reason);
+        request.too_many_requests().await;
+        return;
     };
     let tap = open_tap(taps, &request);
     let params = SessionParams::parse(request.path());
@@ -559,6 +580,7 @@ async fn handle_incoming(
     session.run(subscription).await;
     drop(open);
     drop(slot);
+    drop(ip_slot);
 }
 
 struct Session {

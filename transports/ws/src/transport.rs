@@ -11,7 +11,7 @@ use hyper_tungstenite::WebSocketStream;
 use hyper_util::rt::TokioIo;
 use streamgate_core::{
     error_response, full_body, token_from_request, AuthError, Body, BoxFuture, ConnectionInfo,
-    HttpTransport, SubscribeRequest, Tap, TransportContext, TransportMetrics,
+    ConnectionLease, HttpTransport, SubscribeRequest, Tap, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{ProtocolError, SubscribeQuery};
 use tracing::Instrument;
@@ -215,6 +215,9 @@ async fn handle(
     // connection needs wrapping before tungstenite reads from it (inbound deflate).
     let upgrade = hyper::upgrade::on(&mut request);
     let info = request.extensions().get::<ConnectionInfo>().copied();
+    // The connection's slots under the gateway's connection limits: held by the session, so
+    // an upgraded connection counts for as long as it is open, not only until the upgrade.
+    let lease = request.extensions().get::<ConnectionLease>().cloned();
     // Put there by the gateway only for a connection that asked for the lab's tap.
     let tap = request.extensions().get::<Tap>().cloned();
     let span = tracing::info_span!(
@@ -242,6 +245,7 @@ async fn handle(
             let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
             let _open = metrics.connection();
             session::run(socket, config, mode, context, deflate, metrics).await;
+            drop(lease);
         }
         .instrument(span),
     );
