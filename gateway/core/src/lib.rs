@@ -66,7 +66,7 @@ pub use event::{
     ContentType, Epoch, Event, EventId, Topic, WireFormat, MAX_EPOCH_LEN, MAX_TOPIC_LEN,
 };
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
-pub use memory::{MemoryBus, MemoryBusConfig, TopicStats};
+pub use memory::{HistoryUsage, MemoryBus, MemoryBusConfig, TopicStats};
 pub use tap::{
     is_credential_header, is_valid_tap_id, tap_id_from_query, Direction, RecordKind, Tap,
     TapConnection, TapRegistry, TapSink, MAX_TAP_ID_LEN, TAP_QUERY_PARAM,
