@@ -48,6 +48,7 @@ mod bus;
 pub mod conformance;
 mod error;
 mod event;
+mod gate;
 mod history;
 mod memory;
 mod tap;
@@ -65,6 +66,7 @@ pub use error::{IdError, PayloadError, PublishError, SubscribeError, TopicError}
 pub use event::{
     ContentType, Epoch, Event, EventId, Topic, WireFormat, MAX_EPOCH_LEN, MAX_TOPIC_LEN,
 };
+pub use gate::{PublishGate, PublishRefusal, RATE_LIMITED, TOPIC_BUDGET};
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
 pub use memory::{HistoryUsage, MemoryBus, MemoryBusConfig, TopicStats};
 pub use tap::{
