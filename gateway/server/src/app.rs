@@ -6,16 +6,16 @@ use std::time::Instant;
 use http::{header, Method, Request, Response, StatusCode};
 use streamgate_core::{
     read_body_limited, tap_id_from_query, Authorizer, ConnectionInfo, ContentType, Direction,
-    EventBus, HttpTransport, PublishError, PublishGate, PublishRefusal, RecordKind, Tap, TapConnection, TapRegistry, Topic,
-    TransportContext,
+    EventBus, HttpTransport, PublishError, PublishGate, PublishRefusal, RecordKind, Tap,
+    TapConnection, TapRegistry, Topic, TransportContext,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::client_limits::ClientLimits;
 use crate::config::GatewayConfig;
 use crate::http::{json, Body, Rejection};
 use crate::lab::{capture, Lab};
-use crate::client_limits::ClientLimits;
 use crate::tls::{TlsError, TlsMaterial};
 use streamgate_proto::ProtocolError;
 
@@ -347,7 +347,8 @@ impl App {
         let topic = Topic::new(topic)
             .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, "bad_topic", e.to_string()))?;
         if let Some((gate, client)) = gate {
-            gate.admit_topic(client, &topic).map_err(refusal_rejection)?;
+            gate.admit_topic(client, &topic)
+                .map_err(refusal_rejection)?;
         }
         // Before the body is read: an unauthorized publisher does not get to upload.
         if let Some(auth) = &self.auth {

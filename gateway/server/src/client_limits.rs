@@ -94,10 +94,12 @@ mod tests {
     #[tokio::test]
     async fn topic_budget_charges_new_topics_only_per_ip() {
         let bus = Arc::new(MemoryBus::new(Default::default()));
-        let mut server = ServerConfig::default();
-        server.publish_rate = 0.0;
-        server.topic_create_rate = 0.001;
-        server.topic_create_burst = 2;
+        let server = ServerConfig {
+            publish_rate: 0.0,
+            topic_create_rate: 0.001,
+            topic_create_burst: 2,
+            ..ServerConfig::default()
+        };
         let limits = ClientLimits::new(&server, bus.clone()).unwrap();
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
@@ -122,9 +124,11 @@ mod tests {
 
     #[test]
     fn both_off_is_no_gate() {
-        let mut server = ServerConfig::default();
-        server.publish_rate = 0.0;
-        server.topic_create_rate = 0.0;
+        let server = ServerConfig {
+            publish_rate: 0.0,
+            topic_create_rate: 0.0,
+            ..ServerConfig::default()
+        };
         let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(Default::default()));
         assert!(ClientLimits::new(&server, bus).is_none());
     }

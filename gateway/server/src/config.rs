@@ -596,7 +596,11 @@ impl GatewayConfig {
             return fail("server.max_connections must be at least 1".to_owned());
         }
         for (name, rate, burst) in [
-            ("publish", self.server.publish_rate, self.server.publish_burst),
+            (
+                "publish",
+                self.server.publish_rate,
+                self.server.publish_burst,
+            ),
             (
                 "topic_create",
                 self.server.topic_create_rate,
@@ -794,8 +798,10 @@ mod tests {
             .contains("server.publish_burst"));
         // 0 turns the limit off, and the burst is then irrelevant.
         assert!(parse("[server]\npublish_rate = 0\npublish_burst = 0\n").is_ok());
-        assert!(parse("[server]\ntopic_create_rate = 5\ntopic_create_burst = 0\n")
-            .unwrap_err()
-            .contains("server.topic_create_burst"));
+        assert!(
+            parse("[server]\ntopic_create_rate = 5\ntopic_create_burst = 0\n")
+                .unwrap_err()
+                .contains("server.topic_create_burst")
+        );
     }
 }

@@ -332,9 +332,10 @@ fn reply(reference: Option<&str>, result: &Result<Bytes, ProtocolError>) -> Resp
 /// A publish over its client's limits: `429` with `Retry-After`.
 fn refused(reference: Option<&str>, refusal: &PublishRefusal) -> Response<Body> {
     let mut response = reply(reference, &Err(ProtocolError::from(refusal)));
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs));
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(refusal.retry_after_secs),
+    );
     response
 }
 

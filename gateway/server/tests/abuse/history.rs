@@ -170,5 +170,9 @@ async fn history_flood_stays_under_history_memory() {
     let before = format!("{epoch}:{}", seq.parse::<u64>().unwrap() - 1);
     let mut resumed = Sse::open(addr, &format!("hist-0&since={before}")).await;
     resumed.expect("event: @gap").await;
-    assert!(resumed.seen.contains("\"topic\":\"hist-0\""), "{}", resumed.seen);
+    assert!(
+        resumed.seen.contains("\"topic\":\"hist-0\""),
+        "{}",
+        resumed.seen
+    );
 }

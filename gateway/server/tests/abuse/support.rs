@@ -1,5 +1,5 @@
 //! What the abuse tests share beyond `common`.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::time::{Duration, Instant};
 

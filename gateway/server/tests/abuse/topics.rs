@@ -126,7 +126,11 @@ async fn topic_flood_is_refused_by_the_clients_topic_budget() {
     );
     assert!(admitted >= burst as usize, "the burst is admitted");
     assert!((admitted as f64) <= allowed, "{admitted} admitted");
-    assert_eq!(admitted + refused.len(), 200, "every publish answered: {replies:?}");
+    assert_eq!(
+        admitted + refused.len(),
+        200,
+        "every publish answered: {replies:?}"
+    );
     let reason = refused[0]["reason"].as_str().unwrap();
     assert!(reason.contains("new topics"), "{reason}");
     // The connection stays: publishing to a topic that exists costs no budget.
@@ -158,11 +162,17 @@ async fn publish_rate_is_one_bucket_across_paths() {
     let mut ws = ws_from(addr, ATTACKER).await;
     let topics: Vec<String> = (0..12).map(|_| "busy".to_owned()).collect();
     let replies = ws_publish_all(&mut ws, &topics).await;
-    let kinds: Vec<&str> = replies.iter().map(|r| r["type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = replies
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds[..10], ["published"; 10], "{replies:?}");
     assert_eq!(replies[10]["code"], "rate_limited", "{replies:?}");
     assert!(
-        replies[10]["reason"].as_str().unwrap().contains("publish rate"),
+        replies[10]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("publish rate"),
         "{replies:?}"
     );
     let mut http = TestClient::connect_from(addr, ATTACKER).await;
@@ -201,7 +211,10 @@ async fn a_full_table_reclaims_idle_topics_and_reports_the_loss() {
         "abuse[topic churn]: 200 new topics into a table of 32: {} reclaimed, {} tracked",
         usage.topics_reclaimed, usage.topics
     );
-    assert!(usage.topics <= 32 && usage.topics_reclaimed >= 200 - 32, "{usage:?}");
+    assert!(
+        usage.topics <= 32 && usage.topics_reclaimed >= 200 - 32,
+        "{usage:?}"
+    );
     second_client_is_served(&gateway, "topic churn").await;
 
     // `churn-0-0` was reclaimed long ago: resuming on it from before its event is a gap
