@@ -31,7 +31,7 @@ use crate::broker::{Broker, BrokerError, Feed};
 use crate::bus::{BoxFuture, BusHealth, EventBus, Notice, SubscribeRequest, Subscription};
 use crate::error::{PublishError, SubscribeError};
 use crate::event::{unix_micros_now, ContentType, Event, Topic};
-use crate::memory::{MemoryBus, MemoryBusConfig, TopicStats};
+use crate::memory::{HistoryUsage, MemoryBus, MemoryBusConfig, TopicStats};
 
 /// Settings of a [`BrokerBus`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -422,6 +422,14 @@ impl EventBus for BrokerBus {
 
     fn topic_stats(&self) -> BoxFuture<'_, Vec<TopicStats>> {
         self.shared.mirror.topic_stats()
+    }
+
+    fn has_topic(&self, topic: &Topic) -> bool {
+        self.shared.mirror.has_topic(topic)
+    }
+
+    fn history_usage(&self) -> Option<HistoryUsage> {
+        Some(self.shared.mirror.history_usage())
     }
 
     fn close(&self) {

@@ -11,7 +11,7 @@ use futures_core::Stream;
 
 use crate::error::{PublishError, SubscribeError};
 use crate::event::{ContentType, Epoch, Event, EventId, Topic};
-use crate::memory::TopicStats;
+use crate::memory::{HistoryUsage, TopicStats};
 
 /// A boxed, sendable future, as returned by [`EventBus`] methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -50,6 +50,22 @@ pub trait EventBus: Send + Sync + fmt::Debug + 'static {
 
     /// One summary per known topic.
     fn topic_stats(&self) -> BoxFuture<'_, Vec<TopicStats>>;
+
+    /// Whether `topic` exists on this node now, so that publishing to it creates nothing. A
+    /// cheap check: the gateway asks it before every publish, to charge the publishing
+    /// client's topic-creation budget for new topics only.
+    ///
+    /// The default says `true` (a backend that cannot tell never charges the budget).
+    fn has_topic(&self, topic: &Topic) -> bool {
+        let _ = topic;
+        true
+    }
+
+    /// What retained history costs and what the bus's bounds dropped, for `/metrics`.
+    /// Default: `None` (the backend keeps no history of its own).
+    fn history_usage(&self) -> Option<HistoryUsage> {
+        None
+    }
 
     /// Stops the bus: publishes fail with [`PublishError::Closed`], and every subscription
     /// yields what is already queued for it and then ends.

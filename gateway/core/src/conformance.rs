@@ -287,6 +287,8 @@ macro_rules! __conformance_for_each_check {
             lagging_past_history_reports_a_gap,
             topic_stats_lists_published_topics,
             topic_limit_refuses_new_topics,
+            idle_topic_is_reclaimed_and_a_resume_on_it_reports_a_gap,
+            history_memory_evicts_the_oldest_events_of_all_topics,
             health_reports_available_with_the_ids_epoch,
             close_refuses_publishes_and_ends_subscriptions,
         }
@@ -1136,8 +1138,9 @@ pub async fn topic_stats_lists_published_topics(factory: &dyn BusFactory) {
     }
 }
 
-/// Once the bus tracks `max_topics` topics, publishing to or subscribing to another topic is
-/// refused with `TopicLimit`, and nothing is stored for it; known topics keep working.
+/// Once the bus tracks `max_topics` topics and every one of them has a subscriber,
+/// publishing to or subscribing to another topic is refused with `TopicLimit`, and nothing is
+/// stored for it; known topics keep working.
 ///
 /// Every topic holds up to `history.max_events` events, so without the limit a client making
 /// up topic names could grow the gateway's memory without bound.
@@ -1167,6 +1170,90 @@ pub async fn topic_limit_refuses_new_topics(factory: &dyn BusFactory) {
         stats.iter().all(|s| s.topic.as_str() != "c"),
         "a refused topic is not tracked: {stats:?}"
     );
+}
+
+/// With the table full, a new topic takes the place of the least recently used topic that has
+/// no subscriber; that topic's history is dropped, and a subscriber resuming on it from before
+/// the loss is told `Gap` (through the newest event it had), not left to miss it silently.
+///
+/// Without it, one client publishing to made-up topics would fill the table for good and
+/// lock every other client out of creating one.
+pub async fn idle_topic_is_reclaimed_and_a_resume_on_it_reports_a_gap(factory: &dyn BusFactory) {
+    let bus = TestBus::new(factory, MemoryBusConfig::default().max_topics(2)).await;
+    let mut witness = bus.live(&["a", "b"]).await;
+    let a = bus.publish_seen(&mut witness, "a", "1").await;
+    let a_last = bus.publish_seen(&mut witness, "a", "2").await;
+    bus.publish_seen(&mut witness, "b", "1").await;
+    // `a` and `b` lose their subscriber; `a` first, so it is the least recently used.
+    drop(witness);
+    let mut c_witness = bus.live(&["c"]).await;
+    let c = bus.publish_seen(&mut c_witness, "c", "1").await;
+    let stats = bus.stats().await;
+    assert!(
+        stats.iter().all(|s| s.topic.as_str() != "a"),
+        "`a` made room for `c`: {stats:?}"
+    );
+    let before_a = EventId::new(a.id.epoch.clone(), a.id.seq - 1);
+    let mut resumed = bus.resume(&["a"], &before_a).await;
+    assert_eq!(
+        next_notice(&mut resumed).await,
+        Notice::Gap {
+            topic: topic("a"),
+            after: before_a.clone(),
+            lost_through: a_last.id.clone(),
+        },
+        "a resume on a reclaimed topic reports what it lost"
+    );
+    bus.expect_nothing_before_marker(&mut resumed, "a").await;
+    // A resume from after the loss has nothing to report.
+    let mut caught_up = bus.resume(&["c"], &c.id).await;
+    bus.expect_nothing_before_marker(&mut caught_up, "c").await;
+}
+
+/// Over `history_memory` bytes of history in total, the oldest events of the whole bus are
+/// evicted first, whatever their topic, and a resume from before them reports a `Gap` per
+/// topic, exactly as a topic's own bounds do; the history kept never exceeds the bound.
+///
+/// Per-topic bounds alone let `max_topics × history bytes` add up to tens of GiB.
+pub async fn history_memory_evicts_the_oldest_events_of_all_topics(factory: &dyn BusFactory) {
+    let payload = "x".repeat(100);
+    let probe = Event::new(
+        topic("a"),
+        EventId::new(Epoch::new("probe").expect("valid"), 1),
+        0,
+        ContentType::Text,
+        Bytes::from(payload.clone()),
+    );
+    let per_event = probe.accounted_size();
+    let config = MemoryBusConfig::default().history_memory(per_event * 4);
+    let bus = TestBus::new(factory, config).await;
+    let names = ["a", "b", "c"];
+    let mut witness = bus.live(&names).await;
+    let mut events = Vec::new();
+    for i in 0..10 {
+        events.push(bus.publish_seen(&mut witness, names[i % 3], &payload).await);
+        if let Some(usage) = bus.bus.history_usage() {
+            assert!(
+                usage.bytes <= per_event * 4,
+                "history over its bound after {} publishes: {usage:?}",
+                i + 1
+            );
+        }
+    }
+    let mut resumed = bus.resume(&names, &events[0].id).await;
+    // The four newest events (6..=9) are kept; each topic lost its older ones.
+    for (name, lost) in [("a", 3), ("b", 4), ("c", 5)] {
+        assert_eq!(
+            next_notice(&mut resumed).await,
+            Notice::Gap {
+                topic: topic(name),
+                after: events[0].id.clone(),
+                lost_through: events[lost].id.clone(),
+            }
+        );
+    }
+    expect_events(&mut resumed, &events[6..]).await;
+    bus.expect_nothing_before_marker(&mut resumed, "a").await;
 }
 
 /// `health()` names the backend, reports it available, and reports the epoch the bus's ids

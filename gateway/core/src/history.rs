@@ -114,6 +114,33 @@ impl TopicHistory {
         }
     }
 
+    /// Evicts the oldest kept event, if any, as the bounds would: it is recorded as lost.
+    /// Returns the bytes it freed (0 when the history was empty). A bus-wide memory bound
+    /// calls this on the topic holding the oldest event of all.
+    pub fn evict_oldest(&mut self) -> usize {
+        let before = self.bytes;
+        self.evict_front();
+        before - self.bytes
+    }
+
+    /// Sequence of the oldest kept event.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.events.front().map(|e| e.id.seq)
+    }
+
+    /// Bytes kept, as counted against [`HistoryConfig::max_bytes`].
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The highest sequence this topic ever held (kept or evicted), 0 if none: if the whole
+    /// history is dropped, a subscriber that was before it has lost everything up to here.
+    pub fn lost_if_dropped(&self) -> u64 {
+        self.events
+            .back()
+            .map_or(self.evicted_through, |e| e.id.seq.max(self.evicted_through))
+    }
+
     /// Evicts every kept event up to `seq` and records the loss through `seq`, as if they had
     /// been evicted by the bounds (a mirror learning that its log trimmed them).
     pub fn evict_through(&mut self, seq: u64) {

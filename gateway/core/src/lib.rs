@@ -48,6 +48,7 @@ mod bus;
 pub mod conformance;
 mod error;
 mod event;
+mod gate;
 mod history;
 mod json;
 mod memory;
@@ -67,9 +68,10 @@ pub use error::{IdError, PayloadError, PublishError, SubscribeError, TopicError}
 pub use event::{
     ContentType, Epoch, Event, EventId, Topic, WireFormat, MAX_EPOCH_LEN, MAX_TOPIC_LEN,
 };
+pub use gate::{PublishGate, PublishRefusal, RATE_LIMITED, TOPIC_BUDGET};
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
 pub use json::{validate_json, JsonError, JsonRule, MAX_JSON_DEPTH};
-pub use memory::{MemoryBus, MemoryBusConfig, TopicStats};
+pub use memory::{HistoryUsage, MemoryBus, MemoryBusConfig, TopicStats};
 pub use per_ip::{IpSlot, PerIpLimit};
 pub use tap::{
     is_credential_header, is_valid_tap_id, tap_id_from_query, Direction, RecordKind, Tap,

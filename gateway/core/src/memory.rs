@@ -17,8 +17,26 @@
 //! bus lock, so nothing falls between the replay and the live queue. Events evicted before
 //! it got there are reported with [`Notice::Gap`]. A resumed subscription starts detached
 //! at its resume point and catches up the same way.
+//!
+//! # Lifecycle of topics and the memory bound
+//!
+//! A topic exists from its first publish or subscription. One that has only ever been
+//! subscribed to goes with its last subscriber. One that was published to stays, with its
+//! history, until the table is full ([`MemoryBusConfig::max_topics`]) and a new topic needs
+//! its place: then the least recently used topic without subscribers is reclaimed. What it
+//! lost is kept as a *tombstone* (topic → highest sequence dropped), so a subscriber that
+//! later resumes on it from before that sequence gets [`Notice::Gap`], exactly as after an
+//! eviction. Tombstones are bounded by `max_topics` too; past that the oldest are folded into
+//! one bus-wide watermark, which makes a resume on any topic without a tombstone from before
+//! it report a gap (possibly one that was not there, never the other way round). Only when
+//! every topic has subscribers is a new topic refused ([`PublishError::TopicLimit`]).
+//!
+//! History is bounded per topic ([`HistoryConfig`]) and in total
+//! ([`MemoryBusConfig::history_memory`]): over the total, the oldest events of the whole bus
+//! are evicted first, found through an ordered set of each topic's oldest sequence, so a
+//! publish stays O(log topics).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,8 +62,16 @@ pub struct MemoryBusConfig {
     pub subscriber_queue: usize,
     /// Largest payload accepted, in bytes. Default: 1 MiB.
     pub max_payload: usize,
-    /// Most topics the bus tracks. Default: 10 000.
+    /// Most topics the bus tracks. When the table is full, a new topic replaces the least
+    /// recently used topic that has no subscriber (its history is dropped, and a subscriber
+    /// resuming from before it is told [`Notice::Gap`]); only when every topic has
+    /// subscribers is a new one refused. Default: 10 000.
     pub max_topics: usize,
+    /// Most bytes of history kept across all topics (counted by
+    /// [`Event::accounted_size`]); over it the oldest events of the whole bus are evicted
+    /// first, whatever their topic, exactly as a topic's own bounds evict. 0 means no such
+    /// bound. Default: 256 MiB.
+    pub history_memory: usize,
     /// Most topics in one subscription. Default: 64.
     pub max_topics_per_subscription: usize,
     /// Epoch to use; `None` draws a random one. Default: `None`.
@@ -59,6 +85,7 @@ impl Default for MemoryBusConfig {
             subscriber_queue: 1024,
             max_payload: 1024 * 1024,
             max_topics: 10_000,
+            history_memory: 256 * 1024 * 1024,
             max_topics_per_subscription: 64,
             epoch: None,
         }
@@ -90,6 +117,12 @@ impl MemoryBusConfig {
         self
     }
 
+    /// Sets [`MemoryBusConfig::history_memory`] (0: no bound).
+    pub fn history_memory(mut self, bytes: usize) -> Self {
+        self.history_memory = bytes;
+        self
+    }
+
     /// Sets [`MemoryBusConfig::max_topics_per_subscription`].
     pub fn max_topics_per_subscription(mut self, topics: usize) -> Self {
         self.max_topics_per_subscription = topics;
@@ -117,6 +150,23 @@ pub struct TopicStats {
     pub published: u64,
 }
 
+/// What the bus's retained history costs, and what its bounds have dropped, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryUsage {
+    /// Bytes of history kept across all topics (by [`Event::accounted_size`]).
+    pub bytes: usize,
+    /// [`MemoryBusConfig::history_memory`]: the bound on `bytes` (0: none).
+    pub limit: usize,
+    /// Events evicted to keep `bytes` under `limit`, since the bus started.
+    pub memory_evictions: u64,
+    /// Topics tracked now.
+    pub topics: usize,
+    /// Topics reclaimed (least recently used without subscribers) to make room for new
+    /// ones, since the bus started.
+    pub topics_reclaimed: u64,
+}
+
 /// The in-memory bus. Cheap to clone; clones share the same state.
 #[derive(Clone)]
 pub struct MemoryBus {
@@ -135,12 +185,141 @@ struct State {
     closed: bool,
     next_subscriber: u64,
     topics: HashMap<Topic, TopicState>,
+    lifecycle: Lifecycle,
 }
 
 struct TopicState {
     history: TopicHistory,
     subscribers: HashMap<u64, Arc<SubscriberQueue>>,
     published: u64,
+    /// While the topic has no subscriber: its key in [`Lifecycle::idle`].
+    last_used: u64,
+}
+
+/// Which topics may make room for new ones, which events go when history is over its
+/// memory bound, and what was lost when they did.
+///
+/// Every structure here is ordered so that a publish costs O(log topics): a topic's place in
+/// `idle` moves when it is published to, its place in `oldest` when its oldest event goes.
+#[derive(Default)]
+struct Lifecycle {
+    /// Topics without subscribers, least recently used first, by a tick of `clock`.
+    idle: BTreeSet<(u64, Topic)>,
+    clock: u64,
+    /// Every topic with kept events, by the sequence of its oldest one: the first entry holds
+    /// the oldest event of the whole bus.
+    oldest: BTreeSet<(u64, Topic)>,
+    /// Bytes kept across all topics.
+    history_bytes: usize,
+    memory_evictions: u64,
+    topics_reclaimed: u64,
+    tombstones: Tombstones,
+}
+
+/// What reclaimed topics lost, so that a subscriber resuming on one from before the loss is
+/// told [`Notice::Gap`] instead of silently missing events. Bounded: past `max`, the entry
+/// with the lowest sequence is forgotten and folded into `watermark`.
+#[derive(Default)]
+struct Tombstones {
+    by_topic: HashMap<Topic, u64>,
+    by_seq: BTreeSet<(u64, Topic)>,
+    /// The highest sequence of a forgotten tombstone. A topic created without a tombstone may
+    /// have lost events up to here (there is no telling which topic it was), so it starts as
+    /// if they had been evicted: a resume from before it reports a gap that possibly was not
+    /// one, never the other way round.
+    watermark: u64,
+    max: usize,
+}
+
+impl Tombstones {
+    fn bury(&mut self, topic: Topic, lost_through: u64) {
+        if lost_through == 0 {
+            return;
+        }
+        let lost_through = match self.by_topic.get(&topic) {
+            Some(&old) if old >= lost_through => return,
+            Some(&old) => {
+                self.by_seq.remove(&(old, topic.clone()));
+                lost_through
+            }
+            None => lost_through,
+        };
+        self.by_topic.insert(topic.clone(), lost_through);
+        self.by_seq.insert((lost_through, topic));
+        while self.by_topic.len() > self.max {
+            let Some((seq, forgotten)) = self.by_seq.pop_first() else {
+                break;
+            };
+            self.by_topic.remove(&forgotten);
+            self.watermark = self.watermark.max(seq);
+        }
+    }
+
+    /// Takes `topic`'s record, for the topic being created again: what it lost before.
+    fn exhume(&mut self, topic: &Topic) -> u64 {
+        match self.by_topic.remove(topic) {
+            Some(seq) => {
+                self.by_seq.remove(&(seq, topic.clone()));
+                seq
+            }
+            None => self.watermark,
+        }
+    }
+
+    /// What `topic`, not in the table, lost before (0: nothing known).
+    fn lost_through(&self, topic: &Topic) -> u64 {
+        self.by_topic.get(topic).copied().unwrap_or(self.watermark)
+    }
+
+    fn clear(&mut self) {
+        self.by_topic.clear();
+        self.by_seq.clear();
+        self.watermark = 0;
+    }
+}
+
+impl Lifecycle {
+    /// Marks `topic` (which has no subscriber) as used now.
+    fn touch(&mut self, topic: &Topic, topic_state: &mut TopicState) {
+        self.idle.remove(&(topic_state.last_used, topic.clone()));
+        self.clock += 1;
+        topic_state.last_used = self.clock;
+        self.idle.insert((self.clock, topic.clone()));
+    }
+
+    /// `topic` got its first subscriber: it can no longer be reclaimed.
+    fn busy(&mut self, topic: &Topic, topic_state: &TopicState) {
+        self.idle.remove(&(topic_state.last_used, topic.clone()));
+    }
+
+    /// Accounts for a change of `topic`'s history whose oldest kept event was `first_before`
+    /// and which held `bytes_before`.
+    fn history_changed(
+        &mut self,
+        topic: &Topic,
+        history: &TopicHistory,
+        first_before: Option<u64>,
+        bytes_before: usize,
+    ) {
+        self.history_bytes = self.history_bytes - bytes_before + history.bytes();
+        let first_after = history.first_seq();
+        if first_before != first_after {
+            if let Some(seq) = first_before {
+                self.oldest.remove(&(seq, topic.clone()));
+            }
+            if let Some(seq) = first_after {
+                self.oldest.insert((seq, topic.clone()));
+            }
+        }
+    }
+
+    /// Forgets `topic`'s history, which is being dropped with the topic.
+    fn forget_history(&mut self, topic: &Topic, history: &TopicHistory) {
+        if let Some(seq) = history.first_seq() {
+            self.oldest.remove(&(seq, topic.clone()));
+        }
+        self.history_bytes -= history.bytes();
+    }
 }
 
 /// The publisher-facing half of one subscriber.
@@ -237,6 +416,7 @@ impl MemoryBus {
     /// A new, empty bus.
     pub fn new(config: MemoryBusConfig) -> Self {
         let epoch = config.epoch.clone().unwrap_or_else(Epoch::random);
+        let max_tombstones = config.max_topics.max(1);
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -246,6 +426,13 @@ impl MemoryBus {
                     closed: false,
                     next_subscriber: 0,
                     topics: HashMap::new(),
+                    lifecycle: Lifecycle {
+                        tombstones: Tombstones {
+                            max: max_tombstones,
+                            ..Tombstones::default()
+                        },
+                        ..Lifecycle::default()
+                    },
                 }),
             }),
         }
@@ -274,11 +461,11 @@ impl MemoryBus {
     ) -> Result<Arc<Event>, PublishError> {
         let config = &self.shared.config;
         self.check_payload(content_type, &payload)?;
-        let state = lock(&self.shared.state);
+        let mut state = lock(&self.shared.state);
         if state.closed {
             return Err(PublishError::Closed);
         }
-        if !state.topics.contains_key(&topic) && state.topics.len() >= config.max_topics {
+        if !state.topics.contains_key(&topic) && !state.make_room(1, config) {
             return Err(PublishError::TopicLimit {
                 max: config.max_topics,
             });
@@ -319,15 +506,33 @@ impl MemoryBus {
     fn append_locked(&self, mut state: MutexGuard<'_, State>, event: Arc<Event>) {
         let config = &self.shared.config;
         let seq = event.id.seq;
-        let topic_state = state.topic_entry_unbounded(&event.topic, config);
+        state.topic_entry_unbounded(&event.topic, config);
+        let State {
+            topics, lifecycle, ..
+        } = &mut *state;
+        let Some(topic_state) = topics.get_mut(&event.topic) else {
+            return;
+        };
+        let (first_before, bytes_before) =
+            (topic_state.history.first_seq(), topic_state.history.bytes());
         topic_state.history.push(Arc::clone(&event));
+        lifecycle.history_changed(
+            &event.topic,
+            &topic_state.history,
+            first_before,
+            bytes_before,
+        );
         topic_state.published += 1;
+        if topic_state.subscribers.is_empty() {
+            lifecycle.touch(&event.topic, topic_state);
+        }
         let wakers: Vec<Waker> = topic_state
             .subscribers
             .values()
             .filter_map(|subscriber| subscriber.offer(&event, config.subscriber_queue))
             .collect();
         state.head_seq = seq;
+        state.enforce_history_memory(config);
         drop(state);
         for waker in wakers {
             waker.wake();
@@ -341,9 +546,14 @@ impl MemoryBus {
     /// already holds after a reconnection is harmless). Topic limits are not applied: a
     /// mirror holds whatever the log holds.
     pub fn ingest(&self, event: Event) -> bool {
-        let state = lock(&self.shared.state);
+        let mut state = lock(&self.shared.state);
         if state.closed || event.id.epoch != state.epoch || event.id.seq <= state.head_seq {
             return false;
+        }
+        if !state.topics.contains_key(&event.topic) {
+            // Idle topics make room as for a publish; with none, the mirror still holds what
+            // the log holds.
+            state.make_room(1, &self.shared.config);
         }
         self.append_locked(state, Arc::new(event));
         true
@@ -372,6 +582,12 @@ impl MemoryBus {
             }
         }
         state.topics.retain(|_, t| !t.subscribers.is_empty());
+        // Every sequence below belongs to the old epoch; what is left has subscribers.
+        let lifecycle = &mut state.lifecycle;
+        lifecycle.idle.clear();
+        lifecycle.oldest.clear();
+        lifecycle.history_bytes = 0;
+        lifecycle.tombstones.clear();
         drop(state);
         for waker in wakers {
             waker.wake();
@@ -383,18 +599,47 @@ impl MemoryBus {
     /// the loss, so a resume from before it reports [`Notice::Gap`] exactly as an eviction
     /// here would.
     pub fn mark_evicted(&self, topic: &Topic, seq: u64) {
-        let config = &self.shared.config;
         let mut state = lock(&self.shared.state);
-        state
-            .topic_entry_unbounded(topic, config)
-            .history
-            .evict_through(seq);
+        let State {
+            topics, lifecycle, ..
+        } = &mut *state;
+        match topics.get_mut(topic) {
+            Some(topic_state) => {
+                let history = &mut topic_state.history;
+                let (first_before, bytes_before) = (history.first_seq(), history.bytes());
+                history.evict_through(seq);
+                lifecycle.history_changed(topic, history, first_before, bytes_before);
+            }
+            // Not a topic to hold open: what it lost is all there is to know about it.
+            None => lifecycle.tombstones.bury(topic.clone(), seq),
+        }
     }
 
-    /// Whether publishing to `topic` stays within [`MemoryBusConfig::max_topics`].
+    /// Whether publishing to `topic` stays within [`MemoryBusConfig::max_topics`]: the topic
+    /// exists, the table has room, or a topic without subscribers can make room.
     pub fn has_room_for(&self, topic: &Topic) -> bool {
         let state = lock(&self.shared.state);
-        state.topics.contains_key(topic) || state.topics.len() < self.shared.config.max_topics
+        state.topics.contains_key(topic)
+            || state.topics.len() < self.shared.config.max_topics
+            || !state.lifecycle.idle.is_empty()
+    }
+
+    /// Whether `topic` exists now (it has history, subscribers, or a record of its losses
+    /// in the table): publishing to any other topic creates it.
+    pub fn has_topic(&self, topic: &Topic) -> bool {
+        lock(&self.shared.state).topics.contains_key(topic)
+    }
+
+    /// What retained history costs now.
+    pub fn history_usage(&self) -> HistoryUsage {
+        let state = lock(&self.shared.state);
+        HistoryUsage {
+            bytes: state.lifecycle.history_bytes,
+            limit: self.shared.config.history_memory,
+            memory_evictions: state.lifecycle.memory_evictions,
+            topics: state.topics.len(),
+            topics_reclaimed: state.lifecycle.topics_reclaimed,
+        }
     }
 
     /// Gives every current subscriber `notice` once it has received every event up to the
@@ -456,9 +701,10 @@ impl MemoryBus {
                 // A reset already says "you may have missed anything": what was evicted
                 // before it is not reported again as gaps.
                 for (reported, topic) in loss_reported_through.iter_mut().zip(&topics) {
-                    if let Some(topic_state) = state.topics.get(topic) {
-                        *reported = topic_state.history.window().evicted_through;
-                    }
+                    *reported = match state.topics.get(topic) {
+                        Some(topic_state) => topic_state.history.window().evicted_through,
+                        None => state.lifecycle.tombstones.lost_through(topic),
+                    };
                 }
                 (0, true)
             }
@@ -467,7 +713,7 @@ impl MemoryBus {
             .iter()
             .filter(|t| !state.topics.contains_key(*t))
             .count();
-        if state.topics.len() + new_topics > config.max_topics {
+        if !state.make_room(new_topics, config) {
             return Err(SubscribeError::TopicLimit {
                 max: config.max_topics,
             });
@@ -476,7 +722,14 @@ impl MemoryBus {
         state.next_subscriber += 1;
         let queue = Arc::new(SubscriberQueue::new(detached));
         for topic in &topics {
-            if let Some(topic_state) = state.topic_entry(topic, config) {
+            state.topic_entry_unbounded(topic, config);
+            let State {
+                topics, lifecycle, ..
+            } = &mut *state;
+            if let Some(topic_state) = topics.get_mut(topic) {
+                if topic_state.subscribers.is_empty() {
+                    lifecycle.busy(topic, topic_state);
+                }
                 topic_state.subscribers.insert(id, Arc::clone(&queue));
             }
         }
@@ -514,25 +767,73 @@ impl MemoryBus {
 }
 
 impl State {
-    fn topic_entry(&mut self, topic: &Topic, config: &MemoryBusConfig) -> Option<&mut TopicState> {
-        if !self.topics.contains_key(topic) && self.topics.len() >= config.max_topics {
-            return None;
+    /// Makes room for `new_topics` more topics, reclaiming the least recently used topics
+    /// without subscribers if the table would be over [`MemoryBusConfig::max_topics`].
+    /// `false` (and nothing reclaimed) when not enough of them exist.
+    fn make_room(&mut self, new_topics: usize, config: &MemoryBusConfig) -> bool {
+        let over = (self.topics.len() + new_topics).saturating_sub(config.max_topics);
+        if over > self.lifecycle.idle.len() {
+            return false;
         }
-        Some(self.topic_entry_unbounded(topic, config))
+        for _ in 0..over {
+            let Some((_, topic)) = self.lifecycle.idle.pop_first() else {
+                break;
+            };
+            if let Some(topic_state) = self.topics.remove(&topic) {
+                let lifecycle = &mut self.lifecycle;
+                lifecycle.forget_history(&topic, &topic_state.history);
+                lifecycle.topics_reclaimed += 1;
+                let lost_through = topic_state.history.lost_if_dropped();
+                tracing::debug!(%topic, lost_through, "topic reclaimed to make room");
+                lifecycle.tombstones.bury(topic, lost_through);
+            }
+        }
+        true
     }
 
+    /// Evicts the oldest events of the whole bus while history is over
+    /// [`MemoryBusConfig::history_memory`].
+    fn enforce_history_memory(&mut self, config: &MemoryBusConfig) {
+        let limit = config.history_memory;
+        let State {
+            topics, lifecycle, ..
+        } = self;
+        while limit > 0 && lifecycle.history_bytes > limit {
+            let Some((_, topic)) = lifecycle.oldest.pop_first() else {
+                break;
+            };
+            let Some(topic_state) = topics.get_mut(&topic) else {
+                continue;
+            };
+            lifecycle.history_bytes -= topic_state.history.evict_oldest();
+            lifecycle.memory_evictions += 1;
+            if let Some(seq) = topic_state.history.first_seq() {
+                lifecycle.oldest.insert((seq, topic));
+            }
+        }
+    }
+
+    /// `topic`'s state, created (with what a reclaimed topic of that name lost) if needed,
+    /// whatever [`MemoryBusConfig::max_topics`] says: callers make room first.
     fn topic_entry_unbounded(
         &mut self,
         topic: &Topic,
         config: &MemoryBusConfig,
     ) -> &mut TopicState {
-        self.topics
-            .entry(topic.clone())
-            .or_insert_with(|| TopicState {
-                history: TopicHistory::new(config.history.clone()),
+        let tombstones = &mut self.lifecycle.tombstones;
+        self.topics.entry(topic.clone()).or_insert_with(|| {
+            let mut history = TopicHistory::new(config.history.clone());
+            let lost_through = tombstones.exhume(topic);
+            if lost_through > 0 {
+                history.evict_through(lost_through);
+            }
+            TopicState {
+                history,
                 subscribers: HashMap::new(),
                 published: 0,
-            })
+                last_used: 0,
+            }
+        })
     }
 }
 
@@ -577,6 +878,14 @@ impl EventBus for MemoryBus {
 
     fn topic_stats(&self) -> BoxFuture<'_, Vec<TopicStats>> {
         Box::pin(std::future::ready(self.stats()))
+    }
+
+    fn has_topic(&self, topic: &Topic) -> bool {
+        MemoryBus::has_topic(self, topic)
+    }
+
+    fn history_usage(&self) -> Option<HistoryUsage> {
+        Some(MemoryBus::history_usage(self))
     }
 
     fn close(&self) {
@@ -741,17 +1050,26 @@ impl Stream for MemorySubscription {
 impl Drop for MemorySubscription {
     fn drop(&mut self) {
         let mut state = lock(&self.bus.shared.state);
+        let State {
+            topics, lifecycle, ..
+        } = &mut *state;
         for topic in &self.topics {
-            if let Some(topic_state) = state.topics.get_mut(topic) {
-                topic_state.subscribers.remove(&self.id);
-                // A topic only ever subscribed to, never published, is forgotten with its last
-                // subscriber: otherwise subscribing to made-up names would use up `max_topics`.
-                if topic_state.subscribers.is_empty()
-                    && topic_state.published == 0
-                    && topic_state.history.window().evicted_through == 0
-                {
-                    state.topics.remove(topic);
-                }
+            let Some(topic_state) = topics.get_mut(topic) else {
+                continue;
+            };
+            topic_state.subscribers.remove(&self.id);
+            if !topic_state.subscribers.is_empty() {
+                continue;
+            }
+            // A topic only ever subscribed to, never published, is forgotten with its last
+            // subscriber: otherwise subscribing to made-up names would use up `max_topics`.
+            // What it lost before (a reclaimed topic's record) goes back to the tombstones.
+            if topic_state.published == 0 && topic_state.history.window().len == 0 {
+                let lost_through = topic_state.history.lost_if_dropped();
+                topics.remove(topic);
+                lifecycle.tombstones.bury(topic.clone(), lost_through);
+            } else {
+                lifecycle.touch(topic, topic_state);
             }
         }
     }

@@ -142,6 +142,9 @@ pub struct TransportContext {
     /// Token verification when `[auth] enabled`: every subscribe and publish then needs a
     /// [`crate::Grant`] covering its topics. `None`: everything is allowed.
     pub auth: Option<Arc<dyn Authorizer>>,
+    /// Per-client publish limits, applied to every publish
+    /// ([`TransportContext::admit_publish`]). `None`: no limits.
+    pub publish_gate: Option<Arc<dyn crate::PublishGate>>,
 }
 
 impl TransportContext {

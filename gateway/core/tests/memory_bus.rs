@@ -292,3 +292,146 @@ async fn topics_only_subscribed_to_are_forgotten_with_their_last_subscriber() {
         "a topic with history stays"
     );
 }
+
+/// Reclaiming goes by recency: a publish moves an idle topic to the back of the line, a
+/// topic with a subscriber is never taken, and only a table of subscribed topics refuses.
+#[tokio::test]
+async fn reclaim_takes_the_least_recently_used_idle_topic() {
+    let bus = bus(MemoryBusConfig::default().max_topics(3));
+    publish(&bus, "a", "1");
+    publish(&bus, "b", "1");
+    publish(&bus, "c", "1");
+    publish(&bus, "a", "2");
+    let held = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("b")]))
+        .unwrap();
+    publish(&bus, "d", "1");
+    let names = |stats: Vec<streamgate_core::TopicStats>| -> Vec<String> {
+        stats.iter().map(|s| s.topic.to_string()).collect()
+    };
+    assert_eq!(
+        names(bus.topic_stats().await),
+        ["a", "b", "d"],
+        "c was the least recently used topic without a subscriber"
+    );
+    publish(&bus, "e", "1");
+    assert_eq!(names(bus.topic_stats().await), ["b", "d", "e"]);
+    let usage = bus.history_usage();
+    assert_eq!((usage.topics, usage.topics_reclaimed), (3, 2));
+    // With every topic subscribed to, a new one is refused.
+    let _d = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("d"), topic("e")]))
+        .unwrap();
+    assert!(matches!(
+        bus.publish_now(topic("f"), ContentType::Text, Bytes::from_static(b"x")),
+        Err(PublishError::TopicLimit { max: 3 })
+    ));
+    drop(held);
+    publish(&bus, "f", "1");
+    assert_eq!(names(bus.topic_stats().await), ["d", "e", "f"]);
+}
+
+/// A reclaimed topic's record of loss survives being subscribed to and left again without a
+/// publish, and a resume from before the loss reports it however late it comes.
+#[tokio::test]
+async fn tombstone_outlives_a_subscription_that_published_nothing() {
+    let bus = bus(MemoryBusConfig::default().max_topics(2));
+    let lost = publish(&bus, "a", "1");
+    publish(&bus, "b", "1");
+    publish(&bus, "c", "1");
+    // `a` made room for `c`; visiting it makes `b` make room in turn.
+    let visit = bus
+        .subscribe_now(SubscribeRequest::live(vec![topic("a")]))
+        .unwrap();
+    drop(visit);
+    assert_eq!(
+        bus.history_usage().topics,
+        1,
+        "the visit left nothing behind"
+    );
+    let mut resumed = bus
+        .subscribe_now(SubscribeRequest::resume(vec![topic("a")], Some(id(0))))
+        .unwrap();
+    assert_eq!(
+        notices(&ready(&mut resumed)),
+        [Notice::Gap {
+            topic: topic("a"),
+            after: id(0),
+            lost_through: lost.id.clone(),
+        }]
+    );
+}
+
+/// Tombstones are bounded by `max_topics`: past it the lowest is forgotten into a watermark,
+/// and a resume from before that watermark on any topic without a tombstone reports a gap
+/// (a loss that may not have been, rather than a loss kept quiet).
+#[tokio::test]
+async fn forgotten_tombstones_fold_into_a_watermark() {
+    let bus = bus(MemoryBusConfig::default().max_topics(2));
+    for i in 0..6 {
+        publish(&bus, &format!("t{i}"), "x");
+    }
+    // t0..t3 (seqs 1..=4) were reclaimed; the tombstones of t2 and t3 are kept, t0's and
+    // t1's folded into the watermark 2.
+    let gap_of = |name: &str, since: u64| {
+        let mut sub = bus
+            .subscribe_now(SubscribeRequest::resume(vec![topic(name)], Some(id(since))))
+            .unwrap();
+        notices(&ready(&mut sub))
+    };
+    let gap = |name: &str, since: u64, through: u64| Notice::Gap {
+        topic: topic(name),
+        after: id(since),
+        lost_through: id(through),
+    };
+    // Its own tombstone. Making room for it reclaims t4 (seq 5), whose tombstone pushes
+    // t2's (3) into the watermark.
+    assert_eq!(gap_of("t3", 0), [gap("t3", 0, 4)]);
+    // t0 lost seq 1, but its tombstone is gone: the watermark speaks for it.
+    assert_eq!(gap_of("t0", 0), [gap("t0", 0, 3)]);
+    assert_eq!(gap_of("never-seen", 2), [gap("never-seen", 2, 3)]);
+    assert!(gap_of("never-seen", 3).is_empty(), "nothing lost after 3");
+}
+
+/// The bus-wide bound holds after every publish, whatever the sizes and topics, and the
+/// tracked total is the sum of what the topics keep.
+#[tokio::test]
+async fn history_memory_is_never_exceeded() {
+    let cap = 64 * 1024;
+    let bus = bus(MemoryBusConfig::default().history_memory(cap));
+    let mut evicted_before = 0;
+    for i in 0..2_000usize {
+        let size = (i * 7919) % 5000;
+        bus.publish_now(
+            topic(&format!("t{}", i % 37)),
+            ContentType::Binary,
+            Bytes::from(vec![0u8; size]),
+        )
+        .unwrap();
+        let usage = bus.history_usage();
+        assert!(usage.bytes <= cap, "after publish {i}: {usage:?}");
+        assert!(usage.memory_evictions >= evicted_before);
+        evicted_before = usage.memory_evictions;
+    }
+    let stats = bus.topic_stats().await;
+    let kept: usize = stats.iter().map(|s| s.history.bytes).sum();
+    let usage = bus.history_usage();
+    assert_eq!(kept, usage.bytes);
+    assert!(
+        usage.bytes > cap / 2,
+        "the bound is used, not undershot: {usage:?}"
+    );
+    assert!(usage.memory_evictions > 0);
+    // The oldest events of all went: every kept event is newer than every evicted one.
+    let oldest_kept = stats
+        .iter()
+        .filter_map(|s| s.history.first_seq)
+        .min()
+        .unwrap();
+    let newest_evicted = stats
+        .iter()
+        .map(|s| s.history.evicted_through)
+        .max()
+        .unwrap();
+    assert!(newest_evicted < oldest_kept);
+}

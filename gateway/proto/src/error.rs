@@ -2,8 +2,8 @@
 
 use http::{Response, StatusCode};
 use streamgate_core::{
-    error_response, AuthError, Body, IdError, PayloadError, PublishError, SubscribeError,
-    TopicError,
+    error_response, AuthError, Body, IdError, PayloadError, PublishError, PublishRefusal,
+    SubscribeError, TopicError,
 };
 
 /// Client input the gateway refuses. Always the client's fault, never fatal to the gateway:
@@ -31,7 +31,7 @@ impl ProtocolError {
     pub fn status(&self) -> StatusCode {
         match self.code {
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "topic_limit" | "rate_limited" | "too_many_connections" => {
+            "topic_limit" | "rate_limited" | "topic_budget" | "too_many_connections" => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
@@ -84,6 +84,12 @@ impl From<&SubscribeError> for ProtocolError {
 impl From<&AuthError> for ProtocolError {
     fn from(e: &AuthError) -> Self {
         Self::new(e.code(), e.to_string())
+    }
+}
+
+impl From<&PublishRefusal> for ProtocolError {
+    fn from(e: &PublishRefusal) -> Self {
+        Self::new(e.code, e.reason.clone())
     }
 }
 

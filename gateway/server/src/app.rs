@@ -8,16 +8,17 @@ use http::{header, Method, Request, Response, StatusCode};
 use streamgate_core::{
     body_read_error_response, read_body_limited, tap_id_from_query, Authorizer, ConnectionInfo,
     ConnectionLease, ContentType, Direction, EventBus, HttpTransport, PerIpLimit, PublishError,
-    RecordKind, Tap, TapConnection, TapRegistry, Topic, TransportContext,
+    PublishGate, PublishRefusal, RecordKind, Tap, TapConnection, TapRegistry, Topic,
+    TransportContext,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::client_limits::ClientLimits;
 use crate::config::GatewayConfig;
 use crate::http::{json, Body, Rejection};
 use crate::lab::{capture, Lab};
-use crate::limits::PublishRateLimit;
 use crate::tls::{TlsError, TlsMaterial};
 use streamgate_proto::ProtocolError;
 
@@ -47,8 +48,9 @@ pub struct App {
     started: Instant,
     /// The Prometheus recorder's handle, when `[metrics] enabled` (`GET /metrics`).
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// The publish rate per client IP of `POST /publish`, unless `server.publish_rate` is 0.
-    publish_rate: Option<PublishRateLimit>,
+    /// The publish rate and topic budget per client IP, on every publish path, unless both
+    /// are 0.
+    publish_gate: Option<Arc<ClientLimits>>,
     /// One permit per open connection, `server.max_connections` in all (taken at accept,
     /// held by the connection's [`ConnectionLease`]).
     pub(crate) connection_slots: Arc<Semaphore>,
@@ -84,10 +86,9 @@ impl App {
             .lab
             .enabled
             .then(|| Arc::new(Lab::new(config.lab.clone())));
-        let publish_rate =
-            PublishRateLimit::new(config.server.publish_rate, config.server.publish_burst);
         let connection_slots = Arc::new(Semaphore::new(config.server.max_connections));
         let connections_per_ip = PerIpLimit::new(config.server.max_connections_per_ip);
+        let publish_gate = ClientLimits::new(&config.server, Arc::clone(&bus)).map(Arc::new);
         Self {
             bus,
             config,
@@ -101,10 +102,10 @@ impl App {
             wt_cert: None,
             started: Instant::now(),
             metrics,
-            publish_rate,
             connection_slots,
             connections_per_ip,
             connections_open: Arc::new(AtomicUsize::new(0)),
+            publish_gate,
         }
     }
 
@@ -226,6 +227,10 @@ impl App {
             shutdown: self.shutdown.clone(),
             tasks: self.tasks.clone(),
             auth: self.auth.clone(),
+            publish_gate: self
+                .publish_gate
+                .clone()
+                .map(|gate| gate as Arc<dyn PublishGate>),
         }
     }
 
@@ -254,13 +259,6 @@ impl App {
         else {
             return Box::pin(self.route(request));
         };
-        // A POST to a transport carries a client message that publishes (`POST /poll`):
-        // the same per-IP rate as `POST /publish`.
-        if request.method() == Method::POST {
-            if let Err(rejection) = self.check_publish_rate(&request) {
-                return Box::pin(std::future::ready(rejection.into_client_message_response()));
-            }
-        }
         let mut request = request;
         let Some(tap) = self.tap_for(&request, transport.name()) else {
             return transport.handle(request, self.transport_context());
@@ -383,9 +381,20 @@ impl App {
         topic: &str,
     ) -> Result<Response<Body>, Rejection> {
         // First of all: a flooding client costs no token check, no body read, no publish.
-        self.check_publish_rate(&request)?;
+        let client = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(|info| info.peer.ip());
+        let gate = self.publish_gate.as_ref().zip(client);
+        if let Some((gate, client)) = gate {
+            gate.admit_publish(client).map_err(refusal_rejection)?;
+        }
         let topic = Topic::new(topic)
             .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, "bad_topic", e.to_string()))?;
+        if let Some((gate, client)) = gate {
+            gate.admit_topic(client, &topic)
+                .map_err(refusal_rejection)?;
+        }
         // Before the body is read: an unauthorized publisher does not get to upload.
         if let Some(auth) = &self.auth {
             let allowed = auth
@@ -437,32 +446,6 @@ impl App {
             Err(e) => Err(publish_rejection(&e)),
         }
     }
-
-    /// `server.publish_rate` for the client IP of the request's connection: `429`
-    /// `rate_limited` with `Retry-After` over it. A request with no connection (an embedder
-    /// calling [`App::handle`] directly) is not limited.
-    fn check_publish_rate<B>(&self, request: &Request<B>) -> Result<(), Rejection> {
-        let (Some(limit), Some(info)) = (
-            &self.publish_rate,
-            request.extensions().get::<ConnectionInfo>(),
-        ) else {
-            return Ok(());
-        };
-        limit
-            .check(info.peer.ip(), Instant::now())
-            .map_err(|retry_after| {
-                let server = &self.config.server;
-                Rejection::rate_limited(
-                    format!(
-                        "{} is over its publish rate of {}/s (burst {})",
-                        info.peer.ip().to_canonical(),
-                        server.publish_rate,
-                        server.publish_burst
-                    ),
-                    retry_after,
-                )
-            })
-    }
 }
 
 fn enabled_transports(config: &GatewayConfig) -> Vec<Arc<dyn HttpTransport>> {
@@ -486,6 +469,11 @@ pub(crate) fn tag_connection(
 ) {
     request.extensions_mut().insert(info);
     request.extensions_mut().insert(lease.clone());
+}
+
+/// A publish over its client's limits: `429` with `Retry-After`.
+fn refusal_rejection(refusal: PublishRefusal) -> Rejection {
+    Rejection::too_many(refusal.code, refusal.reason, refusal.retry_after_secs)
 }
 
 /// The publish API answers bus errors with the codes every transport uses.

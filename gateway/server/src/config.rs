@@ -92,14 +92,23 @@ pub struct ServerConfig {
     /// Default: 20 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub http2_ping_timeout: Duration,
-    /// `POST /publish/{topic}` and `POST /poll`: events per second allowed per client IP (one
-    /// token bucket for both);
-    /// over it the request is answered `429` `rate_limited` with `Retry-After`. Behind a
-    /// reverse proxy every client has the proxy's address: raise it (or set 0) there.
-    /// 0 means no limit. Default: 1000.
+    /// Publishes per second allowed per client IP, one token bucket across every publish path
+    /// (`POST /publish/{topic}`, `POST /poll`, WebSocket and WebTransport `publish`
+    /// messages). Over it, HTTP answers `429` `rate_limited` with `Retry-After`; a WebSocket or
+    /// WebTransport session gets an `error` reply with code `rate_limited` to that publish
+    /// and stays open. Behind a reverse proxy every client has the proxy's address: raise it
+    /// (or set 0) there. 0 means no limit. Default: 1000.
     pub publish_rate: f64,
-    /// `POST /publish/{topic}`: burst of events allowed per client IP. Default: 2000.
+    /// Burst of publishes allowed per client IP. Default: 2000.
     pub publish_burst: u32,
+    /// Publishes per second per client IP that may create a topic that does not exist yet
+    /// (a second token bucket, taken on top of `publish_rate`). Over it the publish is
+    /// refused like one over the rate, with code `topic_budget`. It keeps one client making
+    /// up topic names from churning the topic table (`bus.max_topics`) that others use.
+    /// 0 means no limit. Default: 10.
+    pub topic_create_rate: f64,
+    /// Burst of new topics allowed per client IP. Default: 100.
+    pub topic_create_burst: u32,
     /// Serve the long-lived `GET`s (`/sse`, `GET /poll`) over HTTP/1.1 on the gateway's own
     /// lean path, whose idle cost per connection is a fraction of hyper's; `false` leaves
     /// every request to hyper (for comparison, or should a client disagree with the lean
@@ -135,6 +144,8 @@ impl Default for ServerConfig {
             http2_ping_timeout: Duration::from_secs(20),
             publish_rate: 1000.0,
             publish_burst: 2000,
+            topic_create_rate: 10.0,
+            topic_create_burst: 100,
             lean_http1: true,
             write_timeout: Duration::from_secs(4),
             tcp_nodelay: true,
@@ -190,8 +201,15 @@ pub struct BusConfig {
     pub subscriber_queue: usize,
     /// Largest event payload accepted, in bytes. Default: 1 MiB.
     pub max_payload: usize,
-    /// Most topics tracked. Default: 10 000.
+    /// Most topics tracked. When the table is full, a new topic replaces the least recently
+    /// used topic without subscribers (a client resuming on that one is told `gap`); only
+    /// when every topic has subscribers is a new one refused (`429` `topic_limit`).
+    /// Default: 10 000.
     pub max_topics: usize,
+    /// Most bytes of history kept across all topics; over it the oldest events of the whole
+    /// bus are evicted first, and resuming clients are told `gap`. 0 means no bound (then
+    /// `max_topics × history_bytes` is the only one). Default: 256 MiB.
+    pub history_memory: usize,
     /// Most topics per subscription. Default: 64.
     pub max_topics_per_subscription: usize,
 }
@@ -208,6 +226,7 @@ impl Default for BusConfig {
             subscriber_queue: memory.subscriber_queue,
             max_payload: memory.max_payload,
             max_topics: memory.max_topics,
+            history_memory: memory.history_memory,
             max_topics_per_subscription: memory.max_topics_per_subscription,
         }
     }
@@ -225,6 +244,7 @@ impl BusConfig {
             .subscriber_queue(self.subscriber_queue)
             .max_payload(self.max_payload)
             .max_topics(self.max_topics)
+            .history_memory(self.history_memory)
             .max_topics_per_subscription(self.max_topics_per_subscription)
     }
 }
@@ -584,15 +604,27 @@ impl GatewayConfig {
         if self.server.max_connections == 0 {
             return fail("server.max_connections must be at least 1".to_owned());
         }
-        let rate = self.server.publish_rate;
-        if !(rate.is_finite() && rate >= 0.0) {
-            return fail(format!(
-                "server.publish_rate must be 0 (no limit) or a positive number of events/s, \
-                 got {rate}"
-            ));
-        }
-        if rate > 0.0 && self.server.publish_burst == 0 {
-            return fail("server.publish_burst must be at least 1".to_owned());
+        for (name, rate, burst) in [
+            (
+                "publish",
+                self.server.publish_rate,
+                self.server.publish_burst,
+            ),
+            (
+                "topic_create",
+                self.server.topic_create_rate,
+                self.server.topic_create_burst,
+            ),
+        ] {
+            if !(rate.is_finite() && rate >= 0.0) {
+                return fail(format!(
+                    "server.{name}_rate must be 0 (no limit) or a positive number per second, \
+                     got {rate}"
+                ));
+            }
+            if rate > 0.0 && burst == 0 {
+                return fail(format!("server.{name}_burst must be at least 1"));
+            }
         }
         if !self.server.http2_ping_interval.is_zero() && self.server.http2_ping_timeout.is_zero() {
             return fail(
@@ -786,5 +818,10 @@ mod tests {
             .contains("server.publish_burst"));
         // 0 turns the limit off, and the burst is then irrelevant.
         assert!(parse("[server]\npublish_rate = 0\npublish_burst = 0\n").is_ok());
+        assert!(
+            parse("[server]\ntopic_create_rate = 5\ntopic_create_burst = 0\n")
+                .unwrap_err()
+                .contains("server.topic_create_burst")
+        );
     }
 }

@@ -62,11 +62,12 @@ impl Rejection {
 
     /// `429 Too Many Requests` `rate_limited`, with `Retry-After: <seconds>`.
     pub fn rate_limited(reason: impl Into<String>, retry_after_secs: u64) -> Self {
-        let mut rejection = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            crate::limits::RATE_LIMITED,
-            reason,
-        );
+        Self::too_many(crate::limits::RATE_LIMITED, reason, retry_after_secs)
+    }
+
+    /// `429 Too Many Requests` with `code` and `Retry-After: <seconds>`.
+    pub fn too_many(code: &'static str, reason: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut rejection = Self::new(StatusCode::TOO_MANY_REQUESTS, code, reason);
         rejection.retry_after = Some(retry_after_secs);
         rejection
     }

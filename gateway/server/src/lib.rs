@@ -18,6 +18,7 @@
 mod app;
 pub mod auth;
 pub mod bus;
+mod client_limits;
 pub mod config;
 pub mod demo;
 pub mod h1;

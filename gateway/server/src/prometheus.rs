@@ -12,6 +12,16 @@ use streamgate_core::EventBus;
 pub(crate) const BUS_EVENTS_PUBLISHED: &str = "streamgate_bus_events_published_total";
 /// 1 while the bus (its broker) is available, else 0.
 pub(crate) const BUS_AVAILABLE: &str = "streamgate_bus_available";
+/// Bytes of history the bus keeps across all topics (`bus.history_memory` bounds it).
+pub(crate) const HISTORY_BYTES: &str = "streamgate_history_bytes";
+/// `bus.history_memory`, bytes (0: no bound).
+pub(crate) const HISTORY_LIMIT: &str = "streamgate_history_limit_bytes";
+/// Events evicted to keep history under `bus.history_memory`.
+pub(crate) const HISTORY_EVICTIONS: &str = "streamgate_history_memory_evictions_total";
+/// Topics the bus tracks.
+pub(crate) const TOPICS: &str = "streamgate_topics";
+/// Topics reclaimed (least recently used, without subscribers) to make room for new ones.
+pub(crate) const TOPICS_RECLAIMED: &str = "streamgate_topics_reclaimed_total";
 /// Resident set size of the process, bytes (Linux only).
 pub(crate) const RESIDENT_MEMORY: &str = "streamgate_process_resident_memory_bytes";
 
@@ -68,6 +78,17 @@ fn describe() {
     metrics::describe_counter!(BUS_EVENTS_PUBLISHED, "Events published on the bus");
     metrics::describe_gauge!(BUS_AVAILABLE, "1 while the bus is available");
     metrics::describe_gauge!(RESIDENT_MEMORY, "Resident memory of the process, bytes");
+    metrics::describe_gauge!(HISTORY_BYTES, "History kept across all topics, bytes");
+    metrics::describe_gauge!(HISTORY_LIMIT, "bus.history_memory, bytes (0: no bound)");
+    metrics::describe_counter!(
+        HISTORY_EVICTIONS,
+        "Events evicted to keep history under bus.history_memory"
+    );
+    metrics::describe_gauge!(TOPICS, "Topics the bus tracks");
+    metrics::describe_counter!(
+        TOPICS_RECLAIMED,
+        "Idle topics reclaimed to make room for new ones"
+    );
 }
 
 /// The text exposition of every metric, after refreshing the scrape-time gauges from `bus`.
@@ -76,6 +97,13 @@ pub(crate) async fn render(handle: &PrometheusHandle, bus: &dyn EventBus) -> Str
     metrics::gauge!(BUS_AVAILABLE).set(if health.available { 1.0 } else { 0.0 });
     let published: u64 = bus.topic_stats().await.iter().map(|t| t.published).sum();
     metrics::counter!(BUS_EVENTS_PUBLISHED).absolute(published);
+    if let Some(usage) = bus.history_usage() {
+        metrics::gauge!(HISTORY_BYTES).set(usage.bytes as f64);
+        metrics::gauge!(HISTORY_LIMIT).set(usage.limit as f64);
+        metrics::counter!(HISTORY_EVICTIONS).absolute(usage.memory_evictions);
+        metrics::gauge!(TOPICS).set(usage.topics as f64);
+        metrics::counter!(TOPICS_RECLAIMED).absolute(usage.topics_reclaimed);
+    }
     if let Some(rss) = resident_memory() {
         metrics::gauge!(RESIDENT_MEMORY).set(rss as f64);
     }

@@ -9,8 +9,8 @@ use futures_util::{FutureExt, StreamExt};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use streamgate_core::{
     body_read_error_response, error_response, full_body, read_body_limited, record_rejection,
-    AuthError, Body, BodyReadTimeout, BoxFuture, Delivery, HttpTransport, SubscribeRequest,
-    Subscription, TransportContext, TransportMetrics,
+    AuthError, Body, BodyReadTimeout, BoxFuture, ConnectionInfo, Delivery, HttpTransport,
+    PublishRefusal, SubscribeRequest, Subscription, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{
     encode_error, encode_notice, encode_published, json_envelope, ClientMessage, ProtocolError,
@@ -212,6 +212,18 @@ async fn post(
     context: TransportContext,
     metrics: &TransportMetrics,
 ) -> Response<Body> {
+    // The client's publish rate first of all: a flood costs no token check and no body. Its
+    // topic budget once the topic is known.
+    let client = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(|info| info.peer.ip());
+    if let (Some(gate), Some(client)) = (&context.publish_gate, client) {
+        if let Err(refusal) = gate.admit_publish(client) {
+            metrics.publish(Err(refusal.code));
+            return refused(None, &refusal);
+        }
+    }
     // `[auth]`: the token is checked before the body is read; its topic once it is parsed.
     let grant = match &context.auth {
         Some(auth) => match auth.authenticate(request.headers(), request.uri().query()) {
@@ -268,6 +280,12 @@ async fn post(
             if let Some(Err(e)) = grant.map(|g| g.check_publish(&publish.topic)) {
                 return reply(reference.as_deref(), &Err(ProtocolError::from(&e)));
             }
+            if let (Some(gate), Some(client)) = (&context.publish_gate, client) {
+                if let Err(refusal) = gate.admit_topic(client, &publish.topic) {
+                    metrics.publish(Err(refusal.code));
+                    return refused(reference.as_deref(), &refusal);
+                }
+            }
             let result = match context
                 .bus
                 .publish(publish.topic, publish.content_type, publish.payload)
@@ -310,6 +328,16 @@ fn reply(reference: Option<&str>, result: &Result<Bytes, ProtocolError>) -> Resp
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    response
+}
+
+/// A publish over its client's limits: `429` with `Retry-After`.
+fn refused(reference: Option<&str>, refusal: &PublishRefusal) -> Response<Body> {
+    let mut response = reply(reference, &Err(ProtocolError::from(refusal)));
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(refusal.retry_after_secs),
+    );
     response
 }
 

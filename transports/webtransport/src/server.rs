@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use streamgate_core::{
     error_response, full_body, is_credential_header, mask_token_param, tap_id_from_query,
-    AuthError, Authorizer, Body, BoxFuture, ContentType, Delivery, Direction, Event, EventBus,
-    Grant, HttpTransport, IpSlot, PerIpLimit, RecordKind, SubscribeRequest, Subscription, Tap,
+    AuthError, Authorizer, Body, BoxFuture, ContentType, Delivery, Direction, Event, Grant,
+    HttpTransport, IpSlot, PerIpLimit, RecordKind, SubscribeRequest, Subscription, Tap,
     TapConnection, TapRegistry, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{
@@ -812,14 +812,26 @@ impl Session {
             }),
         );
         let connection = self.connection.clone();
-        let bus = Arc::clone(&self.context.bus);
+        let context = self.context.clone();
+        let client = self.connection.remote_address().ip();
         let max = self.config.max_message_size;
         let open_streams = Arc::clone(&self.open_streams);
         let tap = self.tap.clone();
         let metrics = self.metrics.clone();
         let grant = self.grant.clone();
         self.context.tasks.spawn(async move {
-            serve_bidi(&connection, send, recv, bus, max, tap, &metrics, grant).await;
+            serve_bidi(
+                &connection,
+                send,
+                recv,
+                &context,
+                client,
+                max,
+                tap,
+                &metrics,
+                grant,
+            )
+            .await;
             open_streams.fetch_sub(1, Ordering::Relaxed);
         });
         Ok(())
@@ -840,7 +852,10 @@ impl Session {
         }
         let reply = match refuse_publish(self.grant.as_ref(), &payload) {
             Some(refusal) => refusal,
-            None => client_message(self.context.bus.as_ref(), &payload, &self.metrics).await,
+            None => {
+                let client = Some(self.connection.remote_address().ip());
+                client_message(&self.context, client, &payload, &self.metrics).await
+            }
         };
         // Replies to datagrams are datagrams: as unreliable as the request.
         if fits_datagram(reply.len(), self.connection.max_datagram_size())
@@ -899,8 +914,13 @@ fn refuse_publish(grant: Option<&Grant>, message: &[u8]) -> Option<Bytes> {
     ))
 }
 
-/// Answers one client message (`publish`); the reply is a JSON message.
-async fn client_message(bus: &dyn EventBus, message: &[u8], metrics: &TransportMetrics) -> Bytes {
+/// Answers one client message (`publish`) of `client`; the reply is a JSON message.
+async fn client_message(
+    context: &TransportContext,
+    client: Option<IpAddr>,
+    message: &[u8],
+    metrics: &TransportMetrics,
+) -> Bytes {
     let Ok(text) = std::str::from_utf8(message) else {
         return encode_error(
             &ProtocolError::new("bad_message", "a client message is JSON text (UTF-8)"),
@@ -910,7 +930,15 @@ async fn client_message(bus: &dyn EventBus, message: &[u8], metrics: &TransportM
     match ClientMessage::parse(text) {
         Err((error, reference)) => encode_error(&error, reference.as_deref()),
         Ok(ClientMessage::Publish(request)) => {
-            match bus
+            // Over the client's limits: an error reply to this publish; the session stays.
+            if let Err(refusal) = context.admit_publish(client, &request.topic) {
+                let error = ProtocolError::from(&refusal);
+                metrics.publish(Err(error.code));
+                streamgate_core::record_rejection(error.code, &error.reason);
+                return encode_error(&error, request.reference.as_deref());
+            }
+            match context
+                .bus
                 .publish(request.topic, request.content_type, request.payload)
                 .await
             {
@@ -946,7 +974,8 @@ async fn serve_bidi(
     connection: &Connection,
     mut send: SendStream,
     mut recv: RecvStream,
-    bus: Arc<dyn EventBus>,
+    context: &TransportContext,
+    client: IpAddr,
     max: usize,
     tap: Option<Tap>,
     metrics: &TransportMetrics,
@@ -961,7 +990,7 @@ async fn serve_bidi(
                 Ok(Some(message)) => {
                     let reply = match refuse_publish(grant.as_ref(), &message) {
                         Some(refusal) => refusal,
-                        None => client_message(bus.as_ref(), &message, metrics).await,
+                        None => client_message(context, Some(client), &message, metrics).await,
                     };
                     let reply = frame(&reply);
                     tap_stream(tap.as_ref(), Direction::Out, stream_id, false, &reply);

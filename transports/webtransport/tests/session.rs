@@ -255,3 +255,56 @@ async fn cert_hash_endpoint_and_rotation() {
     let _control = control_stream(&session, "stream").await;
     gateway.shutdown().await;
 }
+
+/// A publish over the client's limits (one publish rate per client IP across every path, and
+/// the budget for new topics) is answered with an `error` naming the limit, on the same
+/// stream; the session stays open.
+#[tokio::test]
+async fn publishes_over_the_clients_limits_get_an_error_reply() {
+    let mut config = quiet();
+    config.server.publish_rate = 0.001;
+    config.server.publish_burst = 3;
+    config.server.topic_create_rate = 0.001;
+    config.server.topic_create_burst = 1;
+    let gateway = TestGateway::start(config).await;
+    let session = connect(&gateway, "?topics=chat").await;
+    let mut control = control_stream(&session, "stream").await;
+    let (send, recv) = within("open_bi", async {
+        session.open_bi().await.expect("open_bi").await.expect("bi")
+    })
+    .await;
+    async fn exchange(
+        (send, recv): &mut (wtransport::SendStream, wtransport::RecvStream),
+        topic: &str,
+        reference: &str,
+    ) -> serde_json::Value {
+        let message =
+            format!(r#"{{"type":"publish","topic":"{topic}","data":1,"ref":"{reference}"}}"#);
+        send.write_all(&framed(message.as_bytes()))
+            .await
+            .expect("write");
+        json(&read_frame(recv).await.expect("reply"))
+    }
+    let mut bidi = (send, recv);
+    // `chat` exists (the session subscribed to it): only the rate is charged.
+    assert_eq!(exchange(&mut bidi, "chat", "1").await["type"], "published");
+    assert_eq!(exchange(&mut bidi, "fresh", "2").await["type"], "published");
+    let refused = exchange(&mut bidi, "fresher", "3").await;
+    assert_eq!(refused["code"], "topic_budget", "{refused}");
+    assert_eq!(refused["ref"], "3");
+    let refused = exchange(&mut bidi, "chat", "4").await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert!(
+        refused["reason"].as_str().unwrap().contains("publish rate"),
+        "{refused}"
+    );
+    // The session stays open: events still arrive.
+    let later = publish(&gateway, "chat", ContentType::Text, "later").await;
+    loop {
+        let event = json(&read_frame(&mut control).await.expect("an event"));
+        if event["id"] == later.id.to_string() {
+            break;
+        }
+    }
+    gateway.shutdown().await;
+}

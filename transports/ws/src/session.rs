@@ -4,6 +4,7 @@
 //! The driver is generic over any `Stream + Sink` of tungstenite messages, so tests can run
 //! it over an in-memory duplex as well as a socket.
 
+use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -65,6 +66,9 @@ pub(crate) enum Mode {
         /// What the upgrade's token allows (`[auth]`); `None` when authentication is off or
         /// the first message must be `auth`.
         grant: Option<Grant>,
+        /// The client's address, for its publish limits; `None` when the gateway did not
+        /// say (an embedder calling the transport directly).
+        client: Option<IpAddr>,
     },
     /// `/ws/echo`: send every message back.
     Echo,
@@ -165,6 +169,8 @@ struct Session<S> {
     metrics: TransportMetrics,
     /// What the client's token allows, when `[auth]` is on.
     grant: Option<Grant>,
+    /// The client's address, for its publish limits.
+    client: Option<IpAddr>,
     /// When the connection is closed with 1008 and why: the token's expiry, or the end of
     /// the wait for the first `auth` message.
     auth_deadline: Option<(Instant, &'static str)>,
@@ -182,13 +188,14 @@ pub(crate) async fn run<S>(
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
     let now = Instant::now().into_std();
-    let (subscription, envelope, echo, grant) = match mode {
+    let (subscription, envelope, echo, grant, client) = match mode {
         Mode::Subscriber {
             subscription,
             envelope,
             grant,
-        } => (subscription, envelope, false, grant),
-        Mode::Echo => (None, EnvelopeFormat::Json, true, None),
+            client,
+        } => (subscription, envelope, false, grant, client),
+        Mode::Echo => (None, EnvelopeFormat::Json, true, None, None),
     };
     // `[auth]` on a subscriber: the connection ends when its token expires, or, without a
     // token yet, when no auth message came in time.
@@ -217,6 +224,7 @@ pub(crate) async fn run<S>(
         context,
         metrics,
         grant,
+        client,
         auth_deadline,
     };
     tracing::debug!("connected");
@@ -378,6 +386,15 @@ where
                 let reference = request.reference;
                 if let Some(Err(e)) = self.grant.as_ref().map(|g| g.check_publish(&request.topic)) {
                     let reply = encode_error(&ProtocolError::from(&e), reference.as_deref());
+                    return self.send(text(reply)).await;
+                }
+                // Over the client's limits: this publish is answered with an error, and the
+                // connection stays (the client can slow down and go on).
+                if let Err(refusal) = self.context.admit_publish(self.client, &request.topic) {
+                    let error = ProtocolError::from(&refusal);
+                    self.metrics.publish(Err(error.code));
+                    record_rejection(error.code, &error.reason);
+                    let reply = encode_error(&error, reference.as_deref());
                     return self.send(text(reply)).await;
                 }
                 match self

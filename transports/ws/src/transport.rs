@@ -180,6 +180,10 @@ async fn handle(
             subscription,
             envelope: query.envelope,
             grant,
+            client: request
+                .extensions()
+                .get::<ConnectionInfo>()
+                .map(|info| info.peer.ip()),
         }
     };
     let max_message = if echo {
