@@ -258,7 +258,10 @@ mod tests {
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
         assert_eq!(
             mask_websocket_protocols(&format!("streamgate.v1, access_token, {jwt}")),
-            format!("streamgate.v1, [masked, 12 bytes], [masked, {} bytes]", jwt.len())
+            format!(
+                "streamgate.v1, [masked, 12 bytes], [masked, {} bytes]",
+                jwt.len()
+            )
         );
         assert_eq!(
             mask_websocket_protocols("Bearer, abc123"),

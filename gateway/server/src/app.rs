@@ -69,9 +69,7 @@ impl App {
         } else {
             tracing::info!(why = %decision.why, "the lab is off: /lab answers 404");
         }
-        let lab = decision
-            .on
-            .then(|| Arc::new(Lab::new(config.lab.clone())));
+        let lab = decision.on.then(|| Arc::new(Lab::new(config.lab.clone())));
         let publish_rate =
             PublishRateLimit::new(config.server.publish_rate, config.server.publish_burst);
         Self {

@@ -192,9 +192,15 @@ async fn only_connections_naming_an_issued_tap_are_tapped() {
     let ws = listed.iter().find(|t| t["id"] == ws_tap.as_str()).unwrap();
     assert_eq!(ws["transport"], "ws");
     assert_eq!(ws["live"], 1);
-    assert!(ws["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{ws}");
+    assert!(
+        ws["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{ws}"
+    );
     assert!(ws["bytes_out"].as_u64().unwrap() > 0, "{ws}");
-    let poll = listed.iter().find(|t| t["id"] == poll_tap.as_str()).unwrap();
+    let poll = listed
+        .iter()
+        .find(|t| t["id"] == poll_tap.as_str())
+        .unwrap();
     assert_eq!(poll["transport"], "longpoll");
     // Nobody's taps are listed unasked.
     let (status, body) = get_json(&gateway, "/lab/api/taps").await;
@@ -238,7 +244,10 @@ async fn a_tap_is_used_and_read_only_by_the_client_it_was_issued_to() {
     // Its owner still has it, and may let it go.
     let (status, body) = get_json(&gateway, &format!("/lab/api/taps/{id}")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["tap"]["connections"], 0, "the refused connection never attached");
+    assert_eq!(
+        body["tap"]["connections"], 0,
+        "the refused connection never attached"
+    );
     let deleted = send(&gateway, "DELETE", &format!("/lab/api/taps/{id}"), &[], "").await;
     assert_eq!(deleted.status, 204);
     let (status, _) = get_json(&gateway, &format!("/lab/api/taps/{id}")).await;
@@ -375,11 +384,7 @@ async fn a_websocket_tap_shows_the_upgrade_and_annotated_frames() {
 
     // Paging: nothing new after the last record shown.
     let next = body["next_after"].as_u64().unwrap();
-    let (_, later) = get_json(
-        &gateway,
-        &format!("/lab/api/taps/{inspect}?after={next}"),
-    )
-    .await;
+    let (_, later) = get_json(&gateway, &format!("/lab/api/taps/{inspect}?after={next}")).await;
     let again: Vec<&Value> = later["items"]
         .as_array()
         .unwrap()
@@ -529,7 +534,11 @@ async fn handle(app: &std::sync::Arc<streamgate::App>, path: &str) -> u16 {
     let request = http::Request::get(path)
         .body(streamgate_core::full_body(""))
         .unwrap();
-    std::sync::Arc::clone(app).handle(request).await.status().as_u16()
+    std::sync::Arc::clone(app)
+        .handle(request)
+        .await
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
@@ -568,8 +577,11 @@ async fn on_a_public_address_the_lab_is_off_unless_enabled() {
                 .unwrap();
         assert_eq!(config.lab.enabled, want, "{text}");
     }
-    let err = GatewayConfig::from_toml("[lab]\nenabled = \"yes\"\n", std::path::Path::new("gw.toml"))
-        .unwrap_err();
+    let err = GatewayConfig::from_toml(
+        "[lab]\nenabled = \"yes\"\n",
+        std::path::Path::new("gw.toml"),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("lab.enabled"), "{err}");
 }
 

@@ -11,10 +11,9 @@ use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use streamgate_core::{
     error_response, full_body, mask_credential_params, mask_header_value, mask_token_param,
-    tap_id_from_query,
-    AuthError, Authorizer, Body, BoxFuture, ContentType, Delivery, Direction, Event, EventBus,
-    Grant, HttpTransport, RecordKind, SubscribeRequest, Subscription, Tap, TapConnection,
-    TapRegistry, TransportContext, TransportMetrics,
+    tap_id_from_query, AuthError, Authorizer, Body, BoxFuture, ContentType, Delivery, Direction,
+    Event, EventBus, Grant, HttpTransport, RecordKind, SubscribeRequest, Subscription, Tap,
+    TapConnection, TapRegistry, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{
     binary_envelope, encode_error, encode_notice, encode_published, json_envelope, ClientMessage,

@@ -390,7 +390,8 @@ fn header_note(name: &str, value: &str, response: bool) -> Note {
         note.children = extension_params(value);
     }
     if value.contains(MASKED_MARK) {
-        note.children.push(Note::new("masked", "not recorded", MASKED_EXPLAIN));
+        note.children
+            .push(Note::new("masked", "not recorded", MASKED_EXPLAIN));
     }
     note
 }
@@ -602,7 +603,11 @@ mod tests {
         let key = note.find("x-api-key").unwrap();
         assert_eq!(key.value, "[masked, 32 bytes]");
         assert_eq!(key.children[0].label, "masked");
-        assert!(note.find("sec-websocket-protocol").unwrap().find("masked").is_some());
+        assert!(note
+            .find("sec-websocket-protocol")
+            .unwrap()
+            .find("masked")
+            .is_some());
         assert!(note.find("sec-websocket-key").unwrap().children.is_empty());
         // Every byte range stays inside the head.
         fn ranges_inside(note: &Note, len: usize) -> bool {

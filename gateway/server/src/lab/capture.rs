@@ -183,7 +183,10 @@ mod tests {
             .header("X-Api-Key", "k3y-in-a-header")
             .header("Authorization", "Bearer eyJ.secret.sig")
             .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .header("Sec-WebSocket-Protocol", "streamgate.v1, access_token, eyJ.secret.sig")
+            .header(
+                "Sec-WebSocket-Protocol",
+                "streamgate.v1, access_token, eyJ.secret.sig",
+            )
             .body(())
             .unwrap();
         let head = String::from_utf8(request_head(&request)).unwrap();
@@ -208,6 +211,9 @@ mod tests {
             .body(full_body(""))
             .unwrap();
         let head = String::from_utf8(response_head(&response, Version::HTTP_11)).unwrap();
-        assert!(head.contains("set-cookie: [masked, 14 bytes]\r\n"), "{head}");
+        assert!(
+            head.contains("set-cookie: [masked, 14 bytes]\r\n"),
+            "{head}"
+        );
     }
 }

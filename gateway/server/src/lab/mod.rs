@@ -101,9 +101,7 @@ impl Lab {
         match path {
             "/lab" | "/lab/" => read_only().map(|()| asset(INDEX_HTML, "text/html; charset=utf-8")),
             "/lab/lab.css" => read_only().map(|()| asset(LAB_CSS, "text/css; charset=utf-8")),
-            "/lab/lab.js" => {
-                read_only().map(|()| asset(LAB_JS, "text/javascript; charset=utf-8"))
-            }
+            "/lab/lab.js" => read_only().map(|()| asset(LAB_JS, "text/javascript; charset=utf-8")),
             "/lab/api/config" => read_only().map(|()| api(self.page_config(app))),
             "/lab/api/taps" => match *method {
                 Method::POST => self.issue(caller),
@@ -164,10 +162,7 @@ impl Lab {
         let ids = ids.replace("%2C", ",").replace("%2c", ",");
         // Bounded work per request, whatever the query holds.
         const MOST_IDS: usize = 64;
-        let ids = ids
-            .split(',')
-            .filter(|id| !id.is_empty())
-            .take(MOST_IDS);
+        let ids = ids.split(',').filter(|id| !id.is_empty()).take(MOST_IDS);
         let (taps, missing) = self.taps.summaries(ids, caller);
         Ok(api(serde_json::json!({
             "now_us": self.taps.now_us(),

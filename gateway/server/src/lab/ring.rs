@@ -406,10 +406,7 @@ impl Taps {
 
 /// Removes the least recently active tap among those `eligible` with no live connection;
 /// whether there was one.
-fn reclaim(
-    taps: &mut HashMap<String, Arc<TapRing>>,
-    eligible: impl Fn(&TapRing) -> bool,
-) -> bool {
+fn reclaim(taps: &mut HashMap<String, Arc<TapRing>>, eligible: impl Fn(&TapRing) -> bool) -> bool {
     let idle = taps
         .iter()
         .filter(|(_, ring)| eligible(ring) && live_connections(ring) == 0)
@@ -513,13 +510,19 @@ mod tests {
     fn only_issued_ids_record_and_only_for_their_owner() {
         let registry = Taps::new(config(8, 8, 8, 64));
         assert!(
-            registry.open("chosen-by-client", connection(OWNER, 1)).unwrap().is_none(),
+            registry
+                .open("chosen-by-client", connection(OWNER, 1))
+                .unwrap()
+                .is_none(),
             "an id the lab never issued records nothing"
         );
         let (id, tap) = issue_and_open(&registry, OWNER, 1);
         tap.record(Direction::Out, WS, b"mine");
         let refused = registry.open(&id, connection(STRANGER, 2)).unwrap_err();
-        assert!(refused.reason.contains("issued to another client"), "{refused}");
+        assert!(
+            refused.reason.contains("issued to another client"),
+            "{refused}"
+        );
         assert_eq!(
             registry.snapshot(&id, ip(STRANGER)).unwrap_err(),
             Denied::Foreign
@@ -613,7 +616,10 @@ mod tests {
         let (other, _other_tap) = issue_and_open(&registry, STRANGER, 3);
         drop(tap_a);
         let c = registry.issue(ip(OWNER)).unwrap().id;
-        assert_eq!(registry.snapshot(&a, ip(OWNER)).unwrap_err(), Denied::Unknown);
+        assert_eq!(
+            registry.snapshot(&a, ip(OWNER)).unwrap_err(),
+            Denied::Unknown
+        );
         assert!(registry.snapshot(&b, ip(OWNER)).is_ok());
         assert!(registry.snapshot(&c, ip(OWNER)).is_ok());
         assert!(registry.snapshot(&other, ip(STRANGER)).is_ok());
@@ -630,7 +636,10 @@ mod tests {
             IssueRefusal::LabFull { limit: 2 }
         );
         drop(a);
-        assert!(registry.issue(ip([127, 0, 0, 3])).is_ok(), "the idle tap made room");
+        assert!(
+            registry.issue(ip([127, 0, 0, 3])).is_ok(),
+            "the idle tap made room"
+        );
         drop(b);
     }
 
@@ -651,6 +660,9 @@ mod tests {
         );
         assert_eq!(registry.release(&id, ip(STRANGER)), Err(Denied::Foreign));
         assert_eq!(registry.release(&id, ip(OWNER)), Ok(()));
-        assert_eq!(registry.snapshot(&id, ip(OWNER)).unwrap_err(), Denied::Unknown);
+        assert_eq!(
+            registry.snapshot(&id, ip(OWNER)).unwrap_err(),
+            Denied::Unknown
+        );
     }
 }
