@@ -46,9 +46,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use streamgate_core::{
-    full_body, is_valid_tap_id, ConnectionInfo, Tap, TapConnection, TapRefused, TapRegistry,
-};
+use streamgate_core::{full_body, ConnectionInfo, Tap, TapConnection, TapRefused, TapRegistry};
 
 use crate::config::LabConfig;
 use crate::http::{json, Body, Rejection};
@@ -174,9 +172,7 @@ impl Lab {
 
     /// `DELETE /lab/api/taps/{id}`.
     fn release(&self, id: &str, caller: IpAddr) -> Result<Response<Body>, Rejection> {
-        self.taps
-            .release(id, caller)
-            .map_err(|denied| tap_denied(id, denied))?;
+        self.taps.release(id, caller).map_err(tap_denied)?;
         let mut response = Response::new(full_body(""));
         *response.status_mut() = StatusCode::NO_CONTENT;
         Ok(response)
@@ -222,10 +218,7 @@ impl Lab {
         caller: IpAddr,
     ) -> Result<Response<Body>, Rejection> {
         let after = parse_after(query)?;
-        let snapshot = self
-            .taps
-            .snapshot(id, caller)
-            .map_err(|denied| tap_denied(id, denied))?;
+        let snapshot = self.taps.snapshot(id, caller).map_err(tap_denied)?;
         // Annotation happens here, on the inspector's request, outside every lock.
         let view = view::view(&snapshot.records, after);
         Ok(api(serde_json::json!({
@@ -252,26 +245,20 @@ fn caller_ip<B>(request: &Request<B>) -> IpAddr {
         .map_or(IpAddr::from([0, 0, 0, 0]), |info| client_ip(info.peer))
 }
 
-/// The answer to a request naming a tap it may not use. The id is echoed only when it is a
-/// valid one (nothing to escape).
-fn tap_denied(id: &str, denied: Denied) -> Rejection {
-    let shown = if is_valid_tap_id(id) { id } else { "…" };
+/// The answer to a request naming a tap it may not use. The id is not echoed: it is a
+/// capability, and refusals are logged.
+fn tap_denied(denied: Denied) -> Rejection {
     match denied {
         Denied::Unknown => Rejection::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!(
-                "no tap {shown:?}: it was never issued, or was reclaimed; POST /lab/api/taps \
-                 issues a new one"
-            ),
+            "no such tap: it was never issued, or was reclaimed; POST /lab/api/taps issues a new one",
         ),
         Denied::Foreign => Rejection::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!(
-                "tap {shown:?} was issued to another client: a tap is read only by the client \
-                 it was issued to"
-            ),
+            "this tap was issued to another client: a tap is read only by the client it was \
+             issued to",
         ),
     }
 }
