@@ -1,6 +1,7 @@
 // The teaching lab (GET /lab) in a real browser:
 //  1. the page loads, and all four panels (WebSocket, SSE, long polling, WebTransport) receive
-//     events, each with a latency figure and a bytes-per-event figure from its tap;
+//     events, each with a latency figure and a bytes-per-event figure from its tap, a tap the
+//     gateway issued to the page (POST /lab/api/taps), which it lists only when named;
 //  2. "Publish an event" (POST /publish/lab) reaches all four panels;
 //  3. "Drop connection" on each panel closes it, publishes one event while it is down, and the
 //     panel resumes from its last id (WebSocket since=, SSE since= / Last-Event-ID, the long
@@ -64,6 +65,15 @@ export async function run({ page, base, log }) {
     assert(/B/.test(first[key].bpe), `${key}: bytes/event not shown: ${brief(first[key])}`);
   }
   log(`live: ${PANELS.map((k) => `${k} ${first[k].count} events, median ${first[k].p50}, ${first[k].bpe}/event`).join('; ')}`);
+
+  // 1b. the panels' taps were issued by the gateway (128 random bits, base64url), and the
+  //     gateway lists no taps unless they are named.
+  const ids = await page.evaluate(() => Object.values(window.streamgateLab.lab.panels).map((p) => p.tapId));
+  assert(ids.every((id) => /^[A-Za-z0-9_-]{22}$/.test(id ?? '')), `the panels' tap ids were not issued by the gateway: ${brief(ids)}`);
+  // From the test, not the page: the page's console must stay free of errors.
+  const unnamed = (await page.request.get(base + '/lab/api/taps')).status();
+  assert(unnamed === 400, `GET /lab/api/taps without ids answered ${unnamed}, not 400`);
+  log(`taps: ${ids.length} issued by the gateway; none listed unnamed`);
 
   // 2. one event published over HTTP reaches every panel.
   await page.click('#publish-http');

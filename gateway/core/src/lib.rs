@@ -53,6 +53,7 @@ mod history;
 mod json;
 mod memory;
 mod per_ip;
+mod redact;
 mod tap;
 pub mod telemetry;
 mod transport;
@@ -73,9 +74,13 @@ pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
 pub use json::{validate_json, JsonError, JsonRule, MAX_JSON_DEPTH};
 pub use memory::{HistoryUsage, MemoryBus, MemoryBusConfig, TopicStats};
 pub use per_ip::{IpSlot, PerIpLimit};
+pub use redact::{
+    is_credential_header, is_credential_param, mask_credential_params, mask_header_value,
+    mask_websocket_protocols, masked_value, MASKED,
+};
 pub use tap::{
-    is_credential_header, is_valid_tap_id, tap_id_from_query, Direction, RecordKind, Tap,
-    TapConnection, TapRegistry, TapSink, MAX_TAP_ID_LEN, TAP_QUERY_PARAM,
+    is_valid_tap_id, tap_id_from_query, Direction, RecordKind, Tap, TapConnection, TapRefused,
+    TapRegistry, TapSink, MAX_TAP_ID_LEN, TAP_QUERY_PARAM,
 };
 pub use telemetry::{record_rejection, TransportMetrics};
 pub use transport::{

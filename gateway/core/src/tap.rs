@@ -2,9 +2,9 @@
 //! connection.
 //!
 //! A tap is opt-in per connection. The gateway hands one only to a connection whose URL
-//! carries `lab=<tap id>` (the lab page adds it to its own URLs); every other connection
-//! carries `None`, so an ordinary client pays one `Option` check per read, write or body
-//! chunk and nothing else.
+//! carries `lab=<tap id>`, an id the lab issued to that same client (the lab page asks for
+//! its ids, then adds them to its own URLs); every other connection carries `None`, so an
+//! ordinary client pays one `Option` check per read, write or body chunk and nothing else.
 //!
 //! A transport records bytes where it already holds them — what it read from or wrote to the
 //! socket, a body chunk it yields, a message it hands to a QUIC stream — and never parses or
@@ -153,21 +153,33 @@ pub struct TapConnection {
     pub conn_id: u64,
 }
 
-/// Hands out taps. The gateway's lab implements it; a transport with its own listener
-/// (WebTransport) is given one and asks it for each session whose URL carries `lab=`.
-pub trait TapRegistry: Send + Sync + fmt::Debug + 'static {
-    /// A tap for `connection`, recording under `id`; `None` when the registry is full (the
-    /// connection then simply runs untapped).
-    fn open(&self, id: &str, connection: TapConnection) -> Option<Tap>;
+/// Why a connection may not use the tap it named: the tap was issued to another client.
+/// The transport refuses the connection (HTTP `403`, WebTransport close `4403`) with
+/// [`TapRefused::reason`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapRefused {
+    /// Says why, for the client (never the tap's records or its owner's address).
+    pub reason: String,
 }
 
-/// Whether a header carries credentials, which a tap must not keep: the lab lists every tap
-/// to anyone who can reach it, so a recorded `Cookie` would hand a visitor's session to the
-/// next one. Recorders write such a value as `(N bytes, not recorded)`.
-pub fn is_credential_header(name: &str) -> bool {
-    ["authorization", "proxy-authorization", "cookie"]
-        .iter()
-        .any(|secret| name.eq_ignore_ascii_case(secret))
+impl fmt::Display for TapRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// Hands out taps. The gateway's lab implements it; a transport with its own listener
+/// (WebTransport) is given one and asks it for each session whose URL carries `lab=`.
+///
+/// Tap ids are capabilities the lab issues to one client: an id it never issued (or has
+/// since reclaimed) gives `Ok(None)`, and the connection runs untapped; an id issued to
+/// another client gives [`TapRefused`].
+pub trait TapRegistry: Send + Sync + fmt::Debug + 'static {
+    /// A tap for `connection`, recording under `id`.
+    ///
+    /// # Errors
+    /// [`TapRefused`] when `id` belongs to another client.
+    fn open(&self, id: &str, connection: TapConnection) -> Result<Option<Tap>, TapRefused>;
 }
 
 /// Whether `id` may name a tap: 1 to [`MAX_TAP_ID_LEN`] ASCII letters, digits, `_`, `-` or

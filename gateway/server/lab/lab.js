@@ -1,9 +1,11 @@
 // streamgate lab: the page's script. Plain JavaScript, no framework, no build step.
 //
 // Four panels subscribe to the same topics over WebSocket, SSE, long polling and
-// WebTransport. Each URL carries `lab=<tap id>`, which asks the gateway to record that
-// connection's wire traffic; the inspector fetches those records, annotated, from
-// /lab/api/taps/<tap id>. Everything else (latency, resume checks) is measured here.
+// WebTransport. The page asks the gateway for one tap per panel (POST /lab/api/taps: a
+// random id that only this client may use), and each URL carries `lab=<tap id>`, which asks
+// the gateway to record that connection's wire traffic; the inspector fetches those records,
+// annotated, from /lab/api/taps/<tap id>. Everything else (latency, resume checks) is
+// measured here.
 'use strict';
 
 const LATENCY_WINDOW = 100; // events in the sliding window of median, p99 and sparkline
@@ -143,7 +145,8 @@ class Panel {
   constructor(key, title, how) {
     this.key = key;
     this.title = title;
-    this.tapId = `${pageId}-${key}`;
+    /** Issued by the gateway (see `issueTap`); null while there is none. */
+    this.tapId = null;
     const node = document.getElementById('panel-template').content.firstElementChild.cloneNode(true);
     node.id = `panel-${key}`;
     node.dataset.transport = key;
@@ -272,6 +275,11 @@ class Panel {
     this.f.resume.textContent = text;
   }
 
+  /** `&lab=<tap id>` for this panel's URLs, or nothing when it has no tap. */
+  labParam() {
+    return this.tapId ? `&lab=${encodeURIComponent(this.tapId)}` : '';
+  }
+
   /** Byte counters of this panel's tap, from GET /lab/api/taps. */
   onTap(tap) {
     if (!this.bytesBase || tap.bytes_out < this.bytesBase.out) {
@@ -388,7 +396,7 @@ class WsClient {
 
   url(since) {
     const compression = this.compression ? '' : '&compression=off';
-    return `ws://${location.host}/ws?topics=${topicsParam()}&lab=${this.panel.tapId}${compression}${sinceParam(since)}`;
+    return `ws://${location.host}/ws?topics=${topicsParam()}${this.panel.labParam()}${compression}${sinceParam(since)}`;
   }
 
   connect(since) {
@@ -454,7 +462,7 @@ class SseClient {
   }
 
   connect(since) {
-    const source = new EventSource(`/sse?topics=${topicsParam()}&lab=${this.panel.tapId}${sinceParam(since)}`);
+    const source = new EventSource(`/sse?topics=${topicsParam()}${this.panel.labParam()}${sinceParam(since)}`);
     this.source = source;
     this.panel.setState('connecting', 'waiting');
     const onMessage = (e) => {
@@ -509,7 +517,7 @@ class PollClient {
       this.abort = new AbortController();
       const cursor = this.cursor ? `&cursor=${encodeURIComponent(this.cursor)}` : '';
       try {
-        const response = await fetch(`/poll?topics=${topicsParam()}&lab=${this.panel.tapId}&timeout=25${cursor}`, {
+        const response = await fetch(`/poll?topics=${topicsParam()}${this.panel.labParam()}&timeout=25${cursor}`, {
           signal: this.abort.signal,
           cache: 'no-store',
         });
@@ -554,7 +562,7 @@ class WtClient {
     try {
       // Fetched each time: a generated certificate is rotated every few days.
       const doc = await (await fetch('/wt/cert-hash', { cache: 'no-store' })).json();
-      const url = `${doc.url}?topics=${topicsParam()}&mode=${this.mode}&lab=${this.panel.tapId}${sinceParam(since)}`;
+      const url = `${doc.url}?topics=${topicsParam()}&mode=${this.mode}${this.panel.labParam()}${sinceParam(since)}`;
       session = new WebTransport(url, {
         serverCertificateHashes: [{ algorithm: 'sha-256', value: new Uint8Array(doc.value) }],
       });
@@ -673,17 +681,58 @@ class WtClient {
 // ---------------------------------------------------------------------------------------------
 // Byte counters from the taps
 
-async function refreshTaps() {
+/**
+ * A tap for `panel`, issued by the gateway: 128 random bits that only this client may use
+ * (the gateway binds it to our address). Without one (the lab is full, or this client holds
+ * its share) the panel still works, untapped.
+ */
+async function issueTap(panel) {
   try {
-    const response = await fetch('/lab/api/taps', { cache: 'no-store' });
+    const response = await fetch('/lab/api/taps', { method: 'POST', cache: 'no-store' });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error?.reason ?? response.status);
+    panel.tapId = body.id;
+  } catch (e) {
+    panel.tapId = null;
+    panel.tapProblem = `No tap for this panel: ${e.message}`;
+  }
+}
+
+/** Our own taps' counters: the gateway lists only the taps we name. */
+async function refreshTaps() {
+  const panels = Object.values(lab.panels).filter((p) => p.tapId);
+  if (!panels.length) return;
+  try {
+    const ids = panels.map((p) => p.tapId).join(',');
+    const response = await fetch(`/lab/api/taps?ids=${ids}`, { cache: 'no-store' });
     if (!response.ok) return;
     const body = await response.json();
     for (const tap of body.taps) {
-      const panel = Object.values(lab.panels).find((p) => p.tapId === tap.id);
+      const panel = panels.find((p) => p.tapId === tap.id);
       panel?.onTap(tap);
+    }
+    // A tap the gateway no longer has (it restarted, or reclaimed it): ask for a new one,
+    // which the panel's next connection uses.
+    for (const id of body.missing ?? []) {
+      const panel = panels.find((p) => p.tapId === id);
+      if (panel) {
+        await issueTap(panel);
+        // A new tap counts its records from 1 again: start the inspector's copy afresh.
+        delete inspector.stores[panel.key];
+        if (inspector.selected === panel.key) renderInspector(true);
+      }
     }
   } catch {
     /* the gateway is restarting; try again next time */
+  }
+}
+
+/** Gives the page's taps back when it goes away, so a reload does not hold twice as many. */
+function releaseTaps() {
+  for (const panel of Object.values(lab.panels)) {
+    if (panel.tapId) {
+      fetch(`/lab/api/taps/${panel.tapId}`, { method: 'DELETE', keepalive: true }).catch(() => {});
+    }
   }
 }
 
@@ -748,8 +797,11 @@ async function refreshInspector() {
   const panel = lab.panels[key];
   if (!panel) return;
   const store = inspectorStore(key);
+  if (!panel.tapId) {
+    document.getElementById('inspector-tap').textContent = panel.tapProblem ?? 'This panel has no tap.';
+    return;
+  }
   if (panel.opens === 0) {
-    // No connection yet, so no tap: asking would be a 404.
     document.getElementById('inspector-tap').textContent = `Nothing recorded yet for tap ${panel.tapId}.`;
     return;
   }
@@ -758,7 +810,7 @@ async function refreshInspector() {
     const response = await fetch(`/lab/api/taps/${panel.tapId}?after=${store.nextAfter}`, { cache: 'no-store' });
     const body = await response.json();
     if (response.status === 404) {
-      document.getElementById('inspector-tap').textContent = `Nothing recorded yet for tap ${panel.tapId}.`;
+      document.getElementById('inspector-tap').textContent = `The gateway no longer has tap ${panel.tapId}: asking for a new one.`;
       return;
     }
     if (!response.ok) throw new Error(body.error?.reason ?? response.status);
@@ -767,7 +819,7 @@ async function refreshInspector() {
     store.nextAfter = body.next_after;
     const tap = body.tap;
     document.getElementById('inspector-tap').textContent =
-      `tap ${tap.id} · ${tap.transport} · peer ${tap.peer} · ${tap.connections} connection${tap.connections === 1 ? '' : 's'} (${tap.live} live) · ` +
+      `tap ${tap.id} · ${tap.transport ?? 'no connection yet'} · peer ${tap.peer ?? '–'} · ${tap.connections} connection${tap.connections === 1 ? '' : 's'} (${tap.live} live) · ` +
       `${tap.records} records kept, ${tap.evicted} dropped by the ring, ${tap.truncated} cut · ${formatBytes(tap.bytes_out)} out, ${formatBytes(tap.bytes_in)} in`;
     for (const item of body.items) {
       store.items.delete(item.key); // re-sent items move to their place in time
@@ -944,6 +996,7 @@ async function start() {
     wt: lab.config.transports.webtransport && typeof WebTransport === 'function',
   };
   const tabs = document.getElementById('inspector-tabs');
+  const starting = [];
   for (const [key, title, how, Client] of TRANSPORTS) {
     const panel = new Panel(key, title, how);
     lab.panels[key] = panel;
@@ -957,8 +1010,10 @@ async function start() {
     }
     panel.client = new Client(panel);
     panel.client.controls(panel.f.controls);
-    panel.client.connect(null);
+    starting.push(issueTap(panel).then(() => panel.client.connect(null)));
   }
+  await Promise.all(starting);
+  addEventListener('pagehide', releaseTaps);
   tabs.addEventListener('keydown', (e) => {
     const keys = TRANSPORTS.map((t) => t[0]);
     const at = keys.indexOf(inspector.selected);

@@ -38,7 +38,8 @@ pub struct App {
     transports: Vec<Arc<dyn HttpTransport>>,
     /// The HTTPS certificate, when TLS is on.
     pub tls: Option<TlsMaterial>,
-    /// The teaching lab and its wire taps, when `[lab] enabled`.
+    /// The teaching lab and its wire taps, when `lab.enabled` resolves to on
+    /// ([`GatewayConfig::lab_decision`]).
     lab: Option<Arc<Lab>>,
     /// Token verification, when `[auth] enabled` (set at bind time, see [`App::set_auth`]).
     auth: Option<Arc<dyn Authorizer>>,
@@ -82,10 +83,16 @@ impl App {
             None
         };
         let transports = enabled_transports(&config);
-        let lab = config
-            .lab
-            .enabled
-            .then(|| Arc::new(Lab::new(config.lab.clone())));
+        let decision = config.lab_decision();
+        if decision.on {
+            tracing::info!(
+                why = %decision.why,
+                "the lab is on: /lab, /lab/api and wire taps (lab=<issued tap id>) are served"
+            );
+        } else {
+            tracing::info!(why = %decision.why, "the lab is off: /lab answers 404");
+        }
+        let lab = decision.on.then(|| Arc::new(Lab::new(config.lab.clone())));
         let connection_slots = Arc::new(Semaphore::new(config.server.max_connections));
         let connections_per_ip = PerIpLimit::new(config.server.max_connections_per_ip);
         let publish_gate = ClientLimits::new(&config.server, Arc::clone(&bus)).map(Arc::new);
@@ -201,14 +208,23 @@ impl App {
         self.lab.as_ref().map(crate::lab::registry)
     }
 
-    /// A tap for this request when the lab is on and its URL asks for one (`lab=<tap id>`).
-    fn tap_for<B>(&self, request: &Request<B>, transport: &'static str) -> Option<Tap> {
+    /// A tap for this request when the lab is on and its URL names one this client was
+    /// issued (`lab=<tap id>`); `403` when the tap belongs to another client.
+    fn tap_for<B>(
+        &self,
+        request: &Request<B>,
+        transport: &'static str,
+    ) -> Result<Option<Tap>, Rejection> {
         // See `tap_registry`: no recordings while tokens are in use.
         if self.auth.is_some() {
-            return None;
+            return Ok(None);
         }
-        let lab = self.lab.as_ref()?;
-        let id = tap_id_from_query(request.uri().query()?)?;
+        let Some(lab) = self.lab.as_ref() else {
+            return Ok(None);
+        };
+        let Some(id) = request.uri().query().and_then(tap_id_from_query) else {
+            return Ok(None);
+        };
         let info = request.extensions().get::<ConnectionInfo>().copied();
         lab.open(
             id,
@@ -218,6 +234,7 @@ impl App {
                 conn_id: info.map_or(0, |i| i.conn_id),
             },
         )
+        .map_err(|refused| Rejection::new(StatusCode::FORBIDDEN, "forbidden", refused.reason))
     }
 
     /// The context handed to transports with each request.
@@ -260,8 +277,10 @@ impl App {
             return Box::pin(self.route(request));
         };
         let mut request = request;
-        let Some(tap) = self.tap_for(&request, transport.name()) else {
-            return transport.handle(request, self.transport_context());
+        let tap = match self.tap_for(&request, transport.name()) {
+            Ok(Some(tap)) => tap,
+            Ok(None) => return transport.handle(request, self.transport_context()),
+            Err(rejection) => return Box::pin(std::future::ready(rejection.into_response())),
         };
         let version = request.version();
         tap.record(

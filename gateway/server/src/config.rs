@@ -358,21 +358,30 @@ impl Default for DemoConfig {
 /// The teaching lab: `GET /lab`, its JSON API under `/lab/api/`, and the wire taps that
 /// record what connections which ask for it (`lab=<tap id>` in their URL) send and receive.
 ///
-/// Only connections that ask are tapped, so the lab is on by default: an ordinary client
-/// pays one `Option` check per read, write or body chunk. Memory is bounded by
+/// Tap ids are capabilities the lab issues (`POST /lab/api/taps`) to one client IP: only that
+/// client can attach a connection to a tap or read it, and nobody can list taps they do not
+/// name. Only connections that ask are tapped: an ordinary client pays one `Option` check per
+/// read, write or body chunk. Memory is bounded by
 /// `max_connections × records_per_connection × max_record_bytes` (64 MiB with the defaults,
 /// a bound seldom approached: most records are one event's bytes, well under 4 KiB).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LabConfig {
-    /// Whether `/lab`, `/lab/api/*` and the taps exist. When off, `lab=` is ignored and
-    /// `/lab` answers 404. Default: true.
-    pub enabled: bool,
-    /// Most taps kept at once. A new tap replaces the least recently active one whose
-    /// connections have all ended; when every tap has a live connection, the newcomer runs
-    /// untapped. Default: 64.
+    /// Whether `/lab`, `/lab/api/*` and the taps exist: `true`, `false`, or `"auto"`, which
+    /// turns the lab on only when every HTTP listener (`server.listen`, and `tls.listen`
+    /// when TLS is on) is a loopback address, so that a gateway on a public address does not
+    /// serve it unless told to. When off, `lab=` is ignored and `/lab` answers 404.
+    /// Default: `"auto"`.
+    pub enabled: LabSwitch,
+    /// Most taps issued at once, all clients together. Asking for another reclaims the least
+    /// recently active tap whose connections have all ended; when every tap has a live
+    /// connection, `POST /lab/api/taps` is refused with `429`. Default: 64.
     pub max_connections: usize,
+    /// Most taps issued at once to one client IP (the lab page takes one per transport, 4).
+    /// Asking for another reclaims that client's least recently active idle tap; when each
+    /// of its taps has a live connection, the answer is `429`. Default: 8.
+    pub taps_per_client: usize,
     /// Records kept per tap, a ring: the oldest go first. Default: 256.
     pub records_per_connection: usize,
     /// Bytes kept of one record (one read, write, body chunk or message); the rest is cut and
@@ -383,10 +392,97 @@ pub struct LabConfig {
 impl Default for LabConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: LabSwitch::Auto,
             max_connections: 64,
+            taps_per_client: 8,
             records_per_connection: 256,
             max_record_bytes: 4096,
+        }
+    }
+}
+
+/// `lab.enabled`: on, off, or on only behind loopback listeners.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LabSwitch {
+    /// `"auto"`: on when every HTTP listener is a loopback address, else off.
+    #[default]
+    Auto,
+    /// `true`: on, whatever the listeners.
+    On,
+    /// `false`: off.
+    Off,
+}
+
+impl From<bool> for LabSwitch {
+    fn from(on: bool) -> Self {
+        if on {
+            Self::On
+        } else {
+            Self::Off
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LabSwitch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bool(on) => Ok(on.into()),
+            Raw::Text(text) if text == "auto" => Ok(Self::Auto),
+            Raw::Text(text) => Err(serde::de::Error::custom(format!(
+                "lab.enabled must be true, false or \"auto\", got {text:?}"
+            ))),
+        }
+    }
+}
+
+/// Whether the lab is served, and why: what the gateway logs at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabDecision {
+    /// Whether `/lab` and the taps exist.
+    pub on: bool,
+    /// Why, in words for the log.
+    pub why: String,
+}
+
+impl GatewayConfig {
+    /// Resolves `lab.enabled` against the listeners the lab would be served on.
+    pub fn lab_decision(&self) -> LabDecision {
+        let mut listeners = vec![("server.listen", self.server.listen)];
+        if self.tls.enabled {
+            listeners.push(("tls.listen", self.tls.listen));
+        }
+        match self.lab.enabled {
+            LabSwitch::On => LabDecision {
+                on: true,
+                why: "lab.enabled = true".to_owned(),
+            },
+            LabSwitch::Off => LabDecision {
+                on: false,
+                why: "lab.enabled = false".to_owned(),
+            },
+            LabSwitch::Auto => match listeners
+                .iter()
+                .find(|(_, addr)| !addr.ip().to_canonical().is_loopback())
+            {
+                None => LabDecision {
+                    on: true,
+                    why: "lab.enabled = \"auto\" and every HTTP listener is loopback".to_owned(),
+                },
+                Some((name, addr)) => LabDecision {
+                    on: false,
+                    why: format!(
+                        "lab.enabled = \"auto\" and {name} ({addr}) is not loopback; set \
+                         lab.enabled = true to serve the lab there"
+                    ),
+                },
+            },
         }
     }
 }
@@ -671,14 +767,16 @@ impl GatewayConfig {
                 self.demo.rate
             ));
         }
-        if self.lab.enabled
+        if self.lab.enabled != LabSwitch::Off
             && (self.lab.max_connections == 0
+                || self.lab.taps_per_client == 0
                 || self.lab.records_per_connection == 0
                 || self.lab.max_record_bytes == 0)
         {
             return fail(
-                "lab.max_connections, lab.records_per_connection and lab.max_record_bytes \
-                 must be at least 1 (or turn the lab off with lab.enabled = false)"
+                "lab.max_connections, lab.taps_per_client, lab.records_per_connection and \
+                 lab.max_record_bytes must be at least 1 (or turn the lab off with \
+                 lab.enabled = false)"
                     .to_owned(),
             );
         }

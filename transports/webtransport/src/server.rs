@@ -10,10 +10,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use streamgate_core::{
-    error_response, full_body, is_credential_header, mask_token_param, tap_id_from_query,
-    AuthError, Authorizer, Body, BoxFuture, ContentType, Delivery, Direction, Event, Grant,
-    HttpTransport, IpSlot, PerIpLimit, RecordKind, SubscribeRequest, Subscription, Tap,
-    TapConnection, TapRegistry, TransportContext, TransportMetrics,
+    error_response, full_body, mask_credential_params, mask_header_value, mask_token_param,
+    tap_id_from_query, AuthError, Authorizer, Body, BoxFuture, ContentType, Delivery, Direction,
+    Event, Grant, HttpTransport, IpSlot, PerIpLimit, RecordKind, SubscribeRequest, Subscription,
+    Tap, TapConnection, TapRegistry, TransportContext, TransportMetrics,
 };
 use streamgate_proto::{
     binary_envelope, encode_error, encode_notice, encode_published, json_envelope, ClientMessage,
@@ -387,22 +387,40 @@ fn tap_stream(tap: Option<&Tap>, direction: Direction, stream_id: u64, fin: bool
     }
 }
 
-/// A tap for this session when its URL asks for one (`lab=<tap id>`) and the gateway has a
-/// lab, with the session request (the extended CONNECT) as its first record.
+/// A tap for this session when its URL names one the gateway's lab issued to this client
+/// (`lab=<tap id>`), with the session request (the extended CONNECT) as its first record.
+/// Credentials in the URL and the headers are masked before they are recorded.
+///
+/// # Errors
+/// The reason to give when the tap belongs to another client (the session is then closed
+/// `4403`).
 fn open_tap(
     taps: Option<(Arc<dyn TapRegistry>, u64)>,
     request: &wtransport::endpoint::SessionRequest,
-) -> Option<Tap> {
-    let (taps, session_number) = taps?;
-    let id = tap_id_from_query(request.path().split_once('?')?.1)?;
-    let tap = taps.open(
+) -> Result<Option<Tap>, String> {
+    let Some((taps, session_number)) = taps else {
+        return Ok(None);
+    };
+    let Some(id) = request
+        .path()
+        .split_once('?')
+        .and_then(|(_, query)| tap_id_from_query(query))
+    else {
+        return Ok(None);
+    };
+    let opened = taps.open(
         id,
         TapConnection {
             transport: "webtransport",
             peer: request.remote_address(),
             conn_id: session_number,
         },
-    )?;
+    );
+    let tap = match opened {
+        Ok(Some(tap)) => tap,
+        Ok(None) => return Ok(None),
+        Err(refused) => return Err(format!("forbidden: {refused}")),
+    };
     let mut headers: Vec<(&String, &String)> = request.headers().iter().collect();
     headers.sort();
     tap_session(
@@ -411,23 +429,20 @@ fn open_tap(
         serde_json::json!({
             "event": "connect",
             "authority": request.authority(),
-            "path": mask_token_param(request.path()),
+            "path": mask_credential_params(request.path()),
             "origin": request.origin(),
             "user_agent": request.user_agent(),
             "headers": headers
                 .into_iter()
                 .map(|(name, value)| {
-                    let value = if is_credential_header(name) {
-                        format!("({} bytes, not recorded)", value.len())
-                    } else {
-                        value.clone()
-                    };
+                    let value = mask_header_value(name, value.as_bytes())
+                        .unwrap_or_else(|| value.clone());
                     (name.clone(), serde_json::Value::from(value))
                 })
                 .collect::<serde_json::Map<_, _>>(),
         }),
     );
-    Some(tap)
+    Ok(Some(tap))
 }
 
 async fn handle_incoming(
@@ -463,7 +478,10 @@ async fn handle_incoming(
         request.too_many_requests().await;
         return;
     };
-    let tap = open_tap(taps, &request);
+    let (tap, tap_refused) = match open_tap(taps, &request) {
+        Ok(tap) => (tap, None),
+        Err(reason) => (None, Some(reason)),
+    };
     let params = SessionParams::parse(request.path());
     if matches!(params, Err(SessionRefusal::NotFound)) {
         tracing::debug!(
@@ -497,6 +515,11 @@ async fn handle_incoming(
             "max_datagram_size": connection.max_datagram_size(),
         }),
     );
+    if let Some(reason) = tap_refused {
+        streamgate_core::record_rejection("forbidden", &reason);
+        close(&connection, None, close_code::FORBIDDEN, &reason);
+        return;
+    }
     let slot = SessionSlot(Arc::clone(&sessions));
     if sessions.fetch_add(1, Ordering::Relaxed) >= config.max_sessions {
         let reason = format!("too many sessions (limit {})", config.max_sessions);

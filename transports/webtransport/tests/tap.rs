@@ -1,12 +1,22 @@
-//! The lab's tap on WebTransport sessions: a session whose URL carries `lab=<tap id>` is
-//! recorded at the WebTransport layer (QUIC itself is encrypted): the CONNECT, the acceptance,
-//! the control stream and what was written on it, datagrams; a session without it is not.
+//! The lab's tap on WebTransport sessions: a session whose URL carries `lab=<tap id>`, an id
+//! the lab issued to the same client, is recorded at the WebTransport layer (QUIC itself is
+//! encrypted): the CONNECT (credentials masked), the acceptance, the control stream and what
+//! was written on it, datagrams; a session without it is not, and another client's session
+//! naming it is closed `4403`.
 
 mod common;
 
 use common::*;
 use serde_json::Value;
 use streamgate_core::ContentType;
+
+/// A tap issued by the lab to this test's address (127.0.0.1).
+async fn issue_tap(gateway: &TestGateway) -> String {
+    let (status, body) = http_request(gateway.addr, "POST", "/lab/api/taps").await;
+    assert_eq!(status, 201, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    body["id"].as_str().expect("id").to_owned()
+}
 
 /// `GET /lab/api/taps/{id}` until it has `n` items: (status, items).
 async fn tap_items(gateway: &TestGateway, id: &str, n: usize) -> Vec<Value> {
@@ -29,11 +39,16 @@ async fn tap_items(gateway: &TestGateway, id: &str, n: usize) -> Vec<Value> {
 #[tokio::test]
 async fn a_tapped_session_records_what_the_webtransport_layer_sees() {
     let gateway = start_gateway().await;
+    let (wt_tap, wt_dgram) = (issue_tap(&gateway).await, issue_tap(&gateway).await);
     let untapped = connect(&gateway, "?topics=t").await;
     let mut plain_control = control_stream(&untapped, "stream").await;
-    let session = connect(&gateway, "?topics=t&lab=wt-tap").await;
+    let session = connect(
+        &gateway,
+        &format!("?topics=t&token=secret-jwt&lab={wt_tap}"),
+    )
+    .await;
     let mut control = control_stream(&session, "stream").await;
-    let datagrams = connect(&gateway, "?topics=t&mode=datagram&lab=wt-dgram").await;
+    let datagrams = connect(&gateway, &format!("?topics=t&mode=datagram&lab={wt_dgram}")).await;
     let _datagram_control = control_stream(&datagrams, "datagram").await;
 
     let event = publish(&gateway, "t", ContentType::Json, r#"{"n":1}"#).await;
@@ -50,11 +65,16 @@ async fn a_tapped_session_records_what_the_webtransport_layer_sees() {
     );
 
     // connect, accepted, control stream opened, subscribed, the event.
-    let items = tap_items(&gateway, "wt-tap", 5).await;
+    let items = tap_items(&gateway, &wt_tap, 5).await;
     let titles: Vec<&str> = items.iter().map(|i| i["title"].as_str().unwrap()).collect();
     assert!(
-        titles[0].starts_with("CONNECT /wt?topics=t&lab=wt-tap"),
+        titles[0].starts_with(&format!("CONNECT /wt?topics=t&token=[masked]&lab={wt_tap}")),
         "{titles:?}"
+    );
+    assert!(
+        !items[0].to_string().contains("secret-jwt"),
+        "{:#}",
+        items[0]
     );
     assert!(titles[1].starts_with("session accepted"), "{titles:?}");
     assert!(titles[2].starts_with("control stream opened"), "{titles:?}");
@@ -72,7 +92,7 @@ async fn a_tapped_session_records_what_the_webtransport_layer_sees() {
     assert!(notes.contains("length prefix"), "{notes}");
     assert!(notes.contains(&event.id.to_string()), "{notes}");
 
-    let items = tap_items(&gateway, "wt-dgram", 5).await;
+    let items = tap_items(&gateway, &wt_dgram, 5).await;
     let datagram = items
         .iter()
         .find(|i| i["kind"] == "wt-datagram")
@@ -82,23 +102,38 @@ async fn a_tapped_session_records_what_the_webtransport_layer_sees() {
         .unwrap()
         .contains(&event.id.to_string()));
 
-    // Only the sessions that asked are listed.
-    let (_, taps) = http_get(gateway.addr, "/lab/api/taps").await;
+    // Both taps recorded a WebTransport session.
+    let (_, taps) = http_get(
+        gateway.addr,
+        &format!("/lab/api/taps?ids={wt_tap},{wt_dgram}"),
+    )
+    .await;
     let taps: Value = serde_json::from_str(&taps).unwrap();
-    let mut ids: Vec<&str> = taps["taps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap())
-        .collect();
-    ids.sort_unstable();
-    assert_eq!(ids, ["wt-dgram", "wt-tap"]);
-    assert!(taps["taps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|t| t["transport"] == "webtransport"));
+    let taps = taps["taps"].as_array().unwrap();
+    assert_eq!(taps.len(), 2, "{taps:#?}");
+    assert!(taps.iter().all(|t| t["transport"] == "webtransport"));
     drop((untapped, session, datagrams));
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn another_clients_session_cannot_join_a_tap() {
+    let gateway = start_gateway().await;
+    let id = issue_tap(&gateway).await;
+    let doc = cert_hash(&gateway).await;
+    let (code, reason) = refused_from(&doc, &format!("?topics=t&lab={id}"), [127, 0, 0, 2]).await;
+    assert_eq!(code, 4403, "{reason}");
+    assert!(reason.contains("issued to another client"), "{reason}");
+    // An id the lab never issued: served, and nothing is recorded under it.
+    let session = connect(&gateway, "?topics=t&lab=chosen-by-the-client").await;
+    let _control = control_stream(&session, "stream").await;
+    let (status, _) = http_get(gateway.addr, "/lab/api/taps/chosen-by-the-client").await;
+    assert_eq!(status, 404);
+    let (status, body) = http_get(gateway.addr, &format!("/lab/api/taps/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["tap"]["connections"], 0, "{body}");
+    drop(session);
     gateway.shutdown().await;
 }
 

@@ -221,6 +221,11 @@ fn target_note(target: &str) -> Note {
             "content_type" => "How to read the published body: text, json or binary.",
             _ => "A query parameter streamgate does not use.",
         };
+        let explain = if value.starts_with(MASKED_MARK) {
+            MASKED_EXPLAIN
+        } else {
+            explain
+        };
         note.children
             .push(Note::new(format!("?{name}"), value, explain));
     }
@@ -384,8 +389,18 @@ fn header_note(name: &str, value: &str, response: bool) -> Note {
     if lower == "sec-websocket-extensions" {
         note.children = extension_params(value);
     }
+    if value.contains(MASKED_MARK) {
+        note.children
+            .push(Note::new("masked", "not recorded", MASKED_EXPLAIN));
+    }
     note
 }
+
+/// How the gateway's lab marks a credential it left out of a recording: `[masked]` in a
+/// query, `[masked, N bytes]` in a header.
+const MASKED_MARK: &str = "[masked";
+
+const MASKED_EXPLAIN: &str = "A credential (a token, a key, a cookie, a password): the gateway's lab replaced it before recording, and says how many bytes it took. What crossed the wire had the real value.";
 
 /// `permessage-deflate; client_max_window_bits, x-webkit-deflate-frame`: each offer and
 /// parameter explained.
@@ -575,6 +590,31 @@ mod tests {
         assert!(note.violations().is_empty(), "{}", render_text(&[note]));
         // One byte short of the blank line: not a head yet.
         assert!(annotate_http_head(&UPGRADE[..consumed - 1]).is_none());
+    }
+
+    #[test]
+    fn masked_credentials_are_annotated_as_such() {
+        let head = b"GET /ws?topics=news&token=[masked]&lab=x HTTP/1.1\r\nx-api-key: [masked, 32 bytes]\r\nsec-websocket-protocol: streamgate.v1, [masked, 12 bytes], [masked, 180 bytes]\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        let (note, consumed) = annotate_http_head(head).unwrap();
+        assert_eq!(consumed, head.len());
+        let token = note.find("?token").unwrap();
+        assert_eq!(token.value, "[masked]");
+        assert!(token.explain.contains("replaced it before recording"));
+        let key = note.find("x-api-key").unwrap();
+        assert_eq!(key.value, "[masked, 32 bytes]");
+        assert_eq!(key.children[0].label, "masked");
+        assert!(note
+            .find("sec-websocket-protocol")
+            .unwrap()
+            .find("masked")
+            .is_some());
+        assert!(note.find("sec-websocket-key").unwrap().children.is_empty());
+        // Every byte range stays inside the head.
+        fn ranges_inside(note: &Note, len: usize) -> bool {
+            note.bytes.is_none_or(|(s, e)| s <= e && e <= len)
+                && note.children.iter().all(|c| ranges_inside(c, len))
+        }
+        assert!(ranges_inside(&note, head.len()));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{header, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use streamgate_core::{is_credential_header, BoxError, Direction, RecordKind, Tap};
+use streamgate_core::{mask_header_value, BoxError, Direction, RecordKind, Tap};
 
 use crate::http::Body;
 
@@ -27,10 +27,9 @@ fn push_headers(head: &mut Vec<u8>, headers: &http::HeaderMap) {
     for (name, value) in headers {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
-        if is_credential_header(name.as_str()) {
-            head.extend_from_slice(format!("({} bytes, not recorded)", value.len()).as_bytes());
-        } else {
-            head.extend_from_slice(value.as_bytes());
+        match mask_header_value(name.as_str(), value.as_bytes()) {
+            Some(masked) => head.extend_from_slice(masked.as_bytes()),
+            None => head.extend_from_slice(value.as_bytes()),
         }
         head.extend_from_slice(b"\r\n");
     }
@@ -39,12 +38,13 @@ fn push_headers(head: &mut Vec<u8>, headers: &http::HeaderMap) {
 /// The request head in HTTP/1.1 text form, rebuilt from what hyper parsed: hyper keeps no
 /// copy of the raw bytes, and lower-cases header names. (Over HTTP/2 the same fields travel
 /// as HPACK-compressed HEADERS frames; the text form still shows what was asked.) Credentials
-/// (`Cookie`, `Authorization`) are replaced by their length: anyone who can reach the lab can
-/// read its taps.
+/// never reach the recording: credential headers (`Cookie`, `Authorization`, `X-Api-Key`, …)
+/// become `[masked, N bytes]`, tokens passed as WebSocket subprotocols likewise, and
+/// credential query parameters (`token=`, `api_key=`, …) `[masked]`
+/// (`streamgate_core::mask_header_value`, `mask_credential_params`).
 pub(crate) fn request_head<B>(request: &Request<B>) -> Vec<u8> {
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    // A `token=` query parameter is a credential, like the Cookie and Authorization headers.
-    let target = streamgate_core::mask_token_param(target);
+    let target = streamgate_core::mask_credential_params(target);
     let mut head = format!(
         "{} {target} {}\r\n",
         request.method(),
@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(request_head(&request)).unwrap(),
             "GET /poll?topics=demo&lab=t HTTP/1.1\r\nhost: 127.0.0.1:8080\r\naccept: */*\r\n\
-             cookie: (14 bytes, not recorded)\r\n\r\n"
+             cookie: [masked, 14 bytes]\r\n\r\n"
         );
         let response = Response::builder()
             .header("content-type", "application/json")
@@ -178,15 +178,42 @@ mod tests {
     }
 
     #[test]
-    fn tokens_in_the_query_are_not_recorded() {
-        let request = Request::get("/sse?topics=demo&token=eyJ.secret.sig&lab=t")
+    fn credentials_are_not_recorded() {
+        let request = Request::get("/ws?topics=demo&token=eyJ.secret.sig&api_key=k3y&lab=t")
+            .header("X-Api-Key", "k3y-in-a-header")
+            .header("Authorization", "Bearer eyJ.secret.sig")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header(
+                "Sec-WebSocket-Protocol",
+                "streamgate.v1, access_token, eyJ.secret.sig",
+            )
             .body(())
             .unwrap();
         let head = String::from_utf8(request_head(&request)).unwrap();
         assert!(
-            head.starts_with("GET /sse?topics=demo&token=***&lab=t HTTP/1.1\r\n"),
+            head.starts_with(
+                "GET /ws?topics=demo&token=[masked]&api_key=[masked]&lab=t HTTP/1.1\r\n"
+            ),
             "{head}"
         );
-        assert!(!head.contains("secret"), "{head}");
+        for line in [
+            "x-api-key: [masked, 15 bytes]\r\n",
+            "authorization: [masked, 21 bytes]\r\n",
+            "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            "sec-websocket-protocol: streamgate.v1, [masked, 12 bytes], [masked, 14 bytes]\r\n",
+        ] {
+            assert!(head.contains(line), "{line:?} in {head}");
+        }
+        assert!(!head.contains("secret") && !head.contains("k3y"), "{head}");
+        let response = Response::builder()
+            .status(101)
+            .header("set-cookie", "session=secret")
+            .body(full_body(""))
+            .unwrap();
+        let head = String::from_utf8(response_head(&response, Version::HTTP_11)).unwrap();
+        assert!(
+            head.contains("set-cookie: [masked, 14 bytes]\r\n"),
+            "{head}"
+        );
     }
 }

@@ -7,9 +7,13 @@
 //! The wire view comes from *taps* inside the gateway, not from the browser (which hides
 //! frames and headers from pages):
 //!
-//! 1. The page adds `lab=<tap id>` to the URLs it opens. [`crate::App`] gives such a request a
-//!    [`Tap`](streamgate_core::Tap) (in its extensions) and records its request head; every
-//!    other request gets none, and costs nothing more than looking for `lab=` in its query.
+//! 1. The page asks the gateway for its tap ids (`POST /lab/api/taps`, one per transport):
+//!    each is 128 random bits, bound to the client IP that asked. It adds `lab=<tap id>` to
+//!    the URLs it opens. [`crate::App`] gives such a request a [`Tap`](streamgate_core::Tap)
+//!    (in its extensions) and records its request head; every other request gets none, and
+//!    costs nothing more than looking for `lab=` in its query. An id the lab did not issue
+//!    records nothing (the connection is served, untapped); an id issued to another client
+//!    is refused (`403`, WebTransport `4403`).
 //! 2. Whoever holds the bytes records them, once, with no parsing: the gateway the response
 //!    head and each chunk of a streaming body ([`capture`]), the WebSocket transport the bytes
 //!    of the upgraded socket, the WebTransport transport its session events, stream writes
@@ -24,26 +28,31 @@
 //! | --- | --- |
 //! | `GET /lab` | the page (HTML, CSS and JS embedded in the binary; no CDN, no build step) |
 //! | `GET /lab/api/config` | topics, WebSocket compression, WebTransport URL and certificate hash, tap limits |
-//! | `GET /lab/api/taps` | every tap: id, transport, peer, when opened, records, bytes each way |
-//! | `GET /lab/api/taps/{id}?after=<seq>` | the tap's records after `seq`, annotated |
+//! | `POST /lab/api/taps` | `201`: a new tap issued to the caller (`id`, and its summary); `429` over a bound |
+//! | `GET /lab/api/taps?ids=<id>,<id>` | the caller's own taps among those named: transport, peer, records, bytes each way |
+//! | `GET /lab/api/taps/{id}?after=<seq>` | the tap's records after `seq`, annotated (its owner only) |
+//! | `DELETE /lab/api/taps/{id}` | `204`: the tap is forgotten (its owner only) |
 //!
-//! Errors are the gateway's JSON errors (`docs/PROTOCOL.md` §6); an unknown tap is a `404`.
-//! With `[lab] enabled = false` none of this exists: `/lab` is a `404` and `lab=` is ignored.
+//! Errors are the gateway's JSON errors (`docs/PROTOCOL.md` §6): an unknown tap is a `404`,
+//! another client's a `403`. Nothing lists taps the caller does not name. With the lab off
+//! (`lab.enabled = false`, or `"auto"` on a non-loopback listener) none of this exists:
+//! `/lab` is a `404` and `lab=` is ignored.
 
 pub(crate) mod capture;
 mod ring;
 mod view;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use streamgate_core::{full_body, is_valid_tap_id, Tap, TapConnection, TapRegistry};
+use streamgate_core::{full_body, ConnectionInfo, Tap, TapConnection, TapRefused, TapRegistry};
 
 use crate::config::LabConfig;
 use crate::http::{json, Body, Rejection};
 use crate::App;
 
-use self::ring::Taps;
+use self::ring::{client_ip, Denied, IssueRefusal, Taps};
 
 /// The topic the page's publish button publishes to (and every panel subscribes to, beside
 /// the demo topic): events the page itself made, so it can tell whether a resumed connection
@@ -78,29 +87,101 @@ impl Lab {
 
     fn route(&self, app: &App, request: &Request<Body>) -> Result<Response<Body>, Rejection> {
         let path = request.uri().path();
-        if request.method() != Method::GET && request.method() != Method::HEAD {
-            return Err(Rejection::method_not_allowed("GET, HEAD"));
-        }
+        let method = request.method();
+        let caller = caller_ip(request);
+        let read_only = || {
+            if method == Method::GET || method == Method::HEAD {
+                Ok(())
+            } else {
+                Err(Rejection::method_not_allowed("GET, HEAD"))
+            }
+        };
         match path {
-            "/lab" | "/lab/" => Ok(asset(INDEX_HTML, "text/html; charset=utf-8")),
-            "/lab/lab.css" => Ok(asset(LAB_CSS, "text/css; charset=utf-8")),
-            "/lab/lab.js" => Ok(asset(LAB_JS, "text/javascript; charset=utf-8")),
-            "/lab/api/config" => Ok(api(self.page_config(app))),
-            "/lab/api/taps" => Ok(api(serde_json::json!({
-                "now_us": self.taps.now_us(),
-                "limits": self.limits(),
-                "taps": self.taps.summaries(),
-            }))),
+            "/lab" | "/lab/" => read_only().map(|()| asset(INDEX_HTML, "text/html; charset=utf-8")),
+            "/lab/lab.css" => read_only().map(|()| asset(LAB_CSS, "text/css; charset=utf-8")),
+            "/lab/lab.js" => read_only().map(|()| asset(LAB_JS, "text/javascript; charset=utf-8")),
+            "/lab/api/config" => read_only().map(|()| api(self.page_config(app))),
+            "/lab/api/taps" => match *method {
+                Method::POST => self.issue(caller),
+                Method::GET | Method::HEAD => self.list(request.uri().query(), caller),
+                _ => Err(Rejection::method_not_allowed("GET, HEAD, POST")),
+            },
             _ => match path.strip_prefix("/lab/api/taps/") {
-                Some(id) => self.tap(id, request.uri().query()),
+                Some(id) => match *method {
+                    Method::GET | Method::HEAD => self.tap(id, request.uri().query(), caller),
+                    Method::DELETE => self.release(id, caller),
+                    _ => Err(Rejection::method_not_allowed("GET, HEAD, DELETE")),
+                },
                 None => Err(Rejection::not_found(path)),
             },
         }
     }
 
+    /// `POST /lab/api/taps`: a new tap for the caller.
+    fn issue(&self, caller: IpAddr) -> Result<Response<Body>, Rejection> {
+        let summary = self.taps.issue(caller).map_err(|refusal| {
+            let reason = match refusal {
+                IssueRefusal::ClientFull { limit } => format!(
+                    "{caller} already holds {limit} lab taps (lab.taps_per_client), each with \
+                     a live connection: close one, or DELETE /lab/api/taps/<id> one"
+                ),
+                IssueRefusal::LabFull { limit } => format!(
+                    "all {limit} lab taps (lab.max_connections) have live connections: try \
+                     again when one ends"
+                ),
+            };
+            Rejection::new(StatusCode::TOO_MANY_REQUESTS, "too_many_taps", reason)
+        })?;
+        let mut response = api(serde_json::json!({
+            "id": summary.id,
+            "param": format!("{}={}", streamgate_core::TAP_QUERY_PARAM, summary.id),
+            "tap": summary,
+            "limits": self.limits(),
+        }));
+        *response.status_mut() = StatusCode::CREATED;
+        Ok(response)
+    }
+
+    /// `GET /lab/api/taps?ids=a,b`: the caller's own taps among those it names.
+    fn list(&self, query: Option<&str>, caller: IpAddr) -> Result<Response<Body>, Rejection> {
+        let ids = query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("ids="))
+            .ok_or_else(|| {
+                Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_query",
+                    "name your taps: GET /lab/api/taps?ids=<id>,<id> (the lab lists nobody's \
+                     taps unasked; POST /lab/api/taps issues one)",
+                )
+            })?;
+        // A comma may come percent-encoded; ids themselves never need encoding.
+        let ids = ids.replace("%2C", ",").replace("%2c", ",");
+        // Bounded work per request, whatever the query holds.
+        const MOST_IDS: usize = 64;
+        let ids = ids.split(',').filter(|id| !id.is_empty()).take(MOST_IDS);
+        let (taps, missing) = self.taps.summaries(ids, caller);
+        Ok(api(serde_json::json!({
+            "now_us": self.taps.now_us(),
+            "limits": self.limits(),
+            "taps": taps,
+            "missing": missing,
+        })))
+    }
+
+    /// `DELETE /lab/api/taps/{id}`.
+    fn release(&self, id: &str, caller: IpAddr) -> Result<Response<Body>, Rejection> {
+        self.taps.release(id, caller).map_err(tap_denied)?;
+        let mut response = Response::new(full_body(""));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
     fn limits(&self) -> serde_json::Value {
         serde_json::json!({
             "max_connections": self.config.max_connections,
+            "taps_per_client": self.config.taps_per_client,
             "records_per_connection": self.config.records_per_connection,
             "max_record_bytes": self.config.max_record_bytes,
         })
@@ -130,19 +211,14 @@ impl Lab {
     }
 
     /// `GET /lab/api/taps/{id}?after=<seq>`.
-    fn tap(&self, id: &str, query: Option<&str>) -> Result<Response<Body>, Rejection> {
-        let unknown = || {
-            Rejection::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no tap named {id:?}: GET /lab/api/taps lists them"),
-            )
-        };
-        if !is_valid_tap_id(id) {
-            return Err(unknown());
-        }
+    fn tap(
+        &self,
+        id: &str,
+        query: Option<&str>,
+        caller: IpAddr,
+    ) -> Result<Response<Body>, Rejection> {
         let after = parse_after(query)?;
-        let snapshot = self.taps.snapshot(id).ok_or_else(unknown)?;
+        let snapshot = self.taps.snapshot(id, caller).map_err(tap_denied)?;
         // Annotation happens here, on the inspector's request, outside every lock.
         let view = view::view(&snapshot.records, after);
         Ok(api(serde_json::json!({
@@ -155,8 +231,35 @@ impl Lab {
 }
 
 impl TapRegistry for Lab {
-    fn open(&self, id: &str, connection: TapConnection) -> Option<Tap> {
+    fn open(&self, id: &str, connection: TapConnection) -> Result<Option<Tap>, TapRefused> {
         self.taps.open(id, connection)
+    }
+}
+
+/// The client address of the request's connection; `0.0.0.0` for a request with none (an
+/// embedder calling [`App::handle`] directly), which then owns the taps it asks for.
+fn caller_ip<B>(request: &Request<B>) -> IpAddr {
+    request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |info| client_ip(info.peer))
+}
+
+/// The answer to a request naming a tap it may not use. The id is not echoed: it is a
+/// capability, and refusals are logged.
+fn tap_denied(denied: Denied) -> Rejection {
+    match denied {
+        Denied::Unknown => Rejection::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such tap: it was never issued, or was reclaimed; POST /lab/api/taps issues a new one",
+        ),
+        Denied::Foreign => Rejection::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this tap was issued to another client: a tap is read only by the client it was \
+             issued to",
+        ),
     }
 }
 

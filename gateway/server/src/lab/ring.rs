@@ -1,10 +1,16 @@
 //! The lab's capture store: one bounded ring of wire records per tap, and the registry that
-//! hands taps out.
+//! issues taps and hands them to connections.
+//!
+//! A tap id is a capability: 128 random bits, issued by [`Taps::issue`] to one client (its IP
+//! address) and never listed. Only that client may attach a connection to it or read it, and
+//! only by naming it; an id the lab did not issue records nothing.
 //!
 //! Bounds, all from `[lab]`:
-//! - at most `max_connections` taps. A new tap id takes the place of the least recently
-//!   active tap whose connections have all ended; when every tap still has a live
-//!   connection, the newcomer is simply not tapped (it works, it is just not recorded);
+//! - at most `taps_per_client` taps per client IP. Asking for one more reclaims that
+//!   client's least recently active tap whose connections have all ended; when every one of
+//!   them has a live connection, the request is refused (`429`);
+//! - at most `max_connections` taps in all, reclaimed the same way across clients, and
+//!   refused (`429`) when every tap has a live connection;
 //! - at most `records_per_connection` records per tap, oldest dropped first;
 //! - at most `max_record_bytes` bytes kept per record, its full length remembered.
 //!
@@ -16,12 +22,16 @@
 //! connection's own task, inside its reads and writes.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use bytes::Bytes;
-use streamgate_core::{Direction, RecordKind, Tap, TapConnection, TapRegistry, TapSink};
+use streamgate_core::{
+    Direction, RecordKind, Tap, TapConnection, TapRefused, TapRegistry, TapSink,
+};
 
 use crate::config::LabConfig;
 
@@ -54,10 +64,12 @@ impl Record {
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct TapSummary {
     pub(crate) id: String,
-    /// The transport of its latest connection (`ws`, `sse`, `longpoll`, `webtransport`).
-    pub(crate) transport: &'static str,
-    /// The client address of its latest connection.
-    pub(crate) peer: String,
+    /// The transport of its latest connection (`ws`, `sse`, `longpoll`, `webtransport`),
+    /// `null` before the first.
+    pub(crate) transport: Option<&'static str>,
+    /// The client address (IP and port) of its latest connection: always the owner's IP,
+    /// shown only to the owner.
+    pub(crate) peer: Option<String>,
     /// When it was opened, milliseconds since the Unix epoch (for people).
     pub(crate) opened_unix_ms: u64,
     /// When it was opened and when it last recorded, on the records' clock.
@@ -99,8 +111,8 @@ struct RingState {
     bytes_in: u64,
     bytes_out: u64,
     last_us: u64,
-    transport: &'static str,
-    peer: SocketAddr,
+    transport: Option<&'static str>,
+    peer: Option<SocketAddr>,
     connections: u64,
 }
 
@@ -108,6 +120,8 @@ struct RingState {
 #[derive(Debug)]
 pub(crate) struct TapRing {
     id: String,
+    /// The client the tap was issued to, the only one that may use it.
+    owner: IpAddr,
     clock: Instant,
     opened_us: u64,
     opened_unix_ms: u64,
@@ -127,10 +141,11 @@ fn micros_since(clock: Instant) -> u64 {
 }
 
 impl TapRing {
-    fn new(id: &str, config: &LabConfig, clock: Instant, connection: TapConnection) -> Self {
+    fn new(id: String, owner: IpAddr, config: &LabConfig, clock: Instant) -> Self {
         let now = micros_since(clock);
         Self {
-            id: id.to_owned(),
+            id,
+            owner,
             clock,
             opened_us: now,
             opened_unix_ms: SystemTime::now()
@@ -147,8 +162,8 @@ impl TapRing {
                 bytes_in: 0,
                 bytes_out: 0,
                 last_us: now,
-                transport: connection.transport,
-                peer: connection.peer,
+                transport: None,
+                peer: None,
                 connections: 0,
             }),
         }
@@ -156,8 +171,8 @@ impl TapRing {
 
     fn attach(&self, connection: TapConnection) {
         let mut state = lock(&self.state);
-        state.transport = connection.transport;
-        state.peer = connection.peer;
+        state.transport = Some(connection.transport);
+        state.peer = Some(connection.peer);
         state.connections += 1;
     }
 
@@ -209,7 +224,7 @@ impl TapRing {
         TapSummary {
             id: self.id.clone(),
             transport: state.transport,
-            peer: state.peer.to_string(),
+            peer: state.peer.map(|peer| peer.to_string()),
             opened_unix_ms: self.opened_unix_ms,
             opened_us: self.opened_us,
             last_us: state.last_us,
@@ -266,6 +281,37 @@ fn live_connections(ring: &Arc<TapRing>) -> usize {
     Arc::strong_count(ring) - 1
 }
 
+/// The address a client is known by: an IPv4 client of a dual-stack listener
+/// (`::ffff:127.0.0.1`) is the same client as on an IPv4 one.
+pub(crate) fn client_ip(peer: SocketAddr) -> IpAddr {
+    peer.ip().to_canonical()
+}
+
+/// Why no tap was issued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum IssueRefusal {
+    /// This client holds `limit` taps, each with a live connection.
+    ClientFull { limit: usize },
+    /// The lab holds `limit` taps, each with a live connection.
+    LabFull { limit: usize },
+}
+
+/// Why a tap named by a request cannot be used by its sender.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// No such tap: never issued, or reclaimed since.
+    Unknown,
+    /// The tap was issued to another client.
+    Foreign,
+}
+
+/// A fresh tap id: 128 bits from the operating system's CSPRNG (through `rand`'s thread
+/// generator, which reseeds from it), base64url without padding: 22 characters, nothing to
+/// escape in a URL.
+fn new_tap_id() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+}
+
 impl Taps {
     pub(crate) fn new(config: LabConfig) -> Self {
         Self {
@@ -280,72 +326,129 @@ impl Taps {
         micros_since(self.clock)
     }
 
-    /// Every tap, most recently opened first.
-    pub(crate) fn summaries(&self) -> Vec<TapSummary> {
-        // Counted before cloning: the clone is not a connection.
-        let rings: Vec<(usize, Arc<TapRing>)> = lock(&self.taps)
-            .values()
-            .map(|ring| (live_connections(ring), Arc::clone(ring)))
-            .collect();
-        let mut summaries: Vec<TapSummary> = rings
-            .iter()
-            .map(|(live, ring)| ring.summary(*live))
-            .collect();
-        summaries.sort_by(|a, b| b.opened_us.cmp(&a.opened_us).then(a.id.cmp(&b.id)));
-        summaries
+    /// Issues a new tap to `owner`, reclaiming an idle one when a bound is reached.
+    pub(crate) fn issue(&self, owner: IpAddr) -> Result<TapSummary, IssueRefusal> {
+        let mut taps = lock(&self.taps);
+        let held = taps.values().filter(|ring| ring.owner == owner).count();
+        if held >= self.config.taps_per_client {
+            let reclaimed = reclaim(&mut taps, |ring| ring.owner == owner);
+            if !reclaimed {
+                return Err(IssueRefusal::ClientFull {
+                    limit: self.config.taps_per_client,
+                });
+            }
+        }
+        if taps.len() >= self.config.max_connections && !reclaim(&mut taps, |_| true) {
+            return Err(IssueRefusal::LabFull {
+                limit: self.config.max_connections,
+            });
+        }
+        let id = loop {
+            let id = new_tap_id();
+            // 2^-128 per pair: the loop is for the proof, not for the odds.
+            if !taps.contains_key(&id) {
+                break id;
+            }
+        };
+        let ring = Arc::new(TapRing::new(id.clone(), owner, &self.config, self.clock));
+        let summary = ring.summary(0);
+        taps.insert(id, ring);
+        Ok(summary)
     }
 
-    /// One tap's records and summary, or `None` for an unknown id.
-    pub(crate) fn snapshot(&self, id: &str) -> Option<TapSnapshot> {
-        let (live, ring) = {
-            let taps = lock(&self.taps);
-            let ring = taps.get(id)?;
-            (live_connections(ring), Arc::clone(ring))
-        };
-        Some(TapSnapshot {
+    /// The tap `id`, if `caller` owns it.
+    fn owned(&self, id: &str, caller: IpAddr) -> Result<(usize, Arc<TapRing>), Denied> {
+        let taps = lock(&self.taps);
+        let ring = taps.get(id).ok_or(Denied::Unknown)?;
+        if ring.owner != caller {
+            return Err(Denied::Foreign);
+        }
+        Ok((live_connections(ring), Arc::clone(ring)))
+    }
+
+    /// The summaries of those of `ids` that `caller` owns, most recently opened first, and
+    /// the ids it asked for that it cannot have (unknown and foreign alike: a caller learns
+    /// nothing about ids that are not its own).
+    pub(crate) fn summaries<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+        caller: IpAddr,
+    ) -> (Vec<TapSummary>, Vec<String>) {
+        let mut summaries = Vec::new();
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.owned(id, caller) {
+                Ok((live, ring)) => summaries.push(ring.summary(live)),
+                Err(_) => missing.push(id.to_owned()),
+            }
+        }
+        summaries.sort_by(|a, b| b.opened_us.cmp(&a.opened_us).then(a.id.cmp(&b.id)));
+        (summaries, missing)
+    }
+
+    /// One tap's records and summary, for its owner.
+    pub(crate) fn snapshot(&self, id: &str, caller: IpAddr) -> Result<TapSnapshot, Denied> {
+        let (live, ring) = self.owned(id, caller)?;
+        Ok(TapSnapshot {
             summary: ring.summary(live),
             records: ring.records(),
         })
     }
+
+    /// Forgets tap `id` at its owner's request (the page going away). Connections still
+    /// attached keep recording into the ring until they end; nobody can read it any more.
+    pub(crate) fn release(&self, id: &str, caller: IpAddr) -> Result<(), Denied> {
+        self.owned(id, caller)?;
+        lock(&self.taps).remove(id);
+        Ok(())
+    }
+}
+
+/// Removes the least recently active tap among those `eligible` with no live connection;
+/// whether there was one.
+fn reclaim(taps: &mut HashMap<String, Arc<TapRing>>, eligible: impl Fn(&TapRing) -> bool) -> bool {
+    let idle = taps
+        .iter()
+        .filter(|(_, ring)| eligible(ring) && live_connections(ring) == 0)
+        .min_by_key(|(_, ring)| ring.last_us())
+        .map(|(id, _)| id.clone());
+    match idle {
+        Some(id) => {
+            taps.remove(&id);
+            true
+        }
+        None => false,
+    }
 }
 
 impl TapRegistry for Taps {
-    fn open(&self, id: &str, connection: TapConnection) -> Option<Tap> {
-        let mut taps = lock(&self.taps);
-        let ring = match taps.get(id) {
-            Some(ring) => Arc::clone(ring),
-            None => {
-                if taps.len() >= self.config.max_connections {
-                    let idle = taps
-                        .iter()
-                        .filter(|(_, ring)| live_connections(ring) == 0)
-                        .min_by_key(|(_, ring)| ring.last_us())
-                        .map(|(id, _)| id.clone());
-                    match idle {
-                        Some(idle) => {
-                            taps.remove(&idle);
-                        }
-                        None => {
-                            tracing::debug!(
-                                tap = id,
-                                limit = self.config.max_connections,
-                                "every lab tap has a live connection; not tapping this one"
-                            );
-                            return None;
-                        }
-                    }
-                }
-                let ring = Arc::new(TapRing::new(id, &self.config, self.clock, connection));
-                taps.insert(id.to_owned(), Arc::clone(&ring));
-                ring
+    fn open(&self, id: &str, connection: TapConnection) -> Result<Option<Tap>, TapRefused> {
+        let ring = match self.owned(id, client_ip(connection.peer)) {
+            Ok((_, ring)) => ring,
+            Err(Denied::Unknown) => {
+                // The id is a capability: it is not logged.
+                tracing::debug!(
+                    peer = %connection.peer,
+                    transport = connection.transport,
+                    "lab= names a tap this gateway did not issue (or has reclaimed): not tapped"
+                );
+                return Ok(None);
+            }
+            Err(Denied::Foreign) => {
+                return Err(TapRefused {
+                    reason: format!(
+                        "lab: this tap was issued to another client; {} may use only taps it \
+                         asked for (POST /lab/api/taps)",
+                        client_ip(connection.peer)
+                    ),
+                })
             }
         };
-        drop(taps);
         ring.attach(connection);
-        Some(Tap::new(Arc::new(ConnectionSink {
+        Ok(Some(Tap::new(Arc::new(ConnectionSink {
             ring,
             conn: connection.conn_id,
-        })))
+        }))))
     }
 }
 
@@ -353,33 +456,100 @@ impl TapRegistry for Taps {
 mod tests {
     use super::*;
 
-    fn config(taps: usize, records: usize, bytes: usize) -> LabConfig {
+    fn config(taps: usize, per_client: usize, records: usize, bytes: usize) -> LabConfig {
         LabConfig {
-            enabled: true,
             max_connections: taps,
+            taps_per_client: per_client,
             records_per_connection: records,
             max_record_bytes: bytes,
+            ..LabConfig::default()
         }
     }
 
-    fn connection(conn_id: u64) -> TapConnection {
+    const OWNER: [u8; 4] = [127, 0, 0, 1];
+    const STRANGER: [u8; 4] = [127, 0, 0, 2];
+
+    fn ip(octets: [u8; 4]) -> IpAddr {
+        IpAddr::from(octets)
+    }
+
+    fn connection(from: [u8; 4], conn_id: u64) -> TapConnection {
         TapConnection {
             transport: "ws",
-            peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            peer: SocketAddr::from((from, 40000)),
             conn_id,
         }
+    }
+
+    /// Issues a tap to `owner` and opens it for one of its connections.
+    fn issue_and_open(registry: &Taps, owner: [u8; 4], conn_id: u64) -> (String, Tap) {
+        let id = registry.issue(ip(owner)).unwrap().id;
+        let tap = registry
+            .open(&id, connection(owner, conn_id))
+            .unwrap()
+            .expect("an issued tap opens");
+        (id, tap)
     }
 
     const WS: RecordKind = RecordKind::WsBytes { offset: 0 };
 
     #[test]
+    fn issued_ids_are_128_random_bits_in_url_safe_text() {
+        let registry = Taps::new(config(64, 64, 4, 64));
+        let a = registry.issue(ip(OWNER)).unwrap().id;
+        let b = registry.issue(ip(OWNER)).unwrap().id;
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 22, "{id}");
+            assert_eq!(URL_SAFE_NO_PAD.decode(id).unwrap().len(), 16);
+            assert!(streamgate_core::is_valid_tap_id(id), "{id}");
+        }
+    }
+
+    #[test]
+    fn only_issued_ids_record_and_only_for_their_owner() {
+        let registry = Taps::new(config(8, 8, 8, 64));
+        assert!(
+            registry
+                .open("chosen-by-client", connection(OWNER, 1))
+                .unwrap()
+                .is_none(),
+            "an id the lab never issued records nothing"
+        );
+        let (id, tap) = issue_and_open(&registry, OWNER, 1);
+        tap.record(Direction::Out, WS, b"mine");
+        let refused = registry.open(&id, connection(STRANGER, 2)).unwrap_err();
+        assert!(
+            refused.reason.contains("issued to another client"),
+            "{refused}"
+        );
+        assert_eq!(
+            registry.snapshot(&id, ip(STRANGER)).unwrap_err(),
+            Denied::Foreign
+        );
+        let (listed, missing) = registry.summaries([id.as_str(), "nope"], ip(STRANGER));
+        assert!(listed.is_empty());
+        assert_eq!(missing, [id.clone(), "nope".to_owned()]);
+        let (listed, _) = registry.summaries([id.as_str()], ip(OWNER));
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].peer.as_deref(), Some("127.0.0.1:40000"));
+        assert_eq!(registry.snapshot(&id, ip(OWNER)).unwrap().records.len(), 1);
+        // An IPv4 client of a dual-stack listener is the same client.
+        let mapped = TapConnection {
+            peer: "[::ffff:127.0.0.1]:40001".parse().unwrap(),
+            ..connection(OWNER, 3)
+        };
+        assert!(registry.open(&id, mapped).unwrap().is_some());
+    }
+
+    #[test]
     fn the_ring_keeps_the_newest_records_and_counts_the_rest() {
-        let registry = Taps::new(config(4, 3, 1024));
-        let tap = registry.open("t", connection(1)).unwrap();
+        let registry = Taps::new(config(4, 4, 3, 1024));
+        let (id, tap) = issue_and_open(&registry, OWNER, 1);
         for i in 0..5u8 {
             tap.record(Direction::Out, WS, &[i; 10]);
         }
-        let snapshot = registry.snapshot("t").unwrap();
+        let snapshot = registry.snapshot(&id, ip(OWNER)).unwrap();
         let seqs: Vec<u64> = snapshot.records.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [3, 4, 5]);
         assert_eq!(snapshot.records[0].bytes[0], 2);
@@ -393,11 +563,11 @@ mod tests {
 
     #[test]
     fn records_are_cut_to_max_record_bytes_and_remember_their_length() {
-        let registry = Taps::new(config(4, 8, 16));
-        let tap = registry.open("t", connection(1)).unwrap();
+        let registry = Taps::new(config(4, 4, 8, 16));
+        let (id, tap) = issue_and_open(&registry, OWNER, 1);
         tap.record(Direction::In, WS, &[7; 100]);
         tap.record(Direction::In, WS, &[8; 16]);
-        let snapshot = registry.snapshot("t").unwrap();
+        let snapshot = registry.snapshot(&id, ip(OWNER)).unwrap();
         let first = &snapshot.records[0];
         assert_eq!(
             (first.len, first.bytes.len(), first.truncated()),
@@ -412,8 +582,8 @@ mod tests {
 
     #[test]
     fn the_opening_heads_stay_when_the_ring_has_moved_on() {
-        let registry = Taps::new(config(4, 2, 1024));
-        let tap = registry.open("t", connection(1)).unwrap();
+        let registry = Taps::new(config(4, 4, 2, 1024));
+        let (id, tap) = issue_and_open(&registry, OWNER, 1);
         tap.record(
             Direction::In,
             RecordKind::HttpHead,
@@ -427,46 +597,72 @@ mod tests {
         for _ in 0..5 {
             tap.record(Direction::Out, WS, b"\x81\x01x");
         }
-        let records = registry.snapshot("t").unwrap().records;
+        let records = registry.snapshot(&id, ip(OWNER)).unwrap().records;
         let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2, 6, 7], "pinned opening, then the ring");
     }
 
     #[test]
-    fn taps_are_bounded_and_only_idle_ones_make_room() {
-        let registry = Taps::new(config(2, 8, 64));
-        let a = registry.open("a", connection(1)).unwrap();
-        let b = registry.open("b", connection(2)).unwrap();
-        a.record(Direction::Out, WS, b"a");
-        b.record(Direction::Out, WS, b"b");
-        assert!(
-            registry.open("c", connection(3)).is_none(),
-            "both taps are live: the newcomer runs untapped"
+    fn a_client_holds_at_most_its_share_and_reclaims_only_its_idle_taps() {
+        let registry = Taps::new(config(8, 2, 8, 64));
+        let (a, tap_a) = issue_and_open(&registry, OWNER, 1);
+        let (b, tap_b) = issue_and_open(&registry, OWNER, 2);
+        assert_eq!(
+            registry.issue(ip(OWNER)).unwrap_err(),
+            IssueRefusal::ClientFull { limit: 2 },
+            "both of its taps are live"
         );
-        drop(a);
-        let c = registry.open("c", connection(3)).unwrap();
-        c.record(Direction::Out, WS, b"c");
-        assert!(registry.snapshot("a").is_none(), "the idle tap made room");
-        assert!(registry.snapshot("b").is_some());
-        let summaries = registry.summaries();
-        assert_eq!(summaries.len(), 2);
-        assert!(summaries.iter().all(|s| s.live == 1), "{summaries:?}");
+        // Another client is not affected by the first one's share.
+        let (other, _other_tap) = issue_and_open(&registry, STRANGER, 3);
+        drop(tap_a);
+        let c = registry.issue(ip(OWNER)).unwrap().id;
+        assert_eq!(
+            registry.snapshot(&a, ip(OWNER)).unwrap_err(),
+            Denied::Unknown
+        );
+        assert!(registry.snapshot(&b, ip(OWNER)).is_ok());
+        assert!(registry.snapshot(&c, ip(OWNER)).is_ok());
+        assert!(registry.snapshot(&other, ip(STRANGER)).is_ok());
+        drop(tap_b);
     }
 
     #[test]
-    fn a_tap_id_reused_by_a_new_connection_keeps_its_records() {
-        let registry = Taps::new(config(2, 8, 64));
-        let first = registry.open("t", connection(1)).unwrap();
+    fn the_lab_holds_at_most_max_connections_taps() {
+        let registry = Taps::new(config(2, 2, 8, 64));
+        let (_, a) = issue_and_open(&registry, OWNER, 1);
+        let (_, b) = issue_and_open(&registry, STRANGER, 2);
+        assert_eq!(
+            registry.issue(ip([127, 0, 0, 3])).unwrap_err(),
+            IssueRefusal::LabFull { limit: 2 }
+        );
+        drop(a);
+        assert!(
+            registry.issue(ip([127, 0, 0, 3])).is_ok(),
+            "the idle tap made room"
+        );
+        drop(b);
+    }
+
+    #[test]
+    fn a_tap_reused_by_a_new_connection_keeps_its_records_until_released() {
+        let registry = Taps::new(config(2, 2, 8, 64));
+        let (id, first) = issue_and_open(&registry, OWNER, 1);
         first.record(Direction::Out, WS, b"one");
         drop(first);
-        let second = registry.open("t", connection(2)).unwrap();
+        let second = registry.open(&id, connection(OWNER, 2)).unwrap().unwrap();
         second.record(Direction::Out, WS, b"two");
-        let snapshot = registry.snapshot("t").unwrap();
+        let snapshot = registry.snapshot(&id, ip(OWNER)).unwrap();
         let conns: Vec<u64> = snapshot.records.iter().map(|r| r.conn).collect();
         assert_eq!(conns, [1, 2]);
         assert_eq!(
             (snapshot.summary.connections, snapshot.summary.live),
             (2, 1)
+        );
+        assert_eq!(registry.release(&id, ip(STRANGER)), Err(Denied::Foreign));
+        assert_eq!(registry.release(&id, ip(OWNER)), Ok(()));
+        assert_eq!(
+            registry.snapshot(&id, ip(OWNER)).unwrap_err(),
+            Denied::Unknown
         );
     }
 }

@@ -59,7 +59,7 @@ pub(crate) struct View {
     pub(crate) next_after: u64,
 }
 
-const CAPTURED_REQUEST: &str = "Rebuilt from the request as hyper parsed it: the same request line and headers, header names in lower case, credentials (Cookie, Authorization) left out.";
+const CAPTURED_REQUEST: &str = "Rebuilt from the request as hyper parsed it: the same request line and headers, header names in lower case; credentials (Authorization, Cookie, X-Api-Key, token= and the like, a token passed as a subprotocol) were masked before they were recorded.";
 const CAPTURED_RESPONSE: &str = "Rebuilt from the response the gateway handed hyper, with the framing header hyper derives from the body (content-length or transfer-encoding); hyper also adds a date header when it writes it.";
 const CAPTURED_WS: &str = "Exactly the bytes that crossed the socket, read or written by the gateway under tungstenite (client frames still masked, compressed ones still compressed).";
 const CAPTURED_SSE_CHUNKED: &str = "The chunk the event stream yielded, exactly; the chunked framing around it (size in hex, CRLF, data, CRLF) is what hyper writes for it over HTTP/1.1.";

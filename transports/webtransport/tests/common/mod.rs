@@ -37,9 +37,16 @@ pub fn quiet() -> GatewayConfig {
 
 /// `GET path` on the gateway's HTTP listener: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    within("HTTP GET", async {
+    http_request(addr, "GET", path).await
+}
+
+/// `method path` (no body) on the gateway's HTTP listener: (status, body).
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    within("HTTP request", async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await.expect("write");
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.expect("read");
@@ -74,7 +81,12 @@ pub fn digest(doc: &Value) -> Sha256Digest {
 /// A session the server closes at once (a refused URL or a limit): (code, reason), whether
 /// the close arrives during the connect or right after it.
 pub async fn refused(doc: &Value, query: &str) -> (u32, String) {
-    let endpoint = Endpoint::client(client_config(doc)).expect("client endpoint");
+    refused_from(doc, query, [127, 0, 0, 1]).await
+}
+
+/// [`refused`], for a client at `from` (another loopback address is another client).
+pub async fn refused_from(doc: &Value, query: &str, from: [u8; 4]) -> (u32, String) {
+    let endpoint = Endpoint::client(client_config(doc, from)).expect("client endpoint");
     let url = format!("{}{query}", doc["url"].as_str().expect("url"));
     match within("WebTransport connect", endpoint.connect(url)).await {
         Ok(connection) => closed_by_server(&connection).await,
@@ -86,9 +98,9 @@ pub async fn refused(doc: &Value, query: &str) -> (u32, String) {
     }
 }
 
-fn client_config(doc: &Value) -> ClientConfig {
+fn client_config(doc: &Value, from: [u8; 4]) -> ClientConfig {
     ClientConfig::builder()
-        .with_bind_address(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .with_bind_address(SocketAddr::from((from, 0)))
         .with_server_certificate_hashes([digest(doc)])
         .build()
 }
@@ -96,7 +108,7 @@ fn client_config(doc: &Value) -> ClientConfig {
 /// Opens a session to the document's URL followed by `query` (e.g. `?topics=a`), pinning the
 /// hash in `doc`.
 pub async fn connect_with(doc: &Value, query: &str) -> Result<Connection, String> {
-    let endpoint = Endpoint::client(client_config(doc)).expect("client endpoint");
+    let endpoint = Endpoint::client(client_config(doc, [127, 0, 0, 1])).expect("client endpoint");
     let url = format!("{}{query}", doc["url"].as_str().expect("url"));
     within("WebTransport connect", endpoint.connect(url))
         .await
