@@ -55,7 +55,7 @@ pub mod telemetry;
 mod transport;
 
 pub use auth::{
-    mask_token_param, token_from_request, AuthError, Authorizer, Grant, StreamgateClaims,
+    credential_from_request, mask_token_param, token_from_request, AuthError, Authorizer, Grant, StreamgateClaims, TokenSource,
     TopicPattern, DEFAULT_COOKIE_NAME, TOKEN_QUERY_PARAM,
 };
 pub use broker::{Broker, BrokerError, Feed, FeedEvents};

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http::{header, Method, Request, Response, StatusCode};
 use streamgate_core::{
-    read_body_limited, tap_id_from_query, Authorizer, ConnectionInfo, ContentType, Direction,
-    EventBus, HttpTransport, PublishError, RecordKind, Tap, TapConnection, TapRegistry, Topic,
-    TransportContext,
+    credential_from_request, read_body_limited, tap_id_from_query, Authorizer, ConnectionInfo,
+    ContentType, Direction, EventBus, HttpTransport, PublishError, RecordKind, Tap,
+    TapConnection, TapRegistry, TokenSource, Topic, TransportContext,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,7 +19,7 @@ use crate::http::{json, Body, Rejection};
 use crate::lab::{capture, Lab};
 use crate::limits::PublishRateLimit;
 use crate::tls::{TlsError, TlsMaterial};
-use streamgate_proto::ProtocolError;
+use streamgate_proto::{check_cookie_request, CorsPolicy, CsrfRequest, Preflight, ProtocolError};
 
 /// State shared by every connection and background task of one gateway.
 #[derive(Debug)]
@@ -47,6 +49,8 @@ pub struct App {
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The publish rate per client IP of `POST /publish`, unless `server.publish_rate` is 0.
     publish_rate: Option<PublishRateLimit>,
+    /// `http.cors_origins`.
+    cors: CorsPolicy,
 }
 
 impl App {
@@ -65,6 +69,7 @@ impl App {
             .then(|| Arc::new(Lab::new(config.lab.clone())));
         let publish_rate =
             PublishRateLimit::new(config.server.publish_rate, config.server.publish_burst);
+        let cors = CorsPolicy::new(&config.http.cors_origins, config.http.cors_max_age);
         Self {
             bus,
             config,
@@ -79,6 +84,7 @@ impl App {
             started: Instant::now(),
             metrics,
             publish_rate,
+            cors,
         }
     }
 
@@ -195,9 +201,123 @@ impl App {
 
     /// Routes one request. Never fails: every error becomes a response.
     ///
+    /// The browser rules come first, for every route in one place: a CORS preflight is
+    /// answered here, a cookie-authenticated `POST` from another site is refused (CSRF), and
+    /// the response to an allowed cross-origin request gets its CORS headers.
+    ///
     /// A transport's request gets the transport's own future, not one wrapped in this
-    /// router's: what a long-poll waiter holds while it waits is the transport's state alone.
+    /// router's (unless it needs CORS headers): what a long-poll waiter holds while it waits
+    /// is the transport's state alone.
     pub fn handle(
+        self: Arc<Self>,
+        request: Request<Body>,
+    ) -> streamgate_core::BoxFuture<'static, Response<Body>> {
+        if let Some(response) = self.preflight(&request) {
+            return Box::pin(std::future::ready(response));
+        }
+        if let Err(rejection) = self.check_csrf(&request) {
+            return Box::pin(std::future::ready(rejection.into_response()));
+        }
+        let cors = self.cors_headers(&request);
+        let response = self.dispatch(request);
+        if cors.is_empty() {
+            return response;
+        }
+        Box::pin(async move {
+            let mut response = response.await;
+            let headers = response.headers_mut();
+            for (name, value) in cors {
+                headers.append(name, value);
+            }
+            response
+        })
+    }
+
+    /// `OPTIONS` with `Origin` and `Access-Control-Request-Method`: `204` with the CORS
+    /// headers for an origin in `http.cors_origins`, else `403` `cors_not_allowed`.
+    fn preflight<B>(&self, request: &Request<B>) -> Option<Response<Body>> {
+        if request.method() != Method::OPTIONS || !cors_applies(request) {
+            return None;
+        }
+        let origin = request.headers().get(header::ORIGIN)?.to_str().ok()?;
+        let method = request
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)?
+            .to_str()
+            .ok()?;
+        Some(match self.cors.preflight(origin, method) {
+            Preflight::Allowed(headers) => {
+                let mut response = Response::new(streamgate_core::full_body(Bytes::new()));
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                response.headers_mut().extend(headers);
+                response
+            }
+            Preflight::Refused(reason) => {
+                Rejection::new(StatusCode::FORBIDDEN, "cors_not_allowed", reason).into_response()
+            }
+        })
+    }
+
+    /// The CORS headers for the response to `request` (none without `Origin`, or for an
+    /// origin the allow-list does not name).
+    fn cors_headers<B>(&self, request: &Request<B>) -> Vec<(HeaderName, HeaderValue)> {
+        if !self.cors.is_enabled() || !cors_applies(request) {
+            return Vec::new();
+        }
+        request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|origin| origin.to_str().ok())
+            .map(|origin| self.cors.response_headers(origin))
+            .unwrap_or_default()
+    }
+
+    /// With `[auth]` on, a `POST` whose token is the cookie (which the browser attaches
+    /// whichever site made the request) must come from the gateway's own origin or one
+    /// listed in `http.cors_origins` (docs/PROTOCOL.md §8): `403` `csrf` otherwise.
+    fn check_csrf<B>(&self, request: &Request<B>) -> Result<(), Rejection> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        if request.method() != Method::POST {
+            return Ok(());
+        }
+        let source = credential_from_request(
+            request.headers(),
+            request.uri().query(),
+            auth.cookie_name(),
+        )
+        .map(|(_, source)| source);
+        if source != Some(TokenSource::Cookie) {
+            return Ok(());
+        }
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let scheme = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(ConnectionInfo::scheme)
+            .or(request.uri().scheme_str())
+            .unwrap_or("http");
+        let host = header(header::HOST).or(request.uri().authority().map(|a| a.as_str()));
+        check_cookie_request(
+            CsrfRequest {
+                origin: header(header::ORIGIN),
+                sec_fetch_site: header(HeaderName::from_static("sec-fetch-site")),
+                scheme,
+                host,
+            },
+            self.cors.listed(),
+        )
+        .map_err(|reason| Rejection::new(StatusCode::FORBIDDEN, "csrf", reason))
+    }
+
+    /// Hands the request to its transport or to the gateway's own routes.
+    fn dispatch(
         self: Arc<Self>,
         request: Request<Body>,
     ) -> streamgate_core::BoxFuture<'static, Response<Body>> {
@@ -427,11 +547,18 @@ impl App {
     }
 }
 
+/// Whether the CORS rules concern this request: not a WebSocket upgrade (no CORS there; the
+/// handshake checks `Origin` itself) and not the lab.
+fn cors_applies<B>(request: &Request<B>) -> bool {
+    let path = request.uri().path();
+    !(path == "/lab" || path.starts_with("/lab/") || path == "/ws" || path.starts_with("/ws/"))
+}
+
 fn enabled_transports(config: &GatewayConfig) -> Vec<Arc<dyn HttpTransport>> {
     let _ = config;
     vec![
         #[cfg(feature = "ws")]
-        Arc::new(ws::WsTransport::new(config.ws.clone())),
+        Arc::new(ws::WsTransport::new(config.ws.clone()).with_lab(config.lab.enabled)),
         #[cfg(feature = "longpoll")]
         Arc::new(longpoll::LongPollTransport::new(config.longpoll.clone())),
         #[cfg(feature = "sse")]
