@@ -125,9 +125,7 @@ impl CorsPolicy {
             .iter()
             .any(|(name, _)| name == header::ACCESS_CONTROL_ALLOW_ORIGIN)
         {
-            return Preflight::Refused(format!(
-                "origin {origin:?} is not in http.cors_origins"
-            ));
+            return Preflight::Refused(format!("origin {origin:?} is not in http.cors_origins"));
         }
         headers.retain(|(name, _)| name != header::ACCESS_CONTROL_EXPOSE_HEADERS);
         headers.push((
@@ -181,12 +179,19 @@ mod tests {
             get(&h, &header::ACCESS_CONTROL_ALLOW_ORIGIN),
             Some("https://app.example")
         );
-        assert_eq!(get(&h, &header::ACCESS_CONTROL_ALLOW_CREDENTIALS), Some("true"));
+        assert_eq!(
+            get(&h, &header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+            Some("true")
+        );
         assert_eq!(get(&h, &header::VARY), Some("Origin"));
         // Another origin, or the same host over http: no allow header (Vary still).
         for other in ["https://evil.example", "http://app.example", "null"] {
             let h = p.response_headers(other);
-            assert_eq!(get(&h, &header::ACCESS_CONTROL_ALLOW_ORIGIN), None, "{other}");
+            assert_eq!(
+                get(&h, &header::ACCESS_CONTROL_ALLOW_ORIGIN),
+                None,
+                "{other}"
+            );
             assert_eq!(get(&h, &header::ACCESS_CONTROL_ALLOW_CREDENTIALS), None);
         }
     }
@@ -201,7 +206,10 @@ mod tests {
         // Listed and wildcard together: the listed one is echoed with credentials.
         let both = policy(&["*", "https://app.example"]);
         let h = both.response_headers("https://app.example");
-        assert_eq!(get(&h, &header::ACCESS_CONTROL_ALLOW_CREDENTIALS), Some("true"));
+        assert_eq!(
+            get(&h, &header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+            Some("true")
+        );
         let h = both.response_headers("https://other.example");
         assert_eq!(get(&h, &header::ACCESS_CONTROL_ALLOW_ORIGIN), Some("*"));
         assert_eq!(get(&h, &header::ACCESS_CONTROL_ALLOW_CREDENTIALS), None);
@@ -221,7 +229,10 @@ mod tests {
         assert!(get(&h, &header::ACCESS_CONTROL_ALLOW_METHODS)
             .unwrap()
             .contains("POST"));
-        assert_eq!(get(&h, &header::ACCESS_CONTROL_ALLOW_CREDENTIALS), Some("true"));
+        assert_eq!(
+            get(&h, &header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+            Some("true")
+        );
         assert!(matches!(
             p.preflight("https://evil.example", "GET"),
             Preflight::Refused(r) if r.contains("evil.example")

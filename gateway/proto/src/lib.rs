@@ -22,11 +22,11 @@ mod sse;
 pub mod wire_notes;
 
 pub use client::{ClientMessage, PublishRequest, MAX_REF_LEN};
+pub use cors::{CorsPolicy, Preflight, ALLOWED_HEADERS, ALLOWED_METHODS, EXPOSED_HEADERS};
 pub use envelope::{
     binary_envelope, encode_error, encode_event_binary, encode_event_json, encode_notice,
     encode_published, encode_subscribed, json_envelope, BINARY_ENVELOPE_VERSION,
 };
-pub use cors::{CorsPolicy, Preflight, ALLOWED_HEADERS, ALLOWED_METHODS, EXPOSED_HEADERS};
 pub use error::ProtocolError;
 pub use keepalive::{Keepalive, KeepaliveAction};
 pub use origin::{

@@ -25,8 +25,7 @@ impl Origin {
         let scheme = uri.scheme_str()?.to_ascii_lowercase();
         let authority = uri.authority()?;
         // An origin has no path, query or user info; `Uri` shows an empty path as "/".
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() || value.trim().ends_with('/')
-        {
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() || value.trim().ends_with('/') {
             return None;
         }
         Self::from_parts(&scheme, authority)
@@ -159,7 +158,10 @@ mod tests {
         assert_eq!(o("http://a.example"), o("http://a.example:80"));
         assert_ne!(o("http://a.example"), o("https://a.example"));
         assert_ne!(o("https://a.example"), o("https://a.example:8443"));
-        assert_eq!(o("http://[::1]:8080"), Origin::of_request("http", "[::1]:8080"));
+        assert_eq!(
+            o("http://[::1]:8080"),
+            Origin::of_request("http", "[::1]:8080")
+        );
         for bad in [
             "null",
             "",
@@ -179,8 +181,16 @@ mod tests {
     #[test]
     fn same_origin_is_scheme_exact() {
         assert!(is_same_origin("https://gw.example", "https", "gw.example"));
-        assert!(is_same_origin("https://gw.example", "https", "gw.example:443"));
-        assert!(is_same_origin("https://gw.example:443", "https", "GW.example"));
+        assert!(is_same_origin(
+            "https://gw.example",
+            "https",
+            "gw.example:443"
+        ));
+        assert!(is_same_origin(
+            "https://gw.example:443",
+            "https",
+            "GW.example"
+        ));
         assert!(is_same_origin("http://gw.example", "http", "gw.example:80"));
         assert!(is_same_origin("http://gw:8080", "http", "gw:8080"));
         // The scheme the request came in on decides.
@@ -188,9 +198,21 @@ mod tests {
         assert!(!is_same_origin("https://gw.example", "http", "gw.example"));
         assert!(!is_same_origin("http://gw:8443", "https", "gw:8443"));
         // Ports and hosts.
-        assert!(!is_same_origin("https://gw.example", "https", "gw.example:8443"));
-        assert!(!is_same_origin("https://gw.example", "https", "gw.example.evil"));
-        assert!(!is_same_origin("https://evil.gw.example", "https", "gw.example"));
+        assert!(!is_same_origin(
+            "https://gw.example",
+            "https",
+            "gw.example:8443"
+        ));
+        assert!(!is_same_origin(
+            "https://gw.example",
+            "https",
+            "gw.example.evil"
+        ));
+        assert!(!is_same_origin(
+            "https://evil.gw.example",
+            "https",
+            "gw.example"
+        ));
         assert!(!is_same_origin("null", "https", "gw.example"));
         assert!(!is_same_origin("https://gw.example", "https", ""));
     }
@@ -201,7 +223,10 @@ mod tests {
         assert!(is_listed("https://app.example", &list));
         assert!(is_listed("https://APP.example:443", &list));
         assert!(!is_listed("http://app.example", &list));
-        assert!(!is_listed("https://other.example", &list), "* is not a listing");
+        assert!(
+            !is_listed("https://other.example", &list),
+            "* is not a listing"
+        );
         assert!(!is_listed("null", &list));
     }
 

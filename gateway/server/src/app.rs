@@ -8,8 +8,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{header, Method, Request, Response, StatusCode};
 use streamgate_core::{
     credential_from_request, read_body_limited, tap_id_from_query, Authorizer, ConnectionInfo,
-    ContentType, Direction, EventBus, HttpTransport, PublishError, RecordKind, Tap,
-    TapConnection, TapRegistry, TokenSource, Topic, TransportContext,
+    ContentType, Direction, EventBus, HttpTransport, PublishError, RecordKind, Tap, TapConnection,
+    TapRegistry, TokenSource, Topic, TransportContext,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -282,12 +282,9 @@ impl App {
         if request.method() != Method::POST {
             return Ok(());
         }
-        let source = credential_from_request(
-            request.headers(),
-            request.uri().query(),
-            auth.cookie_name(),
-        )
-        .map(|(_, source)| source);
+        let source =
+            credential_from_request(request.headers(), request.uri().query(), auth.cookie_name())
+                .map(|(_, source)| source);
         if source != Some(TokenSource::Cookie) {
             return Ok(());
         }

@@ -721,6 +721,28 @@ mod tests {
     }
 
     #[test]
+    fn echo_cors_and_public_url_settings() {
+        use ws::EchoMode;
+        assert_eq!(GatewayConfig::default().ws.echo, EchoMode::Lab);
+        for (text, mode) in [
+            ("echo = \"lab\"", EchoMode::Lab),
+            ("echo = true", EchoMode::On),
+            ("echo = false", EchoMode::Off),
+        ] {
+            assert_eq!(parse(&format!("[ws]\n{text}")).unwrap().ws.echo, mode);
+        }
+        let err = parse("[ws]\necho = \"yes\"").unwrap_err();
+        assert!(err.contains("ws.echo"), "{err}");
+        let config = parse("[http]\ncors_origins = [\"*\", \"https://app.example\"]").unwrap();
+        assert_eq!(config.http.cors_origins.len(), 2);
+        let err = parse("[http]\ncors_origins = [\"https://app.example/\"]").unwrap_err();
+        assert!(err.contains("http.cors_origins"), "{err}");
+        let err = parse("[webtransport]\npublic_url = \"wt.example:4433\"").unwrap_err();
+        assert!(err.contains("public_url"), "{err}");
+        assert!(parse("[webtransport]\npublic_url = \"https://wt.example:4433/wt\"").is_ok());
+    }
+
+    #[test]
     fn example_file_lists_the_defaults() {
         let text = include_str!("../../../streamgate.example.toml");
         assert_eq!(parse(text).unwrap(), GatewayConfig::default());

@@ -225,7 +225,10 @@ impl WtServer {
         };
         let url: Arc<str> = match &config.public_url {
             Some(public) => Arc::from(public.as_str()),
-            None => Arc::from(format!("https://{}/wt", SocketAddr::new(host, local_addr.port()))),
+            None => Arc::from(format!(
+                "https://{}/wt",
+                SocketAddr::new(host, local_addr.port())
+            )),
         };
         Ok(Self {
             endpoint,

@@ -274,7 +274,8 @@ mod tests {
             "http",
             &OriginPolicy::default(),
             &[],
-        ).unwrap_err();
+        )
+        .unwrap_err();
         assert_eq!(err.status, StatusCode::METHOD_NOT_ALLOWED);
     }
 
