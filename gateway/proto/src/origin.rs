@@ -131,7 +131,8 @@ pub fn check_cookie_request(request: CsrfRequest<'_>, trusted: &[String]) -> Res
             } else {
                 Err(format!(
                     "cross-site request from {origin:?} authenticated by the token cookie; \
-                     send the token in Authorization, or list the origin in http.cors_origins"
+                     send the token in Authorization, or list the origin in http.cors_origins \
+                     or ws.origins.allow"
                 ))
             }
         }

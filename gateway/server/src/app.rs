@@ -51,6 +51,10 @@ pub struct App {
     publish_rate: Option<PublishRateLimit>,
     /// `http.cors_origins`.
     cors: CorsPolicy,
+    /// Origins whose pages may make cookie-authenticated `POST`s: those listed (not `"*"`) in
+    /// `http.cors_origins` and `ws.origins.allow`, the operator's own sites (behind a proxy
+    /// that terminates TLS, the public `https://` origin is not the gateway's own).
+    csrf_trusted: Vec<String>,
 }
 
 impl App {
@@ -70,6 +74,9 @@ impl App {
         let publish_rate =
             PublishRateLimit::new(config.server.publish_rate, config.server.publish_burst);
         let cors = CorsPolicy::new(&config.http.cors_origins, config.http.cors_max_age);
+        let mut csrf_trusted = cors.listed().to_vec();
+        #[cfg(feature = "ws")]
+        csrf_trusted.extend(config.ws.origins.allow.iter().cloned());
         Self {
             bus,
             config,
@@ -85,6 +92,7 @@ impl App {
             metrics,
             publish_rate,
             cors,
+            csrf_trusted,
         }
     }
 
@@ -274,7 +282,8 @@ impl App {
 
     /// With `[auth]` on, a `POST` whose token is the cookie (which the browser attaches
     /// whichever site made the request) must come from the gateway's own origin or one
-    /// listed in `http.cors_origins` (docs/PROTOCOL.md §8): `403` `csrf` otherwise.
+    /// listed in `http.cors_origins` or `ws.origins.allow` (docs/PROTOCOL.md §8): `403`
+    /// `csrf` otherwise.
     fn check_csrf<B>(&self, request: &Request<B>) -> Result<(), Rejection> {
         let Some(auth) = &self.auth else {
             return Ok(());
@@ -308,7 +317,7 @@ impl App {
                 scheme,
                 host,
             },
-            self.cors.listed(),
+            &self.csrf_trusted,
         )
         .map_err(|reason| Rejection::new(StatusCode::FORBIDDEN, "csrf", reason))
     }

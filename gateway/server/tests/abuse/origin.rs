@@ -109,7 +109,10 @@ async fn an_http_origin_on_the_https_listener_is_refused_403() {
 
 #[tokio::test]
 async fn a_cross_site_cookie_post_is_refused_403_csrf() {
-    let gateway = TestGateway::start(auth_config()).await;
+    let mut config = auth_config();
+    // The operator's other site (or its public https:// origin behind a TLS proxy).
+    config.ws.origins.allow = vec!["https://app.example".to_owned()];
+    let gateway = TestGateway::start(config).await;
     let cookie = format!("streamgate_token={}", token());
     let own = format!("http://{}", gateway.addr);
     let publish =
@@ -161,11 +164,15 @@ async fn a_cross_site_cookie_post_is_refused_403_csrf() {
         assert_refused(&response, 403, "csrf");
     }
 
-    // The gateway's own pages, by Origin or by Fetch Metadata, and a token that is not
-    // ambient (a header), from anywhere: served.
+    // The gateway's own pages, by Origin or by Fetch Metadata, a listed origin, and a token
+    // that is not ambient (a header) from anywhere: served.
     let bearer = format!("Bearer {}", token());
     for headers in [
         vec![("cookie", cookie.as_str()), ("origin", own.as_str())],
+        vec![
+            ("cookie", cookie.as_str()),
+            ("origin", "https://app.example"),
+        ],
         vec![
             ("cookie", cookie.as_str()),
             ("sec-fetch-site", "same-origin"),
