@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Autobahn|Testsuite (wstest -m fuzzingclient), a WebSocket client we did not write, against the
-# gateway binary's echo endpoint /ws/echo. Exits 1 if any case has behavior FAILED or a close
+# gateway binary's echo endpoint /ws/echo, which the gateway's configuration written here turns
+# on (it is off by default outside the lab) with 16 MiB messages and no message rate. Exits 1 if any case has behavior FAILED or a close
 # behavior FAILED / WRONG CODE / UNCLEAN (NON-STRICT, INFORMATIONAL and UNIMPLEMENTED are listed
 # but pass); the last line is `autobahn: N passed, M failed`.
 #
@@ -16,7 +17,7 @@
 # 2026-11-27; 1 015 s on a slower day, when .ci/run took 56 min), ci ≈ 5 min (304 s on that
 # slower day: the 70 cases it leaves out took 705 of the 1 015). wstest itself is the
 # bottleneck.
-# Report: target/autobahn/<mode>/ (index.html, index.json, wstest.log, gateway.log).
+# Report: target/autobahn/<mode>/ (index.html, index.json, wstest.log, gateway.log, gateway.toml).
 #
 # wstest is Python 2.7 code whose package declares no dependencies, so it lives in a Python 2.7
 # virtualenv with a pinned set, built once (≈ 35 s; gcc compiles Twisted/wsaccel/ujson) and cached
@@ -180,10 +181,21 @@ if [[ -n $target_url ]]; then
   echo "autobahn: AUTOBAHN_TARGET_URL set, testing $url (no gateway started)"
 else
   agent=streamgate
+  # What a conformance run needs and a public gateway must not offer (docs/CONFORMANCE.md):
+  # /ws/echo on whatever the lab says, messages of 16 MiB (the 9.* cases), and no message
+  # rate to speak of (9.7/9.8, 12.* and 13.* send up to 1000 messages as fast as they can).
+  cat >"$out/gateway.toml" <<'TOML'
+[ws]
+echo = true
+echo_max_message_size = 16777216
+message_rate = 1000000.0
+message_burst = 1000000
+TOML
   started=
   for _attempt in 1 2 3; do # a free port can be taken between the probe and the bind
     port=$(free_port)
-    "$bin" serve --listen "127.0.0.1:$port" --no-tls --no-webtransport --no-demo >"$out/gateway.log" 2>&1 &
+    "$bin" serve --config "$out/gateway.toml" --listen "127.0.0.1:$port" --no-tls --no-webtransport \
+      --no-demo >"$out/gateway.log" 2>&1 &
     gw_pid=$!
     for _ in $(seq 100); do
       kill -0 "$gw_pid" 2>/dev/null || break

@@ -286,6 +286,27 @@ pub fn token_from_request(
     query: Option<&str>,
     cookie_name: &str,
 ) -> Option<String> {
+    credential_from_request(headers, query, cookie_name).map(|(token, _)| token)
+}
+
+/// Where the token of a request was found (see [`token_from_request`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// `Authorization: Bearer`.
+    Header,
+    /// The token cookie: ambient, a browser attaches it to requests other sites make.
+    Cookie,
+    /// The `token` query parameter.
+    Query,
+}
+
+/// The token of a request and where it was found, in the order of [`token_from_request`].
+pub fn credential_from_request(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    cookie_name: &str,
+) -> Option<(String, TokenSource)> {
     let bearer = headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -298,7 +319,7 @@ pub fn token_from_request(
                 .filter(|t| !t.is_empty())
         });
     if let Some(token) = bearer {
-        return Some(token.to_owned());
+        return Some((token.to_owned(), TokenSource::Header));
     }
     let cookie = headers
         .get_all(header::COOKIE)
@@ -311,13 +332,13 @@ pub fn token_from_request(
             (name.trim() == cookie_name && !value.is_empty()).then_some(value)
         });
     if let Some(token) = cookie {
-        return Some(token.to_owned());
+        return Some((token.to_owned(), TokenSource::Cookie));
     }
     query?
         .split('&')
         .find_map(|pair| pair.strip_prefix("token="))
         .filter(|t| !t.is_empty())
-        .map(|t| percent_decode(t).into_owned())
+        .map(|t| (percent_decode(t).into_owned(), TokenSource::Query))
 }
 
 /// `%XX` escapes decoded (a JWT needs none, but a client may escape anyway); anything that
@@ -491,6 +512,11 @@ mod tests {
         assert_eq!(
             token_from_request(&headers, Some("token=q"), "other-name").as_deref(),
             Some("q")
+        );
+        // The cookie wins over the query: such a request is cookie-authenticated (ambient).
+        assert_eq!(
+            credential_from_request(&headers, Some("token=q"), "c").map(|(_, s)| s),
+            Some(TokenSource::Cookie)
         );
         headers.insert(
             header::AUTHORIZATION,

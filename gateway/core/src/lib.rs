@@ -59,8 +59,8 @@ pub mod telemetry;
 mod transport;
 
 pub use auth::{
-    mask_token_param, token_from_request, AuthError, Authorizer, Grant, StreamgateClaims,
-    TopicPattern, DEFAULT_COOKIE_NAME, TOKEN_QUERY_PARAM,
+    credential_from_request, mask_token_param, token_from_request, AuthError, Authorizer, Grant,
+    StreamgateClaims, TokenSource, TopicPattern, DEFAULT_COOKIE_NAME, TOKEN_QUERY_PARAM,
 };
 pub use broker::{Broker, BrokerError, Feed, FeedEvents};
 pub use broker_bus::{BrokerBus, BrokerBusConfig};

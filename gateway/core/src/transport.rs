@@ -176,6 +176,20 @@ pub struct ConnectionInfo {
     pub peer: std::net::SocketAddr,
     /// A number unique within this gateway process, for logs.
     pub conn_id: u64,
+    /// Whether the connection is TLS: the request's scheme is `https` (not what the request
+    /// says, which a client chooses), for same-origin checks.
+    pub tls: bool,
+}
+
+impl ConnectionInfo {
+    /// The scheme requests on this connection came in with: `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// What one accepted connection holds against the gateway's connection limits (its slot

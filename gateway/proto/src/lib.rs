@@ -10,22 +10,28 @@
 #![warn(missing_docs)]
 
 mod client;
+mod cors;
 pub mod duration_secs;
 mod envelope;
 mod error;
 mod keepalive;
+mod origin;
 mod query;
 mod rate;
 mod sse;
 pub mod wire_notes;
 
 pub use client::{ClientMessage, PublishRequest, MAX_REF_LEN};
+pub use cors::{CorsPolicy, Preflight, ALLOWED_HEADERS, ALLOWED_METHODS, EXPOSED_HEADERS};
 pub use envelope::{
     binary_envelope, encode_error, encode_event_binary, encode_event_json, encode_notice,
     encode_published, encode_subscribed, json_envelope, BINARY_ENVELOPE_VERSION,
 };
 pub use error::ProtocolError;
 pub use keepalive::{Keepalive, KeepaliveAction};
+pub use origin::{
+    check_cookie_request, default_port, is_listed, is_same_origin, CsrfRequest, Origin,
+};
 pub use query::{EnvelopeFormat, SubscribeQuery};
 pub use rate::TokenBucket;
 pub use sse::{

@@ -4,12 +4,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http::{header, Method, Request, Response, StatusCode};
 use streamgate_core::{
-    body_read_error_response, read_body_limited, tap_id_from_query, Authorizer, ConnectionInfo,
-    ConnectionLease, ContentType, Direction, EventBus, HttpTransport, PerIpLimit, PublishError,
-    PublishGate, PublishRefusal, RecordKind, Tap, TapConnection, TapRegistry, Topic,
-    TransportContext,
+    body_read_error_response, credential_from_request, read_body_limited, tap_id_from_query,
+    Authorizer, ConnectionInfo, ConnectionLease, ContentType, Direction, EventBus, HttpTransport,
+    PerIpLimit, PublishError, PublishGate, PublishRefusal, RecordKind, Tap, TapConnection,
+    TapRegistry, TokenSource, Topic, TransportContext,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +22,7 @@ use crate::config::GatewayConfig;
 use crate::http::{json, Body, Rejection};
 use crate::lab::{capture, Lab};
 use crate::tls::{TlsError, TlsMaterial};
-use streamgate_proto::ProtocolError;
+use streamgate_proto::{check_cookie_request, CorsPolicy, CsrfRequest, Preflight, ProtocolError};
 
 /// State shared by every connection and background task of one gateway.
 #[derive(Debug)]
@@ -60,6 +62,12 @@ pub struct App {
     /// Connections accepted and not yet over (`connection_slots` also has the permit the
     /// accept loop holds for the next connection).
     connections_open: Arc<AtomicUsize>,
+    /// `http.cors_origins`.
+    cors: CorsPolicy,
+    /// Origins whose pages may make cookie-authenticated `POST`s: those listed (not `"*"`) in
+    /// `http.cors_origins` and `ws.origins.allow`, the operator's own sites (behind a proxy
+    /// that terminates TLS, the public `https://` origin is not the gateway's own).
+    csrf_trusted: Vec<String>,
 }
 
 /// Counts one accepted connection in [`App::connections_open`] until dropped (it travels in
@@ -96,6 +104,10 @@ impl App {
         let connection_slots = Arc::new(Semaphore::new(config.server.max_connections));
         let connections_per_ip = PerIpLimit::new(config.server.max_connections_per_ip);
         let publish_gate = ClientLimits::new(&config.server, Arc::clone(&bus)).map(Arc::new);
+        let cors = CorsPolicy::new(&config.http.cors_origins, config.http.cors_max_age);
+        let mut csrf_trusted = cors.listed().to_vec();
+        #[cfg(feature = "ws")]
+        csrf_trusted.extend(config.ws.origins.allow.iter().cloned());
         Self {
             bus,
             config,
@@ -113,6 +125,8 @@ impl App {
             connections_per_ip,
             connections_open: Arc::new(AtomicUsize::new(0)),
             publish_gate,
+            cors,
+            csrf_trusted,
         }
     }
 
@@ -261,9 +275,121 @@ impl App {
 
     /// Routes one request. Never fails: every error becomes a response.
     ///
+    /// The browser rules come first, for every route in one place: a CORS preflight is
+    /// answered here, a cookie-authenticated `POST` from another site is refused (CSRF), and
+    /// the response to an allowed cross-origin request gets its CORS headers.
+    ///
     /// A transport's request gets the transport's own future, not one wrapped in this
-    /// router's: what a long-poll waiter holds while it waits is the transport's state alone.
+    /// router's (unless it needs CORS headers): what a long-poll waiter holds while it waits
+    /// is the transport's state alone.
     pub fn handle(
+        self: Arc<Self>,
+        request: Request<Body>,
+    ) -> streamgate_core::BoxFuture<'static, Response<Body>> {
+        if let Some(response) = self.preflight(&request) {
+            return Box::pin(std::future::ready(response));
+        }
+        if let Err(rejection) = self.check_csrf(&request) {
+            return Box::pin(std::future::ready(rejection.into_response()));
+        }
+        let cors = self.cors_headers(&request);
+        let response = self.dispatch(request);
+        if cors.is_empty() {
+            return response;
+        }
+        Box::pin(async move {
+            let mut response = response.await;
+            let headers = response.headers_mut();
+            for (name, value) in cors {
+                headers.append(name, value);
+            }
+            response
+        })
+    }
+
+    /// `OPTIONS` with `Origin` and `Access-Control-Request-Method`: `204` with the CORS
+    /// headers for an origin in `http.cors_origins`, else `403` `cors_not_allowed`.
+    fn preflight<B>(&self, request: &Request<B>) -> Option<Response<Body>> {
+        if request.method() != Method::OPTIONS || !cors_applies(request) {
+            return None;
+        }
+        let origin = request.headers().get(header::ORIGIN)?.to_str().ok()?;
+        let method = request
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)?
+            .to_str()
+            .ok()?;
+        Some(match self.cors.preflight(origin, method) {
+            Preflight::Allowed(headers) => {
+                let mut response = Response::new(streamgate_core::full_body(Bytes::new()));
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                response.headers_mut().extend(headers);
+                response
+            }
+            Preflight::Refused(reason) => {
+                Rejection::new(StatusCode::FORBIDDEN, "cors_not_allowed", reason).into_response()
+            }
+        })
+    }
+
+    /// The CORS headers for the response to `request` (none without `Origin`, or for an
+    /// origin the allow-list does not name).
+    fn cors_headers<B>(&self, request: &Request<B>) -> Vec<(HeaderName, HeaderValue)> {
+        if !self.cors.is_enabled() || !cors_applies(request) {
+            return Vec::new();
+        }
+        request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|origin| origin.to_str().ok())
+            .map(|origin| self.cors.response_headers(origin))
+            .unwrap_or_default()
+    }
+
+    /// With `[auth]` on, a `POST` whose token is the cookie (which the browser attaches
+    /// whichever site made the request) must come from the gateway's own origin or one
+    /// listed in `http.cors_origins` or `ws.origins.allow` (docs/PROTOCOL.md §8): `403`
+    /// `csrf` otherwise.
+    fn check_csrf<B>(&self, request: &Request<B>) -> Result<(), Rejection> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        if request.method() != Method::POST {
+            return Ok(());
+        }
+        let source =
+            credential_from_request(request.headers(), request.uri().query(), auth.cookie_name())
+                .map(|(_, source)| source);
+        if source != Some(TokenSource::Cookie) {
+            return Ok(());
+        }
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let scheme = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(ConnectionInfo::scheme)
+            .or(request.uri().scheme_str())
+            .unwrap_or("http");
+        let host = header(header::HOST).or(request.uri().authority().map(|a| a.as_str()));
+        check_cookie_request(
+            CsrfRequest {
+                origin: header(header::ORIGIN),
+                sec_fetch_site: header(HeaderName::from_static("sec-fetch-site")),
+                scheme,
+                host,
+            },
+            &self.csrf_trusted,
+        )
+        .map_err(|reason| Rejection::new(StatusCode::FORBIDDEN, "csrf", reason))
+    }
+
+    /// Hands the request to its transport or to the gateway's own routes.
+    fn dispatch(
         self: Arc<Self>,
         request: Request<Body>,
     ) -> streamgate_core::BoxFuture<'static, Response<Body>> {
@@ -467,11 +593,18 @@ impl App {
     }
 }
 
+/// Whether the CORS rules concern this request: not a WebSocket upgrade (no CORS there; the
+/// handshake checks `Origin` itself) and not the lab.
+fn cors_applies<B>(request: &Request<B>) -> bool {
+    let path = request.uri().path();
+    !(path == "/lab" || path.starts_with("/lab/") || path == "/ws" || path.starts_with("/ws/"))
+}
+
 fn enabled_transports(config: &GatewayConfig) -> Vec<Arc<dyn HttpTransport>> {
     let _ = config;
     vec![
         #[cfg(feature = "ws")]
-        Arc::new(ws::WsTransport::new(config.ws.clone())),
+        Arc::new(ws::WsTransport::new(config.ws.clone()).with_lab(config.lab_decision().on)),
         #[cfg(feature = "longpoll")]
         Arc::new(longpoll::LongPollTransport::new(config.longpoll.clone())),
         #[cfg(feature = "sse")]

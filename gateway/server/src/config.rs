@@ -17,6 +17,8 @@ use streamgate_core::{ContentType, HistoryConfig, MemoryBusConfig, Topic};
 pub struct GatewayConfig {
     /// HTTP listener settings.
     pub server: ServerConfig,
+    /// What the HTTP routes tell browsers: the CORS allow-list.
+    pub http: HttpConfig,
     /// The HTTPS listener (HTTP/2 and HTTP/1.1).
     pub tls: TlsConfig,
     /// Event bus settings.
@@ -149,6 +151,34 @@ impl Default for ServerConfig {
             lean_http1: true,
             write_timeout: Duration::from_secs(4),
             tcp_nodelay: true,
+        }
+    }
+}
+
+/// Browser-facing rules of the HTTP routes (`/sse`, `/poll`, `/publish/*`, `/wt/cert-hash`,
+/// `/healthz`, `/topics`, `/metrics`; not the WebSocket upgrades, which `[ws.origins]`
+/// governs, nor the lab).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Origins whose pages may read the gateway's HTTP responses (CORS): exact origins as
+    /// browsers send them (`https://app.example.com`, answered with
+    /// `Access-Control-Allow-Credentials: true`, so their pages may send the token cookie,
+    /// and trusted by the cookie CSRF rule), and/or `"*"` (any page, never with credentials).
+    /// Preflight `OPTIONS` requests are answered `204` for these, `403` `cors_not_allowed`
+    /// for others. Default: empty, no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    /// How long a browser may cache a preflight's answer (`Access-Control-Max-Age`), in
+    /// seconds. Default: 600.
+    pub cors_max_age: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            cors_origins: Vec::new(),
+            cors_max_age: 600,
         }
     }
 }
@@ -761,6 +791,17 @@ impl GatewayConfig {
         if let Err(message) = self.auth.validate() {
             return fail(message);
         }
+        if let Err(message) = streamgate_proto::CorsPolicy::validate(&self.http.cors_origins) {
+            return fail(format!("http.cors_origins: {message}"));
+        }
+        #[cfg(feature = "webtransport")]
+        if let Some(url) = &self.webtransport.public_url {
+            if !url.starts_with("https://") {
+                return fail(format!(
+                    "webtransport.public_url must be an https:// URL, got {url:?}"
+                ));
+            }
+        }
         if !(self.demo.rate.is_finite() && self.demo.rate > 0.0 && self.demo.rate <= 100_000.0) {
             return fail(format!(
                 "demo.rate must be above 0 and at most 100000 events/s, got {}",
@@ -827,6 +868,28 @@ mod tests {
     #[test]
     fn empty_file_is_the_default() {
         assert_eq!(parse("").unwrap(), GatewayConfig::default());
+    }
+
+    #[test]
+    fn echo_cors_and_public_url_settings() {
+        use ws::EchoMode;
+        assert_eq!(GatewayConfig::default().ws.echo, EchoMode::Lab);
+        for (text, mode) in [
+            ("echo = \"lab\"", EchoMode::Lab),
+            ("echo = true", EchoMode::On),
+            ("echo = false", EchoMode::Off),
+        ] {
+            assert_eq!(parse(&format!("[ws]\n{text}")).unwrap().ws.echo, mode);
+        }
+        let err = parse("[ws]\necho = \"yes\"").unwrap_err();
+        assert!(err.contains("ws.echo"), "{err}");
+        let config = parse("[http]\ncors_origins = [\"*\", \"https://app.example\"]").unwrap();
+        assert_eq!(config.http.cors_origins.len(), 2);
+        let err = parse("[http]\ncors_origins = [\"https://app.example/\"]").unwrap_err();
+        assert!(err.contains("http.cors_origins"), "{err}");
+        let err = parse("[webtransport]\npublic_url = \"wt.example:4433\"").unwrap_err();
+        assert!(err.contains("public_url"), "{err}");
+        assert!(parse("[webtransport]\npublic_url = \"https://wt.example:4433/wt\"").is_ok());
     }
 
     #[test]

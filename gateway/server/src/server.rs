@@ -223,6 +223,7 @@ impl Gateway {
             let info = ConnectionInfo {
                 peer,
                 conn_id: next_conn_id,
+                tls: tls.is_some(),
             };
             let span =
                 tracing::debug_span!("conn", conn_id = next_conn_id, %peer, tls = tls.is_some());

@@ -15,6 +15,11 @@ pub struct WtConfig {
     pub enabled: bool,
     /// UDP address of the HTTP/3 endpoint. Default: `127.0.0.1:4433`.
     pub listen: SocketAddr,
+    /// The session URL `/wt/cert-hash` reports to pages (`https://wt.example.com:4433/wt`),
+    /// for a gateway behind NAT or a UDP load balancer, where the bound address is not the
+    /// one clients reach. Default: none, `https://<bound address>/wt` (`127.0.0.1` for an
+    /// unspecified address).
+    pub public_url: Option<String>,
     /// Most simultaneous sessions; a session over it is closed at once with code 1013.
     /// Default: 10 000.
     pub max_sessions: usize,
@@ -58,6 +63,7 @@ impl Default for WtConfig {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            public_url: None,
             max_sessions: 10_000,
             max_sessions_per_ip: 256,
             max_streams_per_session: 16,

@@ -94,7 +94,7 @@ impl CertHashHandle {
         state.generation += 1;
     }
 
-    /// The session URL, `https://<bound address>/wt`.
+    /// The session URL: `webtransport.public_url`, else `https://<bound address>/wt`.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -227,7 +227,13 @@ impl WtServer {
             ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             ip => ip,
         };
-        let url = SocketAddr::new(host, local_addr.port());
+        let url: Arc<str> = match &config.public_url {
+            Some(public) => Arc::from(public.as_str()),
+            None => Arc::from(format!(
+                "https://{}/wt",
+                SocketAddr::new(host, local_addr.port())
+            )),
+        };
         Ok(Self {
             endpoint,
             config: Arc::new(config),
@@ -237,7 +243,7 @@ impl WtServer {
                     sha256: cert.sha256,
                     generation: 0,
                 })),
-                url: Arc::from(format!("https://{url}/wt").as_str()),
+                url,
                 self_signed: cert.regenerate.is_some(),
             },
             regenerate: cert.regenerate,

@@ -12,7 +12,14 @@ pub struct WsConfig {
     /// Largest message a client may send on `/ws`, in bytes; larger closes with 1009.
     /// Default: 64 KiB.
     pub max_message_size: usize,
-    /// Largest message on `/ws/echo`. Default: 16 MiB (the Autobahn 9.* cases need it).
+    /// Whether `/ws/echo` (a conformance endpoint that sends every message back) is served:
+    /// `"lab"` serves it only while the teaching lab (`[lab] enabled`) is on, `true` always,
+    /// `false` never (404). It answers with as many bytes as it is sent, so a public gateway
+    /// should not offer it. Default: `"lab"`.
+    pub echo: EchoMode,
+    /// Largest message on `/ws/echo`, inflated size for a compressed one; larger closes with
+    /// 1009. Autobahn's 9.* cases need 16 MiB and raise it in their own configuration.
+    /// Default: 64 KiB (as `max_message_size`).
     pub echo_max_message_size: usize,
     /// Silence after which the server pings. Default: 20 s.
     #[serde(with = "streamgate_proto::duration_secs")]
@@ -34,7 +41,8 @@ pub struct WsConfig {
     pub origins: OriginPolicy,
     /// Subprotocols offered, in order of preference. Default: `["streamgate.v1"]`.
     pub subprotocols: Vec<String>,
-    /// Client messages per second allowed on `/ws` (token bucket); over it closes with 1008.
+    /// Client messages per second allowed on `/ws` and `/ws/echo` (token bucket); over it
+    /// closes with 1008.
     /// Default: 50.
     pub message_rate: f64,
     /// Burst of client messages allowed. Default: 100.
@@ -61,6 +69,53 @@ pub struct WsConfig {
     pub compression: bool,
 }
 
+/// When `/ws/echo` is served (`ws.echo`): `"lab"`, `true` or `false` in the configuration.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "EchoSetting")]
+#[non_exhaustive]
+pub enum EchoMode {
+    /// Served while the lab is on (`"lab"`).
+    Lab,
+    /// Always served (`true`).
+    On,
+    /// Never served (`false`).
+    Off,
+}
+
+impl EchoMode {
+    /// Whether `/ws/echo` is served, given whether the lab is on.
+    pub fn enabled(self, lab_enabled: bool) -> bool {
+        match self {
+            Self::Lab => lab_enabled,
+            Self::On => true,
+            Self::Off => false,
+        }
+    }
+}
+
+/// What the configuration file may say for [`EchoMode`].
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EchoSetting {
+    Flag(bool),
+    Word(String),
+}
+
+impl TryFrom<EchoSetting> for EchoMode {
+    type Error = String;
+
+    fn try_from(setting: EchoSetting) -> Result<Self, String> {
+        match setting {
+            EchoSetting::Flag(true) => Ok(Self::On),
+            EchoSetting::Flag(false) => Ok(Self::Off),
+            EchoSetting::Word(word) if word == "lab" => Ok(Self::Lab),
+            EchoSetting::Word(word) => Err(format!(
+                "ws.echo must be \"lab\", true or false, got {word:?}"
+            )),
+        }
+    }
+}
+
 /// Which `Origin` headers are accepted on the upgrade request.
 ///
 /// Browsers always send `Origin` on a WebSocket handshake and, unlike `fetch`, WebSocket has
@@ -72,7 +127,8 @@ pub struct OriginPolicy {
     /// Extra origins allowed besides the gateway's own, exactly as browsers send them
     /// (`https://app.example.com`); `"*"` allows every origin. Default: none.
     pub allow: Vec<String>,
-    /// Accept requests whose `Origin` is the gateway's own (same host and port). Default: true.
+    /// Accept requests whose `Origin` is the gateway's own: the same scheme (`https` on the
+    /// TLS listener, `http` on the plain one), host and port. Default: true.
     pub allow_same_origin: bool,
     /// Accept requests without `Origin` (non-browser clients). Default: true.
     pub allow_missing: bool,
@@ -92,7 +148,8 @@ impl Default for WsConfig {
     fn default() -> Self {
         Self {
             max_message_size: 64 * 1024,
-            echo_max_message_size: 16 * 1024 * 1024,
+            echo: EchoMode::Lab,
+            echo_max_message_size: 64 * 1024,
             ping_interval: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(20),
             close_timeout: Duration::from_secs(5),

@@ -7,6 +7,7 @@
 use base64::Engine;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use streamgate_core::header_has_token;
+use streamgate_proto::{is_listed, is_same_origin, Origin};
 
 use crate::config::OriginPolicy;
 
@@ -46,10 +47,13 @@ pub struct Accepted {
 /// # Errors
 /// A [`HandshakeRejection`]: 405 for a method other than GET, 400 for a missing or malformed
 /// `Upgrade`, `Connection` or `Sec-WebSocket-Key`, 426 (with `Sec-WebSocket-Version: 13`) for
-/// another protocol version, 403 for an `Origin` the policy refuses.
+/// another protocol version, 403 for an `Origin` the policy refuses. `scheme` is the one the
+/// request came in on (`https` on a TLS connection, else `http`): the gateway's own origin is
+/// that scheme with the `Host` header.
 pub fn check(
     method: &Method,
     headers: &HeaderMap,
+    scheme: &str,
     origins: &OriginPolicy,
     subprotocols: &[String],
 ) -> Result<Accepted, HandshakeRejection> {
@@ -121,13 +125,17 @@ pub fn check(
             "Sec-WebSocket-Key must be 16 bytes in base64",
         ));
     }
-    check_origin(headers, origins)?;
+    check_origin(headers, scheme, origins)?;
     Ok(Accepted {
         subprotocol: choose_subprotocol(headers, subprotocols),
     })
 }
 
-fn check_origin(headers: &HeaderMap, policy: &OriginPolicy) -> Result<(), HandshakeRejection> {
+fn check_origin(
+    headers: &HeaderMap,
+    scheme: &str,
+    policy: &OriginPolicy,
+) -> Result<(), HandshakeRejection> {
     let forbidden = |reason: String| {
         Err(HandshakeRejection::new(
             StatusCode::FORBIDDEN,
@@ -143,11 +151,7 @@ fn check_origin(headers: &HeaderMap, policy: &OriginPolicy) -> Result<(), Handsh
         };
     };
     let origin = origin.to_str().unwrap_or("");
-    if policy
-        .allow
-        .iter()
-        .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
-    {
+    if policy.allow.iter().any(|allowed| allowed == "*") || is_listed(origin, &policy.allow) {
         return Ok(());
     }
     if policy.allow_same_origin {
@@ -155,9 +159,13 @@ fn check_origin(headers: &HeaderMap, policy: &OriginPolicy) -> Result<(), Handsh
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
-        let origin_authority = origin.split_once("://").map_or("", |(_, rest)| rest);
-        if !host.is_empty() && origin_authority.eq_ignore_ascii_case(host) {
+        if is_same_origin(origin, scheme, host) {
             return Ok(());
+        }
+        if Origin::parse(origin).is_some() && Origin::of_request(scheme, host).is_some() {
+            return forbidden(format!(
+                "origin {origin:?} is not this gateway's ({scheme}://{host}) nor allowed"
+            ));
         }
     }
     forbidden(format!("origin {origin:?} is not allowed"))
@@ -207,9 +215,14 @@ mod tests {
     }
 
     fn status(extra: &[(&str, &str)], policy: &OriginPolicy) -> u16 {
+        status_on("http", extra, policy)
+    }
+
+    fn status_on(scheme: &str, extra: &[(&str, &str)], policy: &OriginPolicy) -> u16 {
         match check(
             &Method::GET,
             &request(extra),
+            scheme,
             policy,
             &["streamgate.v1".to_owned()],
         ) {
@@ -238,6 +251,7 @@ mod tests {
         let err = check(
             &Method::GET,
             &request(&[("sec-websocket-version", "8")]),
+            "http",
             &OriginPolicy::default(),
             &[],
         )
@@ -254,7 +268,14 @@ mod tests {
 
     #[test]
     fn post_is_405() {
-        let err = check(&Method::POST, &request(&[]), &OriginPolicy::default(), &[]).unwrap_err();
+        let err = check(
+            &Method::POST,
+            &request(&[]),
+            "http",
+            &OriginPolicy::default(),
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(err.status, StatusCode::METHOD_NOT_ALLOWED);
     }
 
@@ -266,9 +287,30 @@ mod tests {
             101
         );
         assert_eq!(
-            status(&[("origin", "https://GW.example:8080")], &default),
+            status_on("https", &[("origin", "https://GW.example:8080")], &default),
             101
         );
+        // Scheme-exact: the same host and port over the other scheme is another origin.
+        assert_eq!(
+            status(&[("origin", "https://gw.example:8080")], &default),
+            403
+        );
+        assert_eq!(
+            status_on("https", &[("origin", "http://gw.example:8080")], &default),
+            403
+        );
+        // Default ports: `https://gw.example` is `gw.example:443` over TLS.
+        let on_443 = |origin: &str| {
+            status_on(
+                "https",
+                &[("host", "gw.example"), ("origin", origin)],
+                &default,
+            )
+        };
+        assert_eq!(on_443("https://gw.example"), 101);
+        assert_eq!(on_443("https://gw.example:443"), 101);
+        assert_eq!(on_443("http://gw.example"), 403);
+        assert_eq!(on_443("https://gw.example:8443"), 403);
         assert_eq!(status(&[("origin", "https://evil.example")], &default), 403);
         assert_eq!(status(&[("origin", "null")], &default), 403);
         let listed = OriginPolicy {
@@ -300,6 +342,7 @@ mod tests {
             check(
                 &Method::GET,
                 &request(&[("sec-websocket-protocol", offer)]),
+                "http",
                 &OriginPolicy::default(),
                 &ours,
             )

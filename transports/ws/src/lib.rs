@@ -6,7 +6,9 @@
 //!   may also `subscribe`, `unsubscribe` and `publish` with JSON messages
 //!   (`docs/PROTOCOL.md` §3.2). Text frames carry JSON envelopes; `binary` events, and every
 //!   event when the client asked for `envelope=binary`, go out as binary frames.
-//! - `GET /ws/echo` echoes every message: the conformance (Autobahn) and lab endpoint.
+//! - `GET /ws/echo` echoes every message: the conformance (Autobahn) and lab endpoint, served
+//!   only when `ws.echo` allows it (by default while the lab is on), under the same message
+//!   rate as `/ws` and, with `[auth]` on, only to a client with a token.
 //!
 //! The handshake is checked before upgrading ([`handshake`]), so a refused client gets an
 //! HTTP status with a reason instead of a WebSocket that closes at once. After the upgrade,
@@ -37,6 +39,6 @@ mod tap;
 mod transport;
 
 pub use close::close_for_error;
-pub use config::{OriginPolicy, WsConfig};
+pub use config::{EchoMode, OriginPolicy, WsConfig};
 pub use tap::TapIo;
 pub use transport::WsTransport;

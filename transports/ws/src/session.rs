@@ -338,6 +338,11 @@ where
             }
             // Pings are answered by tungstenite; pongs (solicited or not) only prove life.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => self.flush().await,
+            // Every data message counts, echoed or not: an echo costs as much as it carries.
+            Message::Text(_) | Message::Binary(_) if !self.rate.try_take(now) => Err(End::Close(
+                CloseCode::Policy,
+                format!("over the limit of {} messages/s", self.config.message_rate),
+            )),
             Message::Text(t) if self.echo => {
                 let reply = if self.compresses() {
                     maybe_compressed(Bytes::from(t), Data::Text)
@@ -358,15 +363,7 @@ where
                 CloseCode::Unsupported,
                 "binary messages are not accepted on /ws; send JSON text".to_owned(),
             )),
-            Message::Text(t) => {
-                if !self.rate.try_take(now) {
-                    return Err(End::Close(
-                        CloseCode::Policy,
-                        format!("over the limit of {} messages/s", self.config.message_rate),
-                    ));
-                }
-                self.on_client_message(t.as_str()).await
-            }
+            Message::Text(t) => self.on_client_message(t.as_str()).await,
         }
     }
 

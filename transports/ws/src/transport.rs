@@ -27,16 +27,27 @@ use crate::tap::TapIo;
 pub struct WsTransport {
     config: Arc<WsConfig>,
     metrics: TransportMetrics,
+    /// Whether `/ws/echo` is served (`ws.echo`, resolved against the lab).
+    echo: bool,
 }
 
 impl WsTransport {
     /// A transport with these settings (its metric handles come from the recorder installed
-    /// now, if any).
+    /// now, if any). `/ws/echo` is served when `ws.echo` is `true`; for `"lab"`, see
+    /// [`WsTransport::with_lab`].
     pub fn new(config: WsConfig) -> Self {
         Self {
+            echo: config.echo.enabled(false),
             config: Arc::new(config),
             metrics: TransportMetrics::new("ws"),
         }
+    }
+
+    /// Tells the transport whether the gateway's lab is on, which `ws.echo = "lab"` follows.
+    #[must_use]
+    pub fn with_lab(mut self, lab_enabled: bool) -> Self {
+        self.echo = self.config.echo.enabled(lab_enabled);
+        self
     }
 }
 
@@ -54,6 +65,13 @@ impl HttpTransport for WsTransport {
         request: Request<Body>,
         context: TransportContext,
     ) -> BoxFuture<'static, Response<Body>> {
+        if request.uri().path() == "/ws/echo" && !self.echo {
+            return Box::pin(std::future::ready(error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "/ws/echo is off (ws.echo: \"lab\" serves it only while the lab is on)",
+            )));
+        }
         Box::pin(handle(
             Arc::clone(&self.config),
             self.metrics.clone(),
@@ -111,9 +129,18 @@ async fn handle(
     context: TransportContext,
 ) -> Response<Body> {
     let echo = request.uri().path() == "/ws/echo";
+    // The scheme the gateway saw the request arrive on; a request handed in by an embedder
+    // without connection facts is taken at its word.
+    let scheme = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(ConnectionInfo::scheme)
+        .or(request.uri().scheme_str())
+        .unwrap_or("http");
     let accepted = match handshake::check(
         request.method(),
         request.headers(),
+        scheme,
         &config.origins,
         &config.subprotocols,
     ) {
@@ -125,6 +152,13 @@ async fn handle(
         Err(e) => return e.to_response(),
     };
     let mode = if echo {
+        // `[auth]`: echo costs the gateway as much as the client sends, so only a client with
+        // a valid token gets it (no topics to check).
+        if let Some(auth) = &context.auth {
+            if let Err(e) = auth.authenticate(request.headers(), request.uri().query()) {
+                return e.to_response();
+            }
+        }
         Mode::Echo
     } else {
         let query = match SubscribeQuery::parse(request.uri().query()) {

@@ -43,9 +43,12 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     }
 }
 
-/// A configuration without the demo source, so only the test publishes.
+/// A configuration without the demo source, so only the test publishes, and with `/ws/echo`
+/// on whether or not the lab is.
 pub fn quiet() -> GatewayConfig {
-    TestGateway::quiet_config()
+    let mut config = TestGateway::quiet_config();
+    config.ws.echo = streamgate_transport_ws::EchoMode::On;
+    config
 }
 
 pub async fn start(config: GatewayConfig) -> TestGateway {
