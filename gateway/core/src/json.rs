@@ -15,8 +15,8 @@
 //! duplicate names silently, its own recursion limit (128) is fixed, and its errors give a
 //! line and column rather than a byte offset. The small crates that do check I-JSON build a
 //! tree (an allocation per value) and are not widely used. This scanner runs once over the
-//! bytes, with the container stack in one `u64`, and allocates only for member names (one
-//! reused buffer, and one hash set per payload that holds objects). The fuzz target
+//! bytes, with the container stack in one `u64`; member names are compared in place (a list
+//! of offsets), and hashed only in objects with more than 16 of them. The fuzz target
 //! `fuzz/fuzz_targets/json_validate.rs` checks it against `serde_json`.
 
 use std::collections::hash_map::{Entry, HashMap};
@@ -106,11 +106,13 @@ struct Scanner<'a> {
 }
 
 /// Open containers, innermost last: bit `i` of `kinds` is set when level `i` is an object.
-/// `objects[i]` numbers the object at level `i`, so member names are only compared within it.
+/// `objects[i]` numbers the object at level `i` and `first_names[i]` is where its names start
+/// in [`MemberNames::open`], so member names are only compared within one object.
 struct Stack {
     depth: usize,
     kinds: u64,
     objects: [u32; MAX_JSON_DEPTH],
+    first_names: [usize; MAX_JSON_DEPTH],
 }
 
 const _: () = assert!(MAX_JSON_DEPTH <= u64::BITS as usize);
@@ -118,6 +120,14 @@ const _: () = assert!(MAX_JSON_DEPTH <= u64::BITS as usize);
 impl Stack {
     fn innermost_is_object(&self) -> bool {
         self.kinds & (1 << (self.depth - 1)) != 0
+    }
+
+    /// The innermost object: its number and where its names start.
+    fn object(&self) -> (u32, usize) {
+        (
+            self.objects[self.depth - 1],
+            self.first_names[self.depth - 1],
+        )
     }
 }
 
@@ -137,6 +147,7 @@ impl Scanner<'_> {
             depth: 0,
             kinds: 0,
             objects: [0; MAX_JSON_DEPTH],
+            first_names: [0; MAX_JSON_DEPTH],
         };
         let mut next_object = 0u32;
         'value: loop {
@@ -152,6 +163,7 @@ impl Scanner<'_> {
                     if is_object {
                         stack.kinds |= 1 << stack.depth;
                         stack.objects[stack.depth] = next_object;
+                        stack.first_names[stack.depth] = self.names.open.len();
                         next_object = next_object.wrapping_add(1);
                     } else {
                         stack.kinds &= !(1 << stack.depth);
@@ -164,12 +176,14 @@ impl Scanner<'_> {
                         stack.depth -= 1;
                     } else {
                         if is_object {
-                            self.member_name(stack.objects[stack.depth - 1])?;
+                            self.member_name(stack.object())?;
                         }
                         continue 'value;
                     }
                 }
-                Some(b'"') => self.string(None)?,
+                Some(b'"') => {
+                    self.string(None)?;
+                }
                 Some(b'-' | b'0'..=b'9') => self.number()?,
                 Some(b't') => self.literal("true")?,
                 Some(b'f') => self.literal("false")?,
@@ -200,12 +214,15 @@ impl Scanner<'_> {
                         self.pos += 1;
                         if in_object {
                             self.skip_whitespace();
-                            self.member_name(stack.objects[stack.depth - 1])?;
+                            self.member_name(stack.object())?;
                         }
                         continue 'value;
                     }
                     Some(b) if b == close => {
                         self.pos += 1;
+                        if in_object {
+                            self.names.open.truncate(stack.object().1);
+                        }
                         stack.depth -= 1;
                     }
                     _ => return fail(JsonRule::Syntax(expected), self.pos),
@@ -214,18 +231,20 @@ impl Scanner<'_> {
         }
     }
 
-    /// A member name and its `:`, checked against the other names of object `object`.
-    fn member_name(&mut self, object: u32) -> Result<(), JsonError> {
+    /// A member name and its `:`, checked against the other names of `object` (its number
+    /// and where its names start).
+    fn member_name(&mut self, object: (u32, usize)) -> Result<(), JsonError> {
         let start = self.pos;
         if self.peek() != Some(b'"') {
             return fail(JsonRule::Syntax("expected a member name"), start);
         }
-        let mut name = std::mem::take(&mut self.names.current);
-        name.clear();
-        let scanned = self.string(Some(&mut name));
-        self.names.current = name;
-        scanned?;
-        if self.names.is_repeated(self.text, object, start) {
+        let escaped = self.string(None)?;
+        let name = Name {
+            start,
+            end: self.pos,
+            escaped,
+        };
+        if self.names.is_repeated(self.text, object, name) {
             return fail(JsonRule::DuplicateName, start);
         }
         self.skip_whitespace();
@@ -302,17 +321,17 @@ impl Scanner<'_> {
     ///
     /// A noncharacter is reported only once the string is known to be well formed, so the
     /// first error found is the one a strict parser would report first.
-    fn string(&mut self, mut decoded: Option<&mut String>) -> Result<(), JsonError> {
+    /// Says whether the string holds an escape (if not, its bytes are its text).
+    fn string(&mut self, mut decoded: Option<&mut String>) -> Result<bool, JsonError> {
         self.pos += 1;
         let mut noncharacter = None;
+        let mut escaped = false;
         loop {
             let run = self.pos;
-            while let Some(b) = self.peek() {
-                if b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b) {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.pos += self.bytes[run..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
+                .unwrap_or(self.bytes.len() - run);
             if let Some(out) = decoded.as_deref_mut() {
                 out.push_str(&self.text[run..self.pos]);
             }
@@ -323,10 +342,13 @@ impl Scanner<'_> {
                     self.pos += 1;
                     return match noncharacter {
                         Some((c, offset)) => fail(JsonRule::Noncharacter(c), offset),
-                        None => Ok(()),
+                        None => Ok(escaped),
                     };
                 }
-                Some(b'\\') => self.escape()?,
+                Some(b'\\') => {
+                    escaped = true;
+                    self.escape()?
+                }
                 Some(b) if b < 0x20 => {
                     return fail(
                         JsonRule::Syntax("control character in a string must be escaped"),
@@ -423,46 +445,105 @@ fn is_noncharacter(c: char) -> bool {
     (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
 }
 
-/// The member names seen so far, by object, as keyed hashes of their unescaped text.
+/// A member name: offsets of its opening quote and just past its closing quote.
+#[derive(Clone, Copy)]
+struct Name {
+    start: usize,
+    end: usize,
+    escaped: bool,
+}
+
+/// Names of one object are compared one by one while it has up to this many: no hashing and,
+/// for names without escapes (nearly all), no copying either.
+const NAMES_COMPARED_IN_TURN: usize = 16;
+
+/// The member names of the open objects.
 ///
-/// The hash is keyed per process ([`RandomState`]), so a sender cannot craft names that
-/// collide on purpose; two names with the same hash are still compared in full before a
-/// payload is refused.
+/// Past [`NAMES_COMPARED_IN_TURN`] names, an object's names go into a set of keyed hashes of
+/// their unescaped text. The hash is keyed per process ([`RandomState`]), so a sender cannot
+/// craft names that collide on purpose; two names with the same hash are still compared in
+/// full before a payload is refused.
 #[derive(Default)]
 struct MemberNames {
     hasher: RandomState,
-    /// (object number, name hash) → offset of the first name with that hash.
-    seen: HashMap<(u32, u64), usize>,
+    /// Names of the open objects that have at most `NAMES_COMPARED_IN_TURN`, innermost last.
+    open: Vec<Name>,
+    /// (object number, name hash) → the first name with that hash, for larger objects.
+    hashed: HashMap<(u32, u64), Name>,
+    /// Unescaped text of names that have escapes, when they must be compared or hashed.
     current: String,
     earlier: String,
 }
 
 impl MemberNames {
-    /// Records the name just decoded into `current` (which starts at `offset` in `text`),
-    /// or says it repeats an earlier name of the same object.
-    fn is_repeated(&mut self, text: &str, object: u32, offset: usize) -> bool {
-        let hash = self.hasher.hash_one(self.current.as_str());
-        match self.seen.entry((object, hash)) {
+    /// Records `name` as a name of `object` (its number and where its names start in
+    /// `open`), or says it repeats an earlier name of the same object.
+    fn is_repeated(&mut self, text: &str, (object, first): (u32, usize), name: Name) -> bool {
+        if self.open.len() - first < NAMES_COMPARED_IN_TURN {
+            for i in first..self.open.len() {
+                if self.same(text, self.open[i], name) {
+                    return true;
+                }
+            }
+            self.open.push(name);
+            if self.open.len() - first == NAMES_COMPARED_IN_TURN {
+                for i in first..self.open.len() {
+                    let earlier = self.open[i];
+                    let hash = self.hash(text, earlier);
+                    self.hashed.entry((object, hash)).or_insert(earlier);
+                }
+            }
+            return false;
+        }
+        let hash = self.hash(text, name);
+        match self.hashed.entry((object, hash)) {
             Entry::Vacant(slot) => {
-                slot.insert(offset);
+                slot.insert(name);
                 false
             }
             Entry::Occupied(first) => {
-                let mut earlier = std::mem::take(&mut self.earlier);
-                earlier.clear();
-                let mut rescan = Scanner {
-                    text,
-                    bytes: text.as_bytes(),
-                    pos: *first.get(),
-                    names: MemberNames::default(),
-                };
-                // The earlier name was scanned once already, so this cannot fail.
-                let repeated = rescan.string(Some(&mut earlier)).is_ok() && earlier == self.current;
-                self.earlier = earlier;
-                repeated
+                let earlier = *first.get();
+                self.same(text, earlier, name)
             }
         }
     }
+
+    fn same(&mut self, text: &str, a: Name, b: Name) -> bool {
+        if !a.escaped && !b.escaped {
+            return text[a.start..a.end] == text[b.start..b.end];
+        }
+        let mut current = std::mem::take(&mut self.current);
+        let mut earlier = std::mem::take(&mut self.earlier);
+        unescape(text, a, &mut earlier);
+        unescape(text, b, &mut current);
+        let same = earlier == current;
+        self.current = current;
+        self.earlier = earlier;
+        same
+    }
+
+    fn hash(&mut self, text: &str, name: Name) -> u64 {
+        if !name.escaped {
+            return self.hasher.hash_one(&text[name.start + 1..name.end - 1]);
+        }
+        let mut current = std::mem::take(&mut self.current);
+        unescape(text, name, &mut current);
+        let hash = self.hasher.hash_one(current.as_str());
+        self.current = current;
+        hash
+    }
+}
+
+/// The text of a name already scanned once (so this cannot fail), into `out`.
+fn unescape(text: &str, name: Name, out: &mut String) {
+    out.clear();
+    let mut rescan = Scanner {
+        text,
+        bytes: text.as_bytes(),
+        pos: name.start,
+        names: MemberNames::default(),
+    };
+    let _ = rescan.string(Some(out));
 }
 
 #[cfg(test)]
@@ -556,6 +637,33 @@ mod tests {
         // At depth, in an object that follows another with the same names.
         let deep = r#"[{"k":{"x":1}},{"k":{"x":1,"y":2,"x":3}}]"#;
         assert_eq!(rule(deep), Some((JsonRule::DuplicateName, 33)));
+        // Past 16 names an object's names are hashed: the same rules hold there.
+        let many: Vec<String> = (0..40).map(|i| format!(r#""n{i}":{{"n{i}":0}}"#)).collect();
+        let many = many.join(",");
+        assert_eq!(validate_json(&format!("{{{many}}}")), Ok(()));
+        for repeat in ["n3", "n\\u0033", "n39", "n20"] {
+            let text = format!(r#"{{{many},"{repeat}":1}}"#);
+            let offset = text.len() - repeat.len() - 5;
+            assert_eq!(
+                rule(&text),
+                Some((JsonRule::DuplicateName, offset)),
+                "{repeat}"
+            );
+        }
+        let escaped_first = format!(r#"{{"n\u0031\u0037":0,{many}}}"#);
+        assert!(matches!(
+            rule(&escaped_first),
+            Some((JsonRule::DuplicateName, _))
+        ));
+        // A nested object's names do not count as its parent's.
+        assert_eq!(
+            validate_json(r#"{"a":{"b":1,"c":2},"b":{"a":1},"c":3}"#),
+            Ok(())
+        );
+        assert_eq!(
+            rule(r#"{"a":{"b":1,"c":2},"b":{"a":1},"a":3}"#),
+            Some((JsonRule::DuplicateName, 31))
+        );
         // The same name in sibling or nested objects is fine.
         assert_eq!(validate_json(r#"{"a":{"a":{"a":1}},"b":{"a":2}}"#), Ok(()));
     }

@@ -54,6 +54,7 @@ async fn poisoned_json_is_refused_on_every_publish_path() {
         assert_eq!(error["code"], "invalid_payload", "POST /publish, {what}");
         let text = error["reason"].as_str().unwrap();
         assert!(text.contains(reason), "POST /publish, {what}: {text}");
+        println!("abuse[poisoned JSON]: POST /publish {what}: 400 invalid_payload: {text}");
 
         let header = attacker
             .request(
@@ -87,7 +88,7 @@ async fn poisoned_json_is_refused_on_every_publish_path() {
         assert_eq!(reply["code"], "invalid_payload", "WebSocket, {what}");
         let text = reply["reason"].as_str().unwrap();
         assert!(text.contains(reason), "WebSocket, {what}: {text}");
-        println!("abuse[poisoned JSON]: {what} refused on every path: {text}");
+        println!("abuse[poisoned JSON]: WebSocket publish {what}: invalid_payload: {text}");
     }
 
     // Undeclared, the same bytes are not JSON to the gateway: they are published as text,
@@ -128,5 +129,7 @@ async fn poisoned_json_is_refused_on_every_publish_path() {
     assert_eq!(envelopes[0]["data"], r#"{"s":"\ud800"}"#);
     assert_eq!(envelopes[1]["content_type"], "json");
     assert_eq!(envelopes[1]["data"]["valid"], "after the attack");
+    let _ = socket.close(None).await;
+    drop(subscriber);
     gateway.shutdown().await;
 }
