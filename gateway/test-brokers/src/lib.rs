@@ -500,6 +500,11 @@ impl BrokerServer {
             })?),
             (_, port) => port,
         };
+        // The wrapper of a failed attempt at the per-binary server removed the directory.
+        std::fs::create_dir_all(&self.dir).map_err(|e| LaunchFailure {
+            message: format!("cannot create {}: {e}", self.dir.display()),
+            port_taken: false,
+        })?;
         let remove_after = self
             .directory_goes_with_process
             .then(|| self.dir.as_os_str().to_owned());
