@@ -26,7 +26,8 @@
 //! Every server runs under a small `sh` wrapper that holds the read end of a pipe whose write
 //! end only this process holds. Dropping the server closes it; so does the kernel when the
 //! test process exits or is killed, which is what stops the per-binary server (a `static` is
-//! never dropped) and removes its directory. No server outlives its test binary.
+//! never dropped) and a test's own one whose test was cut short, and removes their data
+//! directories. No server, and no data directory, outlives its test binary.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -56,28 +57,30 @@ const OUTPUT_LIMIT: usize = 64 * 1024;
 /// Directories searched after `PATH`.
 const SBIN_DIRECTORIES: [&str; 3] = ["/usr/sbin", "/usr/local/sbin", "/sbin"];
 
-/// Runs `"$@"` (the server) and SIGKILLs it when its standard input reaches end of file:
-/// when the test drops the server, or when the test process is gone. Then removes `$1`, if
-/// given. The server's output (both streams) goes to the wrapper's standard output, and only
-/// the server holds it: its end of file says the server exited.
+/// Runs `"$@"` (the server) and SIGKILLs it when a line or end of file arrives on its
+/// standard input. A line `keep` ([`BrokerServer::kill`]) keeps the data directory `$1` for
+/// a restart; end of file alone (the server dropped, or the test process gone, even killed)
+/// removes it once the server is gone. The server's output (both streams) goes to the
+/// wrapper's standard output, and only the server holds it: its end of file says the server
+/// exited.
 ///
 /// A background job of a non-interactive shell has its standard input replaced by /dev/null,
 /// so the watcher reads the pipe through a copy on descriptor 3. The shell's own output goes
 /// to /dev/null: once the test process is gone, a write to the pipe (the shell reports the
-/// killed job) would end the shell by SIGPIPE before it removes the directory.
+/// killed job) would end the shell by SIGPIPE before it removes the directory. A server that
+/// exits by itself leaves the wrapper waiting for that line or end of file all the same.
 const WRAPPER: &str = r#"
-remove_after=$1
+data=$1
 shift
 exec 2>&1 3<&0
 "$@" </dev/null 3<&- &
 server=$!
-{ read -r _ <&3; kill -KILL "$server"; } </dev/null >/dev/null 2>&1 &
+{ read -r order <&3; kill -KILL "$server"; [ "$order" = keep ]; } </dev/null >/dev/null 2>&1 &
 watcher=$!
 exec 3<&- >/dev/null 2>&1
 wait "$server"
 status=$?
-kill "$watcher" 2>/dev/null
-[ -z "$remove_after" ] || rm -rf "$remove_after"
+wait "$watcher" || rm -rf "$data"
 exit "$status"
 "#;
 
@@ -208,7 +211,7 @@ pub struct ServerBuilder {
     durable: bool,
     port: Option<u16>,
     program: Option<PathBuf>,
-    /// The per-binary server of [`shared_url`]: its directory goes when the process does.
+    /// The per-binary server of [`shared_url`] (for the messages).
     for_the_whole_binary: bool,
 }
 
@@ -274,7 +277,6 @@ impl ServerBuilder {
             dir,
             process: None,
             output: Arc::default(),
-            directory_goes_with_process: self.for_the_whole_binary,
         };
         let attempts = match (self.broker, self.port) {
             (BrokerKind::Redis, None) => PORT_ATTEMPTS,
@@ -379,7 +381,6 @@ pub struct BrokerServer {
     process: Option<ServerProcess>,
     /// Everything it printed, all runs together (the newest [`OUTPUT_LIMIT`] bytes).
     output: Arc<Mutex<String>>,
-    directory_goes_with_process: bool,
 }
 
 impl BrokerServer {
@@ -437,7 +438,7 @@ impl BrokerServer {
     /// and waits until it is gone. Nothing happens if it is not running.
     pub fn kill(&mut self) {
         if let Some(process) = self.process.take() {
-            process.stop();
+            process.stop(DataDirectory::Keep);
         }
     }
 
@@ -500,13 +501,15 @@ impl BrokerServer {
             })?),
             (_, port) => port,
         };
-        let remove_after = self
-            .directory_goes_with_process
-            .then(|| self.dir.as_os_str().to_owned());
+        // A failed attempt's wrapper removed it.
+        std::fs::create_dir_all(&self.dir).map_err(|e| LaunchFailure {
+            message: format!("cannot create {}: {e}", self.dir.display()),
+            port_taken: false,
+        })?;
         let (process, lines) = ServerProcess::spawn(
             &self.program,
             &self.arguments(port),
-            remove_after.unwrap_or_default(),
+            &self.dir,
             &self.output,
         )
         .map_err(|e| LaunchFailure {
@@ -525,7 +528,7 @@ impl BrokerServer {
                 Ok(())
             }
             Err(problem) => {
-                let status = process.stop();
+                let status = process.stop(DataDirectory::Remove);
                 let output = self.output();
                 let port_taken = output
                     .to_ascii_lowercase()
@@ -582,10 +585,11 @@ impl BrokerServer {
 
 impl Drop for BrokerServer {
     fn drop(&mut self) {
-        self.kill();
-        if !self.directory_goes_with_process {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(process) = self.process.take() {
+            process.stop(DataDirectory::Remove);
         }
+        // Also when the server was killed, and the wrapper told to keep it.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -653,8 +657,16 @@ fn answer_ping(broker: BrokerKind, port: u16) -> std::io::Result<()> {
 #[derive(Debug)]
 struct ServerProcess {
     shell: Child,
-    /// The pipe whose end of file tells the wrapper to kill the server.
+    /// The pipe whose line or end of file tells the wrapper to kill the server.
     lifeline: Option<ChildStdin>,
+}
+
+/// What the wrapper does with the data directory once it killed the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DataDirectory {
+    /// For a restart.
+    Keep,
+    Remove,
 }
 
 impl ServerProcess {
@@ -663,14 +675,14 @@ impl ServerProcess {
     fn spawn(
         program: &Path,
         arguments: &[OsString],
-        remove_after: OsString,
+        data_directory: &Path,
         output: &Arc<Mutex<String>>,
     ) -> std::io::Result<(Self, Receiver<String>)> {
         let mut shell = Command::new("sh")
             .arg("-c")
             .arg(WRAPPER)
             .arg("streamgate-test-broker")
-            .arg(remove_after)
+            .arg(data_directory)
             .arg(program)
             .args(arguments)
             .stdin(Stdio::piped())
@@ -690,9 +702,14 @@ impl ServerProcess {
         Ok((Self { shell, lifeline }, lines))
     }
 
-    /// Closes the lifeline, so the wrapper kills the server, and waits for both.
-    fn stop(mut self) -> Option<ExitStatus> {
-        drop(self.lifeline.take());
+    /// Has the wrapper kill the server, and waits for both.
+    fn stop(mut self, data: DataDirectory) -> Option<ExitStatus> {
+        if let Some(mut lifeline) = self.lifeline.take() {
+            if data == DataDirectory::Keep {
+                // If the write fails, the wrapper is gone already.
+                let _ = lifeline.write_all(b"keep\n");
+            }
+        }
         self.shell.wait().ok()
     }
 }
