@@ -342,7 +342,8 @@ impl RunningServer {
                 let config = format!(
                     "# Written by vs_nchan.\n\
                      [server]\nlisten = \"{addr}\"\nmax_connections = 50000\n\
-                     max_connections_per_ip = 0\npublish_rate = 0.0\nshutdown_grace = 1\n\
+                     max_connections_per_ip = 0\npublish_rate = 0.0\n\
+                     topic_create_rate = 0.0\nshutdown_grace = 1\n\
                      [tls]\nenabled = false\n\
                      [webtransport]\nenabled = false\n\
                      [demo]\nenabled = false\n\

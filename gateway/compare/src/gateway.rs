@@ -115,13 +115,18 @@ pub fn gateway_config_with_bus(
          listen = \"{http}\"\n\
          max_connections = {connections}\n\
          max_connections_per_ip = 0\n\
+         # Every publish comes from this one machine, at saturation in the throughput phase.\n\
+         publish_rate = 0.0\n\
+         topic_create_rate = 0.0\n\
          shutdown_grace = 2\n\
          \n\
          [bus]\n\
          subscriber_queue = {queue}\n\
          max_payload = {max_payload}\n\
          history_events = {history_events}\n\
-         history_bytes = {history_bytes}\n",
+         history_bytes = {history_bytes}\n\
+         # The run's events stay resumable, whatever their total size.\n\
+         history_memory = 0\n",
         http = endpoints.http,
         max_payload = (1 << 20).max(payload_bytes + 1024),
     );

@@ -15,9 +15,12 @@
 //!
 //! The binary is `REDIS_SERVER` / `NATS_SERVER` (a path) if set, else the first found on
 //! `PATH` or in /usr/sbin, /usr/local/sbin, /sbin (Debian installs nats-server in /usr/sbin,
-//! which a user's `PATH` may lack). When there is none, the test fails at once with a message
-//! naming the package to install and the variable to set instead: a test that cannot run
-//! fails, it is never skipped.
+//! which a user's `PATH` may lack). When there is none and the test runs as root on a machine
+//! with apt-get, the Debian packages `redis-server` and `nats-server` are installed first
+//! (once, whichever test binary gets there first; `STREAMGATE_TEST_INSTALL=0` turns that off),
+//! so the README's `cargo test --workspace` passes on a fresh Debian machine with only Rust.
+//! Otherwise the test fails at once with a message naming the package to install and the
+//! variable to set instead: a test that cannot run fails, it is never skipped.
 //!
 //! A server is up when it logs that it is ready (`Ready to accept connections`,
 //! `Server is ready`) and then answers a `PING` on its port: no fixed sleep, and at most
@@ -257,12 +260,21 @@ impl ServerBuilder {
     pub fn try_start(self) -> Result<BrokerServer, String> {
         let program = match self.program.clone() {
             Some(program) => program,
-            None => find_program(
-                self.broker,
-                std::env::var_os(self.broker.program_variable()),
-                std::env::var_os("PATH"),
-            )
-            .map_err(|missing| self.missing_message(&missing))?,
+            None => {
+                let find = || {
+                    find_program(
+                        self.broker,
+                        std::env::var_os(self.broker.program_variable()),
+                        std::env::var_os("PATH"),
+                    )
+                };
+                find()
+                    .or_else(|missing| {
+                        install_debian_packages().map_err(|why| format!("{missing} ({why})"))?;
+                        find()
+                    })
+                    .map_err(|missing| self.missing_message(&missing))?
+            }
         };
         if !program.is_file() {
             return Err(self.missing_message(&format!("{} is not a file", program.display())));
@@ -316,6 +328,79 @@ impl ServerBuilder {
             )
         }
     }
+}
+
+/// The Debian packages every broker test of the workspace needs.
+const DEBIAN_PACKAGES: [&str; 2] = ["redis-server", "nats-server"];
+
+/// Installs [`DEBIAN_PACKAGES`] with apt-get, so that `cargo test --workspace` passes on a
+/// fresh Debian machine with only Rust on it: done only as root, where apt-get exists, and
+/// unless `STREAMGATE_TEST_INSTALL=0`. Test binaries run in parallel, so one file lock
+/// serializes them and the first one installs; the others find the binaries afterwards.
+///
+/// # Errors
+/// Why nothing was installed, for the failure message.
+fn install_debian_packages() -> Result<(), String> {
+    if std::env::var_os("STREAMGATE_TEST_INSTALL").is_some_and(|value| value == "0") {
+        return Err("STREAMGATE_TEST_INSTALL=0: not installing it".to_owned());
+    }
+    let apt_get = Path::new("/usr/bin/apt-get");
+    if !apt_get.is_file() {
+        return Err("no apt-get to install it with".to_owned());
+    }
+    if !running_as_root() {
+        return Err("not root, so not installing it".to_owned());
+    }
+    let lock_path = std::env::temp_dir().join("streamgate-test-brokers-install.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    let installed = |program: &str| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .chain(SBIN_DIRECTORIES.iter().map(PathBuf::from))
+            .any(|directory| directory.join(program).is_file())
+    };
+    if installed("redis-server") && installed("nats-server") {
+        return Ok(());
+    }
+    eprintln!(
+        "streamgate-test-brokers: installing the Debian packages {} for the broker tests \
+         (STREAMGATE_TEST_INSTALL=0 to not)",
+        DEBIAN_PACKAGES.join(" ")
+    );
+    let apt = |arguments: &[&str]| {
+        Command::new(apt_get)
+            .args(arguments)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(DEBIAN_PACKAGES);
+    // A fresh machine has no package lists yet: update only when the install needs it.
+    if apt(&install) || (apt(&["update", "-qq"]) && apt(&install)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`apt-get install {}` failed",
+            DEBIAN_PACKAGES.join(" ")
+        ))
+    }
+}
+
+/// Whether this process runs with effective user id 0 (the `Uid:` line of
+/// /proc/self/status: real, effective, saved, filesystem).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
 }
 
 /// The server's binary: `variable` (the broker's program variable) if set, else the first
