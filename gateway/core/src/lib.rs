@@ -84,6 +84,7 @@ pub use tap::{
 };
 pub use telemetry::{record_rejection, TransportMetrics};
 pub use transport::{
-    body_read_error_response, error_response, full_body, header_has_token, read_body_limited, Body,
-    BodyReadTimeout, BoxError, ConnectionInfo, ConnectionLease, HttpTransport, TransportContext,
+    body_read_error_response, error_response, full_body, header_has_token, read_body_limited,
+    request_scheme, Body, BodyReadTimeout, BoxError, ConnectionInfo, ConnectionLease,
+    HttpTransport, TransportContext,
 };

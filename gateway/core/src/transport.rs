@@ -192,6 +192,18 @@ impl ConnectionInfo {
     }
 }
 
+/// The scheme `request` arrived on: the gateway's [`ConnectionInfo`] when it put one in the
+/// extensions; otherwise (a request handed in by an embedder without connection facts) the
+/// request is taken at its word, and `http` when it names none.
+pub fn request_scheme<B>(request: &Request<B>) -> &str {
+    request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(ConnectionInfo::scheme)
+        .or(request.uri().scheme_str())
+        .unwrap_or("http")
+}
+
 /// What one accepted connection holds against the gateway's connection limits (its slot
 /// under `server.max_connections` and its client IP's under `server.max_connections_per_ip`),
 /// put in each request's extensions by the gateway. The slots are freed when the last clone
@@ -240,4 +252,25 @@ pub trait HttpTransport: Send + Sync + fmt::Debug + 'static {
         request: Request<Body>,
         context: TransportContext,
     ) -> BoxFuture<'static, Response<Body>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_scheme_trusts_the_connection_over_the_request() {
+        let mut request = Request::get("http://example.test/ws").body(()).unwrap();
+        assert_eq!(request_scheme(&request), "http");
+        request.extensions_mut().insert(ConnectionInfo {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            conn_id: 1,
+            tls: true,
+        });
+        assert_eq!(request_scheme(&request), "https");
+        let embedded = Request::get("https://example.test/ws").body(()).unwrap();
+        assert_eq!(request_scheme(&embedded), "https");
+        let bare = Request::get("/ws").body(()).unwrap();
+        assert_eq!(request_scheme(&bare), "http");
+    }
 }

@@ -8,10 +8,10 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{header, Method, Request, Response, StatusCode};
 use streamgate_core::{
-    body_read_error_response, credential_from_request, read_body_limited, tap_id_from_query,
-    Authorizer, ConnectionInfo, ConnectionLease, ContentType, Direction, EventBus, HttpTransport,
-    PerIpLimit, PublishError, PublishGate, PublishRefusal, RecordKind, Tap, TapConnection,
-    TapRegistry, TokenSource, Topic, TransportContext,
+    body_read_error_response, credential_from_request, read_body_limited, request_scheme,
+    tap_id_from_query, Authorizer, ConnectionInfo, ConnectionLease, ContentType, Direction,
+    EventBus, HttpTransport, PerIpLimit, PublishError, PublishGate, PublishRefusal, RecordKind,
+    Tap, TapConnection, TapRegistry, TokenSource, Topic, TransportContext,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -369,12 +369,7 @@ impl App {
                 .get(name)
                 .and_then(|v: &HeaderValue| v.to_str().ok())
         };
-        let scheme = request
-            .extensions()
-            .get::<ConnectionInfo>()
-            .map(ConnectionInfo::scheme)
-            .or(request.uri().scheme_str())
-            .unwrap_or("http");
+        let scheme = request_scheme(request);
         let host = header(header::HOST).or(request.uri().authority().map(|a| a.as_str()));
         check_cookie_request(
             CsrfRequest {

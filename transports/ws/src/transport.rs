@@ -10,8 +10,9 @@ use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use hyper_tungstenite::WebSocketStream;
 use hyper_util::rt::TokioIo;
 use streamgate_core::{
-    error_response, full_body, token_from_request, AuthError, Body, BoxFuture, ConnectionInfo,
-    ConnectionLease, HttpTransport, SubscribeRequest, Tap, TransportContext, TransportMetrics,
+    error_response, full_body, request_scheme, token_from_request, AuthError, Body, BoxFuture,
+    ConnectionInfo, ConnectionLease, HttpTransport, SubscribeRequest, Tap, TransportContext,
+    TransportMetrics,
 };
 use streamgate_proto::{ProtocolError, SubscribeQuery};
 use tracing::Instrument;
@@ -129,14 +130,7 @@ async fn handle(
     context: TransportContext,
 ) -> Response<Body> {
     let echo = request.uri().path() == "/ws/echo";
-    // The scheme the gateway saw the request arrive on; a request handed in by an embedder
-    // without connection facts is taken at its word.
-    let scheme = request
-        .extensions()
-        .get::<ConnectionInfo>()
-        .map(ConnectionInfo::scheme)
-        .or(request.uri().scheme_str())
-        .unwrap_or("http");
+    let scheme = request_scheme(&request);
     let accepted = match handshake::check(
         request.method(),
         request.headers(),
