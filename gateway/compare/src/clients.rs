@@ -561,6 +561,15 @@ pub fn tls_connector(alpn: &[u8]) -> anyhow::Result<tokio_rustls::TlsConnector> 
     tls::connector(alpn)
 }
 
+/// A rustls certificate verifier that accepts whatever certificate the server presents
+/// (still checking the handshake signatures with `provider`'s algorithms): for a client of a
+/// gateway with a generated self-signed certificate, such as a QUIC one.
+pub fn any_certificate(
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+) -> std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier> {
+    tls::any_certificate(provider)
+}
+
 /// An HTTP/1.1 client connection that counts every byte read and written, for SSE and long
 /// polling. Hand-written so the counts are exactly the bytes on the socket (headers and
 /// chunked framing included) and reading is cancel-safe (all state is in the struct).

@@ -64,6 +64,12 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
+/// A verifier that accepts any server certificate and checks handshake signatures with
+/// `provider`'s algorithms.
+pub(crate) fn any_certificate(provider: Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(AnyCertificate { provider })
+}
+
 /// A connector offering `alpn` (e.g. `b"h2"`), ring crypto, TLS 1.2 and 1.3.
 ///
 /// # Errors
@@ -73,7 +79,7 @@ pub(crate) fn connector(alpn: &[u8]) -> anyhow::Result<tokio_rustls::TlsConnecto
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider }))
+        .with_custom_certificate_verifier(any_certificate(provider))
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))

@@ -5,11 +5,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{send, TestGateway};
+use common::{assert_refused, cert_hash_digest, hs256_token, now, send, TestGateway};
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use streamgate::config::GatewayConfig;
 use streamgate_core::{ContentType, Topic};
@@ -30,25 +29,9 @@ fn config() -> GatewayConfig {
     config
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// A token valid for `ttl` seconds.
 fn token(subscribe: &[&str], publish: &[&str], ttl: u64) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &json!({
-            "sub": "tester",
-            "exp": now() + ttl,
-            "streamgate": {"subscribe": subscribe, "publish": publish},
-        }),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    hs256_token(SECRET, subscribe, publish, ttl)
 }
 
 /// A token for `demo` (subscribe) and `chat` (publish), valid for a minute.
@@ -68,25 +51,6 @@ async fn publish(gateway: &TestGateway, topic: &str, text: &str) -> String {
         .await
         .unwrap();
     event.id.to_string()
-}
-
-fn assert_refused(response: &common::Response, status: u16, code: &str) {
-    assert_eq!(response.status, status, "{}", response.text());
-    assert_eq!(
-        response.json()["error"]["code"],
-        code,
-        "{}",
-        response.text()
-    );
-    if status == 401 {
-        assert!(
-            response
-                .header("www-authenticate")
-                .is_some_and(|v| v.starts_with("Bearer")),
-            "{:?}",
-            response.headers
-        );
-    }
 }
 
 /// An open HTTP/1.1 response stream, read incrementally (SSE).
@@ -595,7 +559,6 @@ mod wt {
     use super::*;
     use wtransport::endpoint::ConnectOptions;
     use wtransport::error::{ConnectingError, ConnectionError};
-    use wtransport::tls::Sha256Digest;
     use wtransport::{ClientConfig, Connection, Endpoint, RecvStream};
 
     /// Opens a session on `/wt{query}`, with `headers` on its CONNECT request: the session,
@@ -606,15 +569,9 @@ mod wt {
         headers: &[(&str, &str)],
     ) -> Result<Connection, (u32, String)> {
         let doc = send(gateway, "GET", "/wt/cert-hash", &[], "").await.json();
-        let bytes: Vec<u8> = doc["value"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b.as_u64().unwrap() as u8)
-            .collect();
         let config = ClientConfig::builder()
             .with_bind_address(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .with_server_certificate_hashes([Sha256Digest::new(bytes.try_into().unwrap())])
+            .with_server_certificate_hashes([cert_hash_digest(&doc)])
             .build();
         let endpoint = Endpoint::client(config).unwrap();
         let mut options =

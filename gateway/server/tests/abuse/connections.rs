@@ -11,28 +11,21 @@ use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use streamgate::testkit::TestGateway;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::common::{within, TestClient};
-use super::support::served_within;
+use super::common::{cert_hash_digest, within, TestClient};
+use super::support::{assert_ws_refused, served_within, tcp_from};
 
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 type Ws = WebSocketStream<TcpStream>;
 
-/// A TCP connection to `addr` from the local address `from`.
-async fn connect_from(addr: SocketAddr, from: IpAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    socket.connect(addr).await.unwrap()
-}
-
 /// A WebSocket handshake on `/ws?topics=t` from `from`: the socket, or the refusal.
 async fn open_ws(addr: SocketAddr, from: IpAddr) -> Result<Ws, tungstenite::Error> {
-    let stream = connect_from(addr, from).await;
+    let stream = tcp_from(addr, from).await;
     let url = format!("ws://{addr}/ws?topics=t");
     within(
         "a WebSocket handshake",
@@ -44,19 +37,7 @@ async fn open_ws(addr: SocketAddr, from: IpAddr) -> Result<Ws, tungstenite::Erro
 
 /// Asserts `refusal` is `429` `too_many_connections`, with its reason.
 fn assert_too_many(refusal: &tungstenite::Error) {
-    let tungstenite::Error::Http(response) = refusal else {
-        panic!("expected an HTTP refusal, got {refusal}");
-    };
-    assert_eq!(response.status(), 429);
-    let body: serde_json::Value =
-        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
-    assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
-    assert!(
-        body["error"]["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("connections")),
-        "{body}"
-    );
+    assert_ws_refused(refusal, 429, "too_many_connections", "connections");
 }
 
 /// Closes `ws` and waits for the gateway's side of the close.
@@ -242,6 +223,7 @@ async fn keep_alive_and_http2_count_once_per_connection() {
 mod webtransport {
     use super::*;
     use std::sync::Arc;
+    use streamgate_compare::clients::any_certificate;
     use wtransport::error::ConnectingError;
     use wtransport::tls::Sha256Digest;
     use wtransport::{ClientConfig, Endpoint, VarInt};
@@ -262,7 +244,8 @@ mod webtransport {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            // Any certificate: the test reads a status, not a secret.
+            .with_custom_certificate_verifier(any_certificate(provider))
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"h3".to_vec()];
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
@@ -301,45 +284,6 @@ mod webtransport {
         .await
     }
 
-    /// Trusts any certificate: the test reads a status, not a secret.
-    #[derive(Debug)]
-    struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-    impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
     /// A session on `/wt?topics=t`: the connection, or why it did not open.
     async fn session(
         gateway: &TestGateway,
@@ -375,13 +319,7 @@ mod webtransport {
             .get("/wt/cert-hash")
             .await
             .json();
-        let bytes: Vec<u8> = doc["value"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b.as_u64().unwrap() as u8)
-            .collect();
-        let digest = Sha256Digest::new(bytes.try_into().unwrap());
+        let digest = cert_hash_digest(&doc);
 
         let mut open = Vec::new();
         for _ in 0..CAP {

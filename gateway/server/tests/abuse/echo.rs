@@ -8,16 +8,14 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use streamgate::config::GatewayConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::common::{send, within, TestGateway};
-use super::support::served_within;
+use super::common::{send, within, TestClient, TestGateway};
+use super::support::{served_within, SpawnedGateway};
 
 pub(super) const OP_TEXT: u8 = 0x1;
 pub(super) const OP_BINARY: u8 = 0x2;
@@ -204,9 +202,16 @@ fn echo_on() -> GatewayConfig {
     config
 }
 
-async fn open(gateway: &TestGateway, path: &str, extra: &str) -> (RawWs<TcpStream>, Upgrade) {
-    let stream = TcpStream::connect(gateway.addr).await.unwrap();
-    RawWs::upgrade(stream, &gateway.addr.to_string(), path, extra).await
+async fn open(addr: SocketAddr, path: &str, extra: &str) -> (RawWs<TcpStream>, Upgrade) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    RawWs::upgrade(stream, &addr.to_string(), path, extra).await
+}
+
+/// [`open`], asserting the upgrade is accepted.
+async fn upgraded(addr: SocketAddr, path: &str, extra: &str) -> RawWs<TcpStream> {
+    let (ws, answer) = open(addr, path, extra).await;
+    assert_eq!(answer.status, 101, "{}", answer.head);
+    ws
 }
 
 #[tokio::test]
@@ -215,7 +220,7 @@ async fn echo_is_off_unless_the_lab_or_ws_echo_turns_it_on() {
     let mut config = TestGateway::quiet_config();
     config.lab.enabled = false.into();
     let gateway = TestGateway::start(config).await;
-    let (_, answer) = open(&gateway, "/ws/echo", "").await;
+    let (_, answer) = open(gateway.addr, "/ws/echo", "").await;
     assert_eq!(answer.status, 404, "{}", answer.head);
     assert!(answer.body.contains("ws.echo"), "{}", answer.body);
     let (response, _) =
@@ -232,7 +237,7 @@ async fn echo_is_off_unless_the_lab_or_ws_echo_turns_it_on() {
         config.lab.enabled = lab.into();
         config.ws.echo = echo;
         let gateway = TestGateway::start(config).await;
-        let (_, answer) = open(&gateway, "/ws/echo", "").await;
+        let (_, answer) = open(gateway.addr, "/ws/echo", "").await;
         assert_eq!(
             answer.status, status,
             "lab {lab}, echo {echo:?}: {}",
@@ -247,10 +252,10 @@ async fn echo_without_a_token_is_401_when_auth_is_on() {
     config.auth.enabled = true;
     config.auth.hs256_secret = Some("abuse-test-secret-0123456789abcdef".to_owned());
     let gateway = TestGateway::start(config).await;
-    let (_, answer) = open(&gateway, "/ws/echo", "").await;
+    let (_, answer) = open(gateway.addr, "/ws/echo", "").await;
     assert_eq!(answer.status, 401, "{}", answer.head);
     assert!(answer.body.contains("unauthorized"), "{}", answer.body);
-    let (_, answer) = open(&gateway, "/ws/echo?token=not.a.jwt", "").await;
+    let (_, answer) = open(gateway.addr, "/ws/echo?token=not.a.jwt", "").await;
     assert_eq!(answer.status, 401, "{}", answer.body);
     let (response, _) = served_within(
         "echo without a token",
@@ -263,8 +268,7 @@ async fn echo_without_a_token_is_401_when_auth_is_on() {
 #[tokio::test]
 async fn a_message_flood_on_echo_is_closed_1008() {
     let gateway = TestGateway::start(echo_on()).await;
-    let (mut ws, answer) = open(&gateway, "/ws/echo", "").await;
-    assert_eq!(answer.status, 101);
+    let mut ws = upgraded(gateway.addr, "/ws/echo", "").await;
     // Twice the burst (100) at once, written as one burst of bytes, nothing read.
     let burst: Vec<u8> = (0..200)
         .flat_map(|i| client_frame(OP_TEXT, false, format!("flood {i}").as_bytes()))
@@ -277,8 +281,7 @@ async fn a_message_flood_on_echo_is_closed_1008() {
 
     // A second client echoes normally.
     let ((), _) = served_within("an echo flood", async {
-        let (mut ws, answer) = open(&gateway, "/ws/echo", "").await;
-        assert_eq!(answer.status, 101);
+        let mut ws = upgraded(gateway.addr, "/ws/echo", "").await;
         ws.send_frame(OP_TEXT, false, b"hello").await;
         assert_eq!(ws.next_frame().await, Some((OP_TEXT, b"hello".to_vec())));
     })
@@ -294,7 +297,7 @@ async fn a_deflate_bomb_on_echo_is_closed_1009_as_soon_as_it_passes_the_limit() 
         bomb.len()
     );
     let started = Instant::now();
-    let (mut ws, answer) = open(&gateway, "/ws/echo", DEFLATE).await;
+    let (mut ws, answer) = open(gateway.addr, "/ws/echo", DEFLATE).await;
     assert_eq!(answer.status, 101);
     assert!(
         answer.head.contains("permessage-deflate"),
@@ -308,127 +311,11 @@ async fn a_deflate_bomb_on_echo_is_closed_1009_as_soon_as_it_passes_the_limit() 
     assert_eq!(code, 1009, "{reason}");
     assert!(reason.contains("65536"), "{reason}");
     let ((), _) = served_within("a deflate bomb", async {
-        let (mut ws, _) = open(&gateway, "/ws/echo", "").await;
+        let mut ws = upgraded(gateway.addr, "/ws/echo", "").await;
         ws.send_frame(OP_BINARY, false, &[7; 1000]).await;
         assert_eq!(ws.next_frame().await, Some((OP_BINARY, vec![7; 1000])));
     })
     .await;
-}
-
-/// A `streamgate serve` process with a config file, killed when dropped.
-struct Spawned {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Spawned {
-    /// Starts the binary with `config` (TOML) on a free port and waits for `/healthz`.
-    async fn start(name: &str, config: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("streamgate-abuse-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let path = dir.join("gateway.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[server]\nlisten = \"{addr}\"\n[tls]\nenabled = false\n[demo]\nenabled = false\n\
-                 [webtransport]\nenabled = false\n{config}"
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let spawned = Self { child, addr, dir };
-        within("the gateway binary to answer /healthz", async {
-            loop {
-                if let Ok(mut stream) = TcpStream::connect(addr).await {
-                    let _ = stream
-                        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-                        .await;
-                    let mut answer = Vec::new();
-                    let _ = stream.read_to_end(&mut answer).await;
-                    if answer.starts_with(b"HTTP/1.1 200") {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        spawned
-    }
-
-    fn status_field(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc/<pid>/status"))
-    }
-
-    /// Resident memory, KiB.
-    fn rss_kib(&self) -> u64 {
-        self.status_field("VmRSS:")
-    }
-
-    /// User + system CPU time of the process so far.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // The fields after the command name (which may hold spaces) end with ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // USER_HZ is 100 on Linux.
-        Duration::from_millis(ticks * 10)
-    }
-
-    async fn open(&self, path: &str, extra: &str) -> RawWs<TcpStream> {
-        let stream = TcpStream::connect(self.addr).await.unwrap();
-        let (ws, answer) = RawWs::upgrade(stream, &self.addr.to_string(), path, extra).await;
-        assert_eq!(answer.status, 101, "{}", answer.head);
-        ws
-    }
-
-    async fn healthz(&self) -> u16 {
-        let mut stream = TcpStream::connect(self.addr).await.unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.unwrap();
-        String::from_utf8_lossy(&answer)
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    }
 }
 
 /// RSS growth allowed under the attack below: eight clients, each at most a few 64 KiB
@@ -438,14 +325,14 @@ const RSS_GROWTH_CAP_KIB: u64 = 32 * 1024;
 
 #[tokio::test]
 async fn deflate_bombs_and_non_reading_echo_clients_stay_bounded_in_the_binary() {
-    let gateway = Spawned::start("echo", "[ws]\necho = true\n").await;
+    let gateway = SpawnedGateway::start("echo", "[ws]\necho = true\n");
 
     // Twenty 15 MiB bombs, one connection each: each is cut once 64 KiB have inflated.
     let bomb = deflate_bomb(15 * 1024 * 1024);
     let cpu_before = gateway.cpu();
     let started = Instant::now();
     for _ in 0..20 {
-        let mut ws = gateway.open("/ws/echo", DEFLATE).await;
+        let mut ws = upgraded(gateway.addr, "/ws/echo", DEFLATE).await;
         ws.send_frame(OP_BINARY, true, &bomb).await;
         let (code, reason) = ws.expect_close().await;
         assert_eq!(code, 1009, "{reason}");
@@ -481,7 +368,7 @@ async fn deflate_bombs_and_non_reading_echo_clients_stay_bounded_in_the_binary()
         } else {
             (DEFLATE, compressed.clone(), 8)
         };
-        let mut ws = gateway.open("/ws/echo", extra).await;
+        let mut ws = upgraded(gateway.addr, "/ws/echo", extra).await;
         writers.push(tokio::spawn(async move {
             for _ in 0..count {
                 // The gateway stops reading once its echoes back up: the writes then block,
@@ -499,8 +386,14 @@ async fn deflate_bombs_and_non_reading_echo_clients_stay_bounded_in_the_binary()
     }
     // While the eight hold their backlog, a second client asks for /healthz.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, latency) =
-        served_within("eight non-reading echo clients", gateway.healthz()).await;
+    let (status, latency) = served_within("eight non-reading echo clients", async {
+        TestClient::connect(gateway.addr)
+            .await
+            .get("/healthz")
+            .await
+            .status
+    })
+    .await;
     assert_eq!(status, 200);
     let mut peak = gateway.rss_kib();
     let mut held = Vec::new();

@@ -4,39 +4,12 @@
 //! never exceeds it, the process's RSS stays bounded, a second client is still served, and
 //! a client resuming from before the evictions is told `gap`.
 
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, Ipv4Addr};
 
 use bytes::Bytes;
 
 use super::common::{parse, Sse, TestClient};
-use super::support::served_within;
-
-/// Kills the gateway if the test fails half-way, so no process outlives it.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Gateway {
-    fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        let kib: u64 = line
-            .trim_start_matches("VmRSS:")
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap();
-        kib * 1024
-    }
-}
+use super::support::{served_within, SpawnedGateway};
 
 const MIB: usize = 1024 * 1024;
 const HISTORY_MEMORY: usize = 8 * MIB;
@@ -44,46 +17,9 @@ const TOPICS: usize = 256;
 const PAYLOAD: usize = 64 * 1024;
 const PUBLISHES: usize = 2048;
 
-/// Spawns the binary with per-client limits off (one client publishes as fast as it can),
-/// `history_memory` = 8 MiB, and returns it with its HTTP address.
-fn spawn_gateway() -> (Gateway, SocketAddr) {
-    let dir = std::env::temp_dir().join(format!("streamgate-abuse-history-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("gateway.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\npublish_rate = 0\ntopic_create_rate = 0\n\
-             [tls]\nenabled = false\n[webtransport]\nenabled = false\n\
-             [demo]\nenabled = false\n[bus]\nhistory_memory = {HISTORY_MEMORY}\n"
-        ),
-    )
-    .unwrap();
-    let mut child = Gateway(
-        Command::new(env!("CARGO_BIN_EXE_streamgate"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "streamgate=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "exited early");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep reading its log, so a full pipe never blocks it.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while stderr.read_line(&mut sink).is_ok_and(|n| n > 0) {
-            sink.clear();
-        }
-    });
-    (child, addr)
+/// Resident memory of `gateway`, bytes.
+fn rss_bytes(gateway: &SpawnedGateway) -> u64 {
+    gateway.rss_kib() * 1024
 }
 
 async fn history_bytes(client: &mut TestClient) -> f64 {
@@ -95,7 +31,14 @@ async fn history_bytes(client: &mut TestClient) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_flood_stays_under_history_memory() {
-    let (gateway, addr) = spawn_gateway();
+    // Per-client limits off: one client publishes as fast as it can.
+    let gateway = SpawnedGateway::start(
+        "history",
+        &format!(
+            "publish_rate = 0\ntopic_create_rate = 0\n[bus]\nhistory_memory = {HISTORY_MEMORY}\n"
+        ),
+    );
+    let addr = gateway.addr;
     let mut observer = TestClient::connect(addr).await;
     // Warm up (connections, metric series, allocator arenas) before the baseline.
     let first = observer
@@ -104,7 +47,7 @@ async fn history_flood_stays_under_history_memory() {
     assert_eq!(first.status, 200);
     let first_id = first.json()["id"].as_str().unwrap().to_owned();
     history_bytes(&mut observer).await;
-    let rss_before = gateway.rss_bytes();
+    let rss_before = rss_bytes(&gateway);
 
     // Four connections publish 2048 × 64 KiB = 128 MiB, 16 × the bound, over 256 topics.
     let mut publishers = Vec::new();
@@ -128,7 +71,7 @@ async fn history_flood_stays_under_history_memory() {
             "history {tracked} over its bound"
         );
         peak_tracked = peak_tracked.max(tracked);
-        peak_rss = peak_rss.max(gateway.rss_bytes());
+        peak_rss = peak_rss.max(rss_bytes(&gateway));
     }
     for publisher in publishers {
         publisher.await.unwrap();
@@ -136,7 +79,7 @@ async fn history_flood_stays_under_history_memory() {
     let tracked = history_bytes(&mut observer).await;
     assert!(tracked <= HISTORY_MEMORY as f64);
     peak_tracked = peak_tracked.max(tracked);
-    let rss_after = gateway.rss_bytes();
+    let rss_after = rss_bytes(&gateway);
     peak_rss = peak_rss.max(rss_after);
     let growth = rss_after.saturating_sub(rss_before) as f64 / MIB as f64;
     let peak_growth = peak_rss.saturating_sub(rss_before) as f64 / MIB as f64;

@@ -5,27 +5,19 @@
 //! gateway) can neither list, read nor join the tap of its owner (127.0.0.1), recordings
 //! hold no credentials, and one client gets at most `lab.taps_per_client` taps.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use futures_util::SinkExt;
 use serde_json::Value;
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
-use crate::common::{send, within, Sse, TestClient, TestGateway};
-use crate::support::served_within;
+use crate::common::{assert_refused_because, send, within, Sse, TestClient, TestGateway};
+use crate::support::{assert_ws_refused, served_within, tcp_from};
 
 const STRANGER: [u8; 4] = [127, 0, 0, 2];
 
 fn stranger() -> IpAddr {
     IpAddr::from(STRANGER)
-}
-
-/// A TCP connection to the gateway from `from` (another loopback address is another client).
-async fn tcp_from(addr: SocketAddr, from: IpAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    socket.connect(addr).await.unwrap()
 }
 
 /// A tap issued by `POST /lab/api/taps` to `client`.
@@ -95,13 +87,7 @@ async fn a_stranger_cannot_list_read_or_join_another_clients_tap() {
     let unknown = attacker.get("/lab/api/taps/AAAAAAAAAAAAAAAAAAAAAA").await;
     assert_eq!(unknown.status, 404, "{}", unknown.text());
     let read = attacker.get(&format!("/lab/api/taps/{victim_tap}")).await;
-    assert_eq!(read.status, 403, "{}", read.text());
-    assert_eq!(read.json()["error"]["code"], "forbidden");
-    assert!(
-        reason(&read.json()).contains("issued to another client"),
-        "{}",
-        read.text()
-    );
+    assert_refused_because(&read, 403, "forbidden", "issued to another client");
     assert!(!read.text().contains("victim"), "{}", read.text());
 
     // 3. Joining: the stranger's connections naming the victim's tap are refused 403 with the
@@ -115,15 +101,7 @@ async fn a_stranger_cannot_list_read_or_join_another_clients_tap() {
     let refused = tokio_tungstenite::client_async(url, tcp_from(gateway.addr, stranger()).await)
         .await
         .expect_err("the upgrade must be refused");
-    match refused {
-        tungstenite::Error::Http(response) => {
-            assert_eq!(response.status(), 403);
-            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
-                .into_owned();
-            assert!(body.contains("issued to another client"), "{body}");
-        }
-        other => panic!("expected a 403 answer, got {other}"),
-    }
+    assert_ws_refused(&refused, 403, "forbidden", "issued to another client");
     // An id of its own choosing is served, but records nothing anyone could read.
     let untapped = attacker
         .get("/poll?topics=news&timeout=0&lab=made-up-by-the-attacker")
@@ -198,13 +176,7 @@ async fn issuing_taps_is_capped_per_client() {
         streams.push(Sse::over(stream, &format!("news&lab={id}"), "").await);
     }
     let refused = attacker.send("POST", "/lab/api/taps", "").await;
-    assert_eq!(refused.status, 429, "{}", refused.text());
-    assert_eq!(refused.json()["error"]["code"], "too_many_taps");
-    assert!(
-        reason(&refused.json()).contains("lab.taps_per_client"),
-        "{}",
-        refused.text()
-    );
+    assert_refused_because(&refused, 429, "too_many_taps", "lab.taps_per_client");
     println!(
         "abuse[lab tap flood]: {per_client} taps issued to one client, the next refused 429: {}",
         reason(&refused.json())

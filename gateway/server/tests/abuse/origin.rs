@@ -4,14 +4,11 @@
 //! accepted on the `https://host` listener), a cross-site `POST /publish` or `POST /poll`
 //! carrying the token cookie was accepted, and no CORS headers existed at all.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use streamgate::config::GatewayConfig;
 use tokio::net::TcpStream;
 
-use super::common::{send, tls_connect, Response, Sse, TestGateway};
+use super::common::{assert_refused, hs256_token, send, tls_connect, Sse, TestGateway};
 use super::echo::RawWs;
 use super::support::served_within;
 
@@ -26,30 +23,19 @@ fn auth_config() -> GatewayConfig {
 
 /// A token that may publish to and subscribe to `chat`, valid for a minute.
 fn token() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &json!({
-            "sub": "abuse",
-            "exp": now + 60,
-            "streamgate": {"subscribe": ["chat"], "publish": ["chat"]},
-        }),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    hs256_token(SECRET, &["chat"], &["chat"], 60)
 }
 
-fn assert_refused(response: &Response, status: u16, code: &str) {
-    assert_eq!(response.status, status, "{}", response.text());
-    assert_eq!(
-        response.json()["error"]["code"],
-        code,
-        "{}",
-        response.text()
-    );
+/// The head, lowercased, of the answer to an SSE request on `/sse?topics=demo` with this
+/// `Origin`.
+async fn sse_head(gateway: &TestGateway, origin: &str) -> String {
+    let stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let sse = Sse::over(stream, "demo", &format!("origin: {origin}\r\n")).await;
+    sse.seen
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase()
 }
 
 #[tokio::test]
@@ -251,14 +237,7 @@ async fn cors_allows_the_listed_origin_only() {
     assert_eq!(response.header("access-control-allow-origin"), None);
 
     // A fetch-like GET /sse (the lean HTTP/1.1 path) from the listed origin, and another.
-    let stream = TcpStream::connect(gateway.addr).await.unwrap();
-    let sse = Sse::over(stream, "demo", "origin: https://app.example\r\n").await;
-    let head = sse
-        .seen
-        .split("\r\n\r\n")
-        .next()
-        .unwrap()
-        .to_ascii_lowercase();
+    let head = sse_head(&gateway, "https://app.example").await;
     assert!(
         head.contains("access-control-allow-origin: https://app.example"),
         "{head}"
@@ -268,14 +247,7 @@ async fn cors_allows_the_listed_origin_only() {
         "{head}"
     );
     assert!(head.contains("vary: origin"), "{head}");
-    let stream = TcpStream::connect(gateway.addr).await.unwrap();
-    let sse = Sse::over(stream, "demo", "origin: https://evil.example\r\n").await;
-    let head = sse
-        .seen
-        .split("\r\n\r\n")
-        .next()
-        .unwrap()
-        .to_ascii_lowercase();
+    let head = sse_head(&gateway, "https://evil.example").await;
     assert!(!head.contains("access-control-allow-origin"), "{head}");
 
     // GET /poll (lean path too) and /wt/cert-hash, which reports the configured public URL.

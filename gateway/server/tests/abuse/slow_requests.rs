@@ -9,27 +9,26 @@ use streamgate::testkit::TestGateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::common::{send, within};
+use super::common::{assert_error, read_until_closed, send, within};
 use super::support::served_within;
 
-/// Everything the gateway sends until it closes the connection, and how long that took
-/// from `since`.
-async fn read_until_closed(stream: &mut TcpStream, since: Instant) -> (String, Duration) {
-    let mut seen = Vec::new();
-    within("the gateway to close the connection", async {
-        let mut buffer = [0u8; 4096];
-        while let Ok(n @ 1..) = stream.read(&mut buffer).await {
-            seen.extend_from_slice(&buffer[..n]);
-        }
-    })
-    .await;
-    (String::from_utf8_lossy(&seen).into_owned(), since.elapsed())
+/// Everything the gateway sends on `stream` until it closes the connection.
+async fn answer_on(stream: &mut TcpStream) -> String {
+    String::from_utf8_lossy(&read_until_closed(stream).await).into_owned()
 }
 
-/// The JSON error body of a response read off the wire.
-fn error_of(answer: &str) -> serde_json::Value {
+/// Asserts `answer`, a response read off the wire, carries the JSON error `code` with a
+/// reason mentioning `reason`.
+fn assert_error_in(answer: &str, code: &str, reason: &str) {
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"))
+    let error = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"));
+    assert_error(&error, code, reason);
+}
+
+/// A second client's `GET /healthz`, served during `attack`.
+async fn second_client_is_served(gateway: &TestGateway, attack: &str) {
+    let (health, _) = served_within(attack, send(gateway, "GET", "/healthz", &[], "")).await;
+    assert_eq!(health.status, 200);
 }
 
 #[tokio::test]
@@ -49,27 +48,17 @@ async fn a_body_that_never_comes_is_cut_with_408_at_the_body_timeout() {
         let sent = Instant::now();
 
         // Meanwhile another client is served.
-        let (health, _) = served_within("a body that never comes", async {
-            send(&gateway, "GET", "/healthz", &[], "").await
-        })
-        .await;
-        assert_eq!(health.status, 200);
+        second_client_is_served(&gateway, "a body that never comes").await;
 
-        let (answer, took) = read_until_closed(&mut stream, sent).await;
+        let answer = answer_on(&mut stream).await;
+        let took = sent.elapsed();
         println!("abuse[slow body {target}]: cut after {took:?} (body_read_timeout {timeout:?})");
         assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
         assert!(
             answer.to_ascii_lowercase().contains("connection: close"),
             "{answer}"
         );
-        let error = error_of(&answer);
-        assert_eq!(error["error"]["code"], "body_timeout", "{answer}");
-        assert!(
-            error["error"]["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("body_read_timeout")),
-            "{answer}"
-        );
+        assert_error_in(&answer, "body_timeout", "body_read_timeout");
         assert!(took >= timeout, "cut early: {took:?}");
         assert!(took < timeout * 3, "cut late: {took:?}");
     }
@@ -129,11 +118,7 @@ async fn a_head_dripped_across_the_hand_over_to_hyper_has_one_header_timeout() {
         took < timeout + Duration::from_millis(700),
         "the head had more than one header_read_timeout: {took:?}"
     );
-    let (health, _) = served_within("a dripped head", async {
-        send(&gateway, "GET", "/healthz", &[], "").await
-    })
-    .await;
-    assert_eq!(health.status, 200);
+    second_client_is_served(&gateway, "a dripped head").await;
     gateway.shutdown().await;
 }
 
@@ -141,7 +126,7 @@ async fn a_head_dripped_across_the_hand_over_to_hyper_has_one_header_timeout() {
 async fn answer_to(gateway: &TestGateway, head: &str) -> String {
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
-    read_until_closed(&mut stream, Instant::now()).await.0
+    answer_on(&mut stream).await
 }
 
 #[tokio::test]
@@ -167,23 +152,12 @@ async fn http_1_1_without_one_host_is_400_on_both_paths() {
                 answer.starts_with("HTTP/1.1 400 "),
                 "lean {lean}: {head:?}: {answer}"
             );
-            let error = error_of(&answer);
-            assert_eq!(error["error"]["code"], "bad_host", "{answer}");
-            assert!(
-                error["error"]["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains(why)),
-                "{answer}"
-            );
+            assert_error_in(&answer, "bad_host", why);
         }
         // With one Host, and in HTTP/1.0 without one, the same requests are served.
         let answer = answer_to(&gateway, "GET /healthz HTTP/1.0\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.0 200 "), "{answer}");
-        let (health, _) = served_within("requests without a Host", async {
-            send(&gateway, "GET", "/healthz", &[], "").await
-        })
-        .await;
-        assert_eq!(health.status, 200);
+        second_client_is_served(&gateway, "requests without a Host").await;
         gateway.shutdown().await;
     }
 }

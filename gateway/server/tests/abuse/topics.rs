@@ -13,23 +13,17 @@ use std::time::Instant;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use streamgate::config::GatewayConfig;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::common::{within, Sse, TestClient, TestGateway};
-use super::support::served_within;
+use super::support::{served_within, tcp_from};
 
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 const SECOND: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 type Ws = WebSocketStream<TcpStream>;
-
-async fn tcp_from(addr: SocketAddr, from: IpAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    socket.connect(addr).await.unwrap()
-}
 
 async fn ws_from(addr: SocketAddr, from: IpAddr) -> Ws {
     let stream = tcp_from(addr, from).await;

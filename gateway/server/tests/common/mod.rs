@@ -140,6 +140,79 @@ pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     seen
 }
 
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A JWT signed HS256 with `secret`, that may subscribe to `subscribe` and publish to
+/// `publish`, valid for `ttl` seconds.
+pub fn hs256_token(secret: &str, subscribe: &[&str], publish: &[&str], ttl: u64) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({
+            "sub": "tester",
+            "exp": now() + ttl,
+            "streamgate": {"subscribe": subscribe, "publish": publish},
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Asserts `body` is the gateway's JSON error `code` with a reason mentioning `reason`.
+pub fn assert_error(body: &serde_json::Value, code: &str, reason: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(reason)),
+        "{body}"
+    );
+}
+
+/// Asserts `response` is a refusal: `status` and the JSON error `code`; a `401` also says
+/// how to authenticate (`WWW-Authenticate: Bearer`).
+pub fn assert_refused(response: &Response, status: u16, code: &str) {
+    assert_eq!(response.status, status, "{}", response.text());
+    assert_eq!(
+        response.json()["error"]["code"],
+        code,
+        "{}",
+        response.text()
+    );
+    if status == 401 {
+        assert!(
+            response
+                .header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer")),
+            "{:?}",
+            response.headers
+        );
+    }
+}
+
+/// [`assert_refused`], with a reason mentioning `reason`.
+pub fn assert_refused_because(response: &Response, status: u16, code: &str, reason: &str) {
+    assert_refused(response, status, code);
+    assert_error(&response.json(), code, reason);
+}
+
+/// The certificate digest a `GET /wt/cert-hash` document (`doc`) gives a WebTransport
+/// client to trust.
+pub fn cert_hash_digest(doc: &serde_json::Value) -> wtransport::tls::Sha256Digest {
+    let bytes: Vec<u8> = doc["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    wtransport::tls::Sha256Digest::new(bytes.try_into().unwrap())
+}
+
 /// One sample: name and labels, sorted.
 pub type Series = (String, Vec<(String, String)>);
 
