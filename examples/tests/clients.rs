@@ -440,6 +440,32 @@ async fn next_head(heads: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> 
         .expect("the scripted gateway runs")
 }
 
+/// Asserts the client's first request resumes from nothing and its second from `id`: `key`
+/// is what carries the position (`cursor=`, `since=`, `last-event-id: `).
+async fn assert_resumes_from(
+    requests: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    key: &str,
+    id: &str,
+) {
+    let first = next_head(requests).await.to_ascii_lowercase();
+    assert!(!first.contains(key), "{first}");
+    let second = next_head(requests).await.to_ascii_lowercase();
+    assert!(second.contains(&format!("{key}{id}")), "{second}");
+}
+
+/// Asserts the client warned that it skipped each event of `ids`.
+fn assert_warned_skipping(finished: &Finished, ids: &[&str]) {
+    for id in ids {
+        assert!(
+            finished
+                .stderr
+                .contains(&format!("warning: skipped event {id}")),
+            "{}",
+            finished.stderr
+        );
+    }
+}
+
 #[tokio::test]
 async fn poll_client_skips_an_event_it_cannot_decode_and_moves_its_cursor_past_it() {
     let (url, mut heads) = scripted_gateway(|n| {
@@ -460,18 +486,10 @@ async fn poll_client_skips_an_event_it_cannot_decode_and_moves_its_cursor_past_i
     })
     .await;
     let client = Client::spawn(POLL, &url, &["a", "--count", "2", "--timeout", "0"]);
-    let first = next_head(&mut heads).await;
-    assert!(!first.contains("cursor="), "{first}");
-    let second = next_head(&mut heads).await;
-    assert!(second.contains("cursor=ep:2"), "{second}");
+    assert_resumes_from(&mut heads, "cursor=", "ep:2").await;
     let finished = client.finish().await;
     finished.assert_printed(&["ep:1 a 1".to_owned(), "ep:4 a 4".to_owned()]);
-    assert!(
-        finished.stderr.contains("warning: skipped event ep:2")
-            && finished.stderr.contains("warning: skipped event ep:3"),
-        "{}",
-        finished.stderr
-    );
+    assert_warned_skipping(&finished, &["ep:2", "ep:3"]);
 }
 
 #[tokio::test]
@@ -491,16 +509,10 @@ async fn sse_client_skips_an_event_it_cannot_decode_and_resumes_after_it() {
     })
     .await;
     let client = Client::spawn(SSE, &url, &["a", "--count", "2"]);
-    let _first = next_head(&mut heads).await;
-    let second = next_head(&mut heads).await.to_ascii_lowercase();
-    assert!(second.contains("last-event-id: ep:2"), "{second}");
+    assert_resumes_from(&mut heads, "last-event-id: ", "ep:2").await;
     let finished = client.finish().await;
     finished.assert_printed(&["ep:1 a 1".to_owned(), "ep:3 a 3".to_owned()]);
-    assert!(
-        finished.stderr.contains("warning: skipped event ep:2"),
-        "{}",
-        finished.stderr
-    );
+    assert_warned_skipping(&finished, &["ep:2"]);
 }
 
 // tungstenite's handshake callback fixes the closure's error type (an HTTP response).
@@ -543,15 +555,8 @@ async fn ws_client_skips_an_event_it_cannot_decode_and_resumes_after_it() {
         }
     });
     let client = Client::spawn(WS, &url, &["a", "--count", "2"]);
-    let first = next_head(&mut paths).await;
-    assert!(!first.contains("since="), "{first}");
-    let second = next_head(&mut paths).await;
-    assert!(second.contains("since=ep:2"), "{second}");
+    assert_resumes_from(&mut paths, "since=", "ep:2").await;
     let finished = client.finish().await;
     finished.assert_printed(&["ep:1 a 1".to_owned(), "ep:3 a 3".to_owned()]);
-    assert!(
-        finished.stderr.contains("warning: skipped event ep:2"),
-        "{}",
-        finished.stderr
-    );
+    assert_warned_skipping(&finished, &["ep:2"]);
 }
