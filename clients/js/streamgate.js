@@ -246,7 +246,6 @@ export class Controller {
   /**
    * @param {TransportName} name
    * @param {'connect' | 'probe'} role
-   * @returns {Attempt}
    */
   attempt(name, role) {
     const c = this.clock;
@@ -257,6 +256,9 @@ export class Controller {
       handle: null, timers: [], idle: null,
     };
     this.log.push(a.entry);
+    // Set before connecting: an adapter may report failure before connect() returns.
+    if (role === 'connect') this.pending = a;
+    else this.probe = a;
     const ms = this.timeouts[name];
     a.timers.push(c.setTimeout(() => this.fail(a, `no answer within ${ms} ms${HINTS[name]}`), ms));
     /** @type {Sink} */
@@ -273,7 +275,6 @@ export class Controller {
     }
     // A connect that failed synchronously already ended the attempt; make sure it stays shut.
     if (a.done) a.handle?.close();
-    return a;
   }
 
   /** @param {number} from index in `order` of the first transport to try */
@@ -282,7 +283,7 @@ export class Controller {
     let i = from;
     while (i < this.order.length && this.off.has(this.order[i])) i++;
     if (i < this.order.length) {
-      this.pending = this.attempt(this.order[i], 'connect');
+      this.attempt(this.order[i], 'connect');
       return;
     }
     if (this.order.every((t) => this.off.has(t))) {
@@ -429,6 +430,8 @@ export class Controller {
    */
   promote(a, reason) {
     const old = this.active;
+    for (const t of a.timers) this.clock.clearTimeout(t);
+    a.timers = [];
     if (a === this.probe) this.probe = null;
     if (a === this.pending) this.pending = null;
     for (const other of [old, this.pending]) {
@@ -460,7 +463,7 @@ export class Controller {
     const name = best;
     const d = Math.max(0, (this.retryAt[name] || 0) - this.clock.now());
     this.probeTimer = this.clock.setTimeout(() => {
-      if (!this.closed && !this.probe && this.active) this.probe = this.attempt(name, 'probe');
+      if (!this.closed && !this.probe && this.active) this.attempt(name, 'probe');
     }, d);
   }
 
