@@ -237,9 +237,8 @@ export declare class Controller {
     /**
      * @param {TransportName} name
      * @param {'connect' | 'probe'} role
-     * @returns {Attempt}
      */
-    attempt(name: TransportName, role: 'connect' | 'probe'): Attempt;
+    attempt(name: TransportName, role: 'connect' | 'probe'): void;
     /** @param {number} from index in `order` of the first transport to try */
     chain(from: number): void;
     /** @param {Attempt} a */

@@ -67,6 +67,8 @@ export class FakeConn {
     this.sink = sink;
     this.closed = false;
     this.published = [];
+    // Like the real adapters: only the bidirectional transports can publish.
+    if (name === 'sse' || name === 'poll') this.publish = undefined;
   }
   close() {
     this.closed = true;
