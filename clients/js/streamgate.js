@@ -287,8 +287,8 @@ export class Controller {
       return;
     }
     if (this.order.every((t) => this.off.has(t))) {
-      this.emit('error', { code: 'no_transport', reason: `no usable transport: ${this.reasons.join('; ')}` });
       this.close();
+      this.emit('error', { code: 'no_transport', reason: `no usable transport: ${this.reasons.join('; ')}` });
       return;
     }
     const d = backoff(this.rounds++, this.backoff, this.clock.random);
@@ -390,9 +390,10 @@ export class Controller {
     const now = this.clock.now();
     if (flags.permanent) this.off.add(a.name);
     if (flags.fatal) {
-      // Refused for a reason every transport would meet (bad topic, no valid token).
-      this.emit('error', { code: flags.code || 'refused', reason: `${a.name}: ${reason}` });
+      // Refused for a reason every transport would meet (bad topic, no valid token). Closed
+      // first, so a listener of `error` sees a closed subscription.
       this.close();
+      this.emit('error', { code: flags.code || 'refused', reason: `${a.name}: ${reason}` });
       return;
     }
     if (!wasOpen || a.role === 'probe') {
@@ -695,13 +696,15 @@ function webtransport(ctx) {
       const bidi = await session.createBidirectionalStream();
       const writer = bidi.writable.getWriter();
       await writer.write(frame(m));
-      /** @type {Message | null} */
-      let reply = null;
-      const reading = readFrames(bidi.readable, (b) => { reply = reply || parseMessage(b); });
-      await writer.close();
-      await reading;
-      if (!reply) throw new Error('no reply to the publish');
-      return reply;
+      /** @type {Promise<Message>} */
+      const reply = new Promise((resolve, reject) => {
+        readFrames(bidi.readable, (b) => resolve(parseMessage(b))).then(() => reject(new Error('no reply to the publish')), reject);
+      });
+      try {
+        return await reply;
+      } finally {
+        writer.close().catch(() => {});
+      }
     },
   };
 }

@@ -224,3 +224,13 @@ test('parseMessage: the binary envelope of §3.3 and JSON', () => {
   assert.equal(broken.type, 'undecodable');
   assert.equal(broken.id, 'e:8');
 });
+
+test('a fatal refusal closes the Subscription: error, then close; iterators end', async () => {
+  const { net, sub, seen } = fakeSub({ transports: ['sse', 'poll'] });
+  const ended = (async () => { for await (const _ of sub); })();
+  net.last('sse').fail('HTTP 403 forbidden: topic t', { fatal: true, code: 'forbidden' });
+  await ended;
+  assert.deepEqual(seen.error, [{ code: 'forbidden', reason: 'sse: HTTP 403 forbidden: topic t' }]);
+  assert.equal(seen.close, 1);
+  assert.ok(sub.closed);
+});
