@@ -590,3 +590,64 @@ async fn a_dead_http2_peer_is_found_by_pings_while_live_ones_stay() {
     read_body_until(&mut live_sse, &mut live_seen, r#"{"after":"pings"}"#).await;
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_internal_listener_serves_the_operator_routes_and_no_subscriber() {
+    let mut config = TestGateway::quiet_config();
+    config.server.internal_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.server.public_admin_routes = false;
+    let gateway = TestGateway::start(config).await;
+    let internal = gateway.internal_addr.expect("an internal listener");
+    let mut subscriber = Sse::open(gateway.addr, "t").await;
+
+    let mut inside = TestClient::connect(internal).await;
+    let published = inside
+        .request(
+            "POST",
+            "/publish/t",
+            &[("content-type", "application/json")],
+            r#"{"via":"internal"}"#,
+        )
+        .await;
+    assert_eq!(published.status, 200, "{}", published.text());
+    subscriber.expect(r#"{"via":"internal"}"#).await;
+    let health = inside.get("/healthz").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+    assert_eq!(health.json()["listeners"]["internal"]["cap"], 256);
+    for path in ["/topics", "/metrics", "/lab/api/config"] {
+        assert_eq!(inside.get(path).await.status, 200, "{path}");
+    }
+    for path in [
+        "/sse?topics=t",
+        "/poll?topics=t&timeout=0",
+        "/ws?topics=t",
+        "/wt/cert-hash",
+        "/lab",
+    ] {
+        let refused = inside.get(path).await;
+        assert_eq!(refused.status, 404, "{path}");
+        let reason = refused.json()["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(reason.contains("internal listener"), "{reason}");
+    }
+
+    // public_admin_routes = false: the operator's routes are the internal listener's only.
+    let mut outside = TestClient::connect(gateway.addr).await;
+    let refused = outside.send("POST", "/publish/t", "{}").await;
+    assert_eq!(refused.status, 404);
+    assert!(
+        refused.text().contains("public_admin_routes"),
+        "{}",
+        refused.text()
+    );
+    for path in ["/metrics", "/topics"] {
+        assert_eq!(outside.get(path).await.status, 404, "{path}");
+    }
+    assert_eq!(outside.get("/healthz").await.status, 200);
+    assert_eq!(outside.get("/poll?topics=t&timeout=0").await.status, 200);
+    drop((inside, outside, subscriber));
+    gateway.shutdown().await;
+}
