@@ -651,3 +651,51 @@ async fn the_internal_listener_serves_the_operator_routes_and_no_subscriber() {
     drop((inside, outside, subscriber));
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn https_over_max_connections_is_answered_503_after_the_handshake() {
+    let mut config = TestGateway::quiet_config();
+    config.tls.enabled = true;
+    config.server.max_connections = 1;
+    config.server.max_connections_per_ip = 0;
+    let gateway = TestGateway::start(config).await;
+    let holder = Sse::open(gateway.addr, "t").await;
+    assert_eq!(gateway.app.connections_open(), 1);
+
+    // HTTP/1.1 over TLS: the refusal, then the close.
+    let mut tls = tls_connect(&gateway, b"http/1.1").await;
+    tls.write_all(b"GET /sse?topics=t HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, took) = read_to_close(&mut tls).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains(r#""code":"connection_limit""#), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("\r\nretry-after: 1"),
+        "{answer}"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // HTTP/2: /healthz is the `full` health answer.
+    let stream = tls_connect(&gateway, b"h2").await;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get("https://test/healthz")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = within("an HTTP/2 answer at the cap", sender.send_request(request))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["status"], "full", "{body}");
+    assert_eq!(body["open"], 1, "{body}");
+    assert_eq!(body["cap"], 1, "{body}");
+    assert_eq!(gateway.app.connections_open(), 1, "no refusal took a slot");
+    drop(holder);
+    gateway.shutdown().await;
+}
