@@ -6,7 +6,9 @@
 # id when its stream breaks. Events are published through nginx; every client must receive
 # each of them exactly once, in order. Then the node holding the SSE stream is killed (and, in
 # a second round, the one holding the WebSocket), more events are published, and every client
-# must carry on through nginx without losing or repeating one.
+# must carry on through nginx without losing or repeating one. Publishes go through nginx to the
+# nodes' internal listeners (server.internal_listen), and nginx's status block answers each
+# node's /healthz from there.
 #
 #   bash .ci/cluster.sh target/release/streamgate
 #
@@ -102,39 +104,59 @@ until_ok 10 port_open "$broker_port" || fail "the $backend broker did not start"
 ok "$backend broker on $broker_url"
 
 # --- Three nodes from node1.toml…node3.toml, on free ports. ---------------------------------
-declare -A node_pid node_port
+declare -A node_pid node_port node_internal
 listening_or_gone() { grep -q 'listening on http://' "$1" || ! kill -0 "$2" 2>/dev/null; }
 start_node() { # start_node N: node N with its file, its ports moved, the broker overridden
   local n=$1 log=$work/node$1.log port
   "$bin" serve --config "$cluster_dir/node$n.toml" --bus "$backend" --bus-url "$broker_url" \
-    --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --wt-listen 127.0.0.1:0 >"$log" 2>&1 &
+    --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --wt-listen 127.0.0.1:0 \
+    --internal-listen 127.0.0.1:0 >"$log" 2>&1 &
   node_pid[$n]=$!
   pids+=($!)
   until_ok 10 listening_or_gone "$log" "${node_pid[$n]}" || true
   grep -q 'listening on http://' "$log" || fail "node$n did not start: $(tail -n 3 "$log")"
   port=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$log" | head -n1 | sed 's/.*://')
   node_port[$n]=$port
+  port=$(grep -o 'listening (internal) on http://127\.0\.0\.1:[0-9]*' "$log" | head -n1 | sed 's/.*://')
+  [[ -n $port ]] || fail "node$n has no internal listener: $(tail -n 3 "$log")"
+  node_internal[$n]=$port
   until_ok 15 curl -sf "http://127.0.0.1:$port/healthz" -o /dev/null ||
     fail "node$n never became healthy: $(curl -s "http://127.0.0.1:$port/healthz")"
 }
 for n in 1 2 3; do start_node "$n"; done
-ok "three nodes healthy on ports ${node_port[1]} ${node_port[2]} ${node_port[3]}"
+ok "three nodes healthy on ports ${node_port[1]} ${node_port[2]} ${node_port[3]} (internal ${node_internal[1]} ${node_internal[2]} ${node_internal[3]})"
 
 # --- nginx with examples/cluster/nginx.conf, pointed at those ports. ------------------------
 nginx_port=$(free_port)
+status_port=$(free_port)
 sed -e "s/127\.0\.0\.1:8080;/127.0.0.1:$nginx_port;/" \
+  -e "s/127\.0\.0\.1:8090;/127.0.0.1:$status_port;/" \
   -e "s/127\.0\.0\.1:8081 /127.0.0.1:${node_port[1]} /" \
   -e "s/127\.0\.0\.1:8082 /127.0.0.1:${node_port[2]} /" \
   -e "s/127\.0\.0\.1:8083 /127.0.0.1:${node_port[3]} /" \
+  -e "s#127\.0\.0\.1:9091\([ /]\)#127.0.0.1:${node_internal[1]}\1#g" \
+  -e "s#127\.0\.0\.1:9092\([ /]\)#127.0.0.1:${node_internal[2]}\1#g" \
+  -e "s#127\.0\.0\.1:9093\([ /]\)#127.0.0.1:${node_internal[3]}\1#g" \
   "$cluster_dir/nginx.conf" >"$work/nginx.conf"
-grep -q "127.0.0.1:$nginx_port;" "$work/nginx.conf" && grep -q "127.0.0.1:${node_port[3]} " "$work/nginx.conf" ||
-  fail "nginx.conf no longer has the ports this script moves (8080, 8081…8083)"
+grep -q "127.0.0.1:$nginx_port;" "$work/nginx.conf" && grep -q "127.0.0.1:${node_port[3]} " "$work/nginx.conf" &&
+  grep -q "127.0.0.1:$status_port;" "$work/nginx.conf" &&
+  [[ $(grep -c "127.0.0.1:${node_internal[3]}[ /]" "$work/nginx.conf") == 2 ]] ||
+  fail "nginx.conf no longer has the ports this script moves (8080, 8090, 8081…8083, 9091…9093)"
 nginx -t -q -e stderr -p "$work/" -c "$work/nginx.conf" >"$work/nginx.log" 2>&1 || fail "nginx -t: $(cat "$work/nginx.log")"
 nginx -e stderr -p "$work/" -c "$work/nginx.conf" >>"$work/nginx.log" 2>&1 &
 pids+=($!)
 lb=http://127.0.0.1:$nginx_port
 until_ok 10 curl -sf "$lb/healthz" -o /dev/null || fail "nginx does not answer on $lb"
 ok "nginx on $lb"
+status=http://127.0.0.1:$status_port
+for n in 1 2 3; do
+  health=$(curl -s "$status/node$n/healthz")
+  [[ $health == *'"status":"ok"'* && $health == *'"cap":10000'* ]] ||
+    fail "node$n's /healthz through nginx's status block: $health"
+  curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${node_internal[$n]}/sse?topics=$topic" | grep -q 404 ||
+    fail "node$n's internal listener serves subscribers"
+done
+ok "each node's /healthz through nginx's status block (internal listeners), which serve no subscriber"
 
 # --- Clients, all through nginx. -------------------------------------------------------------
 # SSE: curl holds the stream; when it ends, the loop reconnects with Last-Event-ID, as

@@ -1,6 +1,5 @@
 //! The gateway's HTTP routes and the state they share.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,10 +12,10 @@ use streamgate_core::{
     EventBus, HttpTransport, PerIpLimit, PublishError, PublishGate, PublishRefusal, RecordKind,
     Tap, TapConnection, TapRegistry, TokenSource, Topic, TransportContext,
 };
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::capacity::{Listener, ListenerSlots, OpenConnection};
 use crate::client_limits::ClientLimits;
 use crate::config::GatewayConfig;
 use crate::http::{json, Body, Rejection};
@@ -54,31 +53,20 @@ pub struct App {
     /// The publish rate and topic budget per client IP, on every publish path, unless both
     /// are 0.
     publish_gate: Option<Arc<ClientLimits>>,
-    /// One permit per open connection, `server.max_connections` in all (taken at accept,
-    /// held by the connection's [`ConnectionLease`]).
-    pub(crate) connection_slots: Arc<Semaphore>,
+    /// The public listeners' cap, `server.max_connections` (a slot taken at accept, held by
+    /// the connection's [`ConnectionLease`]).
+    pub(crate) public_slots: ListenerSlots,
+    /// The internal listener's own cap, `server.internal_max_connections`, when
+    /// `server.internal_listen` is set.
+    pub(crate) internal_slots: Option<ListenerSlots>,
     /// Open connections per client IP, `server.max_connections_per_ip` each.
     pub(crate) connections_per_ip: Arc<PerIpLimit>,
-    /// Connections accepted and not yet over (`connection_slots` also has the permit the
-    /// accept loop holds for the next connection).
-    connections_open: Arc<AtomicUsize>,
     /// `http.cors_origins`.
     cors: CorsPolicy,
     /// Origins whose pages may make cookie-authenticated `POST`s: those listed (not `"*"`) in
     /// `http.cors_origins` and `ws.origins.allow`, the operator's own sites (behind a proxy
     /// that terminates TLS, the public `https://` origin is not the gateway's own).
     csrf_trusted: Vec<String>,
-}
-
-/// Counts one accepted connection in [`App::connections_open`] until dropped (it travels in
-/// the connection's [`ConnectionLease`]).
-#[derive(Debug)]
-pub(crate) struct OpenConnection(Arc<AtomicUsize>);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl App {
@@ -101,7 +89,10 @@ impl App {
             tracing::info!(why = %decision.why, "the lab is off: /lab answers 404");
         }
         let lab = decision.on.then(|| Arc::new(Lab::new(config.lab.clone())));
-        let connection_slots = Arc::new(Semaphore::new(config.server.max_connections));
+        let public_slots = ListenerSlots::new(Listener::Public, config.server.max_connections);
+        let internal_slots = config.server.internal_listen.map(|_| {
+            ListenerSlots::new(Listener::Internal, config.server.internal_max_connections)
+        });
         let connections_per_ip = PerIpLimit::new(config.server.max_connections_per_ip);
         let publish_gate = ClientLimits::new(&config.server, Arc::clone(&bus)).map(Arc::new);
         let cors = CorsPolicy::new(&config.http.cors_origins, config.http.cors_max_age);
@@ -121,25 +112,38 @@ impl App {
             wt_cert: None,
             started: Instant::now(),
             metrics,
-            connection_slots,
+            public_slots,
+            internal_slots,
             connections_per_ip,
-            connections_open: Arc::new(AtomicUsize::new(0)),
             publish_gate,
             cors,
             csrf_trusted,
         }
     }
 
-    /// Counts a connection just accepted, until the guard is dropped.
-    pub(crate) fn open_connection(&self) -> OpenConnection {
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(Arc::clone(&self.connections_open))
+    /// The cap of `listener` (the public one when there is no internal listener).
+    pub(crate) fn slots(&self, listener: Listener) -> &ListenerSlots {
+        match (listener, &self.internal_slots) {
+            (Listener::Internal, Some(internal)) => internal,
+            _ => &self.public_slots,
+        }
     }
 
-    /// Connections open now under `server.max_connections`: every accepted TCP connection
-    /// until it ends, an upgraded WebSocket until its session ends.
+    /// A slot on `listener` for a connection just accepted, held until the guard is dropped;
+    /// `None` when the listener is at its cap.
+    pub(crate) fn open_connection(&self, listener: Listener) -> Option<OpenConnection> {
+        self.slots(listener).try_open()
+    }
+
+    /// Connections open now on the public listeners, under `server.max_connections`: every
+    /// accepted TCP connection until it ends, an upgraded WebSocket until its session ends.
     pub fn connections_open(&self) -> usize {
-        self.connections_open.load(Ordering::Relaxed)
+        self.public_slots.open()
+    }
+
+    /// Connections open now on the internal listener (0 when there is none).
+    pub fn internal_connections_open(&self) -> usize {
+        self.internal_slots.as_ref().map_or(0, ListenerSlots::open)
     }
 
     /// Connections open now from `ip` under `server.max_connections_per_ip` (0 when that is
@@ -286,6 +290,9 @@ impl App {
         self: Arc<Self>,
         request: Request<Body>,
     ) -> streamgate_core::BoxFuture<'static, Response<Body>> {
+        if let Err(rejection) = self.check_listener(&request) {
+            return Box::pin(std::future::ready(rejection.into_response()));
+        }
         if let Some(response) = self.preflight(&request) {
             return Box::pin(std::future::ready(response));
         }
@@ -305,6 +312,74 @@ impl App {
             }
             response
         })
+    }
+
+    /// Which routes each listener serves: the internal listener only the operator's
+    /// ([`internal_route`]), never a subscriber's; the public ones everything, except the
+    /// operator's routes when `server.public_admin_routes = false`. `404` otherwise, naming
+    /// the listener that serves the route.
+    fn check_listener<B>(&self, request: &Request<B>) -> Result<(), Rejection> {
+        let listener = request
+            .extensions()
+            .get::<Listener>()
+            .copied()
+            .unwrap_or(Listener::Public);
+        let path = request.uri().path();
+        match listener {
+            Listener::Internal if !internal_route(path) => Err(Rejection::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "{path} is not served on the internal listener (server.internal_listen), \
+                     which serves /publish/{{topic}}, /healthz, /metrics, /topics and /lab/api/; \
+                     subscribers connect to the public listener"
+                ),
+            )),
+            Listener::Public if !self.config.server.public_admin_routes && admin_route(path) => {
+                Err(Rejection::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!(
+                        "{path} is served on the internal listener only \
+                         (server.public_admin_routes = false)"
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The answer to a request on a connection over its listener's cap (see
+    /// [`crate::capacity`]): `GET /healthz` gets the node's health (`503` `full` while the
+    /// public listener is full), anything else `503` `connection_limit` with `Retry-After`.
+    pub(crate) fn refusal_at_cap<B>(
+        &self,
+        request: &Request<B>,
+        listener: Listener,
+    ) -> Response<Body> {
+        let health = request.uri().path() == "/healthz"
+            && (request.method() == Method::GET || request.method() == Method::HEAD);
+        if health {
+            return self.healthz();
+        }
+        let slots = self.slots(listener);
+        let setting = match listener {
+            Listener::Public => "server.max_connections",
+            Listener::Internal => "server.internal_max_connections",
+        };
+        Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::capacity::CONNECTION_LIMIT,
+            format!(
+                "the gateway is full: {} of {} connections open on its {} listener ({setting}); \
+                 retry later, or another node",
+                slots.open(),
+                slots.cap(),
+                listener.name(),
+            ),
+        )
+        .retry_after(crate::capacity::FULL_RETRY_AFTER_SECS)
+        .into_response()
     }
 
     /// `OPTIONS` with `Origin` and `Access-Control-Request-Method`: `204` with the CORS
@@ -446,19 +521,42 @@ impl App {
         result.unwrap_or_else(Rejection::into_response)
     }
 
+    /// `GET /healthz`: whether this node takes new subscribers. `200` `ok`; else `503` with
+    /// `status` `shutting_down`, `degraded` (the bus is unavailable) or `full` (the public
+    /// listeners are at `server.max_connections`: no slot for another connection, while the
+    /// connections open are served), so a load balancer sends new clients elsewhere. `open`
+    /// and `cap` are the public listeners' connections and cap, on every listener.
     fn healthz(&self) -> Response<Body> {
         let health = self.bus.health();
         let shutting_down = self.shutdown.is_cancelled();
-        let ok = health.available && !shutting_down;
-        let status = if ok {
+        let public = &self.public_slots;
+        let full = public.is_full();
+        let status = if shutting_down {
+            "shutting_down"
+        } else if !health.available {
+            "degraded"
+        } else if full {
+            "full"
+        } else {
+            "ok"
+        };
+        let code = if status == "ok" {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        json(
-            status,
+        let listener =
+            |slots: &ListenerSlots| serde_json::json!({"open": slots.open(), "cap": slots.cap()});
+        let mut response = json(
+            code,
             &serde_json::json!({
-                "status": if shutting_down { "shutting_down" } else if ok { "ok" } else { "degraded" },
+                "status": status,
+                "open": public.open(),
+                "cap": public.cap(),
+                "listeners": {
+                    "public": listener(public),
+                    "internal": self.internal_slots.as_ref().map(listener),
+                },
                 "uptime_s": self.started.elapsed().as_secs(),
                 "bus": {
                     "backend": health.backend,
@@ -467,7 +565,14 @@ impl App {
                     "detail": health.detail,
                 },
             }),
-        )
+        );
+        if status == "full" {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::capacity::FULL_RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 
     /// `GET /metrics`: the Prometheus text exposition format (docs/METRICS.md).
@@ -588,6 +693,18 @@ impl App {
     }
 }
 
+/// The routes of the internal listener: publishing, health, metrics, topics and the lab's
+/// API (the lab page and every transport are the public listener's).
+fn internal_route(path: &str) -> bool {
+    admin_route(path) || path == "/healthz" || path.starts_with("/lab/api/")
+}
+
+/// The operator's routes that `server.public_admin_routes = false` keeps off the public
+/// listeners.
+fn admin_route(path: &str) -> bool {
+    path.starts_with("/publish/") || path == "/metrics" || path == "/topics"
+}
+
 /// Whether the CORS rules concern this request: not a WebSocket upgrade (no CORS there; the
 /// handshake checks `Origin` itself) and not the lab.
 fn cors_applies<B>(request: &Request<B>) -> bool {
@@ -613,8 +730,10 @@ pub(crate) fn tag_connection(
     request: &mut Request<Body>,
     info: ConnectionInfo,
     lease: &ConnectionLease,
+    listener: Listener,
 ) {
     request.extensions_mut().insert(info);
+    request.extensions_mut().insert(listener);
     request.extensions_mut().insert(lease.clone());
 }
 

@@ -54,9 +54,30 @@ pub struct GatewayConfig {
 pub struct ServerConfig {
     /// Address of the HTTP listener. Default: `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// Most simultaneous connections; further clients wait in the accept backlog. An upgraded
-    /// WebSocket holds its slot until its session ends (here and per IP). Default: 10 000.
+    /// Most simultaneous connections on the public listeners (`listen` and `tls.listen`
+    /// together). An upgraded WebSocket holds its slot until its session ends (here and per
+    /// IP). A connection over it is still accepted and answered at once, then closed: `503`
+    /// `connection_limit` with `Retry-After` (a WebSocket upgrade is refused the same way,
+    /// before the upgrade), and `GET /healthz` answers `503` `"status":"full"`, so a load
+    /// balancer sends new clients elsewhere. Default: 10 000.
     pub max_connections: usize,
+    /// Address of the internal listener (plain HTTP): `POST /publish/{topic}`, `GET /healthz`,
+    /// `GET /metrics`, `GET /topics` and the lab's API (`/lab/api/…`, when the lab is on), with
+    /// a connection cap of its own (`internal_max_connections`), so that a gateway whose
+    /// public listener is full still takes publishes and answers its health check. It serves
+    /// no subscriber route (`404` naming the public listener). Bind it to loopback or a
+    /// private network only: it is meant for publishers, health checks and scrapers, not for
+    /// clients. Default: none (off).
+    pub internal_listen: Option<SocketAddr>,
+    /// Most simultaneous connections on the internal listener, never shared with the public
+    /// ones; over it, `503` `connection_limit` as on the public listener. No per-IP limit
+    /// applies there. Default: 256.
+    pub internal_max_connections: usize,
+    /// Whether the public listeners also serve the operator's routes (`POST /publish/{topic}`,
+    /// `GET /metrics`, `GET /topics`). `false` answers them `404` there (naming the internal
+    /// listener), and needs `internal_listen`. `/healthz` is served on every listener.
+    /// Default: true.
+    pub public_admin_routes: bool,
     /// Most simultaneous connections from one IP address, on top of `max_connections`; 0 means
     /// no such limit. A plain HTTP connection over it is answered at once with `429`
     /// `too_many_connections` and closed; a TLS one is closed right after accept. Loopback is
@@ -136,6 +157,9 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_connections: 10_000,
+            internal_listen: None,
+            internal_max_connections: 256,
+            public_admin_routes: true,
             max_connections_per_ip: 256,
             backlog: 4096,
             header_read_timeout: Duration::from_secs(10),
@@ -485,6 +509,9 @@ impl GatewayConfig {
     /// Resolves `lab.enabled` against the listeners the lab would be served on.
     pub fn lab_decision(&self) -> LabDecision {
         let mut listeners = vec![("server.listen", self.server.listen)];
+        if let Some(internal) = self.server.internal_listen {
+            listeners.push(("server.internal_listen", internal));
+        }
         if self.tls.enabled {
             listeners.push(("tls.listen", self.tls.listen));
         }
@@ -729,6 +756,24 @@ impl GatewayConfig {
         };
         if self.server.max_connections == 0 {
             return fail("server.max_connections must be at least 1".to_owned());
+        }
+        match self.server.internal_listen {
+            Some(_) if self.server.internal_max_connections == 0 => {
+                return fail("server.internal_max_connections must be at least 1".to_owned());
+            }
+            Some(internal) if internal == self.server.listen && internal.port() != 0 => {
+                return fail(format!(
+                    "server.internal_listen ({internal}) must differ from server.listen"
+                ));
+            }
+            None if !self.server.public_admin_routes => {
+                return fail(
+                    "server.public_admin_routes = false needs server.internal_listen: \
+                     publishes, /metrics and /topics would be served nowhere"
+                        .to_owned(),
+                );
+            }
+            _ => {}
         }
         for (name, rate, burst) in [
             (
@@ -979,6 +1024,27 @@ mod tests {
             .contains("server.publish_burst"));
         // 0 turns the limit off, and the burst is then irrelevant.
         assert!(parse("[server]\npublish_rate = 0\npublish_burst = 0\n").is_ok());
+        assert!(parse("[server]\npublic_admin_routes = false\n")
+            .unwrap_err()
+            .contains("server.internal_listen"));
+        let internal =
+            parse("[server]\ninternal_listen = \"127.0.0.1:9090\"\npublic_admin_routes = false\n")
+                .unwrap();
+        assert_eq!(
+            internal.server.internal_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+        );
+        assert_eq!(internal.server.internal_max_connections, 256);
+        assert!(parse(
+            "[server]\ninternal_listen = \"127.0.0.1:9090\"\ninternal_max_connections = 0\n"
+        )
+        .unwrap_err()
+        .contains("server.internal_max_connections"));
+        assert!(parse(
+            "[server]\nlisten = \"127.0.0.1:9090\"\ninternal_listen = \"127.0.0.1:9090\"\n"
+        )
+        .unwrap_err()
+        .contains("must differ"));
         assert!(
             parse("[server]\ntopic_create_rate = 5\ntopic_create_burst = 0\n")
                 .unwrap_err()

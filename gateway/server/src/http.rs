@@ -72,6 +72,12 @@ impl Rejection {
         rejection
     }
 
+    /// Adds `Retry-After: <seconds>` to the answer.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -18,6 +18,7 @@
 mod app;
 pub mod auth;
 pub mod bus;
+mod capacity;
 mod client_limits;
 pub mod config;
 pub mod demo;
@@ -36,6 +37,7 @@ pub mod tls;
 mod upstream;
 
 pub use app::App;
+pub use capacity::Listener;
 pub use http::{Body, Rejection};
 pub use server::{Gateway, ShutdownOutcome};
 pub use upstream::run as run_upstream_source;

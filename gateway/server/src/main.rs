@@ -43,6 +43,11 @@ struct ServeArgs {
     /// HTTP listen address (overrides `server.listen`).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Internal listen address: publishing, /healthz, /metrics, /topics and the lab's API,
+    /// with a connection cap of its own (overrides `server.internal_listen`; loopback or a
+    /// private network only).
+    #[arg(long, value_name = "ADDR")]
+    internal_listen: Option<SocketAddr>,
     /// HTTPS listen address (overrides `tls.listen`).
     #[arg(long)]
     tls_listen: Option<SocketAddr>,
@@ -128,6 +133,9 @@ fn load_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if let Some(listen) = args.internal_listen {
+        config.server.internal_listen = Some(listen);
+    }
     if let Some(listen) = args.tls_listen {
         config.tls.listen = listen;
     }
@@ -201,6 +209,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 self_signed = tls.self_signed,
                 sha256 = %tls.certificate_sha256_hex(),
                 "streamgate listening on https://{tls_addr} (HTTP/2 and HTTP/1.1)"
+            );
+        }
+        if let Some(internal) = gateway.internal_local_addr() {
+            tracing::info!(
+                %internal,
+                max_connections = gateway.app().config.server.internal_max_connections,
+                "streamgate listening (internal) on http://{internal}: /publish, /healthz, /metrics, /topics"
             );
         }
         #[cfg(feature = "webtransport")]

@@ -85,6 +85,18 @@ fn describe() {
         "Events evicted to keep history under bus.history_memory"
     );
     metrics::describe_gauge!(TOPICS, "Topics the bus tracks");
+    metrics::describe_gauge!(
+        crate::capacity::LISTENER_CONNECTIONS_OPEN,
+        "TCP connections open on a listener (public: server.listen and tls.listen; internal)"
+    );
+    metrics::describe_gauge!(
+        crate::capacity::LISTENER_CONNECTIONS_MAX,
+        "A listener's connection cap (server.max_connections, server.internal_max_connections)"
+    );
+    metrics::describe_counter!(
+        crate::capacity::LISTENER_REFUSED,
+        "Connections refused at a listener's cap: answered 503 (answered=true) or closed"
+    );
     metrics::describe_counter!(
         TOPICS_RECLAIMED,
         "Idle topics reclaimed to make room for new ones"

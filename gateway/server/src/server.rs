@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::app::{tag_connection, App};
+use crate::capacity::{self, Listener};
 use crate::config::GatewayConfig;
 use crate::idle::Activity;
 use crate::limits;
@@ -37,6 +38,7 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub struct Gateway {
     listener: TcpListener,
     tls_listener: Option<(TcpListener, TlsAcceptor)>,
+    internal_listener: Option<TcpListener>,
     app: Arc<App>,
     #[cfg(feature = "webtransport")]
     wt: Option<webtransport::WtServer>,
@@ -47,6 +49,7 @@ impl std::fmt::Debug for Gateway {
         f.debug_struct("Gateway")
             .field("listener", &self.listener)
             .field("tls", &self.tls_local_addr())
+            .field("internal", &self.internal_local_addr())
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +86,12 @@ impl Gateway {
         bus: Arc<dyn EventBus>,
     ) -> std::io::Result<Self> {
         let listener = bind_tcp(config.server.listen, config.server.backlog)?;
+        let internal_listener = match config.server.internal_listen {
+            Some(addr) => Some(bind_tcp(addr, config.server.backlog).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("server.internal_listen {addr}: {e}"))
+            })?),
+            None => None,
+        };
         let (tls, tls_listener) = if config.tls.enabled {
             let material = match (&config.tls.cert, &config.tls.key) {
                 (Some(cert), Some(key)) => TlsMaterial::from_pem_files(cert, key),
@@ -114,6 +123,7 @@ impl Gateway {
         Ok(Self {
             listener,
             tls_listener,
+            internal_listener,
             app: Arc::new(app),
             #[cfg(feature = "webtransport")]
             wt,
@@ -125,6 +135,13 @@ impl Gateway {
         self.tls_listener
             .as_ref()
             .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// The bound internal listener's address, when `server.internal_listen` is set.
+    pub fn internal_local_addr(&self) -> Option<SocketAddr> {
+        self.internal_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The bound WebTransport (UDP) address, when WebTransport is on.
@@ -151,6 +168,7 @@ impl Gateway {
         let Self {
             listener,
             tls_listener,
+            internal_listener,
             app,
             #[cfg(feature = "webtransport")]
             wt,
@@ -164,7 +182,11 @@ impl Gateway {
             );
         }
         start_metrics_upkeep(&app);
-        let limit = Arc::clone(&app.connection_slots);
+        // Connections over a cap are answered by tasks of their own, this many at once.
+        let refusals = Arc::new(tokio::sync::Semaphore::new(
+            capacity::MAX_REFUSALS_IN_FLIGHT,
+        ));
+        let refusal_builder = Arc::new(capacity::refusal_builder());
         let per_ip = Arc::clone(&app.connections_per_ip);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -184,14 +206,13 @@ impl Gateway {
         let mut next_conn_id: u64 = 0;
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
+            // Every listener is always accepted from: a connection over its listener's cap is
+            // answered and closed (`capacity::refuse_full`) rather than left in the backlog.
+            let (accepted, tls, kind) = tokio::select! {
                 () = &mut shutdown => break,
-                permit = Arc::clone(&limit).acquire_owned() => permit.expect("semaphore is never closed"),
-            };
-            let (accepted, tls) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => (accepted, None),
-                accepted = accept_tls(&tls_listener) => (accepted, tls_listener.as_ref().map(|(_, a)| a.clone())),
+                accepted = listener.accept() => (accepted, None, Listener::Public),
+                accepted = accept_tls(&tls_listener) => (accepted, tls_listener.as_ref().map(|(_, a)| a.clone()), Listener::Public),
+                accepted = accept_optional(internal_listener.as_ref()) => (accepted, None, Listener::Internal),
             };
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
@@ -204,20 +225,67 @@ impl Gateway {
             };
             let _ = stream.set_nodelay(app.config.server.tcp_nodelay);
             set_stall_timeout(&stream, app.config.server.write_timeout);
-            let Some(ip_slot) = per_ip.try_acquire(peer.ip()) else {
-                let max = app.config.server.max_connections_per_ip;
-                streamgate_core::record_rejection(
-                    limits::TOO_MANY_CONNECTIONS,
-                    &format!("{} is at its limit of {max} connections", peer.ip()),
-                );
-                // Plain HTTP gets a 429 it can read; TLS is closed (no handshake is spent).
-                if tls.is_none() {
-                    app.tasks.spawn(async move {
-                        limits::refuse_too_many(stream, max).await;
-                        drop(permit);
-                    });
+            let Some(slot) = app.open_connection(kind) else {
+                let slots = app.slots(kind);
+                match Arc::clone(&refusals).try_acquire_owned() {
+                    Ok(refusal) => {
+                        slots.refused(true);
+                        let refused = capacity::refuse_full(
+                            Arc::clone(&app),
+                            Arc::clone(&refusal_builder),
+                            stream,
+                            tls,
+                            kind,
+                        );
+                        app.tasks.spawn(async move {
+                            refused.await;
+                            drop(refusal);
+                        });
+                    }
+                    Err(_) => {
+                        // Closed at once: the client sees the connection end, not a wait.
+                        slots.refused(false);
+                        streamgate_core::record_rejection(
+                            capacity::CONNECTION_LIMIT,
+                            &format!(
+                                "the {} listener is at its cap of {} connections, and {} \
+                                 refusals are in progress: closed unanswered",
+                                kind.name(),
+                                slots.cap(),
+                                capacity::MAX_REFUSALS_IN_FLIGHT
+                            ),
+                        );
+                        drop(stream);
+                    }
                 }
                 continue;
+            };
+            // The internal listener has no per-IP limit: its clients are the operator's.
+            let ip_slot = match kind {
+                Listener::Public => match per_ip.try_acquire(peer.ip()) {
+                    Some(ip_slot) => Some(ip_slot),
+                    None => {
+                        drop(slot);
+                        let max = app.config.server.max_connections_per_ip;
+                        streamgate_core::record_rejection(
+                            limits::TOO_MANY_CONNECTIONS,
+                            &format!("{} is at its limit of {max} connections", peer.ip()),
+                        );
+                        // Plain HTTP gets a 429 it can read; TLS is closed (no handshake is
+                        // spent). Neither holds a slot, and the answers are bounded like the
+                        // refusals at the cap.
+                        if let (None, Ok(refusal)) =
+                            (&tls, Arc::clone(&refusals).try_acquire_owned())
+                        {
+                            app.tasks.spawn(async move {
+                                limits::refuse_too_many(stream, max).await;
+                                drop(refusal);
+                            });
+                        }
+                        continue;
+                    }
+                },
+                Listener::Internal => None,
             };
             next_conn_id += 1;
             let info = ConnectionInfo {
@@ -225,11 +293,16 @@ impl Gateway {
                 conn_id: next_conn_id,
                 tls: tls.is_some(),
             };
-            let span =
-                tracing::debug_span!("conn", conn_id = next_conn_id, %peer, tls = tls.is_some());
+            let span = tracing::debug_span!(
+                "conn",
+                conn_id = next_conn_id,
+                %peer,
+                tls = tls.is_some(),
+                listener = kind.name()
+            );
             // Freed when the connection ends, or, for an upgraded one, when the transport
             // that took it over is done with it.
-            let lease = ConnectionLease::new((permit, ip_slot, app.open_connection()));
+            let lease = ConnectionLease::new((slot, ip_slot));
             let connection = serve_connection(
                 Arc::clone(&app),
                 Arc::clone(&builder),
@@ -237,11 +310,13 @@ impl Gateway {
                 tls,
                 info,
                 lease,
+                kind,
             );
             app.tasks.spawn(connection.instrument(span));
         }
         drop(listener);
         drop(tls_listener);
+        drop(internal_listener);
         tracing::info!("shutting down: stopped accepting");
         app.shutdown.cancel();
         app.bus.close();
@@ -327,6 +402,15 @@ fn bind_tcp(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
+async fn accept_optional(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn accept_tls(
     tls: &Option<(TcpListener, TlsAcceptor)>,
 ) -> std::io::Result<(TcpStream, SocketAddr)> {
@@ -344,6 +428,7 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     info: ConnectionInfo,
     lease: ConnectionLease,
+    listener: Listener,
 ) {
     let result = match tls {
         None => {
@@ -364,10 +449,11 @@ async fn serve_connection(
             }
             // Boxed, like the TLS connection: the connection's task then holds only what its
             // kind of connection needs, not room for every kind.
-            if app.config.server.lean_http1 {
+            // The internal listener serves no long-lived request: hyper's path alone.
+            if app.config.server.lean_http1 && listener == Listener::Public {
                 Box::pin(crate::h1::serve(&app, &builder, stream, info, &lease)).await
             } else {
-                Box::pin(serve_http(&app, &builder, stream, info, &lease)).await
+                Box::pin(serve_http(&app, &builder, stream, info, &lease, listener)).await
             }
         }
         Some(acceptor) => Box::pin(serve_tls(&app, &builder, stream, acceptor, info, &lease)).await,
@@ -411,7 +497,7 @@ async fn serve_tls(
     // HTTP/2 is hyper's; HTTP/1.1 starts on the lean path.
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     if h2 || !app.config.server.lean_http1 {
-        serve_http(app, builder, stream, info, lease).await
+        serve_http(app, builder, stream, info, lease, Listener::Public).await
     } else {
         crate::h1::serve(app, builder, stream, info, lease).await
     }
@@ -426,6 +512,7 @@ pub(crate) async fn serve_http<I>(
     io: I,
     info: ConnectionInfo,
     lease: &ConnectionLease,
+    listener: Listener,
 ) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -440,7 +527,7 @@ where
         let app = Arc::clone(&service_app);
         // From here until the response body is over (or dropped), the connection is busy.
         let busy = service_activity.busy();
-        tag_connection(&mut request, info, &lease);
+        tag_connection(&mut request, info, &lease, listener);
         let refusal = crate::http::host_refusal(&request);
         async move {
             let response = match refusal {

@@ -25,6 +25,8 @@ pub struct TestGateway {
     pub tls_addr: Option<SocketAddr>,
     /// Where it listens for WebTransport (UDP), when that is on.
     pub wt_addr: Option<SocketAddr>,
+    /// Where its internal listener is, when `server.internal_listen` was set.
+    pub internal_addr: Option<SocketAddr>,
     /// Its shared state (bus, shutdown token).
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
@@ -32,13 +34,17 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
-    /// Starts a gateway on 127.0.0.1:0 with `config` (its listen address is replaced).
+    /// Starts a gateway on 127.0.0.1:0 with `config` (its listen addresses are replaced; an
+    /// internal listener, when `server.internal_listen` is set, goes to 127.0.0.1:0 too).
     ///
     /// # Panics
     /// If the listener cannot be bound.
     pub async fn start(mut config: GatewayConfig) -> Self {
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.tls.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        if config.server.internal_listen.is_some() {
+            config.server.internal_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
         #[cfg(feature = "webtransport")]
         {
             config.webtransport.listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -46,6 +52,7 @@ impl TestGateway {
         let gateway = Gateway::bind(config).await.expect("bind 127.0.0.1:0");
         let addr = gateway.local_addr().expect("local address");
         let tls_addr = gateway.tls_local_addr();
+        let internal_addr = gateway.internal_local_addr();
         #[cfg(feature = "webtransport")]
         let wt_addr = gateway.wt_local_addr();
         #[cfg(not(feature = "webtransport"))]
@@ -59,6 +66,7 @@ impl TestGateway {
             addr,
             tls_addr,
             wt_addr,
+            internal_addr,
             app,
             stop: Some(stop),
             handle,

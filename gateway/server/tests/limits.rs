@@ -590,3 +590,112 @@ async fn a_dead_http2_peer_is_found_by_pings_while_live_ones_stay() {
     read_body_until(&mut live_sse, &mut live_seen, r#"{"after":"pings"}"#).await;
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_internal_listener_serves_the_operator_routes_and_no_subscriber() {
+    let mut config = TestGateway::quiet_config();
+    config.server.internal_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.server.public_admin_routes = false;
+    let gateway = TestGateway::start(config).await;
+    let internal = gateway.internal_addr.expect("an internal listener");
+    let mut subscriber = Sse::open(gateway.addr, "t").await;
+
+    let mut inside = TestClient::connect(internal).await;
+    let published = inside
+        .request(
+            "POST",
+            "/publish/t",
+            &[("content-type", "application/json")],
+            r#"{"via":"internal"}"#,
+        )
+        .await;
+    assert_eq!(published.status, 200, "{}", published.text());
+    subscriber.expect(r#"{"via":"internal"}"#).await;
+    let health = inside.get("/healthz").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+    assert_eq!(health.json()["listeners"]["internal"]["cap"], 256);
+    for path in ["/topics", "/metrics", "/lab/api/config"] {
+        assert_eq!(inside.get(path).await.status, 200, "{path}");
+    }
+    for path in [
+        "/sse?topics=t",
+        "/poll?topics=t&timeout=0",
+        "/ws?topics=t",
+        "/wt/cert-hash",
+        "/lab",
+    ] {
+        let refused = inside.get(path).await;
+        assert_eq!(refused.status, 404, "{path}");
+        let reason = refused.json()["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(reason.contains("internal listener"), "{reason}");
+    }
+
+    // public_admin_routes = false: the operator's routes are the internal listener's only.
+    let mut outside = TestClient::connect(gateway.addr).await;
+    let refused = outside.send("POST", "/publish/t", "{}").await;
+    assert_eq!(refused.status, 404);
+    assert!(
+        refused.text().contains("public_admin_routes"),
+        "{}",
+        refused.text()
+    );
+    for path in ["/metrics", "/topics"] {
+        assert_eq!(outside.get(path).await.status, 404, "{path}");
+    }
+    assert_eq!(outside.get("/healthz").await.status, 200);
+    assert_eq!(outside.get("/poll?topics=t&timeout=0").await.status, 200);
+    drop((inside, outside, subscriber));
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_over_max_connections_is_answered_503_after_the_handshake() {
+    let mut config = TestGateway::quiet_config();
+    config.tls.enabled = true;
+    config.server.max_connections = 1;
+    config.server.max_connections_per_ip = 0;
+    let gateway = TestGateway::start(config).await;
+    let holder = Sse::open(gateway.addr, "t").await;
+    assert_eq!(gateway.app.connections_open(), 1);
+
+    // HTTP/1.1 over TLS: the refusal, then the close.
+    let mut tls = tls_connect(&gateway, b"http/1.1").await;
+    tls.write_all(b"GET /sse?topics=t HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, took) = read_to_close(&mut tls).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains(r#""code":"connection_limit""#), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("\r\nretry-after: 1"),
+        "{answer}"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // HTTP/2: /healthz is the `full` health answer.
+    let stream = tls_connect(&gateway, b"h2").await;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get("https://test/healthz")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = within("an HTTP/2 answer at the cap", sender.send_request(request))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["status"], "full", "{body}");
+    assert_eq!(body["open"], 1, "{body}");
+    assert_eq!(body["cap"], 1, "{body}");
+    assert_eq!(gateway.app.connections_open(), 1, "no refusal took a slot");
+    drop(holder);
+    gateway.shutdown().await;
+}

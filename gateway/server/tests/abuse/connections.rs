@@ -143,7 +143,7 @@ async fn websockets_over_the_per_ip_cap_are_refused_until_some_close() {
 }
 
 #[tokio::test]
-async fn websockets_past_max_connections_wait_until_one_closes() {
+async fn websockets_past_max_connections_are_refused_503_until_one_closes() {
     const MAX: usize = 10;
     let mut config = TestGateway::quiet_config();
     config.server.max_connections = MAX;
@@ -156,25 +156,30 @@ async fn websockets_past_max_connections_wait_until_one_closes() {
     }
     assert_eq!(app.connections_open(), MAX);
 
-    // The next one is not accepted (it waits in the backlog): no answer while all are open.
-    let waiting = tokio::spawn(open_ws(gateway.addr, OTHER));
-    let early = tokio::time::timeout(Duration::from_millis(500), async {
-        while !waiting.is_finished() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(
-        early.is_err(),
-        "a connection past max_connections was served"
-    );
+    // The next ones are answered at once, before any upgrade: 503 with a reason and
+    // Retry-After, not a wait in the accept backlog. None takes a slot.
+    for from in [ATTACKER, OTHER] {
+        let (refusal, took) =
+            served_within("a full max_connections", open_ws(gateway.addr, from)).await;
+        assert_ws_refused(
+            &refusal.expect_err("over max_connections"),
+            503,
+            "connection_limit",
+            "server.max_connections",
+        );
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
     assert_eq!(app.connections_open(), MAX, "accepted over the cap: 0");
-    println!("abuse[ws max_connections]: 0 connections accepted over a cap of {MAX}");
+    println!(
+        "abuse[ws max_connections]: 0 connections accepted over a cap of {MAX}, each refused 503"
+    );
 
-    // One closes: its slot goes to the waiting client.
+    // One closes: its slot goes to the next client.
     close(open.pop().unwrap()).await;
-    let (served, _) = served_within("a full max_connections", waiting).await;
-    let served = served.unwrap().expect("served once a slot is free");
+    until_open("a freed slot", MAX - 1, || app.connections_open()).await;
+    let served = open_ws(gateway.addr, OTHER)
+        .await
+        .expect("served once a slot is free");
     assert_eq!(app.connections_open(), MAX);
     drop((served, open));
     gateway.shutdown().await;
