@@ -611,8 +611,7 @@ function frame(m) {
  */
 function endpoint(ctx, path, params) {
   const url = new URL(path, ctx.base);
-  url.searchParams.set('topics', ctx.topics.join(','));
-  for (const [k, v] of Object.entries({ ...ctx.params(), ...params })) if (v) url.searchParams.set(k, v);
+  for (const [k, v] of Object.entries({ ...ctx.params(), topics: ctx.topics.join(','), ...params })) if (v) url.searchParams.set(k, v);
   return url;
 }
 
@@ -670,7 +669,7 @@ function webtransport(ctx) {
     // `url` names the address the gateway bound: loopback when it bound every interface.
     const loop = (/** @type {string} */ h) => h === 'localhost' || h === '[::1]' || h.startsWith('127.');
     if (loop(url.hostname) && !loop(ctx.base.hostname)) url.hostname = ctx.base.hostname;
-    const params = { topics: ctx.topics.join(','), mode: 'stream', ...ctx.params(), since: ctx.since, token: await ctx.token() };
+    const params = { mode: 'stream', ...ctx.params(), topics: ctx.topics.join(','), since: ctx.since, token: await ctx.token() };
     for (const [k, v] of Object.entries(params)) if (v) url.searchParams.set(k, v);
     if (closed) return;
     session = new WT(url, doc.self_signed === false ? {} : {
