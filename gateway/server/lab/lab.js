@@ -388,8 +388,8 @@ class LabClient {
     this.panel = panel;
     /** @type {import('/client/streamgate.js').Subscription | null} */
     this.sub = null;
-    /** How many of the subscription's opened connections the panel counted. */
-    this.seen = 0;
+    /** Entries of the subscription's transport log already counted by countOpens. */
+    this.scanned = 0;
     this.logsBefore = [];
     this.attemptsBefore = 0;
     this.compression = lab.config.ws_compression !== false;
@@ -416,28 +416,32 @@ class LabClient {
     });
     this.sub = sub;
     sub.addEventListener('event', (e) => {
-      this.sync();
+      this.countOpens(); // first, so that connectedAt is this connection's
       panel.onEvent(e.detail);
     });
     sub.addEventListener('notice', (e) => panel.onNotice(e.detail));
     sub.addEventListener('error', (e) => panel.onNotice({ type: 'error', reason: `${e.detail.code}: ${e.detail.reason}` }));
     sub.addEventListener('transport', () => this.sync());
-    this.seen = 0;
+    this.scanned = 0;
   }
 
-  /**
-   * Catches the panel up with the subscription's transport log: each connection that opened
-   * counts as an open (the first one is not a reconnect), and the last attempt gives the state.
-   */
+  /** Counts each connection of the subscription that opened (the first is not a reconnect). */
+  countOpens() {
+    const log = this.sub?.transportLog ?? [];
+    while (this.scanned < log.length) {
+      const entry = log[this.scanned];
+      if (entry.openMs !== null) this.panel.onOpen(this.label(), entry.start + entry.openMs);
+      else if (entry.outcome === 'connecting') break;
+      this.scanned += 1;
+    }
+  }
+
+  /** Catches the panel up with the subscription's transport log: opens, state, the log itself. */
   sync() {
     const sub = this.sub;
     if (!sub) return;
+    this.countOpens();
     const log = sub.transportLog;
-    const opened = log.filter((entry) => entry.openMs !== null);
-    while (this.seen < opened.length) {
-      const entry = opened[this.seen++];
-      this.panel.onOpen(this.label(), entry.start + entry.openMs);
-    }
     const last = log.at(-1);
     if (last && last.outcome === 'connecting') this.panel.setState('connecting', 'waiting');
     else if (last && last.outcome === 'open') this.panel.setState(this.label(), 'open');
