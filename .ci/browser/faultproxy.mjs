@@ -28,7 +28,10 @@
 //                  opens and then receives nothing, not even a heartbeat.
 //   cut            every live connection (TCP; not the control requests) is reset at a random
 //                  moment `--cut-min-ms`..`--cut-max-ms` (0.5–2 s) after it opens (or after
-//                  `cut` was switched on, for one already open).
+//                  `cut` was switched on, for one already open). A UDP flow through the relay
+//                  (one client address and port: one WebTransport session) is black-holed at
+//                  such a moment instead, for good: UDP has no reset, so the browser learns it
+//                  only from its own deadline or QUIC's idle timeout.
 //   udp-drop       the UDP relay (below) drops every datagram both ways, as a firewall that
 //                  blocks UDP does: WebTransport gets no answer and times out.
 //
@@ -106,13 +109,15 @@ export async function startFaultProxy({
   const has = (f) => faults.includes(f);
   const counters = {
     connections: 0, live: 0, cut: 0, stripped_upgrades: 0, buffered_responses: 0,
-    buffer_flushes: 0, control: 0, udp_relayed: 0, udp_dropped: 0,
+    buffer_flushes: 0, control: 0, udp_relayed: 0, udp_dropped: 0, udp_flows_cut: 0,
   };
+  const cutDelay = () => cutMinMs + Math.random() * (cutMaxMs - cutMinMs);
   const live = new Set(); // { client, upstream, timer }
+  const relays = new Map(); // UDP flows: "addr:port" -> { key, socket, last, dead, cutAt }
 
   const cutLater = (conn) => {
     if (conn.timer || conn.done) return;
-    const ms = cutMinMs + Math.random() * (cutMaxMs - cutMinMs);
+    const ms = cutDelay();
     conn.timer = setTimeout(() => {
       conn.timer = null;
       if (conn.done) return;
@@ -132,6 +137,10 @@ export async function startFaultProxy({
         clearTimeout(conn.timer);
         conn.timer = null;
       }
+    }
+    for (const relay of relays.values()) {
+      if (has('cut') && !relay.dead) relay.cutAt ??= Date.now() + cutDelay();
+      else if (!has('cut')) relay.cutAt = null;
     }
     log(`faults: ${faults.length ? faults.join(', ') : 'pass'}`);
     return faults;
@@ -289,8 +298,16 @@ export async function startFaultProxy({
 
   // --- the UDP relay (WebTransport)
   let udp = null;
-  const relays = new Map(); // "addr:port" -> { socket, last }
   let sweep = null;
+  // Whether a flow is (now) cut: black-holed for good once its moment has passed.
+  const flowCut = (relay) => {
+    if (!relay.dead && relay.cutAt != null && Date.now() >= relay.cutAt) {
+      relay.dead = true;
+      counters.udp_flows_cut++;
+      log(`cut UDP flow ${relay.key}`);
+    }
+    return relay.dead;
+  };
   if (udpUpstream) {
     const udpTarget = hostPort(udpUpstream);
     udp = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
@@ -300,10 +317,10 @@ export async function startFaultProxy({
       let relay = relays.get(key);
       if (!relay) {
         const socket = dgram.createSocket(net.isIPv6(udpTarget.host) ? 'udp6' : 'udp4');
-        relay = { socket, last: Date.now() };
+        relay = { key, socket, last: Date.now(), dead: false, cutAt: has('cut') ? Date.now() + cutDelay() : null };
         socket.on('message', (back) => {
           relay.last = Date.now();
-          if (has('udp-drop')) return void counters.udp_dropped++;
+          if (has('udp-drop') || flowCut(relay)) return void counters.udp_dropped++;
           counters.udp_relayed++;
           udp.send(back, from.port, from.address);
         });
@@ -311,6 +328,7 @@ export async function startFaultProxy({
         relays.set(key, relay);
       }
       relay.last = Date.now();
+      if (flowCut(relay)) return void counters.udp_dropped++;
       counters.udp_relayed++;
       relay.socket.send(msg, udpTarget.port, udpTarget.host);
     });

@@ -13,6 +13,7 @@ let upstream;
 let upstreamPort;
 let udpEcho;
 const seen = []; // request heads the upstream received
+const upgraded = new Set(); // sockets the upstream took over after a 101
 
 before(async () => {
   upstream = http.createServer((req, res) => {
@@ -62,7 +63,10 @@ before(async () => {
       `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
     );
     socket.on('data', (d) => socket.write(d)); // echo raw bytes
+    socket.on('end', () => socket.end());
     socket.on('error', () => {});
+    upgraded.add(socket);
+    socket.on('close', () => upgraded.delete(socket));
   });
   upstream.listen(0, '127.0.0.1');
   await once(upstream, 'listening');
@@ -73,6 +77,7 @@ before(async () => {
 });
 
 after(async () => {
+  for (const socket of upgraded) socket.destroy();
   upstream.closeAllConnections?.();
   await new Promise((resolve) => upstream.close(resolve));
   udpEcho.close();
@@ -260,6 +265,43 @@ test('udp: datagrams are relayed both ways, and dropped under udp-drop', async (
     assert.equal(await roundTrip('three'), 'three');
   } finally {
     client.close();
+    await proxy.close();
+  }
+});
+
+test('cut on UDP: a flow is black-holed 0.5–2 s after it starts; a new flow gets through', async () => {
+  const proxy = await proxyFor({ mode: 'cut' });
+  const sockets = [];
+  const flow = async () => {
+    const s = dgram.createSocket('udp4');
+    sockets.push(s);
+    await new Promise((resolve) => s.bind(0, '127.0.0.1', resolve));
+    return (text, ms = 300) =>
+      new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(null), ms);
+        s.once('message', (m) => {
+          clearTimeout(timer);
+          resolve(m.toString());
+        });
+        s.send(text, proxy.udpPort, '127.0.0.1');
+      });
+  };
+  try {
+    const first = await flow();
+    const t0 = Date.now();
+    assert.equal(await first('a'), 'a');
+    let answered = 'a';
+    while (answered !== null && Date.now() - t0 < 3000) answered = await first('b', 100);
+    const lived = Date.now() - t0;
+    assert.equal(answered, null, 'the flow was cut');
+    assert.ok(lived >= 400 && lived <= 2400, `cut after about ${lived} ms`);
+    assert.equal(await first('c'), null, 'for good');
+    assert.equal(proxy.stats().udp_flows_cut, 1);
+    proxy.setMode('pass');
+    const second = await flow();
+    assert.equal(await second('d'), 'd');
+  } finally {
+    for (const s of sockets) s.close();
     await proxy.close();
   }
 });
