@@ -19,6 +19,7 @@ mod app;
 pub mod auth;
 pub mod bus;
 mod client_limits;
+mod client_module;
 pub mod config;
 pub mod demo;
 pub mod h1;
@@ -30,6 +31,7 @@ mod lab;
 mod limits;
 mod prometheus;
 mod server;
+mod switches;
 #[doc(hidden)]
 pub mod testkit;
 pub mod tls;
