@@ -65,9 +65,9 @@ function child(cmd, args) {
   return p;
 }
 
-async function stop(p) {
+async function stop(p, signal = 'SIGTERM') {
   if (!p || p.exitCode !== null || p.signalCode !== null) return;
-  p.kill('SIGTERM');
+  p.kill(signal);
   const done = await Promise.race([p.exited.then(() => true), sleep(5000).then(() => false)]);
   if (!done) {
     p.kill('SIGKILL');
@@ -136,9 +136,12 @@ export async function startStack(spec, { bin = process.env.STREAMGATE_BIN, log =
     await start();
     stack.base = stack.proxy ? `http://127.0.0.1:${stack.proxy.port}` : gatewayBase;
     stack.gatewayOutput = () => gw?.output ?? '';
-    /** Stops the gateway (SIGTERM) and starts it again on the same ports; resolves when it answers. */
-    stack.restartGateway = async ({ downMs = 0 } = {}) => {
-      await stop(gw);
+    /**
+     * Stops the gateway (SIGTERM: a graceful shutdown; SIGKILL: a crash) and starts it again on
+     * the same ports; resolves when it answers.
+     */
+    stack.restartGateway = async ({ signal = 'SIGTERM', downMs = 0 } = {}) => {
+      await stop(gw, signal);
       if (downMs) await sleep(downMs);
       await start();
     };
