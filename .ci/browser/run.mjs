@@ -2,12 +2,17 @@
 //   node run.mjs tests/websocket.mjs http://127.0.0.1:PORT [USER_DATA_DIR]
 // Prints `ok: NAME (… ms)` or `FAIL: NAME: reason` (plus the page's console), exits 0 or 1.
 // .ci/peers/chromium.sh also bounds the whole process with `timeout`.
+//
+// A test module that exports `stack` (stack.mjs) gets its own gateway, fault proxy or Redis,
+// started here from $STREAMGATE_BIN before the page opens and stopped after; the page then
+// opens on that stack (through the proxy when there is one) and BASE_URL is not used.
 import { pathToFileURL } from 'node:url';
 import { resolve } from 'node:path';
 import { launch, openPage, withTimeout, DEFAULT_TIMEOUT_MS } from './lib.mjs';
+import { startStack } from './stack.mjs';
 
-const [file, base, userDataDir] = process.argv.slice(2);
-if (!file || !base) {
+const [file, sharedBase, userDataDir] = process.argv.slice(2);
+if (!file || !sharedBase) {
   console.error('usage: node run.mjs TEST.mjs BASE_URL [USER_DATA_DIR]');
   process.exit(2);
 }
@@ -23,6 +28,8 @@ let browser;
 let ok = false;
 let reason = '';
 let opened;
+let stack;
+let base = sharedBase;
 
 // `timeout` (in chromium.sh) or Ctrl-C: report, close Chromium (bounded), exit non-zero.
 for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
@@ -31,14 +38,19 @@ for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
     for (const l of lines) console.log(`  ${l}`);
     for (const l of opened?.consoleLines ?? []) console.log(`  [console] ${l}`);
     await withTimeout(browser?.close() ?? Promise.resolve(), 3000, 'closing chromium').catch(() => {});
+    await withTimeout(stack?.close() ?? Promise.resolve(), 6000, 'stopping the stack').catch(() => {});
     process.exit(1);
   });
 }
 try {
+  if (test.stack) {
+    stack = await withTimeout(startStack(test.stack, { log }), 30000, 'starting the stack');
+    base = stack.base;
+  }
   browser = await withTimeout(launch({ userDataDir }), 30000, 'launching chromium');
   opened = await withTimeout(openPage(browser.context, base), 15000, `opening ${base}`);
   await withTimeout(
-    test.run({ page: opened.page, base, consoleErrors: opened.consoleErrors, log }),
+    test.run({ page: opened.page, base, consoleErrors: opened.consoleErrors, log, stack }),
     timeoutMs,
     name,
   );
@@ -58,8 +70,12 @@ if (ok) {
   console.log(`FAIL: ${name}: ${reason} (${elapsed} ms,${version})`);
   for (const l of lines) console.log(`  ${l}`);
   for (const l of opened?.consoleLines ?? []) console.log(`  [console] ${l}`);
+  if (stack) for (const l of stack.gatewayOutput().split('\n').slice(-20)) console.log(`  [gateway] ${l}`);
 }
 await withTimeout(browser?.close() ?? Promise.resolve(), 10000, 'closing chromium').catch((e) =>
+  console.log(`  warning: ${e.message}`),
+);
+await withTimeout(stack?.close() ?? Promise.resolve(), 10000, 'stopping the stack').catch((e) =>
   console.log(`  warning: ${e.message}`),
 );
 process.exit(ok ? 0 : 1);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core from npm) as a real peer
 # of the gateway binary: each .ci/browser/tests/*.mjs runs in a fresh browser profile against one
-# gateway, on a page the gateway serves. Installs what is missing by package name; downloads
+# gateway, on a page the gateway serves. A test that exports `stack` (the browser client's
+# fallback tests) gets a gateway of its own instead, with a fault proxy or Redis as it asks
+# (.ci/browser/stack.mjs; needs redis-server for the Redis one). Installs what is missing by package name; downloads
 # nothing else. Last line: `chromium: N passed, M failed`; exits non-zero on any failure.
 #   bash .ci/peers/chromium.sh target/release/streamgate [TEST.mjs ...]
 set -euo pipefail
@@ -14,6 +16,7 @@ test_timeout=${CHROMIUM_TEST_TIMEOUT:-90} # seconds, per test process (launch + 
 need_apt=()
 [[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v redis-server >/dev/null || need_apt+=(redis-server) # tests/client-redis-restart.mjs
 if ((${#need_apt[@]})); then
   echo "apt-get install ${need_apt[*]}"
   apt-get update -qq
@@ -74,7 +77,7 @@ for t in "${tests[@]}"; do
   profile=$(mktemp -d "$work/profile.XXXXXX")
   status=0
   # timeout signals the whole process group (node and its Chromium); run.mjs reports and exits.
-  (cd "$browser_dir" && exec timeout --kill-after=5 "$test_timeout" node run.mjs "$t" "$base" "$profile") ||
+  (cd "$browser_dir" && STREAMGATE_BIN="$bin" exec timeout --kill-after=5 "$test_timeout" node run.mjs "$t" "$base" "$profile") ||
     status=$?
   if ((status == 0)); then
     passed=$((passed + 1))

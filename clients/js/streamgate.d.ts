@@ -72,6 +72,7 @@ export type AdapterContext = {
     sink: Sink;
     timeouts: Timeouts;
     token: () => Promise<string | undefined>;
+    params: () => Record<string, string>;
 };
 /**
  * @typedef {'webtransport' | 'websocket' | 'sse' | 'poll'} TransportName
@@ -95,7 +96,7 @@ export type AdapterContext = {
  * @typedef {{ close(): void, publish?(m: object): Promise<Message> }} TransportHandle
  * @typedef {(name: TransportName, ctx: { since: string | null, sink: Sink }) => TransportHandle} Connect
  * @typedef {{ base: URL, topics: string[], since: string | null, sink: Sink, timeouts: Timeouts,
- *   token: () => Promise<string | undefined> }} AdapterContext
+ *   token: () => Promise<string | undefined>, params: () => Record<string, string> }} AdapterContext
  */
 /** @type {TransportName[]} */
 export declare const DEFAULT_ORDER: TransportName[];
@@ -365,6 +366,12 @@ export type SubscribeOptions = {
      */
     backoff?: Partial<BackoffOptions>;
     /**
+     * extra query
+     * parameters for every connection's URL (read again for each connection), e.g. WebSocket's
+     * `compression: 'off'` or WebTransport's `mode`
+     */
+    params?: Record<string, string> | (() => Record<string, string>);
+    /**
      * advanced: time, for tests
      */
     clock?: Clock;
@@ -382,6 +389,9 @@ export type SubscribeOptions = {
  *   function called before every connection (to hand out a fresh one)
  * @property {Partial<Timeouts>} [timeouts] see DEFAULT_TIMEOUTS
  * @property {Partial<BackoffOptions>} [backoff] see DEFAULT_BACKOFF
+ * @property {Record<string, string> | (() => Record<string, string>)} [params] extra query
+ *   parameters for every connection's URL (read again for each connection), e.g. WebSocket's
+ *   `compression: 'off'` or WebTransport's `mode`
  * @property {Clock} [clock] advanced: time, for tests
  * @property {Connect} [connect] advanced: opens a transport, for tests
  */

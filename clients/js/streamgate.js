@@ -33,7 +33,7 @@
  * @typedef {{ close(): void, publish?(m: object): Promise<Message> }} TransportHandle
  * @typedef {(name: TransportName, ctx: { since: string | null, sink: Sink }) => TransportHandle} Connect
  * @typedef {{ base: URL, topics: string[], since: string | null, sink: Sink, timeouts: Timeouts,
- *   token: () => Promise<string | undefined> }} AdapterContext
+ *   token: () => Promise<string | undefined>, params: () => Record<string, string> }} AdapterContext
  */
 
 /** @type {TransportName[]} */
@@ -611,8 +611,7 @@ function frame(m) {
  */
 function endpoint(ctx, path, params) {
   const url = new URL(path, ctx.base);
-  url.searchParams.set('topics', ctx.topics.join(','));
-  for (const [k, v] of Object.entries(params)) if (v) url.searchParams.set(k, v);
+  for (const [k, v] of Object.entries({ ...ctx.params(), topics: ctx.topics.join(','), ...params })) if (v) url.searchParams.set(k, v);
   return url;
 }
 
@@ -670,7 +669,7 @@ function webtransport(ctx) {
     // `url` names the address the gateway bound: loopback when it bound every interface.
     const loop = (/** @type {string} */ h) => h === 'localhost' || h === '[::1]' || h.startsWith('127.');
     if (loop(url.hostname) && !loop(ctx.base.hostname)) url.hostname = ctx.base.hostname;
-    const params = { topics: ctx.topics.join(','), mode: 'stream', since: ctx.since, token: await ctx.token() };
+    const params = { mode: 'stream', ...ctx.params(), topics: ctx.topics.join(','), since: ctx.since, token: await ctx.token() };
     for (const [k, v] of Object.entries(params)) if (v) url.searchParams.set(k, v);
     if (closed) return;
     session = new WT(url, doc.self_signed === false ? {} : {
@@ -681,8 +680,16 @@ function webtransport(ctx) {
       (/** @type {unknown} */ e) => ctx.sink.close(`session failed: ${errorText(e)}`),
     );
     await session.ready;
-    const { value: control } = await session.incomingUnidirectionalStreams.getReader().read();
-    await readFrames(control, (b) => ctx.sink.message(parseMessage(b)));
+    const streams = session.incomingUnidirectionalStreams.getReader();
+    const each = (/** @type {Uint8Array} */ b) => ctx.sink.message(parseMessage(b));
+    const { value: control } = await streams.read();
+    // The other modes (a `mode` in `params`): one more stream per event (`stream-per-event`),
+    // or one envelope per datagram (`datagram`); events may then overtake one another.
+    const more = async () => { for (let r; !(r = await streams.read()).done;) readFrames(r.value, each).catch(() => {}); };
+    const datagrams = async () => { const d = session.datagrams.readable.getReader(); for (let r; !(r = await d.read()).done;) each(r.value); };
+    more().catch(() => {});
+    datagrams().catch(() => {});
+    await readFrames(control, each);
     ctx.sink.close('the control stream ended');
   };
   run().catch((e) => ctx.sink.close(errorText(e)));
@@ -894,6 +901,9 @@ const realClock = {
  *   function called before every connection (to hand out a fresh one)
  * @property {Partial<Timeouts>} [timeouts] see DEFAULT_TIMEOUTS
  * @property {Partial<BackoffOptions>} [backoff] see DEFAULT_BACKOFF
+ * @property {Record<string, string> | (() => Record<string, string>)} [params] extra query
+ *   parameters for every connection's URL (read again for each connection), e.g. WebSocket's
+ *   `compression: 'off'` or WebTransport's `mode`
  * @property {Clock} [clock] advanced: time, for tests
  * @property {Connect} [connect] advanced: opens a transport, for tests
  */
@@ -913,6 +923,8 @@ export class Subscription extends EventTarget {
     const topics = typeof options.topics === 'string' ? options.topics.split(',') : [...options.topics];
     const t = options.token;
     const token = async () => (typeof t === 'function' ? t() : t);
+    const p = options.params;
+    const params = () => (typeof p === 'function' ? p() : p || {});
     this.base = base;
     this.token = token;
     this.closed = false;
@@ -922,7 +934,7 @@ export class Subscription extends EventTarget {
       timeouts: options.timeouts,
       backoff: options.backoff,
       clock: options.clock || realClock,
-      connect: options.connect || ((name, c) => ADAPTERS[name]({ ...c, base, topics, token, timeouts: this.core.timeouts })),
+      connect: options.connect || ((name, c) => ADAPTERS[name]({ ...c, base, topics, token, params, timeouts: this.core.timeouts })),
       emit: (type, detail) => {
         this.dispatchEvent(new CustomEvent(type, { detail }));
         if (type === 'error' && this.core.closed) this.close();

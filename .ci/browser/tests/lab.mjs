@@ -1,5 +1,6 @@
 // The teaching lab (GET /lab) in a real browser:
-//  1. the page loads, and all four panels (WebSocket, SSE, long polling, WebTransport) receive
+//  1. the page loads, and all four panels (each a subscription of the streamgate client pinned
+//     to one transport, showing its transport log) (WebSocket, SSE, long polling, WebTransport) receive
 //     events, each with a latency figure and a bytes-per-event figure from its tap, a tap the
 //     gateway issued to the page (POST /lab/api/taps), which it lists only when named;
 //  2. "Publish an event" (POST /publish/lab) reaches all four panels;
@@ -64,6 +65,11 @@ export async function run({ page, base, log }) {
     assert(/ms|s$/.test(first[key].p50), `${key}: median latency not shown: ${brief(first[key])}`);
     assert(/B/.test(first[key].bpe), `${key}: bytes/event not shown: ${brief(first[key])}`);
   }
+  // 1a. each panel is a subscription of the client (GET /client/streamgate.js) pinned to its
+  //     transport, and shows its transport log.
+  const logs = await page.evaluate((keys) => keys.map((k) => document.querySelector(`#panel-${k} [data-field="tlog"]`).textContent), PANELS);
+  const names = { ws: 'websocket', sse: 'sse', poll: 'poll', wt: 'webtransport' };
+  PANELS.forEach((k, i) => assert(logs[i].includes(names[k]) && logs[i].includes('open in'), `${k}: no transport log with an open attempt: ${brief(logs[i])}`));
   log(`live: ${PANELS.map((k) => `${k} ${first[k].count} events, median ${first[k].p50}, ${first[k].bpe}/event`).join('; ')}`);
 
   // 1b. the panels' taps were issued by the gateway (128 random bits, base64url), and the

@@ -102,7 +102,7 @@ function ctx(extra = {}) {
     activity: () => log.push(['activity']),
     close: (reason, flags) => log.push(['close', reason, flags]),
   };
-  return { log, ctx: { base: new URL('http://gw.test:8080'), topics: ['a', 'b'], since: null, sink, timeouts: DEFAULT_TIMEOUTS, token: async () => undefined, ...extra } };
+  return { log, ctx: { base: new URL('http://gw.test:8080'), topics: ['a', 'b'], since: null, sink, timeouts: DEFAULT_TIMEOUTS, token: async () => undefined, params: () => ({}), ...extra } };
 }
 /** Sets a global for one test (Node 20 has no t.mock.property). */
 function withGlobal(t, name, value) {

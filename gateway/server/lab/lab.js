@@ -1,23 +1,22 @@
 // streamgate lab: the page's script. Plain JavaScript, no framework, no build step.
 //
 // Four panels subscribe to the same topics over WebSocket, SSE, long polling and
-// WebTransport. The page asks the gateway for one tap per panel (POST /lab/api/taps: a
+// WebTransport, each with the streamgate client the gateway serves (GET /client/streamgate.js)
+// pinned to one transport; each panel shows that subscription's transport log. The page asks the gateway for one tap per panel (POST /lab/api/taps: a
 // random id that only this client may use), and each URL carries `lab=<tap id>`, which asks
 // the gateway to record that connection's wire traffic; the inspector fetches those records,
 // annotated, from /lab/api/taps/<tap id>. Everything else (latency, resume checks) is
 // measured here.
-'use strict';
+import { subscribe } from '/client/streamgate.js';
 
 const LATENCY_WINDOW = 100; // events in the sliding window of median, p99 and sparkline
 const EVENTS_SHOWN = 8;
 const INSPECTOR_KEEP = 200; // items kept per transport in the inspector
 const RESUME_TIMEOUT_MS = 8000;
-const RECONNECT_DELAY_MS = 1000;
 const DROP_DOWNTIME_MS = 600; // how long a dropped connection stays down before resuming
 const REFRESH_MS = 1000;
 
 const pageId = 'p' + Math.random().toString(36).slice(2, 8);
-const decoder = new TextDecoder();
 
 /** Microseconds since the Unix epoch, like the envelope's `ts`, with sub-millisecond precision. */
 const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
@@ -87,8 +86,6 @@ const lab = {
   /** Events this page published on the lab topic: {id, at (ms when sent)}. */
   published: [],
   publishCount: 0,
-  /** `ref` of publish messages sent over the WebSocket → when sent. */
-  pendingRefs: new Map(),
   panels: {},
 };
 
@@ -125,17 +122,19 @@ async function publishHttp(note = 'published from the lab') {
 }
 
 /** A `publish` message over the WebSocket panel's connection: a masked client frame. */
-function publishWs() {
-  const ref = `lab-${pageId}-${lab.publishCount + 1}`;
-  const sent = lab.panels.ws?.client.send({
-    type: 'publish',
-    topic: lab.labTopic,
-    content_type: 'json',
-    data: labData('sent over WebSocket'),
-    ref,
-  });
-  if (sent) lab.pendingRefs.set(ref, Date.now());
-  else document.getElementById('published').textContent = 'The WebSocket is not open right now.';
+async function publishWs() {
+  const client = lab.panels.ws?.client;
+  if (client?.transport !== 'websocket') {
+    document.getElementById('published').textContent = 'The WebSocket is not open right now.';
+    return;
+  }
+  const at = Date.now();
+  try {
+    const { id } = await client.publish(lab.labTopic, labData('sent over WebSocket'));
+    notePublished(id, at);
+  } catch (e) {
+    document.getElementById('published').textContent = `Publish over WebSocket failed: ${e.message}`;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -184,29 +183,21 @@ class Panel {
     this.f.state.className = `state ${kind}`;
   }
 
-  /** A connection (or, for long polling, a poll loop) is up. */
-  onOpen(label = 'open') {
+  /** A connection (or, for long polling, a poll loop) opened at `at` (ms). */
+  onOpen(label = 'open', at = Date.now()) {
     this.opens += 1;
-    this.connectedAt = Date.now();
+    this.connectedAt = at;
     this.setState(label, 'open');
     this.f.reconnects.textContent = String(Math.max(0, this.opens - 1));
   }
 
-  /** One server message: an event, a notice, or a reply. */
-  onMessage(message) {
-    switch (message.type) {
-      case 'event':
-        return this.onEvent(message);
-      case 'gap':
-      case 'reset':
-      case 'lagged':
-      case 'error':
-        return this.onNotice(message);
-      default:
-        return undefined; // subscribed, published, datagram_fallback: nothing to count
-    }
+  /** The subscription's transport log (attempts, outcomes, reasons), newest first. */
+  renderLog(entries, total) {
+    this.f.tlog.replaceChildren(...entries.slice(-LOG_SHOWN).reverse().map(logLine));
+    this.f.tlogCount.textContent = String(total);
   }
 
+  /** An event: `{ id, topic, data, contentType, ts }` from the client. */
   onEvent(env) {
     const seq = seqOf(env.id);
     const replayed = env.ts / 1000 < this.connectedAt - 20;
@@ -382,300 +373,155 @@ function drawSparkline(canvas, values, p50, p99) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The four transports. Each client has connect(since), close(), and calls its panel.
+// The four transports, through the streamgate client (GET /client/streamgate.js): one
+// subscription per panel, pinned to that panel's transport (`transports: [name]`), so the page
+// carries no transport code of its own. The client resumes from its last id by itself after a
+// drop it did not ask for; "Drop connection" closes the subscription and starts a new one
+// `since` the panel's last id.
 
-const topicsParam = () => lab.topics.map(encodeURIComponent).join(',');
-const sinceParam = (since) => (since ? `&since=${encodeURIComponent(since)}` : '');
+/** The client's name for each panel's transport. */
+const CLIENT_NAMES = { ws: 'websocket', sse: 'sse', poll: 'poll', wt: 'webtransport' };
+const LOG_SHOWN = 6; // transport-log lines shown per panel
 
-class WsClient {
+class LabClient {
   constructor(panel) {
     this.panel = panel;
-    this.ws = null;
+    /** @type {import('/client/streamgate.js').Subscription | null} */
+    this.sub = null;
+    /** Entries of the subscription's transport log already counted by countOpens. */
+    this.scanned = 0;
+    this.logsBefore = [];
+    this.attemptsBefore = 0;
     this.compression = lab.config.ws_compression !== false;
-  }
-
-  url(since) {
-    const compression = this.compression ? '' : '&compression=off';
-    return `ws://${location.host}/ws?topics=${topicsParam()}${this.panel.labParam()}${compression}${sinceParam(since)}`;
-  }
-
-  connect(since) {
-    const ws = new WebSocket(this.url(since));
-    this.ws = ws;
-    this.panel.setState('connecting', 'waiting');
-    ws.onopen = () => {
-      const deflate = ws.extensions.includes('permessage-deflate');
-      this.panel.onOpen(deflate ? 'open · deflate' : 'open');
-    };
-    ws.onmessage = (m) => {
-      if (typeof m.data !== 'string') return;
-      let message;
-      try {
-        message = JSON.parse(m.data);
-      } catch {
-        return;
-      }
-      if (message.type === 'published' && lab.pendingRefs.has(message.ref)) {
-        notePublished(message.id, lab.pendingRefs.get(message.ref));
-        lab.pendingRefs.delete(message.ref);
-      }
-      this.panel.onMessage(message);
-    };
-    ws.onclose = (e) => {
-      if (this.ws !== ws) return; // closed on purpose
-      this.ws = null;
-      this.panel.setState(`closed ${e.code}`, 'closed');
-      setTimeout(() => this.ws || this.connect(this.panel.lastId), RECONNECT_DELAY_MS);
-    };
-  }
-
-  close() {
-    const ws = this.ws;
-    this.ws = null;
-    ws?.close(1000, 'dropped by the lab page');
-  }
-
-  send(message) {
-    if (this.ws?.readyState !== WebSocket.OPEN) return false;
-    this.ws.send(JSON.stringify(message));
-    return true;
-  }
-
-  controls(box) {
-    const input = el('input', { type: 'checkbox', id: 'ws-compression' });
-    input.checked = this.compression;
-    input.disabled = lab.config.ws_compression === false;
-    input.addEventListener('change', () => {
-      this.compression = input.checked;
-      this.panel.resetBytes();
-      this.close();
-      this.connect(this.panel.lastId);
-    });
-    box.append(el('label', { for: 'ws-compression' }, input, 'permessage-deflate'));
-  }
-}
-
-class SseClient {
-  constructor(panel) {
-    this.panel = panel;
-    this.source = null;
-  }
-
-  connect(since) {
-    const source = new EventSource(`/sse?topics=${topicsParam()}${this.panel.labParam()}${sinceParam(since)}`);
-    this.source = source;
-    this.panel.setState('connecting', 'waiting');
-    const onMessage = (e) => {
-      try {
-        this.panel.onMessage(JSON.parse(e.data));
-      } catch {
-        /* not an envelope */
-      }
-    };
-    for (const topic of lab.topics) source.addEventListener(topic, onMessage);
-    for (const notice of ['@gap', '@reset', '@lagged']) source.addEventListener(notice, onMessage);
-    // Also after the browser reconnected by itself (the server ended the stream), sending
-    // Last-Event-ID: that is a reconnect too.
-    source.onopen = () => this.panel.onOpen();
-    source.onerror = () => {
-      if (this.source !== source) return;
-      if (source.readyState === EventSource.CLOSED) {
-        this.source = null;
-        this.panel.setState('closed', 'closed');
-        setTimeout(() => this.source || this.connect(this.panel.lastId), RECONNECT_DELAY_MS);
-      } else {
-        this.panel.setState('reconnecting', 'waiting');
-      }
-    };
-  }
-
-  close() {
-    this.source?.close();
-    this.source = null;
-  }
-
-  controls() {}
-}
-
-class PollClient {
-  constructor(panel) {
-    this.panel = panel;
-    this.cursor = null;
-    this.generation = 0;
-    this.abort = null;
-  }
-
-  /** Starts a poll loop. `since` is unused: the loop keeps its own cursor across drops. */
-  connect() {
-    this.loop(++this.generation);
-  }
-
-  async loop(generation) {
-    let first = true;
-    this.panel.setState('connecting', 'waiting');
-    while (generation === this.generation) {
-      this.abort = new AbortController();
-      const cursor = this.cursor ? `&cursor=${encodeURIComponent(this.cursor)}` : '';
-      try {
-        const response = await fetch(`/poll?topics=${topicsParam()}${this.panel.labParam()}&timeout=25${cursor}`, {
-          signal: this.abort.signal,
-          cache: 'no-store',
-        });
-        const body = await response.json();
-        if (!response.ok) throw new Error(body.error?.reason ?? `HTTP ${response.status}`);
-        if (generation !== this.generation) return;
-        if (first) {
-          this.panel.onOpen('polling');
-          first = false;
-        }
-        this.cursor = body.cursor;
-        for (const message of body.messages) this.panel.onMessage(message);
-      } catch (e) {
-        if (generation !== this.generation) return;
-        this.panel.setState('error, retrying', 'closed');
-        first = true;
-        await sleep(RECONNECT_DELAY_MS);
-      }
-    }
-  }
-
-  close() {
-    this.generation += 1;
-    this.abort?.abort();
-  }
-
-  controls() {}
-}
-
-class WtClient {
-  constructor(panel) {
-    this.panel = panel;
-    this.session = null;
     this.mode = 'stream';
-    this.generation = 0;
   }
 
-  async connect(since) {
-    const generation = ++this.generation;
-    this.panel.setState('connecting', 'waiting');
-    let session;
-    try {
-      // Fetched each time: a generated certificate is rotated every few days.
-      const doc = await (await fetch('/wt/cert-hash', { cache: 'no-store' })).json();
-      const url = `${doc.url}?topics=${topicsParam()}&mode=${this.mode}${this.panel.labParam()}${sinceParam(since)}`;
-      session = new WebTransport(url, {
-        serverCertificateHashes: [{ algorithm: 'sha-256', value: new Uint8Array(doc.value) }],
-      });
-      await session.ready;
-    } catch (e) {
-      if (generation !== this.generation) return;
-      this.panel.setState('failed, retrying', 'closed');
-      await sleep(RECONNECT_DELAY_MS * 2);
-      if (generation === this.generation) this.connect(this.panel.lastId);
-      return;
-    }
-    if (generation !== this.generation) {
-      session.close();
-      return;
-    }
-    this.session = session;
-    this.panel.onOpen(`open · ${this.mode}`);
-    this.readStreams(session);
-    if (this.mode === 'datagram') this.readDatagrams(session);
-    session.closed
-      .catch(() => {})
-      .finally(() => {
-        if (this.session !== session) return; // closed on purpose
-        this.session = null;
-        this.panel.setState('closed', 'closed');
-        setTimeout(() => this.session || this.connect(this.panel.lastId), RECONNECT_DELAY_MS);
-      });
+  /** Query parameters for each connection: this panel's tap, and its transport's settings. */
+  params() {
+    const params = {};
+    if (this.panel.tapId) params.lab = this.panel.tapId;
+    if (this.panel.key === 'ws' && !this.compression) params.compression = 'off';
+    if (this.panel.key === 'wt') params.mode = this.mode;
+    return params;
   }
 
-  /** Every server-opened stream carries length-prefixed messages. */
-  async readStreams(session) {
-    try {
-      const streams = session.incomingUnidirectionalStreams.getReader();
-      for (;;) {
-        const { value, done } = await streams.read();
-        if (done) return;
-        this.readFramed(value);
-      }
-    } catch {
-      /* the session ended */
+  connect(since) {
+    const panel = this.panel;
+    panel.setState('connecting', 'waiting');
+    const sub = subscribe(location.origin, {
+      topics: lab.topics,
+      transports: [CLIENT_NAMES[panel.key]],
+      since,
+      params: () => this.params(),
+    });
+    this.sub = sub;
+    sub.addEventListener('event', (e) => {
+      this.countOpens(); // first, so that connectedAt is this connection's
+      panel.onEvent(e.detail);
+    });
+    sub.addEventListener('notice', (e) => panel.onNotice(e.detail));
+    sub.addEventListener('error', (e) => panel.onNotice({ type: 'error', reason: `${e.detail.code}: ${e.detail.reason}` }));
+    sub.addEventListener('transport', () => this.sync());
+    this.scanned = 0;
+  }
+
+  /** Counts each connection of the subscription that opened (the first is not a reconnect). */
+  countOpens() {
+    const log = this.sub?.transportLog ?? [];
+    while (this.scanned < log.length) {
+      const entry = log[this.scanned];
+      if (entry.openMs !== null) this.panel.onOpen(this.label(), entry.start + entry.openMs);
+      else if (entry.outcome === 'connecting') break;
+      this.scanned += 1;
     }
   }
 
-  async readFramed(stream) {
-    const reader = stream.getReader();
-    let pending = new Uint8Array(0);
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        const joined = new Uint8Array(pending.length + value.length);
-        joined.set(pending);
-        joined.set(value, pending.length);
-        pending = joined;
-        while (pending.length >= 4) {
-          const length = new DataView(pending.buffer, pending.byteOffset).getUint32(0);
-          if (pending.length < 4 + length) break;
-          this.onMessage(pending.subarray(4, 4 + length));
-          pending = pending.slice(4 + length);
-        }
-      }
-    } catch {
-      /* the stream or session ended */
-    }
+  /** Catches the panel up with the subscription's transport log: opens, state, the log itself. */
+  sync() {
+    const sub = this.sub;
+    if (!sub) return;
+    this.countOpens();
+    const log = sub.transportLog;
+    const last = log.at(-1);
+    if (last && last.outcome === 'connecting') this.panel.setState('connecting', 'waiting');
+    else if (last && last.outcome === 'open') this.panel.setState(this.label(), 'open');
+    else if (last) this.panel.setState(`${last.outcome}, retrying`, 'closed');
+    this.panel.renderLog([...this.logsBefore, ...log], this.attemptsBefore + log.length);
   }
 
-  async readDatagrams(session) {
-    try {
-      const reader = session.datagrams.readable.getReader();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        this.onMessage(value);
-      }
-    } catch {
-      /* the session ended */
-    }
-  }
-
-  onMessage(bytes) {
-    if (bytes[0] !== 0x7b) return; // a binary envelope: not asked for here
-    try {
-      this.panel.onMessage(JSON.parse(decoder.decode(bytes)));
-    } catch {
-      /* not JSON */
-    }
+  label() {
+    if (this.panel.key === 'wt') return `open · ${this.mode}`;
+    if (this.panel.key === 'ws') return this.compression ? 'open · deflate asked' : 'open · no deflate';
+    return this.panel.key === 'poll' ? 'polling' : 'open';
   }
 
   close() {
-    this.generation += 1;
-    const session = this.session;
-    this.session = null;
-    try {
-      session?.close({ closeCode: 0, reason: 'dropped by the lab page' });
-    } catch {
-      /* already closed */
-    }
+    const sub = this.sub;
+    if (!sub) return;
+    this.sync();
+    this.logsBefore = [...this.logsBefore, ...sub.transportLog].slice(-LOG_SHOWN);
+    this.attemptsBefore += sub.transportLog.length;
+    this.sub = null;
+    sub.close();
+  }
+
+  /** Publishes over this panel's live connection (WebSocket, WebTransport) or POST /publish. */
+  publish(topic, data) {
+    if (!this.sub) throw new Error('not connected');
+    return this.sub.publish(topic, data);
+  }
+
+  get transport() {
+    return this.sub?.transport ?? null;
   }
 
   controls(box) {
-    const select = el(
-      'select',
-      { id: 'wt-mode' },
-      ...['stream', 'stream-per-event', 'datagram'].map((mode) => el('option', { value: mode, text: mode })),
-    );
-    select.addEventListener('change', () => {
-      this.mode = select.value;
-      this.panel.resetBytes();
-      this.close();
-      this.connect(this.panel.lastId);
-    });
-    box.append(el('label', { for: 'wt-mode' }, 'mode', select));
+    if (this.panel.key === 'ws') {
+      const input = el('input', { type: 'checkbox', id: 'ws-compression' });
+      input.checked = this.compression;
+      input.disabled = lab.config.ws_compression === false;
+      input.addEventListener('change', () => {
+        this.compression = input.checked;
+        this.restart();
+      });
+      box.append(el('label', { for: 'ws-compression' }, input, 'permessage-deflate'));
+    } else if (this.panel.key === 'wt') {
+      const select = el(
+        'select',
+        { id: 'wt-mode' },
+        ...['stream', 'stream-per-event', 'datagram'].map((mode) => el('option', { value: mode, text: mode })),
+      );
+      select.addEventListener('change', () => {
+        this.mode = select.value;
+        this.restart();
+      });
+      box.append(el('label', { for: 'wt-mode' }, 'mode', select));
+    }
   }
+
+  /** A new connection with other settings, from the last id. */
+  restart() {
+    this.panel.resetBytes();
+    this.close();
+    this.connect(this.panel.lastId);
+  }
+}
+
+/** One transport-log line: when, what, and how it went. */
+function logLine(entry) {
+  const when = new Date(entry.start).toTimeString().slice(0, 8);
+  const parts = [];
+  if (entry.openMs !== null) parts.push(`open in ${formatMs(entry.openMs)}`);
+  if (entry.firstEventMs !== null) parts.push(`first event ${formatMs(entry.firstEventMs)}`);
+  if (entry.endMs !== null) parts.push(`${entry.outcome} after ${formatMs(entry.endMs)}${entry.reason ? `: ${entry.reason}` : ''}`);
+  else if (entry.outcome === 'connecting') parts.push('connecting…');
+  return el(
+    'li',
+    { class: `tlog-${entry.outcome}` },
+    el('span', { class: 't', text: when }),
+    el('span', { class: 'what', text: `${entry.transport}${entry.role === 'probe' ? ' (probe)' : ''}` }),
+    el('span', { class: 'how', text: parts.join(' · ') }),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -973,10 +819,10 @@ function highlight(event, hex, on) {
 // Start
 
 const TRANSPORTS = [
-  ['ws', 'WebSocket', 'new WebSocket(); resumes with ?since=<last id>.', WsClient],
-  ['sse', 'Server-Sent Events', 'EventSource; the browser resumes with Last-Event-ID.', SseClient],
-  ['poll', 'Long polling', 'fetch() in a loop; each poll sends cursor=<last id>.', PollClient],
-  ['wt', 'WebTransport', 'HTTP/3 over QUIC (UDP); resumes with ?since=<last id>. Bytes as handed to QUIC.', WtClient],
+  ['ws', 'WebSocket', 'subscribe(…, {transports: ["websocket"]}): a WebSocket; resumes with ?since=<last id>.'],
+  ['sse', 'Server-Sent Events', 'subscribe(…, {transports: ["sse"]}): an event stream read with fetch(); resumes with ?since=<last id>.'],
+  ['poll', 'Long polling', 'subscribe(…, {transports: ["poll"]}): fetch() in a loop; each poll sends cursor=<last id>.'],
+  ['wt', 'WebTransport', 'subscribe(…, {transports: ["webtransport"]}): HTTP/3 over QUIC (UDP); resumes with ?since=<last id>. Bytes as handed to QUIC.'],
 ];
 
 async function start() {
@@ -997,7 +843,7 @@ async function start() {
   };
   const tabs = document.getElementById('inspector-tabs');
   const starting = [];
-  for (const [key, title, how, Client] of TRANSPORTS) {
+  for (const [key, title, how] of TRANSPORTS) {
     const panel = new Panel(key, title, how);
     lab.panels[key] = panel;
     const tab = el('button', { type: 'button', role: 'tab', id: `tab-${key}`, 'data-transport': key, 'aria-controls': 'inspector-panel', text: title });
@@ -1008,7 +854,7 @@ async function start() {
       panel.dropButton.disabled = true;
       continue;
     }
-    panel.client = new Client(panel);
+    panel.client = new LabClient(panel);
     panel.client.controls(panel.f.controls);
     starting.push(issueTap(panel).then(() => panel.client.connect(null)));
   }
@@ -1033,7 +879,12 @@ async function start() {
   selectTab('ws');
   setInterval(refreshInspector, REFRESH_MS);
   setInterval(refreshTaps, REFRESH_MS);
-  setInterval(() => Object.values(lab.panels).forEach((p) => p.evaluateResume()), 500);
+  setInterval(() => {
+    for (const panel of Object.values(lab.panels)) {
+      panel.client?.sync();
+      panel.evaluateResume();
+    }
+  }, 500);
 }
 
 // For tests and the curious (devtools): the page's state.

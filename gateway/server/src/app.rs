@@ -20,6 +20,7 @@ use crate::client_limits::ClientLimits;
 use crate::config::GatewayConfig;
 use crate::http::{json, Body, Rejection};
 use crate::lab::{capture, Lab};
+use crate::switches::TransportSwitches;
 use crate::tls::{TlsError, TlsMaterial};
 use streamgate_proto::{check_cookie_request, CorsPolicy, CsrfRequest, Preflight, ProtocolError};
 
@@ -37,6 +38,9 @@ pub struct App {
     /// sources).
     pub tasks: TaskTracker,
     transports: Vec<Arc<dyn HttpTransport>>,
+    /// Which transports are on (`[ws]`, `[sse]`, `[longpoll]`, `[webtransport]` `enabled`);
+    /// the routes of those that are off answer `404` `transport_disabled`.
+    switches: TransportSwitches,
     /// The HTTPS certificate, when TLS is on.
     pub tls: Option<TlsMaterial>,
     /// The teaching lab and its wire taps, when `lab.enabled` resolves to on
@@ -79,6 +83,14 @@ impl App {
             None
         };
         let transports = enabled_transports(&config);
+        let switches = TransportSwitches::new(&config);
+        let off = switches.off();
+        if !off.is_empty() {
+            tracing::info!(
+                off = %off.join(", "),
+                "transports turned off: their routes answer 404 transport_disabled"
+            );
+        }
         let decision = config.lab_decision();
         if decision.on {
             tracing::info!(
@@ -105,6 +117,7 @@ impl App {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             transports,
+            switches,
             tls,
             lab,
             auth: None,
@@ -172,6 +185,11 @@ impl App {
     #[cfg(feature = "webtransport")]
     pub(crate) fn set_webtransport_cert(&mut self, cert: webtransport::CertHashHandle) {
         self.wt_cert = Some(cert);
+    }
+
+    /// Which transports are on, as `/healthz` lists them.
+    pub(crate) fn transports_json(&self) -> serde_json::Value {
+        self.switches.to_json()
     }
 
     /// The `/wt/cert-hash` document, when WebTransport is on.
@@ -495,7 +513,11 @@ impl App {
     /// The gateway's own routes.
     async fn route(self: Arc<Self>, request: Request<Body>) -> Response<Body> {
         let path = request.uri().path().to_owned();
+        if let Some(refusal) = self.switches.refusal(&path) {
+            return refusal.into_response();
+        }
         let result = match (request.method(), path.as_str()) {
+            (_, crate::client_module::PATH) => Ok(crate::client_module::handle(&request)),
             (&Method::GET | &Method::HEAD, "/healthz") => Ok(self.healthz()),
             (_, "/healthz") => Err(Rejection::method_not_allowed("GET, HEAD")),
             (&Method::GET, "/topics") => Ok(self.topics().await),
@@ -558,6 +580,7 @@ impl App {
                     "internal": self.internal_slots.as_ref().map(listener),
                 },
                 "uptime_s": self.started.elapsed().as_secs(),
+                "transports": self.switches.to_json(),
                 "bus": {
                     "backend": health.backend,
                     "available": health.available,
@@ -706,22 +729,39 @@ fn admin_route(path: &str) -> bool {
 }
 
 /// Whether the CORS rules concern this request: not a WebSocket upgrade (no CORS there; the
-/// handshake checks `Origin` itself) and not the lab.
+/// handshake checks `Origin` itself), not the lab, and not the client module (public, with
+/// `Access-Control-Allow-Origin: *` of its own, see [`crate::client_module`]).
 fn cors_applies<B>(request: &Request<B>) -> bool {
     let path = request.uri().path();
-    !(path == "/lab" || path.starts_with("/lab/") || path == "/ws" || path.starts_with("/ws/"))
+    !(path == "/lab"
+        || path.starts_with("/lab/")
+        || path == "/ws"
+        || path.starts_with("/ws/")
+        || path == crate::client_module::PATH)
 }
 
+/// The transports `config` turns on (`[ws]`, `[longpoll]`, `[sse]` `enabled`; WebTransport's
+/// `/wt/cert-hash` is added at bind time, when its listener is).
 fn enabled_transports(config: &GatewayConfig) -> Vec<Arc<dyn HttpTransport>> {
     let _ = config;
-    vec![
-        #[cfg(feature = "ws")]
-        Arc::new(ws::WsTransport::new(config.ws.clone()).with_lab(config.lab_decision().on)),
-        #[cfg(feature = "longpoll")]
-        Arc::new(longpoll::LongPollTransport::new(config.longpoll.clone())),
-        #[cfg(feature = "sse")]
-        Arc::new(sse::SseTransport::new(config.sse.clone())),
-    ]
+    let mut transports: Vec<Arc<dyn HttpTransport>> = Vec::new();
+    #[cfg(feature = "ws")]
+    if config.ws.enabled {
+        transports.push(Arc::new(
+            ws::WsTransport::new(config.ws.clone()).with_lab(config.lab_decision().on),
+        ));
+    }
+    #[cfg(feature = "longpoll")]
+    if config.longpoll.enabled {
+        transports.push(Arc::new(longpoll::LongPollTransport::new(
+            config.longpoll.clone(),
+        )));
+    }
+    #[cfg(feature = "sse")]
+    if config.sse.enabled {
+        transports.push(Arc::new(sse::SseTransport::new(config.sse.clone())));
+    }
+    transports
 }
 
 /// Records which connection a request came in on, for transports' logs and limits, and

@@ -938,6 +938,30 @@ mod tests {
     }
 
     #[test]
+    fn transport_switches() {
+        let config = GatewayConfig::default();
+        assert!(
+            config.ws.enabled
+                && config.sse.enabled
+                && config.longpoll.enabled
+                && config.webtransport.enabled
+        );
+        let config = parse(
+            "[ws]\nenabled = false\n[sse]\nenabled = false\n[longpoll]\nenabled = false\n\
+             [webtransport]\nenabled = false\n",
+        )
+        .unwrap();
+        assert!(
+            !(config.ws.enabled
+                || config.sse.enabled
+                || config.longpoll.enabled
+                || config.webtransport.enabled)
+        );
+        let err = parse("[sse]\nenabled = \"no\"\n").unwrap_err();
+        assert!(err.contains("field `sse.enabled`"), "{err}");
+    }
+
+    #[test]
     fn example_file_lists_the_defaults() {
         let text = include_str!("../../../streamgate.example.toml");
         assert_eq!(parse(text).unwrap(), GatewayConfig::default());

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod bus;
 mod capacity;
 mod client_limits;
+mod client_module;
 pub mod config;
 pub mod demo;
 pub mod h1;
@@ -31,6 +32,7 @@ mod lab;
 mod limits;
 mod prometheus;
 mod server;
+mod switches;
 #[doc(hidden)]
 pub mod testkit;
 pub mod tls;

@@ -62,6 +62,21 @@ struct ServeArgs {
     #[cfg(feature = "webtransport")]
     #[arg(long)]
     no_webtransport: bool,
+    /// Do not serve WebSocket: `/ws` and `/ws/echo` answer 404 `transport_disabled`
+    /// (sets `ws.enabled = false`).
+    #[cfg(feature = "ws")]
+    #[arg(long)]
+    no_ws: bool,
+    /// Do not serve Server-Sent Events: `/sse` answers 404 `transport_disabled`
+    /// (sets `sse.enabled = false`).
+    #[cfg(feature = "sse")]
+    #[arg(long)]
+    no_sse: bool,
+    /// Do not serve long polling: `/poll` answers 404 `transport_disabled`
+    /// (sets `longpoll.enabled = false`).
+    #[cfg(feature = "longpoll")]
+    #[arg(long)]
+    no_longpoll: bool,
     /// Demo events per second (overrides `demo.rate`).
     #[arg(long)]
     demo_rate: Option<f64>,
@@ -150,6 +165,18 @@ fn load_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
         if args.no_webtransport {
             config.webtransport.enabled = false;
         }
+    }
+    #[cfg(feature = "ws")]
+    if args.no_ws {
+        config.ws.enabled = false;
+    }
+    #[cfg(feature = "sse")]
+    if args.no_sse {
+        config.sse.enabled = false;
+    }
+    #[cfg(feature = "longpoll")]
+    if args.no_longpoll {
+        config.longpoll.enabled = false;
     }
     if let Some(rate) = args.demo_rate {
         config.demo.rate = rate;

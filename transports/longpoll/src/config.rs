@@ -10,6 +10,10 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LongPollConfig {
+    /// Whether the gateway serves long polling at all: with `false`, `GET` and `POST /poll`
+    /// answer `404` `transport_disabled`. The gateway acts on it, as on
+    /// `webtransport.enabled`. Default: true.
+    pub enabled: bool,
     /// How long a poll is held when nothing is ready and the client names no `timeout`.
     /// Default: 25 s (below the 30 s idle timeout of many proxies).
     #[serde(with = "streamgate_proto::duration_secs")]
@@ -32,6 +36,7 @@ pub struct LongPollConfig {
 impl Default for LongPollConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             default_timeout: Duration::from_secs(25),
             max_timeout: Duration::from_secs(60),
             max_batch_events: 100,

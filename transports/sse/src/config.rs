@@ -9,6 +9,10 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SseConfig {
+    /// Whether the gateway serves SSE at all: with `false`, `/sse` answers `404`
+    /// `transport_disabled`. The gateway acts on it, as on `webtransport.enabled`.
+    /// Default: true.
+    pub enabled: bool,
     /// Idle time after which a comment line is sent, so proxies and load balancers that close
     /// silent connections keep the stream. Default: 15 s.
     #[serde(with = "streamgate_proto::duration_secs")]
@@ -26,6 +30,7 @@ pub struct SseConfig {
 impl Default for SseConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             heartbeat_interval: Duration::from_secs(15),
             retry: Duration::from_secs(3),
             max_stream_duration: Duration::ZERO,

@@ -9,6 +9,10 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct WsConfig {
+    /// Whether the gateway serves WebSocket at all: with `false`, `/ws` and `/ws/echo` (whatever
+    /// `echo` says) answer `404` `transport_disabled` and no upgrade is ever accepted. The
+    /// gateway acts on it, as on `webtransport.enabled`. Default: true.
+    pub enabled: bool,
     /// Largest message a client may send on `/ws`, in bytes; larger closes with 1009.
     /// Default: 64 KiB.
     pub max_message_size: usize,
@@ -147,6 +151,7 @@ impl Default for OriginPolicy {
 impl Default for WsConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             max_message_size: 64 * 1024,
             echo: EchoMode::Lab,
             echo_max_message_size: 64 * 1024,

@@ -198,12 +198,8 @@ impl Lab {
             "demo_enabled": config.demo.enabled,
             "demo_rate": config.demo.rate,
             "lab_topic": LAB_TOPIC,
-            "transports": {
-                "ws": cfg!(feature = "ws"),
-                "sse": cfg!(feature = "sse"),
-                "longpoll": cfg!(feature = "longpoll"),
-                "webtransport": app.webtransport_cert().is_some(),
-            },
+            // What is served: built in and not turned off in the configuration.
+            "transports": app.transports_json(),
             "ws_compression": ws_compression,
             "webtransport": app.webtransport_cert(),
             "limits": self.limits(),
