@@ -10,7 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::EventId;
+use streamgate_client::{check_topic, EventId, Gateway};
 
 /// Options of every client. Each binary flattens this into its own `clap` parser and adds its
 /// transport's options.
@@ -40,16 +40,14 @@ pub struct Common {
 }
 
 impl Common {
-    /// The topics as the gateway's query parameter wants them: `a,b`.
-    pub fn topics_param(&self) -> String {
-        let names: Vec<&str> = self.topics.iter().map(|t| t.0.as_str()).collect();
-        names.join(",")
+    /// The topic names.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.topics.iter().map(|t| t.0.clone()).collect()
     }
 }
 
-/// A topic name: 1 to 128 ASCII letters, digits, `_`, `-` or `.` (`docs/PROTOCOL.md` §1). The
-/// alphabet needs no escaping anywhere, which is why the clients can put names in a URL as
-/// they are.
+/// A topic name: 1 to 128 ASCII letters, digits, `_`, `-` or `.` (`docs/PROTOCOL.md` §1),
+/// checked by the client crate's [`check_topic`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topic(String);
 
@@ -57,12 +55,7 @@ impl FromStr for Topic {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Self, String> {
-        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
-        if name.is_empty() || name.len() > 128 || !name.bytes().all(allowed) {
-            return Err(format!(
-                "{name:?} is not a topic name: use 1 to 128 ASCII letters, digits, '_', '-' or '.'"
-            ));
-        }
+        check_topic(name).map_err(|e| e.to_string())?;
         Ok(Self(name.to_owned()))
     }
 }
@@ -73,88 +66,9 @@ impl fmt::Display for Topic {
     }
 }
 
-/// Where the gateway's HTTP listener is: `http://host:port`, or `host:port` for short.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gateway {
-    host: String,
-    port: u16,
-}
-
-impl Gateway {
-    /// `host:port`, for the `Host` header and for connecting.
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-
-    /// The host name or address, without brackets or port.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-}
-
-impl FromStr for Gateway {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let with_scheme = if text.contains("://") {
-            text.to_owned()
-        } else {
-            format!("http://{text}")
-        };
-        let uri: http::Uri = with_scheme
-            .parse()
-            .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!(
-                "{text:?}: these examples speak plain http:// to the gateway's HTTP listener \
-                 (default 127.0.0.1:8080), not its HTTPS one"
-            ));
-        }
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(format!(
-                "{text:?}: give only the gateway's address, http://host:port; \
-                 the clients add the paths themselves"
-            ));
-        }
-        let host = uri.host().ok_or_else(|| format!("{text:?} has no host"))?;
-        Ok(Self {
-            host: host.trim_matches(['[', ']']).to_owned(),
-            port: uri.port_u16().unwrap_or(80),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gateway_addresses() {
-        let gateway: Gateway = "http://127.0.0.1:8080".parse().unwrap();
-        assert_eq!(gateway.authority(), "127.0.0.1:8080");
-        assert_eq!(
-            "localhost:9".parse::<Gateway>().unwrap().authority(),
-            "localhost:9"
-        );
-        assert_eq!("http://[::1]:80/".parse::<Gateway>().unwrap().host(), "::1");
-        assert_eq!(
-            "http://[::1]:80/".parse::<Gateway>().unwrap().authority(),
-            "[::1]:80"
-        );
-        for bad in [
-            "https://h:8443",
-            "ws://h:1",
-            "http://h:1/ws",
-            "http://h:1/?x",
-            "::",
-        ] {
-            assert!(bad.parse::<Gateway>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn topic_names() {

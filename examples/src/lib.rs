@@ -15,90 +15,98 @@
 //! cargo run -p streamgate-examples --bin ws_client -- demo --count 3
 //! ```
 //!
-//! Each binary's `//!` header explains its transport's wire usage; this library holds only
-//! what the four share and what would otherwise distract from the transport:
+//! Each is a thin binary over the `streamgate-client` crate (`clients/rust`), which does the
+//! wire work (handshakes, framing, envelopes, resume, reconnection, backoff) the same way for
+//! every transport; each binary's `//!` header explains how its transport looks on the wire.
+//! This library holds only what the four share:
 //!
 //! - [`cli`]: the common command line (`TOPICS…`, `--gateway`, `--since`, `--count`), with
 //!   topic names and ids checked before anything is sent.
-//! - [`EventId`]: the `epoch:seq` ids of `docs/PROTOCOL.md` §2, and the one comparison a
-//!   client may make with them.
-//! - [`message`]: the server→client envelope of §3 (JSON, and the binary envelope of §3.3).
-//! - [`Output`]: one line per event on stdout, `<id> <topic> <data>`, notices and connection
-//!   news on stderr, the last id to resume from, and `--count`.
-//! - [`Backoff`]: the delay between reconnection attempts.
-//! - [`http`]: a plain HTTP/1.1 connection (hyper) for the SSE, long-poll and
-//!   WebTransport clients, and the gateway's JSON error bodies.
+//! - [`run`]: one subscription limited to the binary's transport, printed one line per event
+//!   on stdout, `<id> <topic> <data>`, and notices and connection news on stderr.
 //!
 //! # What every client does
 //!
 //! Connect, subscribe to the topics, print each event, remember the last id. When the
-//! connection ends for any reason other than a refusal, wait ([`Backoff`]) and reconnect with
-//! that id, so the gateway replays what was missed (the resume rule, §4) — and says so with a
-//! `gap` or `reset` notice when it cannot. A refusal (an HTTP 4xx such as `bad_topic` or
-//! `cursor_ahead`, or WebTransport's close code 4400) would only be refused again: the client
-//! prints the gateway's reason and exits with status 1.
+//! connection ends for any reason other than a refusal, reconnect (at once the first time,
+//! then after a growing delay) with that id, so the gateway replays what was missed (the
+//! resume rule, §4) — and says so with a `gap` or `reset` notice when it cannot. A refusal (an
+//! HTTP 400/401/403 such as `bad_topic` or `cursor_ahead`, or WebTransport's close code 4400)
+//! would only be refused again: the client prints the gateway's reason and exits with status 1.
 //!
 //! Exit status: 0 after `--count` events (or when stdout is closed), 1 when the gateway
 //! refused the subscription, 2 for a bad command line.
 
 pub mod cli;
-pub mod frames;
-pub mod http;
-pub mod message;
 
-mod backoff;
-mod id;
-mod output;
-
-pub use backoff::Backoff;
-pub use id::EventId;
-pub use output::{Flow, Order, Output};
-
+use std::io::Write;
 use std::process::ExitCode;
 
-/// Runs sessions until one ends the client: the loop every client shares. The [`Output`]
-/// starts from the command line's `--since` and `--count`; after a session that can be
-/// retried the client says so on stderr (`<ended>: <reason>; <again> in <delay>`), waits for
-/// the [`Backoff`] and starts the next one, which resumes from the last id the output holds.
-pub async fn run_sessions(
+use streamgate_client::{Item, Notice, Outcome, Subscription, SubscriptionBuilder, Transport};
+
+/// Runs one subscription over `transport` until `--count` events were printed, stdout closed,
+/// or the gateway refused it. `configure` adds the transport's own options to the builder.
+pub async fn run(
     client: &'static str,
-    order: Order,
+    transport: Transport,
     common: &cli::Common,
-    (ended, again): (&str, &str),
-    mut session: impl AsyncFnMut(&mut Output, &mut Backoff) -> Result<(), Disconnect>,
+    configure: impl FnOnce(SubscriptionBuilder) -> SubscriptionBuilder,
 ) -> ExitCode {
-    let mut output = Output::new(client, order, common.since.clone(), common.count);
-    let mut backoff = Backoff::default();
-    let (output, backoff) = (&mut output, &mut backoff);
-    loop {
-        match session(output, backoff).await {
-            Ok(()) => return ExitCode::SUCCESS,
-            Err(Disconnect::Fatal(reason)) => {
-                output.status(format_args!("giving up: {reason}"));
-                return ExitCode::FAILURE;
+    let status = |message: std::fmt::Arguments<'_>| eprintln!("{client}: {message}");
+    let builder = Subscription::builder(common.gateway.to_string())
+        .topics(common.topic_names())
+        .transports([transport])
+        .since(common.since.clone());
+    let mut sub = match configure(builder).connect() {
+        Ok(sub) => sub,
+        Err(e) => {
+            status(format_args!("{e}"));
+            return ExitCode::from(2);
+        }
+    };
+    let mut printed = 0;
+    let mut last_error = None;
+    while let Some(item) = sub.recv().await {
+        match item {
+            Item::Event(event) => {
+                let line = writeln!(
+                    std::io::stdout(),
+                    "{} {} {}",
+                    event.id,
+                    event.topic,
+                    event.data.to_json()
+                );
+                printed += 1;
+                // Stdout closed (`| head -3`): nobody is listening; end quietly.
+                if line.is_err() || common.count.is_some_and(|count| printed >= count) {
+                    sub.close();
+                    return ExitCode::SUCCESS;
+                }
             }
-            Err(Disconnect::Retry(reason)) => {
-                let delay = backoff.next_delay();
-                output.status(format_args!("{ended}: {reason}; {again} in {delay:.1?}"));
-                tokio::time::sleep(delay).await;
+            Item::Notice(Notice::Undecodable(undecodable)) => {
+                status(format_args!("warning: skipped {undecodable}"));
             }
+            Item::Notice(notice) => status(format_args!("notice: {notice}")),
+            Item::Transport(change) => match change.to {
+                Some(to) => status(format_args!("subscribed over {to} ({})", change.reason)),
+                None => status(format_args!("{}", change.reason)),
+            },
+            Item::Ended(entry) => {
+                let ended = if entry.outcome == Outcome::Closed {
+                    "disconnected"
+                } else {
+                    "connection failed"
+                };
+                status(format_args!("{ended}: {}; reconnecting", entry.reason));
+            }
+            Item::Error(error) => {
+                status(format_args!("error from the gateway: {error}"));
+                last_error = Some(error);
+            }
+            _ => {}
         }
     }
-}
-
-/// Why a session (one connection) ended without the client being done.
-#[derive(Debug)]
-pub enum Disconnect {
-    /// Worth another attempt after a delay: the connection dropped, the gateway restarted or
-    /// was shutting down, a network error. Resume from the last id.
-    Retry(String),
-    /// The gateway refused what we asked for; asking again would get the same answer.
-    Fatal(String),
-}
-
-impl Disconnect {
-    /// A retryable end, from anything printable.
-    pub fn retry(reason: impl std::fmt::Display) -> Self {
-        Self::Retry(reason.to_string())
-    }
+    let reason = last_error.map_or("the subscription ended".to_owned(), |e| e.to_string());
+    status(format_args!("giving up: {reason}"));
+    ExitCode::FAILURE
 }

@@ -23,6 +23,8 @@
 //! and Redis: a `redis-server` this test binary starts for itself, or the server at
 //! `REDIS_URL`.
 
+#[path = "support/soak_wire/mod.rs"]
+mod soak_wire;
 mod support;
 
 use std::net::SocketAddr;
@@ -36,11 +38,11 @@ use http_body_util::BodyExt;
 use hyper::StatusCode;
 use rand::Rng;
 use serde_json::Value;
-use streamgate_examples::cli::Gateway;
-use streamgate_examples::frames::FrameReader;
-use streamgate_examples::http::{read_json, refusal, Connection};
-use streamgate_examples::message::{ServerMessage, Undecodable};
-use streamgate_examples::Disconnect;
+use soak_wire::frames::FrameReader;
+use soak_wire::http::{read_json, refusal, Connection};
+use soak_wire::message::{ServerMessage, Undecodable};
+use soak_wire::Disconnect;
+use soak_wire::Gateway;
 use support::cluster::{free_port, free_udp_port, publish, request, Backend, Cluster, NodeOptions};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;

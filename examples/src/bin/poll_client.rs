@@ -16,8 +16,7 @@
 //!   which means "from now on" (or give an event id to start after it, like `--since`).
 //! - `timeout`: how long the gateway may hold the request when nothing is ready (default 25,
 //!   at most 60; `0` answers at once).
-//! - `limit`: most events wanted (at most 100). This client asks for no more than `--count`
-//!   still needs.
+//! - `limit`: most events wanted (at most 100; this client does not send it).
 //!
 //! **Answer.** As soon as anything is ready after the cursor (at once if it already is),
 //! otherwise when the timeout passes:
@@ -41,20 +40,15 @@
 //! **Failures.** A poll that fails (connection lost, gateway restarting, `503`) is simply
 //! sent again with the same cursor after a delay: nothing is lost while the client is away,
 //! as long as it is still in the gateway's history (a `gap` notice says when it is not).
-//! One HTTP/1.1 connection is kept open and reused for every poll.
+//! One HTTP/1.1 connection is kept open and reused for every poll. The first poll asks for
+//! `timeout=0`, so the gateway answers at once and confirms the subscription.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use hyper::StatusCode;
+use streamgate_client::{Timeouts, Transport};
 use streamgate_examples::cli::Common;
-use streamgate_examples::http::{read_body, refusal, Connection, CONNECT_TIMEOUT};
-use streamgate_examples::message::PollAnswer;
-use streamgate_examples::{Backoff, Disconnect, Flow, Order, Output};
-
-/// The gateway's cap on events per answer.
-const MAX_LIMIT: u64 = 100;
 
 /// Subscribe to streamgate topics with HTTP long polling and print each event as
 /// `<id> <topic> <data>`.
@@ -79,72 +73,9 @@ fn hold_time(text: &str) -> Result<f64, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let common = &args.common;
-    // `--since` is simply the first cursor.
-    streamgate_examples::run_sessions(
-        "poll_client",
-        Order::Ordered,
-        common,
-        ("poll failed", "polling again"),
-        async |output, backoff| session(&args, output, backoff).await,
-    )
+    let hold = Duration::from_secs_f64(args.timeout);
+    streamgate_examples::run("poll_client", Transport::Poll, &args.common, |b| {
+        b.timeouts(Timeouts::default().with_poll_hold(hold))
+    })
     .await
-}
-
-/// Polls on one connection until it fails. `Ok` means the client is done.
-async fn session(
-    args: &Args,
-    output: &mut Output,
-    backoff: &mut Backoff,
-) -> Result<(), Disconnect> {
-    let common = &args.common;
-    let mut connection = Connection::open(&common.gateway).await?;
-    // The gateway holds a poll for up to `timeout` seconds; allow that plus the round trip.
-    let answer_within = Duration::from_secs_f64(args.timeout) + CONNECT_TIMEOUT;
-    output.status(format_args!(
-        "polling http://{}/poll?topics={}",
-        common.gateway.authority(),
-        common.topics_param()
-    ));
-    loop {
-        if connection.is_closed() {
-            // HTTP/1.1: the last answer said `Connection: close` (a gateway shutting down
-            // does). Not a failure: the next poll simply needs a new connection.
-            connection = Connection::open(&common.gateway).await?;
-        }
-        let mut path = format!(
-            "/poll?topics={}&timeout={}",
-            common.topics_param(),
-            args.timeout
-        );
-        if let Some(cursor) = output.resume_from() {
-            path.push_str(&format!("&cursor={cursor}"));
-        }
-        if let Some(remaining) = output.remaining() {
-            path.push_str(&format!("&limit={}", remaining.min(MAX_LIMIT)));
-        }
-        let response = connection.get(&path, &[], answer_within).await?;
-        if response.status() != StatusCode::OK {
-            return Err(refusal(response).await);
-        }
-        let body = read_body(response, answer_within).await?;
-        // Read message by message: one this client cannot decode is skipped, and the cursor
-        // still moves past it, instead of polling for the same answer forever.
-        let answer = PollAnswer::parse(&body).map_err(Disconnect::retry)?;
-        // A poll went through: the next outage starts from the shortest delay again.
-        backoff.reset();
-        for message in answer.messages {
-            let message = match message {
-                Ok(message) => message,
-                Err(undecodable) => {
-                    output.skip(&undecodable);
-                    continue;
-                }
-            };
-            if output.handle(message) == Flow::Done {
-                return Ok(());
-            }
-        }
-        output.set_resume_from(answer.cursor);
-    }
 }

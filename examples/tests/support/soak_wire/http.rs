@@ -16,8 +16,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::cli::Gateway;
-use crate::Disconnect;
+use super::Disconnect;
+use super::Gateway;
 
 /// Longest a connect, or a short request, may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -20,7 +20,7 @@ use base64::Engine;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::EventId;
+use super::EventId;
 
 /// A message this client cannot decode, with what could still be read of it.
 ///

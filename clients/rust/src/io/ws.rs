@@ -1,0 +1,107 @@
+//! WebSocket (§7): `GET /ws?topics=&since=` with the subprotocol `streamgate.v1`, confirmed by
+//! the `subscribed` message. Framing is tungstenite's. Unlike a browser, this client sees the
+//! HTTP status of a refused upgrade, so 400/401/403 end the subscription here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+
+use super::http::refusal;
+use super::{Ctx, Ended, PublishError, PublishRequest, Sink};
+use crate::h1::encode_query_value;
+use crate::{publish_message, EventId, Incoming, Message};
+
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    since: Option<EventId>,
+    sink: &Sink,
+    mut publishes: mpsc::UnboundedReceiver<PublishRequest>,
+) -> Ended {
+    let mut params = Vec::new();
+    if let Some(since) = &since {
+        params.push(("since", encode_query_value(&since.to_string())));
+    }
+    let url = format!(
+        "ws://{}{}",
+        ctx.gateway.authority(),
+        ctx.target("/ws", &params)
+    );
+    let mut request = match url.as_str().into_client_request() {
+        Ok(request) => request,
+        Err(e) => return Ended::fatal(format!("{url}: {e}"), None),
+    };
+    let headers = request.headers_mut();
+    headers.insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("streamgate.v1"),
+    );
+    if let Some(token) = ctx.token() {
+        if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            headers.insert("authorization", value);
+        }
+    }
+    let socket = match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => socket,
+        Err(WsError::Http(response)) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            let mut ended = refusal(response.status().as_u16(), body);
+            ended.reason = format!("refused the upgrade: {}", ended.reason);
+            return ended;
+        }
+        Err(e) => return Ended::retry(format!("closed before opening: {e}")),
+    };
+    let (mut write, mut read) = socket.split();
+    let mut waiting: HashMap<String, tokio::sync::oneshot::Sender<Result<EventId, PublishError>>> =
+        HashMap::new();
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            frame = read.next() => {
+                let parsed = match frame {
+                    Some(Ok(WsMessage::Text(text))) => Message::parse(text.as_bytes()),
+                    Some(Ok(WsMessage::Binary(bytes))) => Message::parse(&bytes),
+                    Some(Ok(WsMessage::Close(close))) => {
+                        let why = match close {
+                            Some(f) if f.reason.is_empty() => format!("closed (code {})", u16::from(f.code)),
+                            Some(f) => format!("closed (code {}: {})", u16::from(f.code), f.reason),
+                            None => "closed (no code)".to_owned(),
+                        };
+                        return Ended::retry(why);
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Ended::retry(format!("closed: {e}")),
+                    None => return Ended::retry("closed: the connection ended"),
+                };
+                match parsed {
+                    Ok(Message::Published { reference: Some(r), id }) if waiting.contains_key(&r) => {
+                        if let Some(reply) = waiting.remove(&r) {
+                            let _ = reply.send(Ok(id));
+                        }
+                    }
+                    Ok(Message::Error { code, reason, reference: Some(r) }) if waiting.contains_key(&r) => {
+                        if let Some(reply) = waiting.remove(&r) {
+                            let _ = reply.send(Err(PublishError::Refused { status: None, code, reason }));
+                        }
+                    }
+                    Ok(message) => sink.message(Incoming::Message(message)),
+                    Err(undecodable) => sink.message(Incoming::Undecodable(undecodable)),
+                }
+            }
+            Some(request) = publishes.recv() => {
+                n += 1;
+                let reference = format!("c-{n}");
+                let text = publish_message(&request.topic, &request.data, Some(&reference));
+                if let Err(e) = write.send(WsMessage::text(text)).await {
+                    let _ = request.reply.send(Err(PublishError::Failed(e.to_string())));
+                    continue;
+                }
+                waiting.insert(reference, request.reply);
+            }
+        }
+    }
+}
