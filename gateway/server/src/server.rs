@@ -384,12 +384,19 @@ async fn serve_connection(
                 () = app.shutdown.cancelled() => return,
                 started = Box::pin(limits::request_started(&stream, timeout)) => started,
             };
-            if !started {
-                streamgate_core::record_rejection(
-                    limits::HEADER_TIMEOUT,
-                    "no request started within server.header_read_timeout",
-                );
-                return;
+            match started {
+                limits::RequestStart::Started => {}
+                limits::RequestStart::Closed => {
+                    tracing::debug!("closed before sending a request");
+                    return;
+                }
+                limits::RequestStart::TimedOut => {
+                    streamgate_core::record_rejection(
+                        limits::HEADER_TIMEOUT,
+                        "no request started within server.header_read_timeout",
+                    );
+                    return;
+                }
             }
             // Boxed, like the TLS connection: the connection's task then holds only what its
             // kind of connection needs, not room for every kind.
