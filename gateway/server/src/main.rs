@@ -227,7 +227,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 /// the host a client on this machine can reach (`127.0.0.1` for an unspecified address).
 fn announce_urls(gateway: &Gateway, addr: SocketAddr) {
     let http = reachable(addr);
-    if gateway.app().tap_registry().is_some() {
+    if gateway.app().config.lab_decision().on {
         tracing::info!("the lab: open http://{http}/lab in a browser");
     }
     let topics = if gateway.app().config.demo.enabled {
@@ -269,7 +269,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 /// within a few seconds, that this node serves nothing until it does (the bus keeps retrying,
 /// and logs each attempt).
 fn announce_bus(app: &std::sync::Arc<streamgate::App>) {
-    const WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+    const WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
     if app.bus.health().backend == "memory" {
         return;
     }
