@@ -41,6 +41,7 @@ SHELLS = {"sh", "bash", "shell"}
 STREAM_SECONDS = float(os.environ.get("FIRSTRUN_STREAM_SECONDS", "5"))
 TIMEOUT = float(os.environ.get("FIRSTRUN_TIMEOUT", "60"))
 CARGO_TIMEOUT = float(os.environ.get("FIRSTRUN_CARGO_TIMEOUT", "900"))
+CARGO_WORDS = {"Compiling", "Finished", "Running", "Blocking", "Updating", "Downloading", "Downloaded", "Locking", "Adding", "warning:"}
 HEALTHZ = os.environ.get("FIRSTRUN_HEALTHZ", "http://127.0.0.1:8080/healthz")
 
 
@@ -189,6 +190,7 @@ class Runner:
         self.server_log = None
         self.failures, self.passed, self.skipped = [], 0, 0
         self.counter = 0
+        self.children = []
 
     def log_path(self, suffix):
         self.counter += 1
@@ -227,6 +229,7 @@ class Runner:
         self.server_log = log
         began = time.monotonic()
         self.server = start(wrap(command, self.state), open(log, "wb"))
+        self.children.append(self.server)
         print(f"run  {where}: {first_line(command)}  (in the background)", flush=True)
         deadline = began + CARGO_TIMEOUT
         while time.monotonic() < deadline:
@@ -245,6 +248,12 @@ class Runner:
             time.sleep(0.2)
         self.fail(where, command, f"{HEALTHZ} did not answer 200 within {CARGO_TIMEOUT:.0f} s", tail(log))
 
+    def stop_all(self):
+        """Every command still running, background server included (also on SIGTERM)."""
+        self.stop_server()
+        for process in self.children:
+            stop(process, grace=2)
+
     def stop_server(self):
         if self.server is not None:
             stop(self.server, grace=15)
@@ -257,6 +266,7 @@ class Runner:
         log = self.log_path("cmd")
         began = time.monotonic()
         process = start(wrap(command, self.state), open(log, "wb"))
+        self.children.append(process)
         limit = STREAM_SECONDS if streams and not command.lstrip().startswith("cargo ") else timeout
         try:
             process.wait(limit)
@@ -287,11 +297,19 @@ class Runner:
             stderr=open(err, "wb"),
             start_new_session=True,
         )
+        self.children.append(process)
         print(f"run  {where}: {first_line(command)}", flush=True)
-        deadline = time.monotonic() + CARGO_TIMEOUT
-        # As a user would: wait until it says something (it connected) before going on.
+        timeout = CARGO_TIMEOUT if command.lstrip().startswith("cargo ") else TIMEOUT
+        deadline = time.monotonic() + timeout
+        # As a user would: wait until the program says something (it connected) before going
+        # on; cargo's own lines (Compiling, Finished, Running) do not count.
         while time.monotonic() < deadline and process.poll() is None:
-            if os.path.getsize(out) or b"connected" in open(err, "rb").read():
+            said = [
+                line
+                for line in open(err, encoding="utf-8", errors="replace").read().split("\n")
+                if line.strip() and line.split()[0] not in CARGO_WORDS
+            ]
+            if os.path.getsize(out) or said:
                 break
             time.sleep(0.1)
         time.sleep(0.5)
@@ -318,6 +336,9 @@ def first_line(text):
 
 
 def main():
+    # A SIGTERM (CI's timeout, `kill`) ends the run through the `finally` that stops every
+    # command's process group.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if len(sys.argv) < 2:
         raise SystemExit("usage: firstrun.py FILE.md ...")
     with tempfile.TemporaryDirectory(prefix="streamgate-firstrun-") as workdir:
@@ -327,7 +348,7 @@ def main():
                 print(f"\n--- {path}", flush=True)
                 runner.run_file(path)
         finally:
-            runner.stop_server()
+            runner.stop_all()
         print(
             f"\nfirstrun: {runner.passed} passed, {len(runner.failures)} failed, "
             f"{runner.skipped} skipped (each with its reason above)",
