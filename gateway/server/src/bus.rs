@@ -83,7 +83,12 @@ fn redis_broker(config: &BusConfig) -> Result<Arc<dyn Broker>, String> {
         });
     RedisBroker::new(redis)
         .map(|broker| Arc::new(broker) as Arc<dyn Broker>)
-        .map_err(|e| construction_error("bus.redis.url (--bus-url; redis://host:port[/db], rediss:// for TLS)", &e))
+        .map_err(|e| {
+            construction_error(
+                "bus.redis.url (--bus-url; redis://host:port[/db], rediss:// for TLS)",
+                &e,
+            )
+        })
 }
 
 #[cfg(not(feature = "redis"))]

@@ -385,7 +385,10 @@ mod tests {
         assert_eq!(defaults.bus.backend, BusBackend::Memory);
         let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
         for value in stated {
-            assert!(help.contains(&format!("{value}]")) || help.contains(&format!("{value},")), "`serve --help` does not state the default {value}:\n{help}");
+            assert!(
+                help.contains(&format!("{value}]")) || help.contains(&format!("{value},")),
+                "`serve --help` does not state the default {value}:\n{help}"
+            );
         }
     }
 }

@@ -265,7 +265,11 @@ pub(crate) fn payload_preview(bytes: &[u8]) -> String {
         return "(empty)".to_owned();
     }
     match std::str::from_utf8(bytes) {
-        Ok(text) if !text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) => {
+        Ok(text)
+            if !text
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) =>
+        {
             quoted(text)
         }
         _ => hex_preview(bytes),
