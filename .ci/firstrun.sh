@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # First run (issue 23): what a new user meets, checked on a clean clone of HEAD. Every command of
-# the ```sh blocks of README.md and examples/README.md runs exactly as written, in order, against
-# the gateway the README's quick start starts (`cargo run --release -- serve`), each with a
-# timeout, and must succeed; blocks or lines not meant to run (servers of your own, placeholders,
+# the ```sh blocks of README.md, examples/README.md and docs/LAB.md runs exactly as written, in
+# order, against the gateway each starts (`cargo run --release -p streamgate -- serve`), each with
+# a timeout, and must succeed; blocks or lines not meant to run (servers of your own, placeholders,
 # what another CI step runs) say so with a `<!-- firstrun: … (reason) -->` marker, read by
 # .ci/firstrun.py, which documents the markers.
 #
@@ -13,12 +13,12 @@
 # clone's times alone: cargo then rebuilds the workspace's crates from the committed sources.
 #
 # Needs ports 8080, 8443 (TCP) and 4433 (UDP) of 127.0.0.1 free, like the README's gateway.
-#   bash .ci/firstrun.sh [FILE.md ...]     (default: README.md examples/README.md)
+#   bash .ci/firstrun.sh [FILE.md ...]     (default: README.md examples/README.md docs/LAB.md)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 target=$(realpath -m "${CARGO_TARGET_DIR:-$repo/target}")
 docs=("$@")
-((${#docs[@]})) || docs=(README.md examples/README.md)
+((${#docs[@]})) || docs=(README.md examples/README.md docs/LAB.md)
 started=$SECONDS
 
 for port in 8080 8443; do
