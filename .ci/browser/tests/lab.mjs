@@ -10,7 +10,8 @@
 //  4. the wire inspector shows the WebSocket upgrade (101, Sec-WebSocket-Accept) and, after
 //     "Publish over WebSocket", that client frame decoded: FIN, opcode, masking key and the
 //     unmasked payload;
-//  5. a screenshot of the page goes to target/lab.png (repository root).
+//  5. a screenshot of the page goes to target/lab.png (repository root);
+//  and no stat label of a panel is cut short at 1100, 1400 or 1920 px.
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,6 +72,18 @@ export async function run({ page, base, log }) {
   const names = { ws: 'websocket', sse: 'sse', poll: 'poll', wt: 'webtransport' };
   PANELS.forEach((k, i) => assert(logs[i].includes(names[k]) && logs[i].includes('open in'), `${k}: no transport log with an open attempt: ${brief(logs[i])}`));
   log(`live: ${PANELS.map((k) => `${k} ${first[k].count} events, median ${first[k].p50}, ${first[k].bpe}/event`).join('; ')}`);
+
+  // 1a. no stat label is cut ("bytes/e…", "reconn…"), from a laptop's width to a wide screen.
+  for (const width of [1400, 1100, 1920]) {
+    await page.setViewportSize({ width, height: 1000 });
+    const cut = await page.evaluate(() =>
+      [...document.querySelectorAll('.stats dt')]
+        .filter((dt) => dt.scrollWidth > dt.clientWidth)
+        .map((dt) => `${dt.closest('.panel')?.dataset.transport}: ${dt.textContent}`),
+    );
+    assert(cut.length === 0, `at ${width} px these stat labels are cut: ${cut.join(', ')}`);
+  }
+  await page.setViewportSize({ width: 1600, height: 1000 });
 
   // 1b. the panels' taps were issued by the gateway (128 random bits, base64url), and the
   //     gateway lists no taps unless they are named.

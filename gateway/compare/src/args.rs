@@ -310,7 +310,9 @@ pub struct CompareArgs {
     #[arg(long)]
     pub no_progress: bool,
 
-    /// Keep each run's gateway config and log (kept anyway when a run lost events).
+    /// Keep each run's gateway config and log (in the temporary directory, streamgate-compare-PID;
+    /// kept anyway, and named in its warning, when a run had trouble: lost events, failed
+    /// connections, a WARN or ERROR in the gateway's log). Otherwise nothing is left behind.
     #[arg(long)]
     pub keep_logs: bool,
 

@@ -527,6 +527,8 @@ impl App {
                 Some(handle) => Ok(self.metrics(handle).await),
                 None => Err(Rejection::not_found(&path)),
             },
+            // Browsers ask for it on every page (the lab's included): nothing, and no 404.
+            (&Method::GET | &Method::HEAD, "/favicon.ico") => Ok(no_favicon()),
             (_, p) if p == "/lab" || p.starts_with("/lab/") => match &self.lab {
                 Some(lab) => Ok(lab.handle(&self, &request)),
                 None => Err(Rejection::not_found(&path)),
@@ -720,6 +722,18 @@ impl App {
 /// API (the lab page and every transport are the public listener's).
 fn internal_route(path: &str) -> bool {
     admin_route(path) || path == "/healthz" || path.starts_with("/lab/api/")
+}
+
+/// `GET /favicon.ico`: `204`, cached for a day, so a browser on the lab logs neither a
+/// warning in the gateway nor a 404 in its console.
+fn no_favicon() -> Response<Body> {
+    let mut response = Response::new(streamgate_core::full_body(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public, max-age=86400"),
+    );
+    response
 }
 
 /// The operator's routes that `server.public_admin_routes = false` keeps off the public

@@ -100,6 +100,9 @@ pub async fn run(bus: Arc<dyn EventBus>, config: DemoConfig, shutdown: Cancellat
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut feed = DemoFeed::with_seed(rand::random());
     tracing::info!(topic = %config.topic, rate = config.rate, "demo source started");
+    // Failed publishes in a row: the first is logged, the rest only counted until one succeeds
+    // (with the bus down, one WARN per event would bury everything else).
+    let mut failing: u64 = 0;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -109,11 +112,21 @@ pub async fn run(bus: Arc<dyn EventBus>, config: DemoConfig, shutdown: Cancellat
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let payload = Bytes::from(feed.next_message(now).to_string());
-        if let Err(e) = bus
+        match bus
             .publish(config.topic.clone(), ContentType::Json, payload)
             .await
         {
-            tracing::warn!(error = %e, "demo publish failed");
+            Err(e) => {
+                if failing == 0 {
+                    tracing::warn!(error = %e, "demo publish failed; the demo source goes on trying and says when it succeeds again");
+                }
+                failing += 1;
+            }
+            Ok(_) if failing > 0 => {
+                tracing::info!(failed = failing, "demo publishes succeed again");
+                failing = 0;
+            }
+            Ok(_) => {}
         }
     }
     tracing::info!("demo source stopped");

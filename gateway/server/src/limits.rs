@@ -197,10 +197,22 @@ pub(crate) async fn refuse_too_many(mut stream: TcpStream, max: usize) {
 /// The HTTP/2 connection preface; a client sending it is HTTP/2 with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// How a connection's first request began, or did not ([`request_started`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestStart {
+    /// Enough arrived to tell HTTP/1.1 from HTTP/2.
+    Started,
+    /// The client closed (or reset) the connection before sending anything useful: a port
+    /// probe, a TCP health check, a client giving up. Not a limit at work.
+    Closed,
+    /// Nothing useful arrived within the timeout: `header_timeout`.
+    TimedOut,
+}
+
 /// Waits, at most `timeout`, until the client has sent enough for hyper to tell HTTP/1.1 from
 /// HTTP/2 (a first byte that cannot start the HTTP/2 preface, or the whole preface), without
-/// consuming anything. `false`: the client sent nothing useful in time, or closed.
-pub(crate) async fn request_started(stream: &TcpStream, timeout: Duration) -> bool {
+/// consuming anything.
+pub(crate) async fn request_started(stream: &TcpStream, timeout: Duration) -> RequestStart {
     let wait = async {
         let mut buffer = [0u8; H2_PREFACE.len()];
         loop {
@@ -216,10 +228,11 @@ pub(crate) async fn request_started(stream: &TcpStream, timeout: Duration) -> bo
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    matches!(
-        tokio::time::timeout(timeout, wait).await,
-        Ok(Ok::<bool, std::io::Error>(true))
-    )
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(Ok::<bool, std::io::Error>(true)) => RequestStart::Started,
+        Ok(_) => RequestStart::Closed,
+        Err(_) => RequestStart::TimedOut,
+    }
 }
 
 #[cfg(test)]

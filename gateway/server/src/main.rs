@@ -37,10 +37,11 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// TOML configuration file; without one the embedded defaults apply.
+    /// TOML configuration file; without one the embedded defaults apply (every field and its
+    /// default: streamgate.example.toml).
     #[arg(short, long, env = "STREAMGATE_CONFIG")]
     config: Option<PathBuf>,
-    /// HTTP listen address (overrides `server.listen`).
+    /// HTTP listen address (overrides `server.listen`) [default: 127.0.0.1:8080].
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Internal listen address: publishing, /healthz, /metrics, /topics and the lab's API,
@@ -48,13 +49,14 @@ struct ServeArgs {
     /// private network only).
     #[arg(long, value_name = "ADDR")]
     internal_listen: Option<SocketAddr>,
-    /// HTTPS listen address (overrides `tls.listen`).
+    /// HTTPS listen address (overrides `tls.listen`) [default: 127.0.0.1:8443].
     #[arg(long)]
     tls_listen: Option<SocketAddr>,
     /// Do not serve HTTPS.
     #[arg(long)]
     no_tls: bool,
-    /// WebTransport (HTTP/3, UDP) listen address (overrides `webtransport.listen`).
+    /// WebTransport (HTTP/3, UDP) listen address (overrides `webtransport.listen`)
+    /// [default: 127.0.0.1:4433].
     #[cfg(feature = "webtransport")]
     #[arg(long)]
     wt_listen: Option<SocketAddr>,
@@ -77,19 +79,20 @@ struct ServeArgs {
     #[cfg(feature = "longpoll")]
     #[arg(long)]
     no_longpoll: bool,
-    /// Demo events per second (overrides `demo.rate`).
+    /// Demo events per second to the topic `demo` (overrides `demo.rate`) [default: 5].
     #[arg(long)]
     demo_rate: Option<f64>,
     /// Do not run the demo source.
     #[arg(long)]
     no_demo: bool,
-    /// Events kept per topic for resume (overrides `bus.history_events`).
+    /// Events kept per topic for resume (overrides `bus.history_events`) [default: 1000].
     #[arg(long)]
     history_events: Option<usize>,
-    /// Bus backend: `memory`, `redis` or `nats` (overrides `bus.backend`).
+    /// Bus backend: `memory`, `redis` or `nats` (overrides `bus.backend`) [default: memory].
     #[arg(long, value_parser = ["memory", "redis", "nats"])]
     bus: Option<String>,
-    /// Broker URL of the chosen backend (overrides `bus.redis.url` or `bus.nats.url`).
+    /// Broker URL of the chosen backend (overrides `bus.redis.url` or `bus.nats.url`)
+    /// [default: redis://127.0.0.1:6379, nats://127.0.0.1:4222].
     #[arg(long, value_name = "URL")]
     bus_url: Option<String>,
     /// Upstream WebSocket feed to republish (adds a source).
@@ -220,11 +223,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let config = load_config(&args)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async move {
-        let listen = config.server.listen;
         let bus = streamgate::bus::build(&config.bus)?;
+        // Each error names what failed: the listener (setting and flag), the certificate, …
         let gateway = Gateway::bind_with_bus(config, bus)
             .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            .map_err(|e| e.to_string())?;
         let addr = gateway.local_addr().map_err(|e| e.to_string())?;
         // Watched before the gateway says it listens: from then on SIGHUP reloads, never kills.
         reload_tls_on_hangup(std::sync::Arc::clone(gateway.app()));
@@ -249,6 +252,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         if let Some(wt_addr) = gateway.wt_local_addr() {
             tracing::info!(%wt_addr, "streamgate listening for WebTransport on https://{wt_addr}/wt (HTTP/3, UDP)");
         }
+        announce_urls(&gateway, addr);
+        announce_bus(gateway.app());
         match gateway.run(stop).await {
             ShutdownOutcome::Drained => Ok(()),
             ShutdownOutcome::TimedOut { remaining } => {
@@ -258,6 +263,108 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             }
         }
     })
+}
+
+/// Says where to point a browser and a client: the lab when it is on, and every endpoint, with
+/// the host a client on this machine can reach (`127.0.0.1` for an unspecified address).
+fn announce_urls(gateway: &Gateway, addr: SocketAddr) {
+    let http = reachable(addr);
+    if gateway.app().config.lab_decision().on {
+        tracing::info!("the lab: open http://{http}/lab in a browser");
+    }
+    let topics = if gateway.app().config.demo.enabled {
+        "topics=demo"
+    } else {
+        "topics=<topic>"
+    };
+    // Only the transports this configuration serves: a URL that answers 404
+    // `transport_disabled` would be the first thing a new user tries.
+    let config = &gateway.app().config;
+    let mut endpoints: Vec<String> = Vec::new();
+    #[cfg(feature = "ws")]
+    if config.ws.enabled {
+        endpoints.push(format!("WebSocket ws://{http}/ws?{topics}"));
+    }
+    #[cfg(feature = "sse")]
+    if config.sse.enabled {
+        endpoints.push(format!("SSE http://{http}/sse?{topics}"));
+    }
+    #[cfg(feature = "longpoll")]
+    if config.longpoll.enabled {
+        endpoints.push(format!("long polling http://{http}/poll?{topics}"));
+    }
+    endpoints.push(format!("publish POST http://{http}/publish/<topic>"));
+    endpoints.push(format!("browser client http://{http}/client/streamgate.js"));
+    for path in ["healthz", "topics", "metrics"] {
+        endpoints.push(format!("http://{http}/{path}"));
+    }
+    tracing::info!("endpoints: {}", endpoints.join(" · "));
+    if let Some(internal) = gateway.internal_local_addr() {
+        tracing::info!(
+            "internal listener (publish, /healthz, /metrics, /topics): http://{}",
+            reachable(internal)
+        );
+    }
+    #[cfg(feature = "webtransport")]
+    if let Some(wt_addr) = gateway.wt_local_addr() {
+        tracing::info!(
+            "WebTransport: https://{}/wt?{topics} with the certificate hash from \
+             http://{http}/wt/cert-hash (try `streamgate inspect 'wt?{topics}'`)",
+            reachable(wt_addr)
+        );
+    }
+}
+
+/// `addr` as a client on this machine reaches it.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        ip if ip.is_unspecified() => SocketAddr::new(
+            if ip.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            },
+            addr.port(),
+        ),
+        _ => addr,
+    }
+}
+
+/// With a broker-backed bus, says once at start-up whether the broker answers: if it does not
+/// within a few seconds, that this node serves nothing until it does (the bus keeps retrying,
+/// and logs each attempt).
+fn announce_bus(app: &std::sync::Arc<streamgate::App>) {
+    const WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+    if app.bus.health().backend == "memory" {
+        return;
+    }
+    let bus = std::sync::Arc::clone(&app.bus);
+    let shutdown = app.shutdown.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let health = bus.health();
+            let detail = health.detail.unwrap_or_default();
+            if health.available {
+                tracing::info!(backend = health.backend, "the bus is connected: {detail}");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    backend = health.backend,
+                    "NOT SERVING YET: the {} broker does not answer ({detail}). Until it does, \
+                     publishes, new subscriptions and /healthz answer 503; the gateway keeps \
+                     retrying and logs `following the broker` once it answers",
+                    health.backend
+                );
+                return;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            }
+        }
+    });
 }
 
 /// On every SIGHUP, reads the HTTPS certificate's PEM files again
@@ -311,6 +418,42 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
                 tracing::error!(error = %e, "cannot watch SIGINT/SIGTERM; waiting for Ctrl-C");
                 let _ = tokio::signal::ctrl_c().await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `serve --help` states the defaults by hand; they must be the configuration's.
+    #[test]
+    fn serve_help_states_the_configured_defaults() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("serve")
+            .expect("serve")
+            .render_help()
+            .to_string();
+        let defaults = GatewayConfig::default();
+        let mut stated = vec![
+            defaults.server.listen.to_string(),
+            defaults.tls.listen.to_string(),
+            defaults.demo.rate.to_string(),
+            defaults.bus.history_events.to_string(),
+            defaults.bus.redis.url.clone(),
+            defaults.bus.nats.url.clone(),
+        ];
+        #[cfg(feature = "webtransport")]
+        stated.push(defaults.webtransport.listen.to_string());
+        assert_eq!(defaults.bus.backend, BusBackend::Memory);
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for value in stated {
+            assert!(
+                help.contains(&format!("{value}]")) || help.contains(&format!("{value},")),
+                "`serve --help` does not state the default {value}:\n{help}"
+            );
         }
     }
 }

@@ -85,10 +85,11 @@ impl Gateway {
         config: GatewayConfig,
         bus: Arc<dyn EventBus>,
     ) -> std::io::Result<Self> {
-        let listener = bind_tcp(config.server.listen, config.server.backlog)?;
+        let listener = bind_tcp(config.server.listen, config.server.backlog)
+            .map_err(|e| listen_error(config.server.listen, "TCP: server.listen, --listen", &e))?;
         let internal_listener = match config.server.internal_listen {
             Some(addr) => Some(bind_tcp(addr, config.server.backlog).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("server.internal_listen {addr}: {e}"))
+                listen_error(addr, "TCP: server.internal_listen, --internal-listen", &e)
             })?),
             None => None,
         };
@@ -99,7 +100,11 @@ impl Gateway {
             }
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             let tls_listener = bind_tcp(config.tls.listen, config.server.backlog).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("{}: {e}", config.tls.listen))
+                listen_error(
+                    config.tls.listen,
+                    "TCP: tls.listen, --tls-listen; --no-tls turns HTTPS off",
+                    &e,
+                )
             })?;
             let acceptor = TlsAcceptor::from(Arc::clone(&material.server_config));
             (Some(material), Some((tls_listener, acceptor)))
@@ -368,7 +373,22 @@ fn bind_webtransport(
         sha256: material.certificate_sha256,
         regenerate,
     };
-    webtransport::WtServer::bind(config.webtransport.clone(), source).map(Some)
+    webtransport::WtServer::bind(config.webtransport.clone(), source)
+        .map(Some)
+        .map_err(|e| {
+            // The endpoint's error already starts with the address.
+            let e = std::io::Error::new(
+                e.kind(),
+                e.to_string()
+                    .trim_start_matches(&format!("{}: ", config.webtransport.listen))
+                    .to_owned(),
+            );
+            listen_error(
+                config.webtransport.listen,
+                "UDP: webtransport.listen, --wt-listen; --no-webtransport turns WebTransport off",
+                &e,
+            )
+        })
 }
 
 /// Hands the kernel the cut-off for a client that stopped reading: with `TCP_USER_TIMEOUT`,
@@ -386,6 +406,15 @@ fn set_stall_timeout(stream: &TcpStream, timeout: Duration) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (stream, timeout);
+}
+
+/// A listener that could not be bound, said with the setting and flag that name it (a
+/// clash on the HTTPS or WebTransport port must not read as one on the HTTP port).
+fn listen_error(addr: SocketAddr, setting: &str, e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!("cannot listen on {addr} ({setting}): {e}"),
+    )
 }
 
 /// Binds a listener with an explicit accept backlog. `TcpListener::bind` uses a fixed 128,
@@ -440,12 +469,19 @@ async fn serve_connection(
                 () = app.shutdown.cancelled() => return,
                 started = Box::pin(limits::request_started(&stream, timeout)) => started,
             };
-            if !started {
-                streamgate_core::record_rejection(
-                    limits::HEADER_TIMEOUT,
-                    "no request started within server.header_read_timeout",
-                );
-                return;
+            match started {
+                limits::RequestStart::Started => {}
+                limits::RequestStart::Closed => {
+                    tracing::debug!("closed before sending a request");
+                    return;
+                }
+                limits::RequestStart::TimedOut => {
+                    streamgate_core::record_rejection(
+                        limits::HEADER_TIMEOUT,
+                        "no request started within server.header_read_timeout",
+                    );
+                    return;
+                }
             }
             // Boxed, like the TLS connection: the connection's task then holds only what its
             // kind of connection needs, not room for every kind.

@@ -1,6 +1,6 @@
 //! Which close code ends a connection after which failure (RFC 6455 §7.4.1).
 
-use hyper_tungstenite::tungstenite::error::{CapacityError, Error};
+use hyper_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// The close frame to send after a read error, or `None` when the connection is already gone
@@ -12,9 +12,15 @@ use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 /// | message over the size limit | 1009 Message too big |
 /// | any other framing violation (unmasked frame, reserved bits, bad opcode, fragmented or oversized control frame, bad continuation) | 1002 Protocol error |
 /// | anything else unexpected | 1011 Internal error |
+/// | the peer closed TCP without a closing handshake, or the connection is gone | none |
 pub fn close_for_error(error: &Error) -> Option<(CloseCode, String)> {
     match error {
-        Error::ConnectionClosed | Error::AlreadyClosed | Error::Io(_) => None,
+        // A peer that closed TCP without a close frame (a tab closed, a client dropped) is
+        // gone, not in breach of anything: no frame to send, no rejection to count.
+        Error::ConnectionClosed
+        | Error::AlreadyClosed
+        | Error::Io(_)
+        | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         Error::Utf8(_) => Some((
             CloseCode::Invalid,
             "text message is not valid UTF-8".to_owned(),
@@ -47,7 +53,6 @@ pub(crate) fn truncate(mut reason: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper_tungstenite::tungstenite::error::ProtocolError;
 
     #[test]
     fn codes() {
@@ -69,6 +74,10 @@ mod tests {
             Some(1002)
         );
         assert_eq!(code(Error::ConnectionClosed), None);
+        assert_eq!(
+            code(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)),
+            None
+        );
     }
 
     #[test]

@@ -257,14 +257,22 @@ fn escape_cut(text: &str) -> (String, usize) {
     (out, 0)
 }
 
-/// A payload as a reader wants it: quoted text if it is UTF-8, hex otherwise.
+/// A payload as a reader wants it: quoted text if it is UTF-8 that reads as text, hex
+/// otherwise. Zero bytes and other control characters (except tab, CR and LF) are valid UTF-8
+/// but make binary data, not text: `00 00 00` rather than `"\u{0}\u{0}\u{0}"`.
 pub(crate) fn payload_preview(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "(empty)".to_owned();
     }
     match std::str::from_utf8(bytes) {
-        Ok(text) => quoted(text),
-        Err(_) => hex_preview(bytes),
+        Ok(text)
+            if !text
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) =>
+        {
+            quoted(text)
+        }
+        _ => hex_preview(bytes),
     }
 }
 
@@ -280,6 +288,15 @@ pub fn plural<N: std::fmt::Display + PartialEq + From<u8>>(n: N, unit: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_payloads_are_shown_in_hex_even_when_they_are_utf8() {
+        assert_eq!(payload_preview(b"Hello"), quoted("Hello"));
+        assert_eq!(payload_preview(b"a\tb\n"), quoted("a\tb\n"));
+        assert_eq!(payload_preview(&[0, 0, 0]), hex_preview(&[0, 0, 0]));
+        assert_eq!(payload_preview(b"ab\x01"), hex_preview(b"ab\x01"));
+        assert_eq!(payload_preview(&[0xc3, 0x28]), hex_preview(&[0xc3, 0x28]));
+    }
 
     #[test]
     fn byte_ranges_move_with_their_children() {
