@@ -4,7 +4,12 @@
 // gracefully (SIGTERM) and once as a crash (SIGKILL); publishes
 // refused while it is down are not counted. The page must receive every accepted id exactly
 // once, in order, with no notice (the epoch and history live in Redis), and be back on
-// WebTransport. Prints how long the page went without events.
+// WebTransport. Prints how long the page went without events, and bounds it: after the crash
+// nothing closes the browser's QUIC connection, so the client notices only when QUIC's idle
+// timeout fires — the gateway's `webtransport.idle_timeout` (10 s by default; the effective one
+// is the smaller of the two ends', and the gateway keeps a live session busy with PINGs every
+// `keep_alive_interval`, 3 s) — then resumes from lastId: events again within that, plus the
+// restart, plus a little.
 import { assert, brief, parseId } from '../lib.mjs';
 import { subscribeInPage, waitFirstEvent, record, entryText } from '../client.mjs';
 
@@ -14,6 +19,9 @@ export const allowConsoleErrors = true; // the restart fails connections, in the
 export const stack = { webtransport: 'direct', redis: true, gateway: { args: ['--no-demo'] } };
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// The gateway's default `webtransport.idle_timeout` (transports/webtransport/src/config.rs).
+const QUIC_IDLE_MS = 10000;
+const SLACK_MS = 3000; // the reconnect, the first event, a busy CI machine
 
 export async function run({ page, log, stack, consoleErrors }) {
   await subscribeInPage(page, { topics: ['restart'] });
@@ -50,7 +58,7 @@ export async function run({ page, log, stack, consoleErrors }) {
 
   const last = ids.at(-1);
   try {
-    await page.waitForFunction((last) => window.rec.ids.includes(last), last, { timeout: 35000, polling: 100 });
+    await page.waitForFunction((last) => window.rec.ids.includes(last), last, { timeout: QUIC_IDLE_MS + 10000, polling: 100 });
   } catch {
     const r = await record(page);
     throw new Error(`the last published id ${last} never arrived: ${r.count}/${ids.length} events, on ${r.transport}; ` +
@@ -83,5 +91,11 @@ export async function run({ page, log, stack, consoleErrors }) {
       if (rec.times[i] > r.at && rec.times[i - 1] < until) gap = Math.max(gap, rec.times[i] - rec.times[i - 1]);
     }
     log(`figure: gateway ${r.signal === 'SIGKILL' ? 'crash (SIGKILL)' : 'restart (SIGTERM)'}, down ${r.downMs} ms → no event in the page for ${gap} ms`);
+    r.gap = gap;
   });
+  // A graceful restart closes the sessions itself (1001): the client reconnects at once.
+  const [graceful, crash] = restarts;
+  assert(graceful.gap <= graceful.downMs + SLACK_MS, `no event for ${graceful.gap} ms after a graceful restart (down ${graceful.downMs} ms)`);
+  const bound = QUIC_IDLE_MS + crash.downMs + SLACK_MS;
+  assert(crash.gap <= bound, `no event for ${crash.gap} ms after the crash: over QUIC's idle timeout + the restart (${bound} ms)`);
 }
