@@ -3,7 +3,9 @@
 // and stopped after, instead of the gateway .ci/peers/chromium.sh shares between the other tests.
 //
 //   export const stack = {
-//     gateway: { config: 'toml text', args: ['--demo-rate', '50'] }, // both optional
+//     gateway: { config: 'toml text', args: ['--demo-rate', '50'],   // all optional
+//                webtransport: 'idle_timeout = 30\n' },  // more keys of [webtransport], which
+//                                                         // the stack writes (not in `config`)
 //     webtransport: 'direct' | 'closed' | 'relay',  // default 'direct'
 //     proxy: 'pass' | 'strip-upgrade,buffer-sse' | …, // a faultproxy.mjs in front (page loads through it)
 //     redis: true,                                   // a redis-server on a free port, and --bus redis
@@ -124,7 +126,8 @@ export async function startStack(spec, { bin = process.env.STREAMGATE_BIN, log =
     writeFileSync(
       config,
       `${spec.gateway?.config ?? ''}\n[webtransport]\nlisten = "127.0.0.1:${wtPort}"\n` +
-        (publicUrl ? `public_url = "${publicUrl}"\n` : ''),
+        (publicUrl ? `public_url = "${publicUrl}"\n` : '') +
+        (spec.gateway?.webtransport ?? ''),
     );
     const start = async () => {
       gw = child(bin, [

@@ -146,6 +146,9 @@ test('a proxy that buffers SSE: fallback to long polling, then back to SSE once 
       if (held) res.flushHeaders();
       else r.pipe(res);
     });
+    // An upstream failure (the gateway closing a reused keep-alive connection, or the test
+    // ending) is this request's failure, not an uncaught exception of the test process.
+    up.on('error', () => res.destroy());
     req.pipe(up);
     res.on('close', () => up.destroy());
   });

@@ -248,10 +248,13 @@ async fn client_config(url: &str, hash: Sha256Digest) -> Result<ClientConfig, St
     let config = ClientConfig::builder()
         .with_bind_address(local)
         .with_server_certificate_hashes([hash])
-        // The gateway's own keepalive is 10 s and its idle timeout 30 s; pinging from this
-        // side as well keeps NAT bindings open on the way.
-        .keep_alive_interval(Some(Duration::from_secs(10)))
-        .max_idle_timeout(Some(Duration::from_secs(30)))
+        // The session's liveness deadline, as the gateway's: QUIC's idle timeout (the smaller
+        // of the two ends') ends a session whose gateway died without closing it, and the
+        // subscription resumes from `last_id()`; 10 s here bounds that even against a gateway
+        // configured longer. PINGs from this side too, well inside it, keep NAT bindings open
+        // on the way and a quiet session alive.
+        .keep_alive_interval(Some(Duration::from_secs(3)))
+        .max_idle_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| format!("idle timeout: {e}"))?;
     Ok(config.build())
 }

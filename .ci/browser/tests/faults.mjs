@@ -1,20 +1,17 @@
-// Shows in headless Chromium that each fault of faultproxy.mjs is real for the browser's own
-// transports (raw WebTransport, WebSocket, EventSource and fetch, no client library), so that
-// the browser client's fallback tests can rely on them:
-//
-//   node .ci/browser/faults.mjs target/release/streamgate
-//
-// Prints `ok: <fault>: <what the page saw>` per check and `faults: N passed, M failed`.
-// Each check: under `pass` the transport works through the proxy; under its fault it fails the
-// way a real network makes it fail.
-import { startRig } from './faultrig.mjs';
-import { launch, openPage, withTimeout } from './lib.mjs';
+// The faults of faultproxy.mjs are real for the browser's own transports (raw WebTransport,
+// WebSocket, EventSource and fetch, no client library), so that the client-*.mjs fallback tests
+// can rely on them: under `pass` each transport works through the proxy (WebTransport through its
+// UDP relay); under its fault it fails the way a real network makes it fail, and the next
+// transport still works. Logs the proxy's counters, so a failing fallback test can be told apart
+// from a fault that did not happen.
+import { assert, withTimeout } from '../lib.mjs';
 
-const bin = process.argv[2] ?? process.env.STREAMGATE_BIN;
-if (!bin) {
-  console.error('usage: node faults.mjs path/to/streamgate');
-  process.exit(2);
-}
+export const name = 'faults: each fault of the proxy is real for the browser\'s own APIs';
+export const timeoutMs = 60000;
+export const allowConsoleErrors = true; // every fault is a failed connection in the console
+// The stack's SSE streams keep `max_stream_duration = 0`: a stream the gateway ends would hand
+// the buffering proxy its whole buffer and hide `buffer-sse`.
+export const stack = { webtransport: 'relay', proxy: 'pass', gateway: { args: ['--demo-rate', '20'] } };
 
 // In the page: try one transport for `ms`; resolves with what happened.
 async function probe(page, transport, ms = 3000) {
@@ -80,15 +77,11 @@ const checks = [
   ['cut', 'websocket-cut', null],
 ];
 
-const rig = await startRig({ bin });
-let browser;
-let passed = 0;
-let failed = 0;
-try {
-  browser = await launch();
-  const { page } = await openPage(browser.context, rig.base);
+
+export async function run({ page, log, stack }) {
+  const failures = [];
   for (const [faults, transport, expected] of checks) {
-    rig.setFaults(faults);
+    stack.proxy.setMode(faults);
     let result;
     if (transport === 'websocket-cut') {
       // A WebSocket that does receive events is closed (1006) 0.5–2 s after it opened.
@@ -109,19 +102,11 @@ try {
       result = await withTimeout(probe(page, transport), 10000, `${faults} ${transport}`);
     }
     const good = expected === null ? result.ok : result.ok === expected;
-    console.log(`${good ? 'ok' : 'FAIL'}: ${faults}: ${transport} ${expected === false ? 'fails' : 'works'}? ${result.why}`);
-    if (good) passed++;
-    else failed++;
+    const line = `${faults}: ${transport} ${expected === false ? 'fails' : 'works'}? ${result.why}`;
+    log(`${good ? 'ok' : 'FAIL'}: ${line}`);
+    if (!good) failures.push(line);
   }
-  rig.setFaults('pass');
-  console.log(`proxy counters: ${JSON.stringify(rig.stats())}`);
-} catch (e) {
-  failed++;
-  console.log(`FAIL: ${e.message}`);
-  console.log(rig.gatewayLog().split('\n').slice(-20).join('\n'));
-} finally {
-  await browser?.close();
-  await rig.close();
+  stack.proxy.setMode('pass');
+  log(`proxy counters: ${JSON.stringify(stack.proxy.stats())}`);
+  assert(failures.length === 0, `${failures.length} of ${checks.length} checks failed: ${failures.join(' | ')}`);
 }
-console.log(`faults: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
