@@ -3,6 +3,7 @@
 //! the SSE blocks inside them.
 
 use anyhow::Context as _;
+use streamgate_client::h1::BodyFraming;
 use streamgate_proto::wire_notes::{annotate_chunks, annotate_sse, Note};
 use tokio::io::AsyncReadExt as _;
 
@@ -17,15 +18,14 @@ pub(super) async fn run(
 ) -> anyhow::Result<()> {
     let mut tcp = http::connect(&target.authority(), printer).await?;
     // What a browser's EventSource sends, Last-Event-ID included when it resumes.
-    let mut request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
-        target.path_and_query(),
-        target.authority()
-    );
+    let mut headers = vec![
+        ("Accept", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+    ];
     if let Some(since) = &args.since {
-        request.push_str(&format!("Last-Event-ID: {since}\r\n"));
+        headers.push(("Last-Event-ID", since));
     }
-    request.push_str("\r\n");
+    let request = http::get(&target.path_and_query(), &target.authority(), &headers);
     http::send_head(
         &mut tcp,
         &request,
@@ -43,11 +43,9 @@ pub(super) async fn run(
             return Ok(());
         }
     };
-    let chunked = http::header(&head, "transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    if http::status(&head) != Some(200) {
-        if let Some(len) = http::header(&head, "content-length").and_then(|v| v.parse().ok()) {
-            let body = http::read_body(&mut tcp, &mut raw, len).await?;
+    let chunked = head.head.framing() == BodyFraming::Chunked;
+    if head.head.status != 200 {
+        if let Some((body, _)) = http::read_framed_body(&mut tcp, &mut raw, &head.head).await? {
             printer.record(
                 Side::Server,
                 "the response body",
@@ -59,7 +57,7 @@ pub(super) async fn run(
                 )],
             );
         }
-        anyhow::bail!("the server answered {}", head.value);
+        anyhow::bail!("the server answered {}", head.status_line());
     }
     if chunked {
         printer.say("the body is chunked: each piece the server writes comes as a chunk (size in hex, data, CR LF); the SSE text is inside");

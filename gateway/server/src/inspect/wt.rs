@@ -243,8 +243,7 @@ async fn fetch_cert_hash(
         "the gateway's certificate is self-signed, so first its SHA-256 from http://{http_addr}/wt/cert-hash (pass --http HOST:PORT for another address)"
     ));
     let mut tcp = http::connect(http_addr, printer).await?;
-    let request =
-        format!("GET /wt/cert-hash HTTP/1.1\r\nHost: {http_addr}\r\nConnection: close\r\n\r\n");
+    let request = http::get("/wt/cert-hash", http_addr, &[("Connection", "close")]);
     http::send_head(&mut tcp, &request, "the request", printer).await?;
     let mut buf = Vec::new();
     let head = match http::read_head(&mut tcp, &mut buf, stop, "the response head", printer).await?
@@ -252,14 +251,13 @@ async fn fetch_cert_hash(
         HeadRead::Head(head) => head,
         HeadRead::Stopped => bail!("stopped before /wt/cert-hash answered"),
     };
-    let len = http::header(&head, "content-length")
-        .and_then(|v| v.parse().ok())
+    let (body, _) = http::read_framed_body(&mut tcp, &mut buf, &head.head)
+        .await?
         .context("/wt/cert-hash answered without a Content-Length")?;
-    let body = http::read_body(&mut tcp, &mut buf, len).await?;
-    if http::status(&head) != Some(200) {
+    if head.head.status != 200 {
         bail!(
             "/wt/cert-hash answered {}: {}",
-            head.value,
+            head.status_line(),
             String::from_utf8_lossy(&body)
         );
     }
