@@ -41,6 +41,27 @@ pub(super) fn get(target: &str, authority: &str, headers: &[(&str, &str)]) -> Ve
     h1::request("GET", target, authority, headers, b"")
 }
 
+/// A new connection to `authority`, one `GET` on it and the answer's head, each printed:
+/// `what` names the request and the response head. `None` when the run was stopped before
+/// the head came (`stopped` is said); otherwise the connection, the bytes read after the
+/// head, and the head.
+pub(super) async fn open_get(
+    authority: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    what: (&str, &str),
+    stop: &StopWhen,
+    printer: &mut Printer,
+) -> anyhow::Result<Option<(TcpStream, Vec<u8>, Box<Answer>)>> {
+    let mut tcp = connect(authority, printer).await?;
+    send_head(&mut tcp, &get(target, authority, headers), what.0, printer).await?;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    match read_head(&mut tcp, &mut buf, stop, what.1, printer).await? {
+        HeadRead::Head(answer) => Ok(Some((tcp, buf, answer))),
+        HeadRead::Stopped => Ok(None),
+    }
+}
+
 /// Writes a request head and prints it, annotated; returns its length.
 pub(super) async fn send_head(
     tcp: &mut TcpStream,

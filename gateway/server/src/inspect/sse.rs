@@ -7,7 +7,7 @@ use streamgate_client::h1::BodyFraming;
 use streamgate_proto::wire_notes::{annotate_chunks, annotate_sse, Note};
 use tokio::io::AsyncReadExt as _;
 
-use super::http::{self, HeadRead};
+use super::http;
 use super::{InspectArgs, Printer, Side, Stop, StopWhen, Target};
 
 pub(super) async fn run(
@@ -16,7 +16,6 @@ pub(super) async fn run(
     stop: &StopWhen,
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
-    let mut tcp = http::connect(&target.authority(), printer).await?;
     // What a browser's EventSource sends, Last-Event-ID included when it resumes.
     let mut headers = vec![
         ("Accept", "text/event-stream"),
@@ -25,23 +24,15 @@ pub(super) async fn run(
     if let Some(since) = &args.since {
         headers.push(("Last-Event-ID", since));
     }
-    let request = http::get(&target.path_and_query(), &target.authority(), &headers);
-    http::send_head(
-        &mut tcp,
-        &request,
+    let what = (
         "the request, as an EventSource sends it",
-        printer,
-    )
-    .await?;
-
-    let mut raw = Vec::with_capacity(16 * 1024);
-    let head = match http::read_head(&mut tcp, &mut raw, stop, "the response head", printer).await?
-    {
-        HeadRead::Head(head) => head,
-        HeadRead::Stopped => {
-            printer.say("stopped before the server answered");
-            return Ok(());
-        }
+        "the response head",
+    );
+    let (authority, path) = (target.authority(), target.path_and_query());
+    let opened = http::open_get(&authority, &path, &headers, what, stop, printer);
+    let Some((mut tcp, mut raw, head)) = opened.await? else {
+        printer.say("stopped before the server answered");
+        return Ok(());
     };
     let chunked = head.head.framing() == BodyFraming::Chunked;
     if head.head.status != 200 {

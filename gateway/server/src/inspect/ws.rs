@@ -16,7 +16,7 @@ use streamgate_proto::wire_notes::{explain_accept, Note, WsAnnotator};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use super::http::{self, HeadRead};
+use super::http;
 use super::{events_in, InspectArgs, Printer, Side, StopWhen, Target};
 
 /// How long the close handshake may take before we drop the connection, as a browser would.
@@ -34,8 +34,6 @@ pub(super) async fn run(
     if let Some(since) = &args.since {
         target.set_param("since", since);
     }
-    let mut tcp = http::connect(&target.authority(), printer).await?;
-
     // A fresh random key per handshake: the answer proves the server read this request,
     // not a cached one (RFC 6455 §4.1, §10.3).
     let key = BASE64.encode(rand::random::<[u8; 16]>());
@@ -48,30 +46,15 @@ pub(super) async fn run(
     if args.deflate {
         headers.push(("Sec-WebSocket-Extensions", DEFLATE_OFFER));
     }
-    let request = http::get(&target.path_and_query(), &target.authority(), &headers);
-    http::send_head(
-        &mut tcp,
-        &request,
+    let what = (
         "the opening handshake, an HTTP/1.1 upgrade request",
-        printer,
-    )
-    .await?;
-
-    let mut buf = Vec::with_capacity(16 * 1024);
-    let response = match http::read_head(
-        &mut tcp,
-        &mut buf,
-        stop,
         "the handshake response head",
-        printer,
-    )
-    .await?
-    {
-        HeadRead::Head(answer) => answer,
-        HeadRead::Stopped => {
-            printer.say("stopped before the server answered the handshake");
-            return Ok(());
-        }
+    );
+    let (authority, path) = (target.authority(), target.path_and_query());
+    let opened = http::open_get(&authority, &path, &headers, what, stop, printer);
+    let Some((mut tcp, mut buf, response)) = opened.await? else {
+        printer.say("stopped before the server answered the handshake");
+        return Ok(());
     };
     if response.head.status != 101 {
         show_refusal(&mut tcp, &mut buf, &response.head, printer).await;

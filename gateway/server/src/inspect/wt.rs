@@ -18,7 +18,7 @@ use wtransport::error::ConnectionError;
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Endpoint, RecvStream, VarInt};
 
-use super::http::{self, HeadRead};
+use super::http;
 use super::{events_in, plural, InspectArgs, Printer, Side, Stop, StopWhen, Target};
 
 /// Longest the QUIC and HTTP/3 handshakes may take.
@@ -242,14 +242,11 @@ async fn fetch_cert_hash(
     printer.say(&format!(
         "the gateway's certificate is self-signed, so first its SHA-256 from http://{http_addr}/wt/cert-hash (pass --http HOST:PORT for another address)"
     ));
-    let mut tcp = http::connect(http_addr, printer).await?;
-    let request = http::get("/wt/cert-hash", http_addr, &[("Connection", "close")]);
-    http::send_head(&mut tcp, &request, "the request", printer).await?;
-    let mut buf = Vec::new();
-    let head = match http::read_head(&mut tcp, &mut buf, stop, "the response head", printer).await?
-    {
-        HeadRead::Head(head) => head,
-        HeadRead::Stopped => bail!("stopped before /wt/cert-hash answered"),
+    let headers = [("Connection", "close")];
+    let what = ("the request", "the response head");
+    let opened = http::open_get(http_addr, "/wt/cert-hash", &headers, what, stop, printer);
+    let Some((mut tcp, mut buf, head)) = opened.await? else {
+        bail!("stopped before /wt/cert-hash answered");
     };
     let (body, _) = http::read_framed_body(&mut tcp, &mut buf, &head.head)
         .await?
