@@ -42,23 +42,44 @@ pub(super) fn get(target: &str, authority: &str, headers: &[(&str, &str)]) -> Ve
 }
 
 /// A new connection to `authority`, one `GET` on it and the answer's head, each printed:
-/// `what` names the request and the response head. `None` when the run was stopped before
-/// the head came (`stopped` is said); otherwise the connection, the bytes read after the
-/// head, and the head.
+/// `what` names the request and the response head, and says what happened when the run was
+/// stopped before the head came (then `None`). Otherwise the connection, the bytes read
+/// after the head, and the head.
 pub(super) async fn open_get(
-    authority: &str,
-    target: &str,
+    (authority, target): (&str, &str),
     headers: &[(&str, &str)],
-    what: (&str, &str),
+    what: [&str; 3],
     stop: &StopWhen,
     printer: &mut Printer,
 ) -> anyhow::Result<Option<(TcpStream, Vec<u8>, Box<Answer>)>> {
     let mut tcp = connect(authority, printer).await?;
-    send_head(&mut tcp, &get(target, authority, headers), what.0, printer).await?;
+    send_head(&mut tcp, &get(target, authority, headers), what[0], printer).await?;
     let mut buf = Vec::with_capacity(16 * 1024);
-    match read_head(&mut tcp, &mut buf, stop, what.1, printer).await? {
+    match read_head(&mut tcp, &mut buf, stop, what[1], printer).await? {
         HeadRead::Head(answer) => Ok(Some((tcp, buf, answer))),
-        HeadRead::Stopped => Ok(None),
+        HeadRead::Stopped => {
+            printer.say(what[2]);
+            Ok(None)
+        }
+    }
+}
+
+/// Shows the body of a refusal (streamgate explains itself in a JSON body, §6).
+pub(super) async fn show_refusal(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &ResponseHead,
+    why: &str,
+    printer: &mut Printer,
+) {
+    if let Ok(Some((body, _))) = read_framed_body(tcp, buf, head).await {
+        let text = String::from_utf8_lossy(&body).into_owned();
+        printer.record(
+            Side::Server,
+            "the response body",
+            body.len(),
+            &[Note::new("body", text, why)],
+        );
     }
 }
 

@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use streamgate_client::h1::BodyFraming;
-use streamgate_proto::wire_notes::{annotate_chunks, annotate_sse, Note};
+use streamgate_proto::wire_notes::{annotate_chunks, annotate_sse};
 use tokio::io::AsyncReadExt as _;
 
 use super::http;
@@ -24,30 +24,20 @@ pub(super) async fn run(
     if let Some(since) = &args.since {
         headers.push(("Last-Event-ID", since));
     }
-    let what = (
+    let what = [
         "the request, as an EventSource sends it",
         "the response head",
-    );
-    let (authority, path) = (target.authority(), target.path_and_query());
-    let opened = http::open_get(&authority, &path, &headers, what, stop, printer);
-    let Some((mut tcp, mut raw, head)) = opened.await? else {
-        printer.say("stopped before the server answered");
+        "stopped before the server answered",
+    ];
+    let at = (&*target.authority(), &*target.path_and_query());
+    let Some((mut tcp, mut raw, head)) = http::open_get(at, &headers, what, stop, printer).await?
+    else {
         return Ok(());
     };
     let chunked = head.head.framing() == BodyFraming::Chunked;
     if head.head.status != 200 {
-        if let Some((body, _)) = http::read_framed_body(&mut tcp, &mut raw, &head.head).await? {
-            printer.record(
-                Side::Server,
-                "the response body",
-                body.len(),
-                &[Note::new(
-                    "body",
-                    String::from_utf8_lossy(&body),
-                    "Why the request was refused (docs/PROTOCOL.md §6).",
-                )],
-            );
-        }
+        let why = "Why the request was refused (docs/PROTOCOL.md §6).";
+        http::show_refusal(&mut tcp, &mut raw, &head.head, why, printer).await;
         anyhow::bail!("the server answered {}", head.status_line());
     }
     if chunked {

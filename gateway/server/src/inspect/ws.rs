@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use streamgate_client::h1::ResponseHead;
-use streamgate_proto::wire_notes::{explain_accept, Note, WsAnnotator};
+use streamgate_proto::wire_notes::{explain_accept, WsAnnotator};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -46,18 +46,20 @@ pub(super) async fn run(
     if args.deflate {
         headers.push(("Sec-WebSocket-Extensions", DEFLATE_OFFER));
     }
-    let what = (
+    let what = [
         "the opening handshake, an HTTP/1.1 upgrade request",
         "the handshake response head",
-    );
-    let (authority, path) = (target.authority(), target.path_and_query());
-    let opened = http::open_get(&authority, &path, &headers, what, stop, printer);
-    let Some((mut tcp, mut buf, response)) = opened.await? else {
-        printer.say("stopped before the server answered the handshake");
+        "stopped before the server answered the handshake",
+    ];
+    let at = (&*target.authority(), &*target.path_and_query());
+    let Some((mut tcp, mut buf, response)) =
+        http::open_get(at, &headers, what, stop, printer).await?
+    else {
         return Ok(());
     };
     if response.head.status != 101 {
-        show_refusal(&mut tcp, &mut buf, &response.head, printer).await;
+        let why = "Why the server refused the upgrade (docs/PROTOCOL.md §6).";
+        http::show_refusal(&mut tcp, &mut buf, &response.head, why, printer).await;
         bail!("the server refused the upgrade: {}", response.status_line());
     }
     check_accept(&key, &response.head, printer)?;
@@ -291,28 +293,6 @@ fn inbound_annotator(response: &ResponseHead, offered: bool, printer: &mut Print
             }
             WsAnnotator::new()
         }
-    }
-}
-
-/// Shows the body of a refused upgrade (streamgate explains itself in a JSON body).
-async fn show_refusal(
-    tcp: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    head: &ResponseHead,
-    printer: &mut Printer,
-) {
-    if let Ok(Some((body, _))) = http::read_framed_body(tcp, buf, head).await {
-        let text = String::from_utf8_lossy(&body).into_owned();
-        printer.record(
-            Side::Server,
-            "the response body",
-            body.len(),
-            &[Note::new(
-                "body",
-                text,
-                "Why the server refused the upgrade (docs/PROTOCOL.md §6).",
-            )],
-        );
     }
 }
 

@@ -243,9 +243,14 @@ async fn fetch_cert_hash(
         "the gateway's certificate is self-signed, so first its SHA-256 from http://{http_addr}/wt/cert-hash (pass --http HOST:PORT for another address)"
     ));
     let headers = [("Connection", "close")];
-    let what = ("the request", "the response head");
-    let opened = http::open_get(http_addr, "/wt/cert-hash", &headers, what, stop, printer);
-    let Some((mut tcp, mut buf, head)) = opened.await? else {
+    let what = [
+        "the request",
+        "the response head",
+        "stopped before the server answered",
+    ];
+    let at = (http_addr, "/wt/cert-hash");
+    let Some((mut tcp, mut buf, head)) = http::open_get(at, &headers, what, stop, printer).await?
+    else {
         bail!("stopped before /wt/cert-hash answered");
     };
     let (body, _) = http::read_framed_body(&mut tcp, &mut buf, &head.head)
