@@ -4,7 +4,7 @@
 //!
 //! See bench/README.md (`vs_nchan`) for what the figures mean.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use streamgate_client::h1::{self, BodyFraming, ChunkedDecoder, ResponseHead};
 
 /// The server under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -257,15 +258,18 @@ impl Publisher {
         self.next_index
     }
 
-    fn request(&self, body: &str) -> String {
+    fn request(&self, body: &str) -> Vec<u8> {
         let path = match self.server {
             Server::Streamgate => format!("/publish/{}", self.topic),
             Server::Nchan => format!("/pub/{}", self.topic),
         };
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
+        let headers = [("content-type", "application/json")];
+        h1::request(
+            "POST",
+            &path,
+            &self.addr.to_string(),
+            &headers,
+            body.as_bytes(),
         )
     }
 
@@ -307,7 +311,7 @@ impl Publisher {
                 self.payload_bytes,
             );
             writer
-                .write_all(self.request(&body).as_bytes())
+                .write_all(&self.request(&body))
                 .context("publish write")?;
         }
         let _ = reader.join();
@@ -321,56 +325,59 @@ impl Publisher {
     }
 }
 
-fn read_responses(tcp: TcpStream, expected: u64, ok: &AtomicU64, failed: &AtomicU64) {
-    let mut reader = BufReader::new(tcp);
-    let mut line = String::new();
+/// Counts the `expected` pipelined answers as they come: heads through httparse, bodies
+/// skipped by their framing.
+fn read_responses(mut tcp: TcpStream, expected: u64, ok: &AtomicU64, failed: &AtomicU64) {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut scratch = Vec::new();
+    let mut fill = |buf: &mut Vec<u8>| {
+        let mut chunk = [0u8; 16 * 1024];
+        match tcp.read(&mut chunk) {
+            Ok(n) if n > 0 => {
+                buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
+        }
+    };
     for _ in 0..expected {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+        let head = loop {
+            match ResponseHead::parse(&buf) {
+                Ok(Some(head)) => break head,
+                Ok(None) if fill(&mut buf) => {}
+                _ => return,
+            }
+        };
+        buf.drain(..head.len);
+        match head.framing() {
+            BodyFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::default();
+                loop {
+                    scratch.clear();
+                    let Ok(used) = decoder.feed(&buf, &mut scratch) else {
+                        return;
+                    };
+                    buf.drain(..used);
+                    if decoder.is_done() {
+                        break;
+                    }
+                    if !fill(&mut buf) {
+                        return;
+                    }
+                }
+            }
+            BodyFraming::Length(n) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                while buf.len() < n {
+                    if !fill(&mut buf) {
+                        return;
+                    }
+                }
+                buf.drain(..n);
+            }
+            BodyFraming::Empty | BodyFraming::UntilClose => {}
         }
-        let status: u16 = line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let mut length = 0usize;
-        let mut chunked = false;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    chunked = value.trim().eq_ignore_ascii_case("chunked");
-                }
-            }
-        }
-        if chunked {
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
-                }
-                let size = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
-                let mut skip = vec![0u8; size + 2];
-                if reader.read_exact(&mut skip).is_err() {
-                    return;
-                }
-                if size == 0 {
-                    break;
-                }
-            }
-        } else {
-            let mut body = vec![0u8; length];
-            if reader.read_exact(&mut body).is_err() {
-                return;
-            }
-        }
-        if (200..300).contains(&status) {
+        if (200..300).contains(&head.status) {
             ok.fetch_add(1, Ordering::Relaxed);
         } else {
             failed.fetch_add(1, Ordering::Relaxed);
@@ -391,14 +398,13 @@ pub fn server_subscribers(server: Server, addr: SocketAddr) -> anyhow::Result<u6
     };
     let mut tcp = TcpStream::connect(addr).context("connect")?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer)
+    let headers = [("connection", "close")];
+    tcp.write_all(&h1::request("GET", path, &addr.to_string(), &headers, b""))?;
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw)
         .with_context(|| format!("GET {path}"))?;
-    let ok = answer.get(9..12) == Some("200");
+    let ok = ResponseHead::parse(&raw).ok().flatten().map(|h| h.status) == Some(200);
+    let answer = String::from_utf8_lossy(&raw);
     let count = match server {
         _ if !ok => None,
         // No topic yet (nobody subscribed) is an empty list: 0.

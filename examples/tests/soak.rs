@@ -23,8 +23,6 @@
 //! and Redis: a `redis-server` this test binary starts for itself, or the server at
 //! `REDIS_URL`.
 
-#[path = "support/soak_wire/mod.rs"]
-mod soak_wire;
 mod support;
 
 use std::net::SocketAddr;
@@ -34,20 +32,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use http_body_util::BodyExt;
-use hyper::StatusCode;
 use rand::Rng;
 use serde_json::Value;
-use soak_wire::frames::FrameReader;
-use soak_wire::http::{read_json, refusal, Connection};
-use soak_wire::message::{ServerMessage, Undecodable};
-use soak_wire::Disconnect;
-use soak_wire::Gateway;
+use streamgate_client::frame::FrameDecoder;
+use streamgate_client::http::{exchange, Body, HttpConn};
+use streamgate_client::sse::{SseDecoder, SseItem};
+use streamgate_client::{describe_http_error, Gateway, Message, Notice, PollAnswer, Undecodable};
 use support::cluster::{free_port, free_udp_port, publish, request, Backend, Cluster, NodeOptions};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use wtransport::tls::Sha256Digest;
-use wtransport::{ClientConfig, Endpoint};
+use wtransport::{ClientConfig, Endpoint, RecvStream};
 
 /// The one topic of the run.
 const TOPIC: &str = "soak";
@@ -210,9 +205,9 @@ impl ClientLog {
     }
 
     /// Records a message; an `error` message ends the session.
-    fn apply(&mut self, message: ServerMessage, shared: &Shared) -> Result<(), String> {
+    fn apply(&mut self, message: Message, shared: &Shared) -> Result<(), String> {
         match message {
-            ServerMessage::Event(event) => {
+            Message::Event(event) => {
                 if event.id.epoch() == shared.epoch {
                     self.seqs.push(event.id.seq());
                 } else {
@@ -220,14 +215,15 @@ impl ClientLog {
                         .push(format!("event {} of another epoch", event.id));
                 }
             }
-            ServerMessage::Notice(notice) => match notice["type"].as_str() {
-                Some("lagged") => self.lagged += 1,
+            Message::Notice(notice) => match notice {
+                Notice::Lagged { .. } => self.lagged += 1,
                 // The broker link was lost and found again: nothing is missed by it.
-                Some("unavailable" | "available") => {}
-                _ => self.violations.push(notice.to_string()),
+                Notice::Unavailable { .. } | Notice::Available => {}
+                other => self.violations.push(other.to_string()),
             },
-            ServerMessage::Error { code, reason } => return Err(format!("error {code}: {reason}")),
-            ServerMessage::Subscribed(_) | ServerMessage::Other(_) => {}
+            Message::Error { code, reason, .. } => return Err(format!("error {code}: {reason}")),
+            // `subscribed`, and whatever a newer gateway may add.
+            _ => {}
         }
         Ok(())
     }
@@ -251,12 +247,16 @@ enum End {
     Dropped(String),
 }
 
-impl From<Disconnect> for End {
-    fn from(disconnect: Disconnect) -> Self {
-        match disconnect {
-            Disconnect::Retry(reason) | Disconnect::Fatal(reason) => Self::Dropped(reason),
-        }
+impl From<String> for End {
+    fn from(reason: String) -> Self {
+        Self::Dropped(reason)
     }
+}
+
+/// An error answer as the end of a session, in words (`HTTP 400 cursor_ahead: …`).
+async fn refused(http: &mut HttpConn, status: u16, body: &mut Body) -> End {
+    let text = http.read_body(body).await.unwrap_or_default();
+    End::Dropped(describe_http_error(status, &text).0)
 }
 
 /// Whether the client is done, given the phase: `Some(End::Stop)` once aborted, or
@@ -318,7 +318,7 @@ trait MessageStream {
 
     /// The next messages that arrived, or how the stream ended. Cancel-safe: it races the
     /// fault timer and the phase.
-    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, Undecodable>>, End>;
+    async fn next_messages(&mut self) -> Result<Vec<Result<Message, Undecodable>>, End>;
 }
 
 /// Reads `stream` until the client cuts it (`life`), the run is over for this client, or
@@ -350,7 +350,7 @@ async fn read_stream<S: MessageStream>(
         };
         for message in messages {
             match message {
-                Ok(ServerMessage::Subscribed(_)) => subscribed(shared, log, &mut held),
+                Ok(Message::Subscribed(_)) => subscribed(shared, log, &mut held),
                 Ok(message) => {
                     if let Err(e) = log.apply(message, shared) {
                         return End::Dropped(e);
@@ -392,11 +392,11 @@ struct WsStream(
 impl MessageStream for WsStream {
     const SUBSCRIBED_WHEN_OPEN: bool = false;
 
-    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, Undecodable>>, End> {
+    async fn next_messages(&mut self) -> Result<Vec<Result<Message, Undecodable>>, End> {
         let message = match self.0.next().await {
-            Some(Ok(Message::Text(text))) => ServerMessage::parse(text.as_bytes()),
-            Some(Ok(Message::Binary(bytes))) => ServerMessage::parse(&bytes),
-            Some(Ok(Message::Close(close))) => {
+            Some(Ok(WsMessage::Text(text))) => Message::parse(text.as_bytes()),
+            Some(Ok(WsMessage::Binary(bytes))) => Message::parse(&bytes),
+            Some(Ok(WsMessage::Close(close))) => {
                 return Err(End::Dropped(format!("closed: {close:?}")))
             }
             Some(Ok(_)) => return Ok(Vec::new()),
@@ -409,85 +409,63 @@ impl MessageStream for WsStream {
 
 /// SSE: `GET /sse?topics=…` with `Last-Event-ID`, read as it streams.
 async fn sse_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> End {
-    let mut http = match Connection::open(&shared.gateway).await {
-        Ok(http) => http,
-        Err(e) => return e.into(),
-    };
     let resume = log.resume_id(shared);
-    let response = http
-        .get(
-            &format!("/sse?topics={TOPIC}"),
-            &[("last-event-id", &resume)],
-            CONNECT_TIMEOUT,
-        )
-        .await;
-    match response {
-        Ok(response) if response.status() == StatusCode::OK => {
+    let open = async {
+        let mut http = HttpConn::open(&shared.gateway).await?;
+        let target = format!("/sse?topics={TOPIC}");
+        let (head, body) = http
+            .request("GET", &target, &[("last-event-id", &resume)], b"")
+            .await?;
+        Ok::<_, String>((http, head.status, body))
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
+        Ok(Ok((http, 200, body))) => {
             let mut stream = SseStream {
-                body: response.into_body(),
-                text: Vec::new(),
+                http,
+                body,
+                decoder: SseDecoder::default(),
             };
             read_stream(&mut stream, shared, log, life).await
         }
-        Ok(response) => refusal(response).await.into(),
-        Err(e) => e.into(),
+        Ok(Ok((mut http, status, mut body))) => refused(&mut http, status, &mut body).await,
+        Ok(Err(e)) => End::Dropped(e),
+        Err(_) => End::Dropped("no answer to GET /sse".to_owned()),
     }
 }
 
 struct SseStream {
-    body: hyper::body::Incoming,
-    /// Body text not yet split into blocks.
-    text: Vec<u8>,
+    http: HttpConn,
+    body: Body,
+    decoder: SseDecoder,
 }
 
 impl MessageStream for SseStream {
     const SUBSCRIBED_WHEN_OPEN: bool = true;
 
-    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, Undecodable>>, End> {
-        match self.body.frame().await {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    self.text.extend_from_slice(data);
-                }
-            }
-            Some(Err(e)) => return Err(End::Dropped(format!("sse body: {e}"))),
-            None => return Err(End::Dropped("sse stream ended".to_owned())),
-        }
-        Ok(take_sse_blocks(&mut self.text)
-            .iter()
-            .map(|data| ServerMessage::parse(data))
+    async fn next_messages(&mut self) -> Result<Vec<Result<Message, Undecodable>>, End> {
+        let chunk = match self.http.chunk(&mut self.body).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Err(End::Dropped("sse stream ended".to_owned())),
+            Err(e) => return Err(End::Dropped(format!("sse body: {e}"))),
+        };
+        // Comments and `retry:`-only blocks carry no message.
+        Ok(self
+            .decoder
+            .feed(&chunk)
+            .into_iter()
+            .filter_map(|item| match item {
+                SseItem::Block(block) => block.data,
+                SseItem::Comment(_) => None,
+            })
+            .map(|data| Message::parse(data.as_bytes()))
             .collect())
     }
-}
-
-/// Splits the complete SSE blocks off `text` and returns the `data` of each block that has
-/// one (comments and `retry:`-only blocks have none).
-fn take_sse_blocks(text: &mut Vec<u8>) -> Vec<Vec<u8>> {
-    let mut blocks = Vec::new();
-    let mut start = 0;
-    while let Some(end) = text[start..].windows(2).position(|pair| pair == b"\n\n") {
-        let mut data = Vec::new();
-        for line in text[start..start + end].split(|&b| b == b'\n') {
-            if let Some(rest) = line.strip_prefix(b"data:") {
-                if !data.is_empty() {
-                    data.push(b'\n');
-                }
-                data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
-            }
-        }
-        if !data.is_empty() {
-            blocks.push(data);
-        }
-        start += end + 2;
-    }
-    text.drain(..start);
-    blocks
 }
 
 /// Long polling: `GET /poll?topics=…&cursor=<last id>&timeout=…`, over and over on one
 /// keep-alive connection.
 async fn poll_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> End {
-    let mut http = match Connection::open(&shared.gateway).await {
+    let mut http = match HttpConn::open(&shared.gateway).await {
         Ok(http) => http,
         Err(e) => return e.into(),
     };
@@ -504,13 +482,13 @@ async fn poll_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> E
             () = &mut fault => return End::Fault,
             answer = poll_once(&mut http, &target) => answer,
         };
-        let messages = match answer {
-            Ok(messages) => messages,
+        let (messages, keeps_alive) = match answer {
+            Ok(answer) => answer,
             Err(end) => return end,
         };
         subscribed(shared, log, &mut held);
         for message in messages {
-            match ServerMessage::from_json(message) {
+            match message {
                 Ok(message) => {
                     if let Err(e) = log.apply(message, shared) {
                         return End::Dropped(e);
@@ -522,28 +500,33 @@ async fn poll_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> E
         if let Some(end) = finished(*shared.phase.borrow(), log, shared) {
             return end;
         }
+        if !keeps_alive {
+            return End::Dropped("the gateway closed the connection".to_owned());
+        }
     }
 }
 
-async fn poll_once(http: &mut Connection, target: &str) -> Result<Vec<Value>, End> {
-    let response = http
-        .get(
-            target,
-            &[],
-            CONNECT_TIMEOUT + Duration::from_secs(POLL_TIMEOUT),
-        )
-        .await?;
-    if response.status() != StatusCode::OK {
-        return Err(refusal(response).await.into());
-    }
-    let mut batch = read_json(response, CONNECT_TIMEOUT).await?;
-    match batch["messages"].take() {
-        Value::Array(messages) => Ok(messages),
-        other => Err(End::Dropped(format!(
-            "a poll answer without messages: {other}"
-        ))),
-    }
+/// One poll; its messages, and whether the connection may carry the next one (the gateway
+/// says `connection: close` when it shuts down).
+async fn poll_once(http: &mut HttpConn, target: &str) -> Result<(Polled, bool), End> {
+    let exchange = async {
+        let (head, mut body) = http.request("GET", target, &[], b"").await?;
+        if head.status != 200 {
+            return Ok(Err(refused(http, head.status, &mut body).await));
+        }
+        let text = http.read_body(&mut body).await?;
+        Ok::<_, String>(Ok((head.keeps_alive(), text)))
+    };
+    let timeout = CONNECT_TIMEOUT + Duration::from_secs(POLL_TIMEOUT);
+    let (keeps_alive, text) = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| End::Dropped(format!("no answer to GET {target}")))???;
+    let answer = PollAnswer::parse(&text).map_err(End::Dropped)?;
+    Ok((answer.messages, keeps_alive))
 }
+
+/// A poll answer's messages, each decoded or not.
+type Polled = Vec<Result<Message, Undecodable>>;
 
 /// WebTransport, `stream` mode: the certificate hash from `/wt/cert-hash` (a restarted
 /// gateway has a new self-signed certificate), then the session and its control stream.
@@ -577,7 +560,11 @@ async fn wt_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> End
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok((_connection, control))) => {
-            read_stream(&mut WtStream(FrameReader::new(control)), shared, log, life).await
+            let mut stream = WtStream {
+                stream: control,
+                frames: FrameDecoder::default(),
+            };
+            read_stream(&mut stream, shared, log, life).await
         }
         Ok(Err(e)) => End::Dropped(format!("webtransport: {e}")),
         Err(_) => End::Dropped("webtransport connect timed out".to_owned()),
@@ -585,27 +572,45 @@ async fn wt_session(shared: &Shared, log: &mut ClientLog, life: Duration) -> End
 }
 
 /// The session's control stream, where `stream` mode sends everything in order.
-struct WtStream(FrameReader);
+struct WtStream {
+    stream: RecvStream,
+    frames: FrameDecoder,
+}
 
 impl MessageStream for WtStream {
     const SUBSCRIBED_WHEN_OPEN: bool = false;
 
-    async fn next_messages(&mut self) -> Result<Vec<Result<ServerMessage, Undecodable>>, End> {
-        match self.0.next().await {
-            Ok(Some(message)) => Ok(vec![ServerMessage::parse(&message)]),
-            Ok(None) => Err(End::Dropped("the control stream ended".to_owned())),
-            Err(e) => Err(End::Dropped(e)),
+    /// Cancel-safe: the one await is a `read`, which returns bytes or takes none, and a
+    /// message received in pieces stays in the decoder until it is whole.
+    async fn next_messages(&mut self) -> Result<Vec<Result<Message, Undecodable>>, End> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = match self.stream.read(&mut chunk).await {
+            Ok(Some(n)) => n,
+            Ok(None) if self.frames.is_mid_message() => {
+                return Err(End::Dropped("a stream ended inside a message".to_owned()))
+            }
+            Ok(None) => return Err(End::Dropped("the control stream ended".to_owned())),
+            Err(e) => return Err(End::Dropped(format!("reading a stream: {e}"))),
+        };
+        self.frames.feed(&chunk[..n]);
+        let mut messages = Vec::new();
+        while let Some(message) = self
+            .frames
+            .next_frame()
+            .map_err(|e| End::Dropped(e.to_string()))?
+        {
+            messages.push(Message::parse(&message));
         }
+        Ok(messages)
     }
 }
 
 async fn cert_hash(gateway: &Gateway) -> Result<Sha256Digest, End> {
-    let mut http = Connection::open(gateway).await?;
-    let response = http.get("/wt/cert-hash", &[], CONNECT_TIMEOUT).await?;
-    if response.status() != StatusCode::OK {
-        return Err(refusal(response).await.into());
+    let (head, body) = exchange(gateway, "GET", "/wt/cert-hash", &[], b"", CONNECT_TIMEOUT).await?;
+    if head.status != 200 {
+        return Err(End::Dropped(describe_http_error(head.status, &body).0));
     }
-    let document = read_json(response, CONNECT_TIMEOUT).await?;
+    let document: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let hash: Option<Vec<u8>> = document["value"].as_array().and_then(|bytes| {
         bytes
             .iter()

@@ -37,6 +37,8 @@ use hdrhistogram::Histogram;
 use streamgate_bench::vs_nchan::{
     hist_pairs, now_us, parse_stamp, LoadgenSummary, Server, TransportKind,
 };
+use streamgate_client::h1::{self, BodyFraming, ChunkedDecoder, ResponseHead};
+use streamgate_client::sse;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -253,7 +255,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
-/// A minimal HTTP/1.1 client connection: SSE streams and long polls.
+/// A minimal HTTP/1.1 client connection: SSE streams and long polls, over
+/// streamgate-client's sans-IO pieces (heads through httparse, the chunked decoder).
 #[derive(Debug)]
 struct Http {
     tcp: TcpStream,
@@ -282,48 +285,34 @@ impl Http {
     }
 
     async fn head(&mut self) -> anyhow::Result<Head> {
-        let end = loop {
-            if let Some(at) = find(&self.buf, b"\r\n\r\n") {
-                break at;
+        let head = loop {
+            if let Some(head) = ResponseHead::parse(&self.buf)? {
+                break head;
             }
             self.fill().await?;
         };
-        let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        self.buf.drain(..end + 4);
-        let mut head = Head {
-            status: text
-                .get(9..12)
-                .and_then(|code| code.parse().ok())
-                .context("no HTTP status")?,
-            ..Head::default()
-        };
-        for line in text.lines().skip(1) {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            match name.to_ascii_lowercase().as_str() {
-                "transfer-encoding" => head.chunked = value.eq_ignore_ascii_case("chunked"),
-                "content-length" => head.content_length = value.parse().ok(),
-                "last-modified" => head.last_modified = Some(value.to_owned()),
-                "etag" => head.etag = Some(value.to_owned()),
-                _ => {}
-            }
-        }
-        Ok(head)
+        self.buf.drain(..head.len);
+        let header = |name| head.header(name).map(str::to_owned);
+        Ok(Head {
+            status: head.status,
+            chunked: head.framing() == BodyFraming::Chunked,
+            content_length: head.header("content-length").and_then(|n| n.parse().ok()),
+            last_modified: header("last-modified"),
+            etag: header("etag"),
+        })
     }
 
     /// Decoded body bytes appended to `out`: at least one byte (reading as needed).
-    /// `chunk_left`: `None` when the body is not chunked.
+    /// `chunked`: `None` when the body is not chunked.
     async fn stream_into(
         &mut self,
         out: &mut Vec<u8>,
-        chunk_left: &mut Option<usize>,
+        chunked: &mut Option<ChunkedDecoder>,
     ) -> anyhow::Result<()> {
         let before = out.len();
         loop {
             if !self.buf.is_empty() {
-                self.decode(out, chunk_left)?;
+                self.decode(out, chunked)?;
                 if out.len() > before {
                     return Ok(());
                 }
@@ -332,63 +321,35 @@ impl Http {
         }
     }
 
-    fn decode(&mut self, out: &mut Vec<u8>, chunk_left: &mut Option<usize>) -> anyhow::Result<()> {
-        let Some(left) = chunk_left else {
+    fn decode(
+        &mut self,
+        out: &mut Vec<u8>,
+        chunked: &mut Option<ChunkedDecoder>,
+    ) -> anyhow::Result<()> {
+        let Some(decoder) = chunked else {
             out.extend_from_slice(&self.buf);
             self.buf.clear();
             return Ok(());
         };
-        loop {
-            if *left > 0 {
-                let n = (*left).min(self.buf.len());
-                out.extend_from_slice(&self.buf[..n]);
-                self.buf.drain(..n);
-                *left -= n;
-                if *left > 0 {
-                    return Ok(());
-                }
-                // The chunk's CRLF comes next: skipped as an empty size line.
-            }
-            let Some(line_end) = find(&self.buf, b"\r\n") else {
-                return Ok(());
-            };
-            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-            let line = line.trim();
-            if line.is_empty() {
-                self.buf.drain(..line_end + 2);
-                continue;
-            }
-            let size = usize::from_str_radix(line.split(';').next().unwrap_or(""), 16)
-                .with_context(|| format!("bad chunk size {line:?}"))?;
-            if size == 0 {
-                bail!("stream ended");
-            }
-            self.buf.drain(..line_end + 2);
-            *left = size;
+        let used = decoder.feed(&self.buf, out)?;
+        self.buf.drain(..used);
+        if decoder.is_done() {
+            bail!("stream ended");
         }
+        Ok(())
     }
 
     async fn body(&mut self, head: &Head) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
         if head.chunked {
+            let mut decoder = ChunkedDecoder::default();
             loop {
-                let line_end = loop {
-                    if let Some(at) = find(&self.buf, b"\r\n") {
-                        break at;
-                    }
-                    self.fill().await?;
-                };
-                let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                    .with_context(|| format!("bad chunk size {line:?}"))?;
-                while self.buf.len() < line_end + 2 + size + 2 {
-                    self.fill().await?;
-                }
-                out.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
-                self.buf.drain(..line_end + 2 + size + 2);
-                if size == 0 {
+                let used = decoder.feed(&self.buf, &mut out)?;
+                self.buf.drain(..used);
+                if decoder.is_done() {
                     return Ok(out);
                 }
+                self.fill().await?;
             }
         }
         let len = head.content_length.unwrap_or(0);
@@ -406,7 +367,7 @@ enum Feed {
     Ws(Box<WebSocketStream<TcpStream>>),
     Sse {
         http: Http,
-        chunk_left: Option<usize>,
+        chunked: Option<ChunkedDecoder>,
         text: Vec<u8>,
     },
     Poll {
@@ -429,23 +390,21 @@ async fn tcp_connect(ctx: &Ctx, slot: usize, stallable: bool) -> anyhow::Result<
     Ok(tcp)
 }
 
-fn poll_request(ctx: &Ctx, cursor: Option<&str>, timeout: u32) -> String {
-    let host = ctx.server;
+fn poll_request(ctx: &Ctx, cursor: Option<&str>, timeout: u32) -> Vec<u8> {
+    let host = ctx.server.to_string();
     let topic = &ctx.cli.topic;
     match ctx.cli.target {
-        Server::Streamgate => format!(
-            "GET /poll?topics={topic}&cursor={}&timeout={timeout} HTTP/1.1\r\nHost: {host}\r\n\r\n",
-            cursor.unwrap_or("")
-        ),
+        Server::Streamgate => {
+            let cursor = cursor.unwrap_or("");
+            let target = format!("/poll?topics={topic}&cursor={cursor}&timeout={timeout}");
+            h1::request("GET", &target, &host, &[], b"")
+        }
         Server::Nchan => {
-            let mut request = format!("GET /sub/{topic} HTTP/1.1\r\nHost: {host}\r\n");
-            if let Some((lm, etag)) = cursor.and_then(|c| c.split_once('|')) {
-                request.push_str(&format!(
-                    "If-Modified-Since: {lm}\r\nIf-None-Match: {etag}\r\n"
-                ));
-            }
-            request.push_str("\r\n");
-            request
+            let headers: Vec<(&str, &str)> = match cursor.and_then(|c| c.split_once('|')) {
+                Some((lm, etag)) => vec![("if-modified-since", lm), ("if-none-match", etag)],
+                None => Vec::new(),
+            };
+            h1::request("GET", &format!("/sub/{topic}"), &host, &headers, b"")
         }
     }
 }
@@ -499,30 +458,30 @@ async fn connect(ctx: &Ctx, slot: usize, st: &ConnState) -> anyhow::Result<Feed>
             Ok(Feed::Ws(Box::new(socket)))
         }
         TransportKind::Sse => {
-            let mut request = match ctx.cli.target {
-                Server::Streamgate => {
-                    format!("GET /sse?topics={topic} HTTP/1.1\r\nHost: {host}\r\n")
-                }
-                Server::Nchan => format!(
-                    "GET /sub/{topic} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
-                ),
+            let target = match ctx.cli.target {
+                Server::Streamgate => format!("/sse?topics={topic}"),
+                Server::Nchan => format!("/sub/{topic}"),
             };
-            if let Some(id) = resume {
-                request.push_str(&format!("Last-Event-ID: {id}\r\n"));
+            let mut headers = Vec::new();
+            if ctx.cli.target == Server::Nchan {
+                headers.push(("accept", "text/event-stream"));
             }
-            request.push_str("\r\n");
+            if let Some(id) = resume {
+                headers.push(("last-event-id", id));
+            }
+            let request = h1::request("GET", &target, &host.to_string(), &headers, b"");
             let mut http = Http {
                 tcp,
                 buf: Vec::with_capacity(READ_CHUNK),
             };
-            http.tcp.write_all(request.as_bytes()).await?;
+            http.tcp.write_all(&request).await?;
             let head = http.head().await?;
             if head.status != 200 {
                 bail!("SSE answered {}", head.status);
             }
             Ok(Feed::Sse {
                 http,
-                chunk_left: head.chunked.then_some(0),
+                chunked: head.chunked.then(ChunkedDecoder::default),
                 text: Vec::new(),
             })
         }
@@ -534,9 +493,7 @@ async fn connect(ctx: &Ctx, slot: usize, st: &ConnState) -> anyhow::Result<Feed>
             let mut cursor = resume.map(str::to_owned);
             if ctx.cli.target == Server::Streamgate && cursor.is_none() {
                 // A first poll that answers at once: its cursor is the newest id.
-                http.tcp
-                    .write_all(poll_request(ctx, None, 0).as_bytes())
-                    .await?;
+                http.tcp.write_all(&poll_request(ctx, None, 0)).await?;
                 let head = http.head().await?;
                 let body = http.body(&head).await?;
                 if head.status != 200 {
@@ -590,25 +547,23 @@ async fn read_some(ctx: &Ctx, st: &mut ConnState, feed: &mut Feed) -> anyhow::Re
         },
         Feed::Sse {
             http,
-            chunk_left,
+            chunked,
             text,
         } => {
-            http.stream_into(text, chunk_left).await?;
+            http.stream_into(text, chunked).await?;
+            // Borrowed views of the complete blocks: no allocation per event.
             let mut start = 0;
-            while let Some(end) = find(&text[start..], b"\n\n") {
-                let block = &text[start..start + end];
-                for line in block.split(|&b| b == b'\n') {
-                    if let Some(id) = line.strip_prefix(b"id: ").or(line.strip_prefix(b"id:")) {
-                        st.last_id = Some(String::from_utf8_lossy(id).trim().to_owned());
-                    }
+            while let Some((block, used)) = sse::next_block(&text[start..]) {
+                if let Some(id) = block.field(b"id") {
+                    st.last_id = Some(String::from_utf8_lossy(id).trim().to_owned());
                 }
-                if find(block, b"event: @").is_some() {
+                if block.field(b"event").is_some_and(|e| e.starts_with(b"@")) {
                     ctx.stats.borrow_mut().notices += 1;
                 }
-                if let Some((t_us, index, _)) = parse_stamp(block) {
+                if let Some((t_us, index, _)) = parse_stamp(block.bytes) {
                     ctx.record(st, t_us, index);
                 }
-                start += end + 2;
+                start += used;
             }
             text.drain(..start);
             Ok(())
@@ -620,7 +575,7 @@ async fn read_some(ctx: &Ctx, st: &mut ConnState, feed: &mut Feed) -> anyhow::Re
         } => {
             if !*in_flight {
                 let request = poll_request(ctx, cursor.as_deref(), 55);
-                http.tcp.write_all(request.as_bytes()).await?;
+                http.tcp.write_all(&request).await?;
                 *in_flight = true;
             }
             let head = http.head().await?;

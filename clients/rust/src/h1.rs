@@ -217,17 +217,17 @@ impl ChunkedDecoder {
                         self.line.push(byte);
                         continue;
                     }
-                    let mut line = std::mem::take(&mut self.line);
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
+                    // The line buffer is kept, not taken: a long stream of small chunks (an
+                    // SSE body) costs no allocation per chunk.
+                    let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
                     self.state = match self.state {
                         ChunkState::Size => {
                             let digits = line.split(|&b| b == b';').next().unwrap_or_default();
                             let size = std::str::from_utf8(digits)
                                 .ok()
-                                .and_then(|d| u64::from_str_radix(d.trim(), 16).ok())
-                                .ok_or(H1Error::Chunk(self.offset))?;
+                                .and_then(|d| u64::from_str_radix(d.trim(), 16).ok());
+                            self.line.clear();
+                            let size = size.ok_or(H1Error::Chunk(self.offset))?;
                             self.size = Some(size);
                             if size == 0 {
                                 ChunkState::Trailers
@@ -240,6 +240,7 @@ impl ChunkedDecoder {
                         _ if line.is_empty() => ChunkState::Done,
                         other => other,
                     };
+                    self.line.clear();
                 }
             }
         }

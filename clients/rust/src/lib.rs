@@ -71,6 +71,9 @@ pub use envelope::{
 pub use id::{check_topic, EventId, InvalidId, InvalidTopic};
 pub use transport::{Timeouts, Transport, UnknownTransport};
 
+/// A plain HTTP/1.1 connection on tokio over the [`h1`] pieces (feature `io`).
+#[cfg(feature = "io")]
+pub use io::http;
 #[cfg(feature = "io")]
 pub use io::{
     BuildError, Gateway, InvalidGateway, Item, PublishError, Subscription, SubscriptionBuilder,

@@ -122,6 +122,116 @@ impl SseDecoder {
     }
 }
 
+/// One complete block in a buffer, borrowed: what [`next_block`] finds. No allocation, and
+/// every part is a slice of the buffer, so a tool can show where each field sits and a load
+/// generator can read a stream of blocks without allocating per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawBlock<'a> {
+    /// The block's lines, without the blank line that ends it; they start the buffer given
+    /// to [`next_block`].
+    pub bytes: &'a [u8],
+}
+
+/// One line of a [`RawBlock`]: a field, or a comment (`name` empty, `value` the text after
+/// the colon and the space after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawField<'a> {
+    /// The field name; empty for a comment.
+    pub name: &'a [u8],
+    /// The value, without the one space after the colon.
+    pub value: &'a [u8],
+    /// Offset of the line in the block's `bytes`.
+    pub at: usize,
+}
+
+/// Finds the first complete block at the start of `buffer`: the block and how many bytes it
+/// took with its blank line (drop them, then look again). `None` while no blank line has come.
+/// Lines end with `\n`, `\r\n` or `\r`; a `\r` at the very end of `buffer` waits for the next
+/// byte, which may be its `\n`. A blank line alone gives a block with no bytes.
+///
+/// ```
+/// use streamgate_client::sse::next_block;
+///
+/// let mut wire = &b": hi\n\nid: e:1\nevent: demo\ndata: {}\n\nid: e:2"[..];
+/// let mut ids = Vec::new();
+/// while let Some((block, used)) = next_block(wire) {
+///     ids.extend(block.field(b"id"));
+///     wire = &wire[used..];
+/// }
+/// assert_eq!((ids, wire), (vec![&b"e:1"[..]], &b"id: e:2"[..]));
+/// ```
+pub fn next_block(buffer: &[u8]) -> Option<(RawBlock<'_>, usize)> {
+    let mut line_start = 0;
+    let mut i = 0;
+    while i < buffer.len() {
+        let end_len = match buffer[i] {
+            b'\n' => 1,
+            b'\r' => match buffer.get(i + 1) {
+                Some(b'\n') => 2,
+                Some(_) => 1,
+                None => return None,
+            },
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if i == line_start {
+            let block = RawBlock {
+                bytes: &buffer[..line_start],
+            };
+            return Some((block, i + end_len));
+        }
+        i += end_len;
+        line_start = i;
+    }
+    None
+}
+
+impl<'a> RawBlock<'a> {
+    /// The block's lines, as fields and comments.
+    pub fn fields(&self) -> impl Iterator<Item = RawField<'a>> + 'a {
+        let bytes = self.bytes;
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= bytes.len() {
+                return None;
+            }
+            let rest = &bytes[at..];
+            let len = rest
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+                .unwrap_or(rest.len());
+            let line = &rest[..len];
+            let line_at = at;
+            at += len;
+            if bytes[at..].starts_with(b"\r\n") {
+                at += 2;
+            } else if at < bytes.len() {
+                at += 1;
+            }
+            let (name, value) = match line.iter().position(|&b| b == b':') {
+                Some(colon) => (&line[..colon], &line[colon + 1..]),
+                None => (line, &line[len..]),
+            };
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            Some(RawField {
+                name,
+                value,
+                at: line_at,
+            })
+        })
+    }
+
+    /// The value of the last field called `name` (as `id:` and `event:` count), if any.
+    pub fn field(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.fields()
+            .filter(|f| f.name == name)
+            .last()
+            .map(|f| f.value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +267,39 @@ mod tests {
         assert!(decoder.feed(b"event: @gap\ndata: {}\n").is_empty());
         let items = decoder.feed(b"\n");
         assert!(matches!(&items[0], SseItem::Block(b) if b.event == "@gap"));
+    }
+
+    #[test]
+    fn raw_blocks_match_the_decoder_and_wait_for_their_blank_line() {
+        let stream = b"retry: 3000\r\n\r\n: comment\n\nid: e:1\nevent: demo\ndata: a\rdata:b\r\n\n";
+        let mut rest = &stream[..];
+        let mut blocks = Vec::new();
+        while let Some((block, used)) = next_block(rest) {
+            blocks.push(block.bytes);
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+        assert_eq!(blocks.len(), 3);
+        let block = RawBlock { bytes: blocks[2] };
+        assert_eq!(block.field(b"event"), Some(&b"demo"[..]));
+        let data: Vec<&[u8]> = block
+            .fields()
+            .filter(|f| f.name == b"data")
+            .map(|f| f.value)
+            .collect();
+        assert_eq!(data, [&b"a"[..], b"b"]);
+        let comment = RawBlock { bytes: blocks[1] };
+        let field = comment.fields().next().unwrap();
+        assert_eq!((field.name, field.value), (&b""[..], &b"comment"[..]));
+        // Every cut before the final blank line leaves the last block waiting.
+        for cut in 0..stream.len() - 1 {
+            let mut count = 0;
+            let mut rest = &stream[..cut];
+            while let Some((_, used)) = next_block(rest) {
+                count += 1;
+                rest = &rest[used..];
+            }
+            assert!(count < 3, "{cut}");
+        }
     }
 }

@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use streamgate_client::h1::{self, BodyFraming, ChunkedDecoder, ResponseHead};
 use streamgate_test_brokers::{shared_url, BrokerKind, BrokerServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -655,19 +656,15 @@ pub async fn request(
     path: &str,
     body: Option<(&str, &[u8])>,
 ) -> Result<Reply, String> {
+    let host = addr.to_string();
+    let (content_type, payload) = body.unwrap_or(("", b""));
+    let mut headers = vec![("connection", "close")];
+    if body.is_some() {
+        headers.push(("content-type", content_type));
+    }
+    let request = h1::request(method, path, &host, &headers, payload);
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        let payload = body.map_or(&[][..], |(content_type, payload)| {
-            head.push_str(&format!("Content-Type: {content_type}\r\n"));
-            payload
-        });
-        if body.is_some() || method == "POST" {
-            head.push_str(&format!("Content-Length: {}\r\n", payload.len()));
-        }
-        head.push_str("\r\n");
-        let mut request = head.into_bytes();
-        request.extend_from_slice(payload);
         stream.write_all(&request).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
@@ -680,36 +677,30 @@ pub async fn request(
     parse_response(&raw)
 }
 
+/// A whole answer read to the connection's close: the head through httparse, a chunked body
+/// decoded.
 fn parse_response(raw: &[u8]) -> Result<Reply, String> {
     let text = || String::from_utf8_lossy(raw).into_owned();
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
+    let head = ResponseHead::parse(raw)
+        .ok()
+        .flatten()
         .ok_or_else(|| format!("not an HTTP response: {:?}", text()))?;
-    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status: {:?}", text()))?;
-    let mut body = raw[end + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        body = dechunk(&body).ok_or_else(|| format!("bad chunked body: {:?}", text()))?;
-    }
-    Ok(Reply { status, body })
-}
-
-fn dechunk(mut chunked: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = chunked.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(&chunked[..line_end]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        chunked = &chunked[line_end + 2..];
-        if size == 0 {
-            return Some(body);
+    let rest = &raw[head.len..];
+    let body = match head.framing() {
+        BodyFraming::Chunked => {
+            let mut body = Vec::new();
+            let mut chunked = ChunkedDecoder::default();
+            chunked
+                .feed(rest, &mut body)
+                .ok()
+                .filter(|_| chunked.is_done())
+                .ok_or_else(|| format!("bad chunked body: {:?}", text()))?;
+            body
         }
-        body.extend_from_slice(chunked.get(..size)?);
-        chunked = chunked.get(size + 2..)?;
-    }
+        _ => rest.to_vec(),
+    };
+    Ok(Reply {
+        status: head.status,
+        body,
+    })
 }

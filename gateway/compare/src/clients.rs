@@ -14,6 +14,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
+use streamgate_client::frame::FrameDecoder;
+use streamgate_client::h1::{self, BodyFraming, ChunkedDecoder, ResponseHead};
+use streamgate_client::sse;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -25,7 +28,7 @@ use crate::args::Transport;
 use crate::stats::latency_histogram;
 use crate::tls;
 use crate::wire::{
-    find, frame_header_len, parse_binary_event, parse_json_event, ByteCounts, Counted, EventFields,
+    frame_header_len, parse_binary_event, parse_json_event, ByteCounts, Counted, EventFields,
 };
 use crate::wsdeflate::DeflateSocket;
 
@@ -284,24 +287,23 @@ impl Feed {
     }
 }
 
-/// Splits complete SSE blocks off `text` and tallies each block's `data:` lines.
+/// Splits complete SSE blocks off `text` (streamgate-client's borrowed block views) and
+/// tallies each block's `data:` lines.
 fn read_sse_blocks(text: &mut Vec<u8>, tally: &mut Tally) {
     let mut start = 0;
     let mut data = Vec::new();
-    while let Some(end) = find(&text[start..], b"\n\n") {
+    while let Some((block, used)) = sse::next_block(&text[start..]) {
         data.clear();
-        for line in text[start..start + end].split(|&b| b == b'\n') {
-            if let Some(rest) = line.strip_prefix(b"data:") {
-                if !data.is_empty() {
-                    data.push(b'\n');
-                }
-                data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+        for field in block.fields().filter(|f| f.name == b"data") {
+            if !data.is_empty() {
+                data.push(b'\n');
             }
+            data.extend_from_slice(field.value);
         }
         if !data.is_empty() {
             tally.on_text(&data, data.len());
         }
-        start += end + 2;
+        start += used;
     }
     text.drain(..start);
 }
@@ -571,14 +573,17 @@ pub fn any_certificate(
 }
 
 /// An HTTP/1.1 client connection that counts every byte read and written, for SSE and long
-/// polling. Hand-written so the counts are exactly the bytes on the socket (headers and
-/// chunked framing included) and reading is cancel-safe (all state is in the struct).
+/// polling. On the socket directly so the counts are exactly the bytes on it (headers and
+/// chunked framing included) and reading is cancel-safe (all state is in the struct); the
+/// parsing is streamgate-client's sans-IO `h1` (heads through httparse, chunked bodies).
 #[derive(Debug)]
 pub struct HttpConn {
     tcp: Counted,
     counts: Arc<ByteCounts>,
     host: SocketAddr,
     buf: Vec<u8>,
+    /// The chunked body being read, since the last head.
+    chunked: ChunkedDecoder,
 }
 
 /// The parts of an HTTP response head the clients need.
@@ -614,6 +619,7 @@ impl HttpConn {
             tcp,
             host: addr,
             buf: Vec::with_capacity(CLIENT_READ_BUFFER),
+            chunked: ChunkedDecoder::default(),
         })
     }
 
@@ -623,8 +629,8 @@ impl HttpConn {
     /// If the write fails.
     pub async fn send_get(&mut self, target: &str) -> anyhow::Result<()> {
         use tokio::io::AsyncWriteExt as _;
-        let request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
-        self.tcp.write_all(request.as_bytes()).await?;
+        let request = h1::request("GET", target, &self.host.to_string(), &[], b"");
+        self.tcp.write_all(&request).await?;
         Ok(())
     }
 
@@ -644,58 +650,39 @@ impl HttpConn {
     /// # Errors
     /// If the connection ends or the head is malformed.
     pub async fn head(&mut self) -> anyhow::Result<Head> {
-        let end = loop {
-            if let Some(at) = find(&self.buf, b"\r\n\r\n") {
-                break at;
+        let head = loop {
+            if let Some(head) = ResponseHead::parse(&self.buf)? {
+                break head;
             }
             self.fill().await?;
         };
-        let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        self.buf.drain(..end + 4);
-        let status = text
-            .get(9..12)
-            .and_then(|code| code.parse().ok())
-            .context("no HTTP status")?;
-        let mut head = Head {
-            status,
-            chunked: false,
-            content_length: None,
-        };
-        for line in text.lines().skip(1) {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("transfer-encoding") {
-                head.chunked = value.eq_ignore_ascii_case("chunked");
-            } else if name.eq_ignore_ascii_case("content-length") {
-                head.content_length = value.parse().ok();
-            }
-        }
-        Ok(head)
+        self.buf.drain(..head.len);
+        self.chunked = ChunkedDecoder::default();
+        Ok(Head {
+            status: head.status,
+            chunked: head.framing() == BodyFraming::Chunked,
+            content_length: head.header("content-length").and_then(|n| n.parse().ok()),
+        })
     }
 
-    /// The next piece of a chunked body appended to `out`; `false` at its last chunk.
+    /// The next piece of a chunked body appended to `out`; `false` once its last chunk has
+    /// been read.
     ///
     /// # Errors
     /// If the connection ends or a chunk is malformed.
     pub async fn chunk(&mut self, out: &mut Vec<u8>) -> anyhow::Result<bool> {
-        let line_end = loop {
-            if let Some(at) = find(&self.buf, b"\r\n") {
-                break at;
+        let before = out.len();
+        loop {
+            let used = self.chunked.feed(&self.buf, out)?;
+            self.buf.drain(..used);
+            if self.chunked.is_done() {
+                return Ok(false);
+            }
+            if out.len() > before {
+                return Ok(true);
             }
             self.fill().await?;
-        };
-        let size_text = String::from_utf8_lossy(&self.buf[..line_end]);
-        let size_hex = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .with_context(|| format!("bad chunk size {size_hex:?}"))?;
-        while self.buf.len() < line_end + 2 + size + 2 {
-            self.fill().await?;
         }
-        out.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
-        self.buf.drain(..line_end + 2 + size + 2);
-        Ok(size > 0)
     }
 
     /// A whole response body (chunked or with a length).
@@ -735,17 +722,18 @@ impl HttpConn {
     }
 }
 
-/// A WebTransport stream read as length-prefixed messages, cancel-safe (state in the struct).
+/// A WebTransport stream read as length-prefixed messages (streamgate-client's
+/// `FrameDecoder`), cancel-safe (state in the struct).
 pub struct FrameReader {
     stream: wtransport::RecvStream,
-    buf: Vec<u8>,
+    frames: FrameDecoder,
     chunk: Box<[u8]>,
 }
 
 impl std::fmt::Debug for FrameReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FrameReader")
-            .field("buffered", &self.buf.len())
+            .field("offset", &self.frames.offset())
             .finish_non_exhaustive()
     }
 }
@@ -755,7 +743,7 @@ impl FrameReader {
     pub fn new(stream: wtransport::RecvStream) -> Self {
         Self {
             stream,
-            buf: Vec::new(),
+            frames: FrameDecoder::default(),
             chunk: vec![0; 16 * 1024].into_boxed_slice(),
         }
     }
@@ -763,21 +751,16 @@ impl FrameReader {
     /// The next message (without its prefix); `None` at the end of the stream.
     ///
     /// # Errors
-    /// If the stream is reset or ends inside a message.
+    /// If the stream is reset, announces a message over the crate's limit, or ends inside a
+    /// message.
     pub async fn next(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
         loop {
-            if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
-                    as usize;
-                if self.buf.len() >= 4 + len {
-                    let message = self.buf[4..4 + len].to_vec();
-                    self.buf.drain(..4 + len);
-                    return Ok(Some(message));
-                }
+            if let Some(message) = self.frames.next_frame()? {
+                return Ok(Some(message));
             }
             match self.stream.read(&mut self.chunk).await? {
-                Some(n) => self.buf.extend_from_slice(&self.chunk[..n]),
-                None if self.buf.is_empty() => return Ok(None),
+                Some(n) => self.frames.feed(&self.chunk[..n]),
+                None if !self.frames.is_mid_message() => return Ok(None),
                 None => bail!("stream ended inside a message"),
             }
         }

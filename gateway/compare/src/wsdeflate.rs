@@ -15,7 +15,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::wire::{find, ByteCounts, Counted};
+use streamgate_client::h1::{self, ResponseHead};
+
+use crate::wire::{ByteCounts, Counted};
 
 /// The offer, as Chromium sends it.
 const OFFER: &str = "permessage-deflate; client_max_window_bits";
@@ -63,12 +65,16 @@ impl DeflateSocket {
         tcp.set_nodelay(true)?;
         let mut tcp = Counted::new(tcp);
         let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
-        let request = format!(
-            "GET /ws?{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Extensions: {OFFER}\r\n\r\n"
-        );
-        tcp.write_all(request.as_bytes()).await?;
+        let headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", key.as_str()),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Extensions", OFFER),
+        ];
+        let target = format!("/ws?{query}");
+        let request = h1::request("GET", &target, &addr.to_string(), &headers, b"");
+        tcp.write_all(&request).await?;
         let mut socket = Self {
             counts: tcp.counts(),
             tcp,
@@ -76,28 +82,17 @@ impl DeflateSocket {
             inflater: None,
             partial: None,
         };
-        let end = loop {
-            if let Some(at) = find(&socket.buf, b"\r\n\r\n") {
-                break at;
+        let head = loop {
+            if let Some(head) = ResponseHead::parse(&socket.buf)? {
+                break head;
             }
             socket.fill().await?;
         };
-        let head = String::from_utf8_lossy(&socket.buf[..end]).into_owned();
-        socket.buf.drain(..end + 4);
-        if head.get(9..12) != Some("101") {
-            bail!(
-                "the upgrade was answered {}",
-                head.lines().next().unwrap_or("")
-            );
+        socket.buf.drain(..head.len);
+        if head.status != 101 {
+            bail!("the upgrade was answered {} {}", head.status, head.reason);
         }
-        let header = |name: &str| {
-            head.lines().skip(1).find_map(|line| {
-                let (key, value) = line.split_once(':')?;
-                key.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| value.trim().to_owned())
-            })
-        };
+        let header = |name: &str| head.header(name).map(str::to_owned);
         if header("sec-websocket-accept").as_deref()
             != Some(derive_accept_key(key.as_bytes()).as_str())
         {

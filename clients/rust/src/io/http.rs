@@ -1,5 +1,7 @@
 //! A plain HTTP/1.1 connection on tokio, speaking through the sans-IO [`crate::h1`] pieces:
-//! what the SSE, long-poll and WebTransport adapters and `publish` need, no more.
+//! what the SSE, long-poll and WebTransport adapters and `publish` need, no more. Public so
+//! that tests and tools that drive one transport by hand (the soak test, `inspect`) reuse it
+//! instead of writing their own.
 
 use std::time::Duration;
 
@@ -12,20 +14,25 @@ use crate::{describe_http_error, CloseFlags};
 
 /// Largest whole body read (a long-poll batch is at most 256 KiB of events, each possibly a
 /// 1 MiB payload in base64: the gateway always sends at least one event).
-pub(crate) const MAX_BODY: usize = 4 << 20;
+pub const MAX_BODY: usize = 4 << 20;
 
-/// Where a response body is.
+/// Where a response body is: what is left of it, by its framing.
 #[derive(Debug)]
-pub(crate) enum Body {
+pub enum Body {
+    /// This many bytes are left.
     Length(u64),
+    /// A chunked body, being decoded.
     Chunked(ChunkedDecoder),
+    /// Until the connection closes.
     UntilClose,
+    /// All read (or none was sent).
     Done,
 }
 
-/// One HTTP/1.1 connection.
+/// One HTTP/1.1 connection: requests one after another (keep-alive), each answer's head
+/// parsed by [`ResponseHead::parse`], its body read as it arrives.
 #[derive(Debug)]
-pub(crate) struct HttpConn {
+pub struct HttpConn {
     stream: TcpStream,
     /// Bytes read and not consumed yet.
     buffer: Vec<u8>,
@@ -33,7 +40,11 @@ pub(crate) struct HttpConn {
 }
 
 impl HttpConn {
-    pub(crate) async fn open(gateway: &Gateway) -> Result<Self, String> {
+    /// Connects (`TCP_NODELAY`); nothing is sent yet.
+    ///
+    /// # Errors
+    /// The connection failed, in words.
+    pub async fn open(gateway: &Gateway) -> Result<Self, String> {
         let stream = TcpStream::connect(gateway.authority())
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", gateway.authority()))?;
@@ -46,7 +57,10 @@ impl HttpConn {
     }
 
     /// Sends a request and reads the answer's head.
-    pub(crate) async fn request(
+    ///
+    /// # Errors
+    /// The connection failed or closed, or the answer is not HTTP/1.x, in words.
+    pub async fn request(
         &mut self,
         method: &str,
         target: &str,
@@ -90,7 +104,10 @@ impl HttpConn {
 
     /// The next piece of the body; `None` at its end. Cancel-safe: a piece read is kept in
     /// `self` until it is returned.
-    pub(crate) async fn chunk(&mut self, body: &mut Body) -> Result<Option<Vec<u8>>, String> {
+    ///
+    /// # Errors
+    /// The connection failed or closed inside the body, or a malformed chunk, in words.
+    pub async fn chunk(&mut self, body: &mut Body) -> Result<Option<Vec<u8>>, String> {
         loop {
             if !self.buffer.is_empty() {
                 match body {
@@ -142,7 +159,10 @@ impl HttpConn {
     }
 
     /// The whole body, at most [`MAX_BODY`] bytes.
-    pub(crate) async fn read_body(&mut self, body: &mut Body) -> Result<Vec<u8>, String> {
+    ///
+    /// # Errors
+    /// As [`HttpConn::chunk`], and a body over [`MAX_BODY`].
+    pub async fn read_body(&mut self, body: &mut Body) -> Result<Vec<u8>, String> {
         let mut all = Vec::new();
         while let Some(piece) = self.chunk(body).await? {
             all.extend_from_slice(&piece);
@@ -155,7 +175,10 @@ impl HttpConn {
 }
 
 /// One request on a new connection, its whole answer within `timeout`.
-pub(crate) async fn exchange(
+///
+/// # Errors
+/// As [`HttpConn::request`] and [`HttpConn::read_body`], and no answer within `timeout`.
+pub async fn exchange(
     gateway: &Gateway,
     method: &str,
     target: &str,

@@ -1,7 +1,7 @@
 //! The async side: the transport adapters and the [`Subscription`] that drives the
 //! [`Controller`](crate::controller::Controller) with them on tokio.
 
-mod http;
+pub mod http;
 #[cfg(feature = "poll")]
 mod poll;
 #[cfg(feature = "sse")]

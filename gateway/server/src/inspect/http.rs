@@ -1,9 +1,12 @@
 //! What the three TCP clients share: connecting, sending a request head and reading a
-//! response head, each printed with its notes.
+//! response head, each printed with its notes. The heads are parsed by streamgate-client's
+//! sans-IO [`h1`] (httparse, byte ranges, the body's framing); the lab's annotator only
+//! explains them.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use streamgate_client::h1::{self, BodyFraming, ChunkedDecoder, ResponseHead};
 use streamgate_proto::wire_notes::{annotate_http_head, Note};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -12,8 +15,6 @@ use super::{Printer, Side, StopWhen};
 
 /// Longest a TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A response head larger than this is not one streamgate sends.
-const MAX_HEAD: usize = 64 * 1024;
 /// Longest the body after a head may take: the server has it ready when it sends the head.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -35,26 +36,87 @@ pub(super) async fn connect(authority: &str, printer: &mut Printer) -> anyhow::R
     Ok(tcp)
 }
 
-/// Writes a request head and prints it, annotated.
+/// A `GET` request head (no body), written by the client crate's [`h1::request`].
+pub(super) fn get(target: &str, authority: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    h1::request("GET", target, authority, headers, b"")
+}
+
+/// A new connection to `authority`, one `GET` on it and the answer's head, each printed:
+/// `what` names the request and the response head, and says what happened when the run was
+/// stopped before the head came (then `None`). Otherwise the connection, the bytes read
+/// after the head, and the head.
+pub(super) async fn open_get(
+    (authority, target): (&str, &str),
+    headers: &[(&str, &str)],
+    what: [&str; 3],
+    stop: &StopWhen,
+    printer: &mut Printer,
+) -> anyhow::Result<Option<(TcpStream, Vec<u8>, Box<Answer>)>> {
+    let mut tcp = connect(authority, printer).await?;
+    send_head(&mut tcp, &get(target, authority, headers), what[0], printer).await?;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    match read_head(&mut tcp, &mut buf, stop, what[1], printer).await? {
+        HeadRead::Head(answer) => Ok(Some((tcp, buf, answer))),
+        HeadRead::Stopped => {
+            printer.say(what[2]);
+            Ok(None)
+        }
+    }
+}
+
+/// Shows the body of a refusal (streamgate explains itself in a JSON body, §6).
+pub(super) async fn show_refusal(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &ResponseHead,
+    why: &str,
+    printer: &mut Printer,
+) {
+    if let Ok(Some((body, _))) = read_framed_body(tcp, buf, head).await {
+        let text = String::from_utf8_lossy(&body).into_owned();
+        printer.record(
+            Side::Server,
+            "the response body",
+            body.len(),
+            &[Note::new("body", text, why)],
+        );
+    }
+}
+
+/// Writes a request head and prints it, annotated; returns its length.
 pub(super) async fn send_head(
     tcp: &mut TcpStream,
-    head: &str,
+    head: &[u8],
     what: &str,
     printer: &mut Printer,
-) -> anyhow::Result<Note> {
-    tcp.write_all(head.as_bytes())
-        .await
-        .context("sending the request")?;
-    let (note, _) = annotate_http_head(head.as_bytes()).context("a request head we built")?;
+) -> anyhow::Result<usize> {
+    tcp.write_all(head).await.context("sending the request")?;
+    let (note, _) = annotate_http_head(head).context("a request head we built")?;
     printer.record(Side::Client, what, head.len(), std::slice::from_ref(&note));
-    Ok(note)
+    Ok(head.len())
+}
+
+/// A response head: parsed, and annotated for the reader.
+#[derive(Debug)]
+pub(super) struct Answer {
+    /// The parse: status, headers, framing, length.
+    pub(super) head: ResponseHead,
+    /// The annotation that was printed; its value is the status line.
+    pub(super) note: Note,
+}
+
+impl Answer {
+    /// The status line, for messages.
+    pub(super) fn status_line(&self) -> &str {
+        &self.note.value
+    }
 }
 
 /// What reading a response head came to.
 #[derive(Debug)]
 pub(super) enum HeadRead {
     /// The head; `buf` now starts after it.
-    Head(Note),
+    Head(Box<Answer>),
     /// The run was stopped (`--duration`, Ctrl-C) first.
     Stopped,
 }
@@ -69,13 +131,12 @@ pub(super) async fn read_head(
     printer: &mut Printer,
 ) -> anyhow::Result<HeadRead> {
     loop {
-        if let Some((note, consumed)) = annotate_http_head(buf) {
-            printer.record(Side::Server, what, consumed, std::slice::from_ref(&note));
-            buf.drain(..consumed);
-            return Ok(HeadRead::Head(note));
-        }
-        if buf.len() > MAX_HEAD {
-            bail!("no end of the response head in {MAX_HEAD} bytes");
+        if let Some(head) = ResponseHead::parse(buf)? {
+            let (note, _) = annotate_http_head(&buf[..head.len])
+                .context("a response head httparse reads but the annotator does not")?;
+            printer.record(Side::Server, what, head.len, std::slice::from_ref(&note));
+            buf.drain(..head.len);
+            return Ok(HeadRead::Head(Box::new(Answer { head, note })));
         }
         tokio::select! {
             _ = stop.reached() => return Ok(HeadRead::Stopped),
@@ -88,25 +149,49 @@ pub(super) async fn read_head(
     }
 }
 
-/// A header's value in an annotated head (case-insensitive name).
-pub(super) fn header<'a>(head: &'a Note, name: &str) -> Option<&'a str> {
-    head.children
-        .iter()
-        .find(|n| n.bytes.is_some() && n.label.eq_ignore_ascii_case(name))
-        .map(|n| n.value.as_str())
-}
-
-/// The status code of an annotated response head.
-pub(super) fn status(head: &Note) -> Option<u16> {
-    head.find("status code")?.value.parse().ok()
-}
-
-/// Reads a `Content-Length` body after a head (for error answers and poll responses).
-pub(super) async fn read_body(
+/// Reads the body after a head whose framing is known (`content-length` or chunked) — for
+/// error answers, poll responses and `/wt/cert-hash`. Returns the body and how many bytes of
+/// chunk framing came around it; `None` for a body that lasts until the connection closes.
+pub(super) async fn read_framed_body(
     tcp: &mut TcpStream,
     buf: &mut Vec<u8>,
-    len: usize,
-) -> anyhow::Result<Vec<u8>> {
+    head: &ResponseHead,
+) -> anyhow::Result<Option<(Vec<u8>, usize)>> {
+    match head.framing() {
+        BodyFraming::Empty => Ok(Some((Vec::new(), 0))),
+        BodyFraming::Length(len) => {
+            let len = usize::try_from(len).context("a Content-Length over the address space")?;
+            Ok(Some((read_body(tcp, buf, len).await?, 0)))
+        }
+        BodyFraming::Chunked => {
+            let mut body = Vec::new();
+            let mut framing = 0;
+            let mut decoder = ChunkedDecoder::default();
+            let read = async {
+                loop {
+                    let before = body.len();
+                    let used = decoder.feed(buf, &mut body)?;
+                    framing += used - (body.len() - before);
+                    buf.drain(..used);
+                    if decoder.is_done() {
+                        return Ok(());
+                    }
+                    if tcp.read_buf(buf).await.context("reading the body")? == 0 {
+                        bail!("the connection ended inside a chunked body");
+                    }
+                }
+            };
+            tokio::time::timeout(BODY_TIMEOUT, read)
+                .await
+                .with_context(|| format!("no complete chunked body within {BODY_TIMEOUT:?}"))??;
+            Ok(Some((body, framing)))
+        }
+        BodyFraming::UntilClose => Ok(None),
+    }
+}
+
+/// Reads a `Content-Length` body after a head.
+async fn read_body(tcp: &mut TcpStream, buf: &mut Vec<u8>, len: usize) -> anyhow::Result<Vec<u8>> {
     let read = async {
         while buf.len() < len {
             if tcp.read_buf(buf).await.context("reading the body")? == 0 {

@@ -5,9 +5,9 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
-use streamgate_proto::wire_notes::{annotate_chunks, annotate_poll_body, Note};
-use tokio::io::AsyncReadExt as _;
+use anyhow::bail;
+use streamgate_client::h1::ResponseHead;
+use streamgate_proto::wire_notes::annotate_poll_body;
 use tokio::net::TcpStream;
 
 use super::http::{self, HeadRead};
@@ -56,10 +56,10 @@ pub(super) async fn run(
                 "poll {cycle}: no cursor yet, so the server answers with what is published from now on"
             )),
         }
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
-            request_target.path_and_query(),
-            target.authority()
+        let request = http::get(
+            &request_target.path_and_query(),
+            &target.authority(),
+            &[("Accept", "application/json")],
         );
         let sent_at = Instant::now();
         http::send_head(
@@ -88,8 +88,8 @@ pub(super) async fn run(
             }
         };
         let held = sent_at.elapsed();
-        let head_len = head.bytes.map_or(0, |(start, end)| end - start);
-        let body = read_poll_body(connection, &mut buf, &head, printer).await?;
+        let head_len = head.head.len;
+        let body = read_poll_body(connection, &mut buf, &head.head, printer).await?;
         let note = annotate_poll_body(&body);
         let events = events_in(&note);
         printer.record(
@@ -98,8 +98,8 @@ pub(super) async fn run(
             body.len(),
             std::slice::from_ref(&note),
         );
-        if http::status(&head) != Some(200) {
-            bail!("the server answered {}", head.value);
+        if head.head.status != 200 {
+            bail!("the server answered {}", head.status_line());
         }
         let next = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -115,7 +115,7 @@ pub(super) async fn run(
         if next.is_some() {
             cursor = next;
         }
-        if http::header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+        if !head.head.keeps_alive() {
             tcp = None;
         }
         if stop.saw_events(events) {
@@ -126,50 +126,17 @@ pub(super) async fn run(
     Ok(())
 }
 
-/// The body after `head`: `Content-Length` bytes, or the chunks up to the last one.
+/// The body after `head`: `Content-Length` bytes, or the chunks up to the last one (their
+/// framing counted here, the data when the body is shown).
 async fn read_poll_body(
     tcp: &mut TcpStream,
     buf: &mut Vec<u8>,
-    head: &Note,
+    head: &ResponseHead,
     printer: &mut Printer,
 ) -> anyhow::Result<Vec<u8>> {
-    if let Some(len) = http::header(head, "content-length") {
-        let len: usize = len
-            .parse()
-            .context("a Content-Length that is not a number")?;
-        return http::read_body(tcp, buf, len).await;
-    }
-    let chunked = http::header(head, "transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    if !chunked {
+    let Some((body, framing)) = http::read_framed_body(tcp, buf, head).await? else {
         bail!("a poll response with neither Content-Length nor chunked encoding");
-    }
-    let mut body = Vec::new();
-    let read = async {
-        loop {
-            let (chunks, consumed) = annotate_chunks(buf);
-            let mut last = false;
-            let mut data = 0;
-            for chunk in &chunks {
-                if let Some((start, end)) = chunk.find("chunk data").and_then(|n| n.bytes) {
-                    body.extend_from_slice(&buf[start..end]);
-                    data += end - start;
-                }
-                last |= chunk.label == "last chunk";
-            }
-            // The data is counted when the body is shown; the framing around it only here.
-            printer.count(Side::Server, consumed - data);
-            buf.drain(..consumed);
-            if last {
-                return Ok(());
-            }
-            if tcp.read_buf(buf).await.context("reading the body")? == 0 {
-                bail!("the connection ended inside a chunked body");
-            }
-        }
     };
-    tokio::time::timeout(std::time::Duration::from_secs(10), read)
-        .await
-        .context("no complete chunked body within 10 s")??;
+    printer.count(Side::Server, framing);
     Ok(body)
 }

@@ -3,10 +3,11 @@
 //! the SSE blocks inside them.
 
 use anyhow::Context as _;
-use streamgate_proto::wire_notes::{annotate_chunks, annotate_sse, Note};
+use streamgate_client::h1::BodyFraming;
+use streamgate_proto::wire_notes::{annotate_chunks, annotate_sse};
 use tokio::io::AsyncReadExt as _;
 
-use super::http::{self, HeadRead};
+use super::http;
 use super::{InspectArgs, Printer, Side, Stop, StopWhen, Target};
 
 pub(super) async fn run(
@@ -15,51 +16,29 @@ pub(super) async fn run(
     stop: &StopWhen,
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
-    let mut tcp = http::connect(&target.authority(), printer).await?;
     // What a browser's EventSource sends, Last-Event-ID included when it resumes.
-    let mut request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
-        target.path_and_query(),
-        target.authority()
-    );
+    let mut headers = vec![
+        ("Accept", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+    ];
     if let Some(since) = &args.since {
-        request.push_str(&format!("Last-Event-ID: {since}\r\n"));
+        headers.push(("Last-Event-ID", since));
     }
-    request.push_str("\r\n");
-    http::send_head(
-        &mut tcp,
-        &request,
+    let what = [
         "the request, as an EventSource sends it",
-        printer,
-    )
-    .await?;
-
-    let mut raw = Vec::with_capacity(16 * 1024);
-    let head = match http::read_head(&mut tcp, &mut raw, stop, "the response head", printer).await?
-    {
-        HeadRead::Head(head) => head,
-        HeadRead::Stopped => {
-            printer.say("stopped before the server answered");
-            return Ok(());
-        }
+        "the response head",
+        "stopped before the server answered",
+    ];
+    let at = (&*target.authority(), &*target.path_and_query());
+    let Some((mut tcp, mut raw, head)) = http::open_get(at, &headers, what, stop, printer).await?
+    else {
+        return Ok(());
     };
-    let chunked = http::header(&head, "transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    if http::status(&head) != Some(200) {
-        if let Some(len) = http::header(&head, "content-length").and_then(|v| v.parse().ok()) {
-            let body = http::read_body(&mut tcp, &mut raw, len).await?;
-            printer.record(
-                Side::Server,
-                "the response body",
-                body.len(),
-                &[Note::new(
-                    "body",
-                    String::from_utf8_lossy(&body),
-                    "Why the request was refused (docs/PROTOCOL.md §6).",
-                )],
-            );
-        }
-        anyhow::bail!("the server answered {}", head.value);
+    let chunked = head.head.framing() == BodyFraming::Chunked;
+    if head.head.status != 200 {
+        let why = "Why the request was refused (docs/PROTOCOL.md §6).";
+        http::show_refusal(&mut tcp, &mut raw, &head.head, why, printer).await;
+        anyhow::bail!("the server answered {}", head.status_line());
     }
     if chunked {
         printer.say("the body is chunked: each piece the server writes comes as a chunk (size in hex, data, CR LF); the SSE text is inside");

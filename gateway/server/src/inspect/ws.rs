@@ -11,11 +11,12 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use streamgate_proto::wire_notes::{explain_accept, Note, WsAnnotator};
+use streamgate_client::h1::ResponseHead;
+use streamgate_proto::wire_notes::{explain_accept, WsAnnotator};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use super::http::{self, HeadRead};
+use super::http;
 use super::{events_in, InspectArgs, Printer, Side, StopWhen, Target};
 
 /// How long the close handshake may take before we drop the connection, as a browser would.
@@ -33,51 +34,36 @@ pub(super) async fn run(
     if let Some(since) = &args.since {
         target.set_param("since", since);
     }
-    let mut tcp = http::connect(&target.authority(), printer).await?;
-
     // A fresh random key per handshake: the answer proves the server read this request,
     // not a cached one (RFC 6455 §4.1, §10.3).
     let key = BASE64.encode(rand::random::<[u8; 16]>());
-    let mut request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
-        target.path_and_query(),
-        target.authority()
-    );
+    let mut headers = vec![
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key.as_str()),
+        ("Sec-WebSocket-Version", "13"),
+    ];
     if args.deflate {
-        request.push_str(&format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n"));
+        headers.push(("Sec-WebSocket-Extensions", DEFLATE_OFFER));
     }
-    request.push_str("\r\n");
-    http::send_head(
-        &mut tcp,
-        &request,
+    let what = [
         "the opening handshake, an HTTP/1.1 upgrade request",
-        printer,
-    )
-    .await?;
-
-    let mut buf = Vec::with_capacity(16 * 1024);
-    let response = match http::read_head(
-        &mut tcp,
-        &mut buf,
-        stop,
         "the handshake response head",
-        printer,
-    )
-    .await?
-    {
-        HeadRead::Head(note) => note,
-        HeadRead::Stopped => {
-            printer.say("stopped before the server answered the handshake");
-            return Ok(());
-        }
+        "stopped before the server answered the handshake",
+    ];
+    let at = (&*target.authority(), &*target.path_and_query());
+    let Some((mut tcp, mut buf, response)) =
+        http::open_get(at, &headers, what, stop, printer).await?
+    else {
+        return Ok(());
     };
-    if http::status(&response) != Some(101) {
-        show_refusal(&mut tcp, &mut buf, &response, printer).await;
-        bail!("the server refused the upgrade: {}", response.value);
+    if response.head.status != 101 {
+        let why = "Why the server refused the upgrade (docs/PROTOCOL.md §6).";
+        http::show_refusal(&mut tcp, &mut buf, &response.head, why, printer).await;
+        bail!("the server refused the upgrade: {}", response.status_line());
     }
-    check_accept(&key, &response, printer)?;
-    let mut inbound = inbound_annotator(&response, args.deflate, printer);
+    check_accept(&key, &response.head, printer)?;
+    let mut inbound = inbound_annotator(&response.head, args.deflate, printer);
     let mut outbound = WsAnnotator::new();
     printer.say(
         "from here on the connection carries WebSocket frames, not HTTP; offsets below count from the start of each frame",
@@ -270,9 +256,9 @@ fn frame_parts(raw: &[u8]) -> (u8, Vec<u8>) {
 }
 
 /// Checks the 101's accept key against the one computed from our key, and says so.
-fn check_accept(key: &str, response: &Note, printer: &mut Printer) -> anyhow::Result<()> {
+fn check_accept(key: &str, response: &ResponseHead, printer: &mut Printer) -> anyhow::Result<()> {
     let expected = explain_accept(key);
-    match http::header(response, "sec-websocket-accept") {
+    match response.header("sec-websocket-accept") {
         Some(got) if got == expected.value => {
 printer.say(&format!(
                 "✓ Sec-WebSocket-Accept {got} matches base64(SHA-1(our key + GUID)), computed step by step under the request above: the server read our handshake and speaks WebSocket."
@@ -288,8 +274,8 @@ printer.say(&format!(
 }
 
 /// The annotator for the server's frames, set up for what the handshake negotiated.
-fn inbound_annotator(response: &Note, offered: bool, printer: &mut Printer) -> WsAnnotator {
-    match http::header(response, "sec-websocket-extensions") {
+fn inbound_annotator(response: &ResponseHead, offered: bool, printer: &mut Printer) -> WsAnnotator {
+    match response.header("sec-websocket-extensions") {
         Some(extensions) if extensions.starts_with("permessage-deflate") => {
             if extensions.contains("server_no_context_takeover") {
                 printer.detail("permessage-deflate is on, with server_no_context_takeover: each message the server compresses stands alone; small ones (under 100 bytes) come uncompressed, RSV1 clear.");
@@ -307,27 +293,6 @@ fn inbound_annotator(response: &Note, offered: bool, printer: &mut Printer) -> W
             }
             WsAnnotator::new()
         }
-    }
-}
-
-/// Shows the body of a refused upgrade (streamgate explains itself in a JSON body).
-async fn show_refusal(tcp: &mut TcpStream, buf: &mut Vec<u8>, head: &Note, printer: &mut Printer) {
-    let Some(len) = http::header(head, "content-length").and_then(|v| v.parse::<usize>().ok())
-    else {
-        return;
-    };
-    if let Ok(body) = http::read_body(tcp, buf, len.min(64 * 1024)).await {
-        let text = String::from_utf8_lossy(&body).into_owned();
-        printer.record(
-            Side::Server,
-            "the response body",
-            body.len(),
-            &[Note::new(
-                "body",
-                text,
-                "Why the server refused the upgrade (docs/PROTOCOL.md §6).",
-            )],
-        );
     }
 }
 

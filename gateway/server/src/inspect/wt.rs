@@ -18,7 +18,7 @@ use wtransport::error::ConnectionError;
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Endpoint, RecvStream, VarInt};
 
-use super::http::{self, HeadRead};
+use super::http;
 use super::{events_in, plural, InspectArgs, Printer, Side, Stop, StopWhen, Target};
 
 /// Longest the QUIC and HTTP/3 handshakes may take.
@@ -242,24 +242,24 @@ async fn fetch_cert_hash(
     printer.say(&format!(
         "the gateway's certificate is self-signed, so first its SHA-256 from http://{http_addr}/wt/cert-hash (pass --http HOST:PORT for another address)"
     ));
-    let mut tcp = http::connect(http_addr, printer).await?;
-    let request =
-        format!("GET /wt/cert-hash HTTP/1.1\r\nHost: {http_addr}\r\nConnection: close\r\n\r\n");
-    http::send_head(&mut tcp, &request, "the request", printer).await?;
-    let mut buf = Vec::new();
-    let head = match http::read_head(&mut tcp, &mut buf, stop, "the response head", printer).await?
-    {
-        HeadRead::Head(head) => head,
-        HeadRead::Stopped => bail!("stopped before /wt/cert-hash answered"),
+    let headers = [("Connection", "close")];
+    let what = [
+        "the request",
+        "the response head",
+        "stopped before the server answered",
+    ];
+    let at = (http_addr, "/wt/cert-hash");
+    let Some((mut tcp, mut buf, head)) = http::open_get(at, &headers, what, stop, printer).await?
+    else {
+        bail!("stopped before /wt/cert-hash answered");
     };
-    let len = http::header(&head, "content-length")
-        .and_then(|v| v.parse().ok())
+    let (body, _) = http::read_framed_body(&mut tcp, &mut buf, &head.head)
+        .await?
         .context("/wt/cert-hash answered without a Content-Length")?;
-    let body = http::read_body(&mut tcp, &mut buf, len).await?;
-    if http::status(&head) != Some(200) {
+    if head.head.status != 200 {
         bail!(
             "/wt/cert-hash answered {}: {}",
-            head.value,
+            head.status_line(),
             String::from_utf8_lossy(&body)
         );
     }
