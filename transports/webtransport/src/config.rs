@@ -41,6 +41,32 @@ pub struct WtConfig {
     /// Largest client message on a stream, in bytes (the length prefix); larger closes the
     /// session with code 1009. Default: 64 KiB.
     pub max_message_size: usize,
+    /// QUIC flow-control credit given to a client per stream, in bytes: what it may send on
+    /// one stream before the gateway has read it. Subscribers send little (subscription
+    /// changes, the odd publish), and every client stream is read as it arrives, the credit
+    /// returned as it is read: so a message larger than this still passes, in more round
+    /// trips. The connection's credit, all streams together, is 4× this. Default: 64 KiB
+    /// (quinn's own is 1.25 MB per stream and no limit per connection).
+    pub stream_receive_window: u32,
+    /// Bytes quinn may hold for one session's sending, unsent and unacknowledged together,
+    /// all streams: what a slow subscriber can make the gateway hold before its writes block
+    /// (and, `write_timeout` later, the session is dropped). 256 KiB is ≈ 1 000 events of
+    /// 256 bytes, the subscriber queue's worth, and ≈ 20 Mbit/s at a 100 ms round trip.
+    /// Default: 256 KiB (quinn's own: 10 MB).
+    pub send_window: u32,
+    /// Bytes of datagrams queued each way per session: received ones not yet read (the
+    /// session reads them as they come; `max_datagram_rate` limits them), and in `datagram`
+    /// mode events not yet sent (the oldest is dropped when full: datagrams are unreliable
+    /// anyway). Default: 64 KiB (quinn's own: 1.25 MB and 1 MB).
+    pub datagram_buffer: u32,
+    /// Whether quinn sends bursts of packets with UDP generic segmentation offload (GSO): one
+    /// system call for up to 10 packets, but a 10-packet send buffer kept by every session
+    /// (≈ 15 KiB each). A subscriber's events are mostly one packet at a time. Default: false.
+    pub segmentation_offload: bool,
+    /// Ignore the four settings above and use quinn's defaults for every window and buffer
+    /// (and 100 client unidirectional streams instead of 8): the sizing before it was chosen,
+    /// kept for measuring against. Default: false.
+    pub quinn_defaults: bool,
     /// QUIC idle timeout: a peer silent this long is dropped. Default: 30 s.
     #[serde(with = "streamgate_proto::duration_secs")]
     pub idle_timeout: Duration,
@@ -70,6 +96,11 @@ impl Default for WtConfig {
             max_datagram_rate: 50.0,
             datagram_burst: 100,
             max_message_size: 64 * 1024,
+            stream_receive_window: 64 * 1024,
+            send_window: 256 * 1024,
+            datagram_buffer: 64 * 1024,
+            segmentation_offload: false,
+            quinn_defaults: false,
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(10),
             write_timeout: Duration::from_secs(5),
