@@ -199,6 +199,7 @@ fn quic_server_config(
     if !config.quinn_defaults {
         size_quic_buffers(&mut transport, config);
     }
+    transport.enable_segmentation_offload(config.segmentation_offload);
     ServerConfig::builder()
         .with_bind_address(bind)
         .with_custom_tls_and_transport(tls, transport)
@@ -236,7 +237,6 @@ fn size_quic_buffers(transport: &mut wtransport::quinn::TransportConfig, config:
     // decoder); WebTransport ones are refused (client messages go on bidirectional streams).
     // quinn keeps an entry per stream the client may open, so 100 cost memory for nothing.
     transport.max_concurrent_uni_streams(VarInt::from_u32(8));
-    transport.enable_segmentation_offload(config.segmentation_offload);
 }
 
 impl WtServer {
