@@ -15,7 +15,13 @@
 //!   can spend;
 //! - `tokio`: a multi-threaded tokio runtime (one worker per core, as the gateway runs) and
 //!   one task per subscriber that writes what its channel hands it: the floor of the simplest
-//!   async server, runtime wake-ups included.
+//!   async server, runtime wake-ups included;
+//! - `io-uring` (Linux): one thread and an io_uring, every event's N sends queued as
+//!   submission entries and handed to the kernel in one `io_uring_enter` per ring-full
+//!   (up to 4 096 sockets), completions reaped in bulk: the floor without a syscall per
+//!   write. Where the kernel refuses io_uring (seccomp, `kernel.io_uring_disabled`, no
+//!   kernel support) the tool prints `io_uring unavailable: <error>` and measures the
+//!   others.
 //!
 //! The subscribers run in a child process (this binary with `--reader`) that reads every
 //! socket to its end and reports how many bytes it got, which must be every frame written.
@@ -59,7 +65,7 @@ struct Cli {
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// Writers to measure, in this order, alternating run by run.
-    #[arg(long, value_delimiter = ',', default_value = "blocking,tokio")]
+    #[arg(long, value_delimiter = ',', default_value = "blocking,tokio,io-uring")]
     writers: Vec<Writer>,
     /// Leave Nagle's algorithm on (no `TCP_NODELAY`): the kernel holds a small write while
     /// an earlier one is unacknowledged and sends them together.
@@ -80,6 +86,7 @@ struct Cli {
 enum Writer {
     Blocking,
     Tokio,
+    IoUring,
 }
 
 impl Writer {
@@ -87,6 +94,7 @@ impl Writer {
         match self {
             Writer::Blocking => "blocking",
             Writer::Tokio => "tokio",
+            Writer::IoUring => "io-uring",
         }
     }
 }
@@ -113,6 +121,12 @@ fn main() -> anyhow::Result<()> {
         cli.repeat = 1;
     }
     cli.repeat = cli.repeat.max(1);
+    if cli.writers.contains(&Writer::IoUring) {
+        if let Err(reason) = uring::available() {
+            println!("io_uring unavailable: {reason}; measuring the other writers");
+            cli.writers.retain(|&w| w != Writer::IoUring);
+        }
+    }
     let events = ((cli.rate * cli.seconds).round() as u64).max(1);
     let frame = envelope_frame(cli.payload_bytes)?;
     println!(
@@ -239,6 +253,7 @@ fn measure(cli: &Cli, writer: Writer, events: u64, frame: &Bytes) -> anyhow::Res
     let run = match writer {
         Writer::Blocking => write_blocking(sockets, &schedule, frame)?,
         Writer::Tokio => write_tokio(sockets, &schedule, frame)?,
+        Writer::IoUring => uring::write(sockets, &schedule, frame)?,
     };
     let mut line = String::new();
     BufReader::new(reader.stdout.take().context("reader stdout")?).read_line(&mut line)?;
@@ -346,6 +361,132 @@ fn write_tokio(sockets: Vec<TcpStream>, schedule: &Schedule, frame: &Bytes) -> a
             last_fanout_ms: last_write.saturating_sub(last_due).as_secs_f64() * 1e3,
         })
     })
+}
+
+/// The io_uring writer (Linux).
+#[cfg(target_os = "linux")]
+mod uring {
+    use std::io::Write as _;
+    use std::net::TcpStream;
+    use std::os::fd::AsRawFd as _;
+    use std::time::Instant;
+
+    use anyhow::Context as _;
+    use io_uring::{opcode, types, IoUring};
+    use streamgate_bench::vs_nchan::cpu_us;
+
+    use super::{Run, Schedule};
+
+    /// Most submission entries in the ring: one `io_uring_enter` sends this many frames.
+    const RING_ENTRIES: u32 = 4096;
+
+    /// Whether this kernel lets the process set up an io_uring (`io_uring_setup` can be
+    /// refused by seccomp, `kernel.io_uring_disabled`, or be missing): the error if not.
+    pub(super) fn available() -> Result<(), String> {
+        match IoUring::new(8) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.raw_os_error() {
+                Some(errno) => format!("{e} (errno {errno})"),
+                None => e.to_string(),
+            }),
+        }
+    }
+
+    /// Every event: one `IORING_OP_SEND` of the frame per socket, submitted a ring-full at
+    /// a time with one `io_uring_enter` that also waits for that ring-full's completions.
+    /// A short send (the socket's buffer was full) is finished with a blocking `write()`
+    /// and counted.
+    pub(super) fn write(
+        mut sockets: Vec<TcpStream>,
+        schedule: &Schedule,
+        frame: &[u8],
+    ) -> anyhow::Result<Run> {
+        let entries = u32::try_from(sockets.len().next_power_of_two())
+            .unwrap_or(RING_ENTRIES)
+            .clamp(8, RING_ENTRIES);
+        let mut ring = IoUring::new(entries).context("io_uring_setup")?;
+        let len = u32::try_from(frame.len()).context("frame size")?;
+        let fds: Vec<types::Fd> = sockets.iter().map(|s| types::Fd(s.as_raw_fd())).collect();
+        let mut short = 0u64;
+        let pid = std::process::id();
+        let cpu_before = cpu_us(pid);
+        let start = Instant::now();
+        for index in 0..schedule.events {
+            let due = schedule.due(start, index);
+            // Pacing an open-loop schedule, not waiting for a signal.
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            for (chunk_index, chunk) in fds.chunks(entries as usize).enumerate() {
+                let base = chunk_index * entries as usize;
+                {
+                    let mut submission = ring.submission();
+                    for (offset, fd) in chunk.iter().enumerate() {
+                        let send = opcode::Send::new(*fd, frame.as_ptr(), len)
+                            .build()
+                            .user_data((base + offset) as u64);
+                        // SAFETY: `frame` outlives the entry: every completion of this
+                        // chunk is reaped below before the next chunk, event, or return.
+                        #[allow(unsafe_code)]
+                        let pushed = unsafe { submission.push(&send) };
+                        pushed.context("submission queue full")?;
+                    }
+                }
+                ring.submit_and_wait(chunk.len())
+                    .context("io_uring_enter")?;
+                let mut reaped = 0;
+                while reaped < chunk.len() {
+                    let completions: Vec<(u64, i32)> = ring
+                        .completion()
+                        .map(|cqe| (cqe.user_data(), cqe.result()))
+                        .collect();
+                    if completions.is_empty() {
+                        ring.submit_and_wait(chunk.len() - reaped)
+                            .context("io_uring_enter")?;
+                        continue;
+                    }
+                    for (socket, result) in completions {
+                        reaped += 1;
+                        let sent = usize::try_from(result).map_err(|_| {
+                            std::io::Error::from_raw_os_error(result.saturating_neg())
+                        });
+                        let sent = sent.context("io_uring send")?;
+                        if sent < frame.len() {
+                            short += 1;
+                            sockets[socket as usize].write_all(&frame[sent..])?;
+                        }
+                    }
+                }
+            }
+        }
+        let cpu = cpu_us(pid) - cpu_before;
+        let last_due = schedule.due(start, schedule.events - 1);
+        let writes = schedule.events * sockets.len() as u64;
+        if short > 0 {
+            // Each was finished by a blocking write(), counted in the CPU above.
+            println!("  io-uring: {short} of {writes} sends were short (finished by write())");
+        }
+        drop(sockets);
+        Ok(Run {
+            writes,
+            cpu_us_per_write: cpu as f64 / writes as f64,
+            last_fanout_ms: last_due.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+/// Elsewhere io_uring does not exist.
+#[cfg(not(target_os = "linux"))]
+mod uring {
+    use std::net::TcpStream;
+
+    use super::{Run, Schedule};
+
+    pub(super) fn available() -> Result<(), String> {
+        Err("not Linux".to_owned())
+    }
+
+    pub(super) fn write(_: Vec<TcpStream>, _: &Schedule, _: &[u8]) -> anyhow::Result<Run> {
+        anyhow::bail!("io_uring unavailable: not Linux")
+    }
 }
 
 /// The subscribers' process: connect, read every socket to its end, print the bytes read.

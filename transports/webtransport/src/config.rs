@@ -41,6 +41,34 @@ pub struct WtConfig {
     /// Largest client message on a stream, in bytes (the length prefix); larger closes the
     /// session with code 1009. Default: 64 KiB.
     pub max_message_size: usize,
+    /// QUIC flow-control credit given to a client per stream, in bytes: what it may send on
+    /// one stream before the gateway has read it. Subscribers send little (subscription
+    /// changes, the odd publish), and every client stream is read as it arrives, the credit
+    /// returned as it is read: so a message larger than this still passes, in more round
+    /// trips. The connection's credit, all streams together, is 4× this. Default: 64 KiB
+    /// (quinn's own is 1.25 MB per stream and no limit per connection).
+    pub stream_receive_window: u32,
+    /// Bytes quinn may hold for one session's sending, unsent and unacknowledged together,
+    /// all streams: what a slow subscriber can make the gateway hold before its writes block
+    /// (and, `write_timeout` later, the session is dropped). 256 KiB is ≈ 1 000 events of
+    /// 256 bytes, the subscriber queue's worth, and ≈ 20 Mbit/s at a 100 ms round trip.
+    /// Default: 256 KiB (quinn's own: 10 MB).
+    pub send_window: u32,
+    /// Bytes of datagrams queued each way per session: received ones not yet read (the
+    /// session reads them as they come; `max_datagram_rate` limits them), and in `datagram`
+    /// mode events not yet sent (the oldest is dropped when full: datagrams are unreliable
+    /// anyway). Default: 64 KiB (quinn's own: 1.25 MB and 1 MB).
+    pub datagram_buffer: u32,
+    /// Whether quinn sends bursts of packets with UDP generic segmentation offload (GSO): one
+    /// system call for up to 10 packets. Off keeps each session's send buffer at one packet
+    /// instead of up to ten, but measured no smaller for idle sessions (69.6 against 69.9 KiB
+    /// each at 500 sessions, docs/PERFORMANCE.md), and saturation throughput was no better
+    /// with it off. Default: true (quinn's own).
+    pub segmentation_offload: bool,
+    /// Ignore the three settings above and use quinn's defaults for every window and buffer
+    /// (and 100 client unidirectional streams instead of 8; `segmentation_offload` still
+    /// applies): the sizing before it was chosen, kept for measuring against. Default: false.
+    pub quinn_defaults: bool,
     /// QUIC idle timeout: a peer silent this long is dropped. Default: 10 s.
     ///
     /// This is also what bounds how long a client takes to notice a gateway that died without
@@ -82,6 +110,11 @@ impl Default for WtConfig {
             max_datagram_rate: 50.0,
             datagram_burst: 100,
             max_message_size: 64 * 1024,
+            stream_receive_window: 64 * 1024,
+            send_window: 256 * 1024,
+            datagram_buffer: 64 * 1024,
+            segmentation_offload: true,
+            quinn_defaults: false,
             idle_timeout: Duration::from_secs(10),
             keep_alive_interval: Duration::from_secs(3),
             write_timeout: Duration::from_secs(5),

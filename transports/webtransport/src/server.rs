@@ -196,6 +196,10 @@ fn quic_server_config(
     transport.max_concurrent_bidi_streams(wtransport::quinn::VarInt::from_u32(
         config.max_streams_per_session.saturating_add(1),
     ));
+    if !config.quinn_defaults {
+        size_quic_buffers(&mut transport, config);
+    }
+    transport.enable_segmentation_offload(config.segmentation_offload);
     ServerConfig::builder()
         .with_bind_address(bind)
         .with_custom_tls_and_transport(tls, transport)
@@ -211,6 +215,28 @@ fn quic_server_config(
                 .keep_alive_interval(Some(config.keep_alive_interval))
                 .build()
         })
+}
+
+/// Windows and buffers sized for a gateway (docs/PERFORMANCE.md, "WebTransport memory"):
+/// quinn's defaults suit a bulk transfer both ways, where a subscriber mostly receives small
+/// events and sends next to nothing. The windows are limits, not allocations, but they bound
+/// what one session can make the gateway hold: a client stream's unread data, the
+/// connection's, and what a slow subscriber has not acknowledged.
+fn size_quic_buffers(transport: &mut wtransport::quinn::TransportConfig, config: &WtConfig) {
+    use wtransport::quinn::VarInt;
+    let stream_window = config.stream_receive_window.max(1024);
+    transport.stream_receive_window(VarInt::from_u32(stream_window));
+    // A few client streams at full speed at once; each is read as its data arrives, so a
+    // larger publish is never stuck behind the connection's credit, only paced by it.
+    transport.receive_window(VarInt::from_u64(4 * u64::from(stream_window)).unwrap_or(VarInt::MAX));
+    transport.send_window(u64::from(config.send_window.max(16 * 1024)));
+    let datagrams = config.datagram_buffer as usize;
+    transport.datagram_receive_buffer_size(Some(datagrams.max(4096)));
+    transport.datagram_send_buffer_size(datagrams.max(4096));
+    // HTTP/3 needs three client unidirectional streams (control, QPACK encoder and
+    // decoder); WebTransport ones are refused (client messages go on bidirectional streams).
+    // quinn keeps an entry per stream the client may open, so 100 cost memory for nothing.
+    transport.max_concurrent_uni_streams(VarInt::from_u32(8));
 }
 
 impl WtServer {
