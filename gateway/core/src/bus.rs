@@ -33,7 +33,7 @@ pub struct TopicStats {
 pub struct HistoryUsage {
     /// Bytes of history kept across all topics (by [`Event::accounted_size`]).
     pub bytes: usize,
-    /// [`MemoryBusConfig::history_memory`](crate::MemoryBusConfig::history_memory): the bound on `bytes` (0: none).
+    /// `MemoryBusConfig::history_memory`: the bound on `bytes` (0: none).
     pub limit: usize,
     /// Events evicted to keep `bytes` under `limit`, since the bus started.
     pub memory_evictions: u64,

@@ -16,7 +16,7 @@ use crate::http_message::{full_body, Body, BodyReadTimeout, BoxError};
 ///
 /// Built from the code alone ([`Rejection::new`], whose HTTP status follows from the code), or
 /// from the error that caused it (`From` a [`TopicError`], [`PublishError`], an
-/// [`AuthError`](crate::AuthError), a [`PublishRefusal`](crate::PublishRefusal), …). Its
+/// `AuthError`, a `PublishRefusal`, …: their modules say how). Its
 /// `Display` is `code: reason`, the close reason of a session refused this way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {reason}")]

@@ -51,7 +51,7 @@ pub struct TransportMetrics {
 }
 
 /// The publish counter of one publish path (`streamgate_publishes_total{transport=…}`), for
-/// [`crate::ClientPublish`]: a transport's ([`TransportMetrics::publishes`]) or the publish
+/// `ClientPublish`: a transport's ([`TransportMetrics::publishes`]) or the publish
 /// API's, which holds no connections to count.
 #[derive(Clone, Debug)]
 pub struct PublishMetrics {
@@ -150,7 +150,7 @@ impl TransportMetrics {
         self.publishes.record(outcome);
     }
 
-    /// The transport's publish counter, for [`crate::ClientPublish`].
+    /// The transport's publish counter, for `ClientPublish`.
     pub fn publishes(&self) -> &PublishMetrics {
         &self.publishes
     }
@@ -182,7 +182,7 @@ static REJECTION_LOG: LazyLock<RateLimitedLog> =
 
 /// Counts a refusal (`streamgate_rejections_total{reason}`) and logs it at WARN to
 /// `streamgate::rejection`, at most once per reason per 10 s, with how many were suppressed
-/// meanwhile. [`crate::error_response`] calls it for every HTTP refusal; transports call it
+/// meanwhile. `Rejection::record` calls it for every refusal; transports call it
 /// for refusals in their own protocol (a WebSocket close 1008, a connection over a limit).
 pub fn record_rejection(reason: &str, detail: &str) {
     metrics::counter!(REJECTIONS, "reason" => reason.to_owned()).increment(1);

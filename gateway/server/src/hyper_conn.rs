@@ -1,7 +1,7 @@
 //! A connection served by hyper, HTTP/1.1 or HTTP/2: every TLS connection that negotiated
-//! `h2`, the internal listener's, and the lean HTTP/1.1 path's ([`crate::h1`]) once a request
-//! is not one it serves itself. Its own module so that the accept loop ([`crate::server`]) and
-//! the lean path both call it without calling each other.
+//! `h2`, the internal listener's, and the lean HTTP/1.1 path's (`h1`) once a request is not
+//! one it serves itself. Its own module so that the accept loop (`server`) and the lean path
+//! both call it without calling each other.
 
 use std::sync::Arc;
 
