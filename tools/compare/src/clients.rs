@@ -364,11 +364,11 @@ pub async fn connect(setup: &ClientSetup, slot: usize) -> anyhow::Result<Connect
             let mut conn = HttpConn::connect(setup.http).await?;
             conn.send_get(&format!("/sse?{}", setup.query)).await?;
             let head = conn.head().await?;
-            if head.status != 200 || !head.chunked {
+            if head.status != 200 || head.framing != BodyFraming::Chunked {
                 bail!(
-                    "SSE answered {} (chunked: {}), expected a chunked 200",
+                    "SSE answered {} ({:?}), expected a chunked 200",
                     head.status,
-                    head.chunked
+                    head.framing
                 );
             }
             Feed::Sse {
@@ -573,8 +573,9 @@ pub fn any_certificate(
 }
 
 /// An HTTP/1.1 client connection that counts every byte read and written, for SSE and long
-/// polling. On the socket directly so the counts are exactly the bytes on it (headers and
-/// chunked framing included) and reading is cancel-safe (all state is in the struct); the
+/// polling (here and in `bench/`'s `loadgen`). On the socket directly so the counts are
+/// exactly the bytes on it (headers and chunked framing included) and reading is cancel-safe
+/// (all state is in the struct, and a request is written apart from reading its answer); the
 /// parsing is streamgate-client's sans-IO `h1` (heads through httparse, chunked bodies).
 #[derive(Debug)]
 pub struct HttpConn {
@@ -582,19 +583,27 @@ pub struct HttpConn {
     counts: Arc<ByteCounts>,
     host: SocketAddr,
     buf: Vec<u8>,
+    /// How the body after the last head ends.
+    framing: BodyFraming,
     /// The chunked body being read, since the last head.
     chunked: ChunkedDecoder,
 }
 
-/// The parts of an HTTP response head the clients need.
+/// A response head, as streamgate-client parsed it.
 #[derive(Debug)]
 pub struct Head {
     /// Status code.
     pub status: u16,
-    /// `Transfer-Encoding: chunked`.
-    pub chunked: bool,
-    /// `Content-Length`.
-    pub content_length: Option<usize>,
+    /// How its body ends.
+    pub framing: BodyFraming,
+    response: ResponseHead,
+}
+
+impl Head {
+    /// The first header called `name` (lowercase), as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.response.header(name)
+    }
 }
 
 /// A long-polling response.
@@ -612,13 +621,23 @@ impl HttpConn {
     /// If the connection fails.
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
         let tcp = TcpStream::connect(addr).await.context("TCP connect")?;
+        Self::over(tcp)
+    }
+
+    /// The connection over `tcp`, already connected (from a chosen source address, say).
+    ///
+    /// # Errors
+    /// If the socket has no peer or refuses `TCP_NODELAY`.
+    pub fn over(tcp: TcpStream) -> anyhow::Result<Self> {
         tcp.set_nodelay(true)?;
+        let host = tcp.peer_addr()?;
         let tcp = Counted::new(tcp);
         Ok(Self {
             counts: tcp.counts(),
             tcp,
-            host: addr,
+            host,
             buf: Vec::with_capacity(CLIENT_READ_BUFFER),
+            framing: BodyFraming::Empty,
             chunked: ChunkedDecoder::default(),
         })
     }
@@ -628,8 +647,20 @@ impl HttpConn {
     /// # Errors
     /// If the write fails.
     pub async fn send_get(&mut self, target: &str) -> anyhow::Result<()> {
+        self.send_get_with(target, &[]).await
+    }
+
+    /// Writes a `GET` request for `target` with these extra headers.
+    ///
+    /// # Errors
+    /// If the write fails.
+    pub async fn send_get_with(
+        &mut self,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         use tokio::io::AsyncWriteExt as _;
-        let request = h1::request("GET", target, &self.host.to_string(), &[], b"");
+        let request = h1::request("GET", target, &self.host.to_string(), headers, b"");
         self.tcp.write_all(&request).await?;
         Ok(())
     }
@@ -637,7 +668,9 @@ impl HttpConn {
     /// Reads more into `buf`; an error at the end of the connection.
     async fn fill(&mut self) -> anyhow::Result<()> {
         use tokio::io::AsyncReadExt as _;
-        self.buf.reserve(CLIENT_READ_BUFFER);
+        if self.buf.capacity() - self.buf.len() < 512 {
+            self.buf.reserve(CLIENT_READ_BUFFER);
+        }
         let n = self.tcp.read_buf(&mut self.buf).await?;
         if n == 0 {
             bail!("connection ended");
@@ -650,18 +683,19 @@ impl HttpConn {
     /// # Errors
     /// If the connection ends or the head is malformed.
     pub async fn head(&mut self) -> anyhow::Result<Head> {
-        let head = loop {
+        let response = loop {
             if let Some(head) = ResponseHead::parse(&self.buf)? {
                 break head;
             }
             self.fill().await?;
         };
-        self.buf.drain(..head.len);
+        self.buf.drain(..response.len);
+        self.framing = response.framing();
         self.chunked = ChunkedDecoder::default();
         Ok(Head {
-            status: head.status,
-            chunked: head.framing() == BodyFraming::Chunked,
-            content_length: head.header("content-length").and_then(|n| n.parse().ok()),
+            status: response.status,
+            framing: self.framing,
+            response,
         })
     }
 
@@ -685,20 +719,39 @@ impl HttpConn {
         }
     }
 
-    /// A whole response body (chunked or with a length).
+    /// The next piece of a streamed body (an event stream) appended to `out`, chunked or
+    /// lasting until the connection closes; `false` once a chunked one has ended.
     ///
     /// # Errors
-    /// If the connection ends first.
+    /// If the connection ends or a chunk is malformed.
+    pub async fn stream(&mut self, out: &mut Vec<u8>) -> anyhow::Result<bool> {
+        if self.framing == BodyFraming::Chunked {
+            return self.chunk(out).await;
+        }
+        if self.buf.is_empty() {
+            self.fill().await?;
+        }
+        out.append(&mut self.buf);
+        Ok(true)
+    }
+
+    /// The whole body after `head`.
+    ///
+    /// # Errors
+    /// If the connection ends first, or the body would last until it does.
     pub async fn body(&mut self, head: &Head) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
-        if head.chunked {
-            while self.chunk(&mut out).await? {}
-        } else {
-            let len = head.content_length.context("no body length")?;
-            while self.buf.len() < len {
-                self.fill().await?;
+        match head.framing {
+            BodyFraming::Empty => {}
+            BodyFraming::Chunked => while self.chunk(&mut out).await? {},
+            BodyFraming::Length(len) => {
+                let len = usize::try_from(len).context("body length")?;
+                while self.buf.len() < len {
+                    self.fill().await?;
+                }
+                out.extend(self.buf.drain(..len));
             }
-            out.extend(self.buf.drain(..len));
+            BodyFraming::UntilClose => bail!("no body length"),
         }
         Ok(out)
     }
