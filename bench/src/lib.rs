@@ -268,26 +268,12 @@ pub async fn run_fanout(scenario: &Scenario) -> anyhow::Result<RunReport> {
 
     let mut totals = Totals::default();
     let deadline = tokio::time::Instant::now() + scenario.drain_timeout;
-    let mut closed = false;
-    loop {
-        let joined = if closed {
-            subscribers.join_next().await
-        } else {
-            match tokio::time::timeout_at(deadline, subscribers.join_next()).await {
-                Ok(joined) => joined,
-                Err(_elapsed) => {
-                    // Closing ends every subscription once its queue is drained, so the
-                    // stragglers return what they have and the run still reports. One the
-                    // bus had detached for lagging ends without its Lagged notice (a core
-                    // bug), so what it missed shows only in `deliveries`.
-                    bus.close();
-                    closed = true;
-                    continue;
-                }
-            }
-        };
-        let Some(joined) = joined else { break };
-        totals.add(joined.context("subscriber task")?)?;
+    // Closing ends every subscription once its queue is drained, so the stragglers return
+    // what they have and the run still reports. One the bus had detached for lagging ends
+    // without its Lagged notice (a core bug), so what it missed shows only in `deliveries`.
+    let ends = join_by_deadline(&mut subscribers, deadline, || bus.close()).await;
+    for end in ends.context("subscriber task")? {
+        totals.add(end)?;
     }
     bus.close();
 
@@ -360,6 +346,38 @@ async fn publish_loop(
         end_ns: nanos_since(base),
         behind_max_ns,
     })
+}
+
+/// Every task of `tasks`, as they finish. Once `deadline` passes, `cut_off` is called (once):
+/// it must make the tasks still running end, so that a run that stalls still reports what
+/// arrived.
+///
+/// # Errors
+/// A task that panicked.
+pub async fn join_by_deadline<T: 'static>(
+    tasks: &mut JoinSet<T>,
+    deadline: tokio::time::Instant,
+    cut_off: impl FnOnce(),
+) -> Result<Vec<T>, tokio::task::JoinError> {
+    let mut cut_off = Some(cut_off);
+    let mut finished = Vec::with_capacity(tasks.len());
+    loop {
+        let next = tasks.join_next();
+        let joined = if cut_off.is_none() {
+            next.await
+        } else if let Ok(joined) = tokio::time::timeout_at(deadline, next).await {
+            joined
+        } else {
+            if let Some(cut_off) = cut_off.take() {
+                cut_off();
+            }
+            continue;
+        };
+        match joined {
+            Some(joined) => finished.push(joined?),
+            None => return Ok(finished),
+        }
+    }
 }
 
 /// Waits until `due_ns` after `base`: on the timer while far away, then by yielding.

@@ -38,12 +38,11 @@ use streamgate_bench::vs_nchan::{
     hist_pairs, now_us, parse_stamp, LoadgenSummary, Server, TransportKind,
 };
 use streamgate_client::sse;
-use streamgate_compare::clients::HttpConn;
+use streamgate_compare::clients::{ws_handshake, HttpConn};
 use streamgate_compare::wire::find;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -326,13 +325,7 @@ async fn connect(ctx: &Ctx, slot: usize, st: &ConnState) -> anyhow::Result<Feed>
                     .headers_mut()
                     .insert("Sec-WebSocket-Protocol", "ws+meta.nchan".parse()?);
             }
-            let config = WebSocketConfig::default()
-                .read_buffer_size(READ_CHUNK)
-                .write_buffer_size(0);
-            let (mut socket, _) =
-                tokio_tungstenite::client_async_with_config(request, tcp, Some(config))
-                    .await
-                    .context("WebSocket handshake")?;
+            let (mut socket, _) = ws_handshake(request, tcp, READ_CHUNK).await?;
             if ctx.cli.target == Server::Streamgate {
                 // Wait for `subscribed`, so "ready" means subscribed.
                 loop {

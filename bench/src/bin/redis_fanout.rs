@@ -33,8 +33,8 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use streamgate_bench::{
-    decode_payload, encode_payload, format_table, latency_histogram, median, nanos_since,
-    wait_until, LatencySummary, HEADER_BYTES,
+    decode_payload, encode_payload, format_table, join_by_deadline, latency_histogram, median,
+    nanos_since, wait_until, LatencySummary, HEADER_BYTES,
 };
 use streamgate_bus_redis::{Fanout, RedisBroker, RedisBrokerConfig};
 use streamgate_core::{Broker, ContentType, Epoch, Feed, Topic};
@@ -457,24 +457,10 @@ async fn measure(
     let saturate_secs = (nanos_since(base) - saturate_start_ns) as f64 / 1e9;
 
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    let mut tallies = Vec::new();
-    let mut stop_sent = false;
-    loop {
-        let joined = if stop_sent {
-            followers.join_next().await
-        } else {
-            match tokio::time::timeout_at(deadline, followers.join_next()).await {
-                Ok(joined) => joined,
-                Err(_) => {
-                    let _ = stop.send(true);
-                    stop_sent = true;
-                    continue;
-                }
-            }
-        };
-        let Some(joined) = joined else { break };
-        tallies.push(joined?);
-    }
+    let tallies = join_by_deadline(&mut followers, deadline, || {
+        let _ = stop.send(true);
+    })
+    .await?;
 
     let mut feed: Histogram<u64> = latency_histogram();
     let mut rates = Vec::new();

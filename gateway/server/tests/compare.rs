@@ -14,16 +14,7 @@ use streamgate_compare::Transport;
 fn quick_comparison_fills_every_row_and_loses_nothing() {
     let dir = output_dir("compare");
     let chart = dir.join("compare.svg");
-    let (report, stdout) = run_compare(
-        &dir,
-        &[
-            "compare",
-            "--quick",
-            "--no-progress",
-            "--chart",
-            path(&chart),
-        ],
-    );
+    let (report, stdout) = run_compare(&dir, &["--chart", path(&chart)]);
     let rows = report["rows"].as_array().unwrap();
     let names: Vec<&str> = rows
         .iter()
@@ -139,11 +130,13 @@ fn path(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temporary directory")
 }
 
-/// Runs `streamgate` with `args` and `--json` into `dir`, failing the test with both outputs
-/// unless it succeeds; returns the JSON report and the table (standard output).
+/// Runs `streamgate compare --quick --no-progress` with `args` and `--json` into `dir`, failing
+/// the test with both outputs unless it succeeds; returns the JSON report and the table
+/// (standard output).
 fn run_compare(dir: &Path, args: &[&str]) -> (serde_json::Value, String) {
     let json = dir.join("report.json");
     let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["compare", "--quick", "--no-progress"])
         .args(args)
         .arg("--json")
         .arg(&json)
@@ -200,9 +193,6 @@ fn netem_runs_show_the_link_delay() {
     let (report, _) = run_compare(
         &dir,
         &[
-            "compare",
-            "--quick",
-            "--no-progress",
             "--netem",
             "delay 5ms",
             "--transport",
@@ -266,9 +256,6 @@ fn cross_node_over_redis_delivers_every_event_with_the_same_ids() {
     let (report, stdout) = run_compare(
         &dir,
         &[
-            "compare",
-            "--quick",
-            "--no-progress",
             "--transport",
             "ws",
             "--bus",

@@ -343,13 +343,7 @@ pub async fn connect(setup: &ClientSetup, slot: usize) -> anyhow::Result<Connect
             let request = format!("ws://{}/ws?{}", setup.http, setup.query)
                 .into_client_request()
                 .context("WebSocket request")?;
-            let config = WebSocketConfig::default()
-                .read_buffer_size(CLIENT_READ_BUFFER)
-                .write_buffer_size(0);
-            let (mut socket, response) =
-                tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-                    .await
-                    .context("WebSocket handshake")?;
+            let (mut socket, response) = ws_handshake(request, stream, CLIENT_READ_BUFFER).await?;
             anyhow::ensure!(
                 response.headers().get("sec-websocket-extensions").is_none(),
                 "the gateway answered an extension nobody offered"
@@ -456,6 +450,30 @@ async fn connect_sse_h2(setup: &ClientSetup) -> anyhow::Result<Feed> {
         counts,
         text: Vec::new(),
     })
+}
+
+/// The WebSocket handshake of `request` over `stream`, as a subscriber: reads of
+/// `read_buffer` bytes, every frame written at once (no write buffering).
+///
+/// # Errors
+/// If the handshake fails.
+pub async fn ws_handshake<S>(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    stream: S,
+    read_buffer: usize,
+) -> anyhow::Result<(
+    WebSocketStream<S>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = WebSocketConfig::default()
+        .read_buffer_size(read_buffer)
+        .write_buffer_size(0);
+    tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .context("WebSocket handshake")
 }
 
 /// Reads a WebSocket until its `subscribed` reply.
