@@ -16,7 +16,8 @@ const MAX_DELAY: Duration = Duration::from_secs(3600);
 
 /// A netem-style impairment: parsed from the subset of `tc netem` syntax we support.
 ///
-/// It describes one direction of the link; [`ImpairedLink`] applies it to both.
+/// It describes one direction of the link; [`ImpairedLink`](crate::ImpairedLink) applies it
+/// to both.
 ///
 /// ```text
 /// delay TIME [JITTER]   every packet waits TIME, give or take up to JITTER (uniformly);
