@@ -2,10 +2,10 @@
 //!
 //! A tool, not part of the gateway: `streamgate compare --netem "delay 20ms loss 1%"` (crate
 //! `streamgate-compare`) uses it to run the gateway inside a Linux network namespace and the
-//! clients outside it, so every packet between them crosses one link that
-//! delays and drops packets like a real lossy path. That is what makes head-of-line blocking
-//! visible: one lost TCP segment stalls every WebSocket, SSE and long-polling message behind it
-//! until the retransmission arrives, while a lost WebTransport datagram costs only itself.
+//! clients outside it, so every packet between them crosses one link that delays and drops
+//! packets like a real lossy path. That is what makes head-of-line blocking visible: one lost
+//! TCP segment stalls every WebSocket, SSE and long-polling message behind it until the
+//! retransmission arrives, while a lost WebTransport datagram costs only itself.
 //!
 //! ```text
 //!   root namespace (clients)                     namespace sgns<pid>_<n> (gateway)
@@ -33,11 +33,12 @@
 //! # Entering a namespace without `setns`
 //!
 //! Running code inside another namespace needs `setns(2)`, which the standard library does not
-//! offer and this crate, forbidding `unsafe`, does not call. A TUN device, however, stays attached to the file descriptor that created it wherever the
-//! device itself goes. So both TUN devices are created here in the root namespace, and only
-//! then is the gateway's end moved with `ip link set <dev> netns <ns>` and configured with
-//! `ip -n <ns>`. The descriptors keep working after the move; nothing in this process ever runs
-//! inside the namespace. The gateway does, through [`ImpairedLink::command`].
+//! offer and this crate, forbidding `unsafe`, does not call. A TUN device, however, stays
+//! attached to the file descriptor that created it wherever the device itself goes. So both
+//! TUN devices are created here in the root namespace, and only then is the gateway's end
+//! moved with `ip link set <dev> netns <ns>` and configured with `ip -n <ns>`. The descriptors
+//! keep working after the move; nothing in this process ever runs inside the namespace. The
+//! gateway does, through [`ImpairedLink::command`].
 //!
 //! # Cleaning up
 //!
