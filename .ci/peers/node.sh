@@ -1,10 +1,10 @@
 # Sourced by the peers that run on Node (chromium.sh, eventsource.sh, jsclient.sh).
 
-# need_node SUITE: Node >= 20, or SUITE's summary line with one failure, and exit 1.
+# need_node SUITE: Node >= 20 (its major version left in $node_major), or SUITE's summary line
+# with one failure, and exit 1.
 need_node() {
-  local major
-  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-  if ((major < 20)); then
+  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if ((node_major < 20)); then
     echo "$1: node >= 20 is needed (found: $(node --version 2>&1 || echo none))"
     echo "$1: 0 passed, 1 failed"
     exit 1
