@@ -7,6 +7,7 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use streamgate_core::{Direction, Grant, Subscription, Tap, TransportContext, TransportMetrics};
 use streamgate_proto::{EnvelopeFormat, TokenBucket};
@@ -62,7 +63,7 @@ impl Session {
             self.mode,
             self.connection.max_datagram_size(),
         );
-        if self.write(&mut control, &frame(&subscribed)).await.is_err() {
+        if self.write(&mut control, frame(&subscribed)).await.is_err() {
             return;
         }
         let token_expiry = self.grant.as_ref().map(|grant| {
@@ -166,15 +167,19 @@ impl Session {
         }
     }
 
-    pub(crate) async fn write(&self, stream: &mut SendStream, bytes: &[u8]) -> Result<(), Ended> {
+    /// Writes `bytes` on `stream`, handing quinn the `Bytes` itself (no copy: an event's bytes
+    /// are shared by every subscriber's send buffer); ends the session when the client has not
+    /// let them through within `write_timeout`.
+    pub(crate) async fn write(&self, stream: &mut SendStream, bytes: Bytes) -> Result<(), Ended> {
         tap_stream(
             self.tap.as_ref(),
             Direction::Out,
             stream.id().into_u64(),
             false,
-            bytes,
+            &bytes,
         );
-        match tokio::time::timeout(self.config.write_timeout, stream.write_all(bytes)).await {
+        let write = stream.quic_stream_mut().write_chunk(bytes);
+        match tokio::time::timeout(self.config.write_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "write failed");
