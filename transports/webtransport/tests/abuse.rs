@@ -99,16 +99,25 @@ fn windowed_gateway_config(quinn_defaults: bool) -> streamgate::config::GatewayC
     config
 }
 
-#[tokio::test]
-async fn writing_without_reading_replies_is_held_to_the_windows() {
-    let gateway = TestGateway::start(windowed_gateway_config(false)).await;
+/// What the gateway may accept from a client that reads nothing: unread in quinn, the
+/// connection window; read and unanswered, one chunk per stream; the replies the client did
+/// take let through a few hundred bytes more.
+const ACCEPTED_BOUND: usize = 4 * STREAM_WINDOW as usize + STREAMS * READ_CHUNK + 4 * 1024;
+
+/// A gateway with the windows (or quinn's defaults), a stingy client that never reads a reply,
+/// and the bytes the gateway took from it before every stream blocked.
+async fn hostile_writes(quinn_defaults: bool) -> (TestGateway, Connection, usize) {
+    let gateway = TestGateway::start(windowed_gateway_config(quinn_defaults)).await;
     let doc = cert_hash(&gateway).await;
     let hostile = stingy_client(&doc, "?topics=hostile").await;
-
     let accepted = write_until_blocked(&hostile).await;
-    // Unread in quinn: the connection window. Read and unanswered: one chunk per stream. The
-    // replies the client did take let through a few hundred bytes more.
-    let bound = 4 * STREAM_WINDOW as usize + STREAMS * READ_CHUNK + 4 * 1024;
+    (gateway, hostile, accepted)
+}
+
+#[tokio::test]
+async fn writing_without_reading_replies_is_held_to_the_windows() {
+    let (gateway, hostile, accepted) = hostile_writes(false).await;
+    let bound = ACCEPTED_BOUND;
     assert!(
         accepted <= bound,
         "the gateway accepted {accepted} bytes from a client that reads nothing, over {bound}"
@@ -127,12 +136,8 @@ async fn writing_without_reading_replies_is_held_to_the_windows() {
 /// The same client against quinn's own windows: the bound above is what the sizing buys.
 #[tokio::test]
 async fn quinn_default_windows_would_hold_far_more() {
-    let gateway = TestGateway::start(windowed_gateway_config(true)).await;
-    let doc = cert_hash(&gateway).await;
-    let hostile = stingy_client(&doc, "?topics=hostile").await;
-    let accepted = write_until_blocked(&hostile).await;
-    let bound = 4 * STREAM_WINDOW as usize + STREAMS * READ_CHUNK + 4 * 1024;
-    assert!(accepted > 4 * bound, "{accepted}");
+    let (gateway, _hostile, accepted) = hostile_writes(true).await;
+    assert!(accepted > 4 * ACCEPTED_BOUND, "{accepted}");
     gateway.shutdown().await;
 }
 
