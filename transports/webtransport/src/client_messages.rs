@@ -79,7 +79,7 @@ impl Session {
             Some(refusal) => refusal,
             None => {
                 let client = Some(self.connection.remote_address().ip());
-                client_message(&self.context, client, &payload, &self.metrics).await
+                answer_client_message(&self.context, client, &payload, &self.metrics).await
             }
         };
         // Replies to datagrams are datagrams: as unreliable as the request.
@@ -109,8 +109,10 @@ fn refuse_publish(grant: Option<&Grant>, message: &[u8]) -> Option<Bytes> {
     ))
 }
 
-/// Answers one client message (`publish`) of `client`; the reply is a JSON message.
-async fn client_message(
+/// Answers one client message (`publish`) of `client`; the reply is a JSON message. The one
+/// client-publish path of this transport (bus publish, metrics, reply or error, rejection
+/// record), for both streams and datagrams.
+async fn answer_client_message(
     context: &TransportContext,
     client: Option<IpAddr>,
     message: &[u8],
@@ -185,7 +187,9 @@ async fn serve_bidi(
                 Ok(Some(message)) => {
                     let reply = match refuse_publish(grant.as_ref(), &message) {
                         Some(refusal) => refusal,
-                        None => client_message(context, Some(client), &message, metrics).await,
+                        None => {
+                            answer_client_message(context, Some(client), &message, metrics).await
+                        }
                     };
                     let reply = frame(&reply);
                     tap_stream(tap.as_ref(), Direction::Out, stream_id, false, &reply);
