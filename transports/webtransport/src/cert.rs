@@ -5,10 +5,8 @@
 
 use std::sync::{Arc, RwLock};
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use streamgate_core::{
-    error_response, full_body, Body, BoxFuture, HttpTransport, TransportContext,
-};
+use http::{header, HeaderValue, Method, Request, Response};
+use streamgate_core::{full_body, Body, BoxFuture, HttpTransport, Rejection, TransportContext};
 
 /// Makes a fresh certificate: the rustls configuration serving it and its SHA-256.
 pub type Regenerate =
@@ -119,15 +117,7 @@ impl HttpTransport for CertHashTransport {
         let handle = self.handle.clone();
         Box::pin(async move {
             if request.method() != Method::GET && request.method() != Method::HEAD {
-                let mut response = error_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "use GET",
-                );
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                return response;
+                return Rejection::method_not_allowed("GET, HEAD").into_response();
             }
             let mut response = Response::new(full_body(handle.to_json().to_string()));
             let headers = response.headers_mut();

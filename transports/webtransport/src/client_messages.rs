@@ -8,8 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use streamgate_core::{Direction, Grant, RecordKind, Tap, TransportContext, TransportMetrics};
-use streamgate_proto::{encode_error, encode_published, ClientMessage, ProtocolError};
+use streamgate_core::{
+    Direction, Grant, RecordKind, Rejection, Tap, TransportContext, TransportMetrics,
+};
+use streamgate_proto::{error_reply, publish_reply, ClientMessage};
 use wtransport::{Connection, RecvStream, SendStream};
 
 use crate::session::{close, Ended, Session};
@@ -75,13 +77,15 @@ impl Session {
         if let Some(tap) = &self.tap {
             tap.record(Direction::In, RecordKind::WtDatagram, &payload);
         }
-        let reply = match refuse_publish(self.grant.as_ref(), &payload) {
-            Some(refusal) => refusal,
-            None => {
-                let client = Some(self.connection.remote_address().ip());
-                answer_client_message(&self.context, client, &payload, &self.metrics).await
-            }
-        };
+        let client = Some(self.connection.remote_address().ip());
+        let reply = answer_client_message(
+            &self.context,
+            client,
+            self.grant.as_ref(),
+            &payload,
+            &self.metrics,
+        )
+        .await;
         // Replies to datagrams are datagrams: as unreliable as the request.
         if fits_datagram(reply.len(), self.connection.max_datagram_size())
             && self.connection.send_datagram(&reply).is_ok()
@@ -94,66 +98,36 @@ impl Session {
     }
 }
 
-/// The `error` reply to a `publish` the session's token does not cover, or `None` to handle
-/// the message as usual (authentication off, allowed, or not a publish).
-fn refuse_publish(grant: Option<&Grant>, message: &[u8]) -> Option<Bytes> {
-    let grant = grant?;
-    let text = std::str::from_utf8(message).ok()?;
-    let Ok(ClientMessage::Publish(request)) = ClientMessage::parse(text) else {
-        return None;
-    };
-    let error = grant.check_publish(&request.topic).err()?;
-    Some(encode_error(
-        &ProtocolError::from(&error),
-        request.reference.as_deref(),
-    ))
-}
-
-/// Answers one client message (`publish`) of `client`; the reply is a JSON message. The one
-/// client-publish path of this transport (bus publish, metrics, reply or error, rejection
-/// record), for both streams and datagrams.
+/// Answers one client message (`publish`) of `client`, whose token granted `grant` (`None`
+/// with authentication off); the reply is a JSON message. Streams and datagrams both come
+/// here, and the publish itself goes through the gateway's one client-publish path
+/// ([`streamgate_core::ClientPublish`]).
 async fn answer_client_message(
     context: &TransportContext,
     client: Option<IpAddr>,
+    grant: Option<&Grant>,
     message: &[u8],
     metrics: &TransportMetrics,
 ) -> Bytes {
     let Ok(text) = std::str::from_utf8(message) else {
-        return encode_error(
-            &ProtocolError::new("bad_message", "a client message is JSON text (UTF-8)"),
+        return error_reply(
+            &Rejection::new("bad_message", "a client message is JSON text (UTF-8)"),
             None,
         );
     };
     match ClientMessage::parse(text) {
-        Err((error, reference)) => encode_error(&error, reference.as_deref()),
+        Err((error, reference)) => error_reply(&error, reference.as_deref()),
         Ok(ClientMessage::Publish(request)) => {
-            // Over the client's limits: an error reply to this publish; the session stays.
-            if let Err(refusal) = context.admit_publish(client, &request.topic) {
-                let error = ProtocolError::from(&refusal);
-                metrics.publish(Err(error.code));
-                streamgate_core::record_rejection(error.code, &error.reason);
-                return encode_error(&error, request.reference.as_deref());
-            }
-            match context
-                .bus
-                .publish(request.topic, request.content_type, request.payload)
-                .await
-            {
-                Ok(event) => {
-                    metrics.publish(Ok(()));
-                    encode_published(request.reference.as_deref(), &event.id)
-                }
-                Err(e) => {
-                    let error = ProtocolError::from(&e);
-                    metrics.publish(Err(error.code));
-                    streamgate_core::record_rejection(error.code, &error.reason);
-                    encode_error(&error, request.reference.as_deref())
-                }
-            }
+            // A refusal is an error reply to this publish; the session stays.
+            let outcome = context
+                .client_publish(client, metrics.publishes())
+                .publish_message(grant, request.topic, request.content_type, request.payload)
+                .await;
+            publish_reply(request.reference.as_deref(), &outcome)
         }
         Ok(ClientMessage::Subscribe { reference, .. })
-        | Ok(ClientMessage::Unsubscribe { reference, .. }) => encode_error(
-            &ProtocolError::new(
+        | Ok(ClientMessage::Unsubscribe { reference, .. }) => error_reply(
+            &Rejection::new(
                 "unsupported",
                 "a WebTransport session's topics are fixed by its URL: open a new session \
                  with the new topics and since=<last id>",
@@ -185,12 +159,14 @@ async fn serve_bidi(
         loop {
             match decoder.next_frame() {
                 Ok(Some(message)) => {
-                    let reply = match refuse_publish(grant.as_ref(), &message) {
-                        Some(refusal) => refusal,
-                        None => {
-                            answer_client_message(context, Some(client), &message, metrics).await
-                        }
-                    };
+                    let reply = answer_client_message(
+                        context,
+                        Some(client),
+                        grant.as_ref(),
+                        &message,
+                        metrics,
+                    )
+                    .await;
                     let reply = frame(&reply);
                     tap_stream(tap.as_ref(), Direction::Out, stream_id, false, &reply);
                     if send.write_all(&reply).await.is_err() {

@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use streamgate_core::{ContentType, Delivery, Direction, Event, RecordKind, WireFormat};
+use streamgate_core::{Delivery, Direction, Event, RecordKind, WireFormat};
 use streamgate_proto::{binary_envelope, encode_notice, json_envelope, EnvelopeFormat};
 use wtransport::SendStream;
 
@@ -89,9 +89,10 @@ impl Session {
 /// session that asked for binary envelopes, JSON otherwise. A datagram carries the same bytes
 /// without the prefix (a slice of these).
 fn framed_envelope(event: &Event, format: EnvelopeFormat) -> Bytes {
-    if format == EnvelopeFormat::Binary || event.content_type == ContentType::Binary {
-        event.encoded(*FRAMED_BINARY, |event| frame(&binary_envelope(event)))
-    } else {
-        event.encoded(*FRAMED_JSON, |event| frame(&json_envelope(event)))
+    match format.for_event(event) {
+        EnvelopeFormat::Binary => {
+            event.encoded(*FRAMED_BINARY, |event| frame(&binary_envelope(event)))
+        }
+        EnvelopeFormat::Json => event.encoded(*FRAMED_JSON, |event| frame(&json_envelope(event))),
     }
 }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
+use streamgate_core::Rejection;
 use streamgate_core::{
     mask_token_param, AuthError, Authorizer, Direction, Grant, IpSlot, SubscribeRequest,
     TapRegistry, TransportContext, TransportMetrics,
 };
-use streamgate_proto::{ProtocolError, TokenBucket};
+use streamgate_proto::TokenBucket;
 use wtransport::endpoint::IncomingSession;
 
 use crate::config::WtConfig;
@@ -166,7 +167,7 @@ pub(crate) async fn handle_incoming(
                 &connection,
                 tap.as_ref(),
                 close_code::BAD_REQUEST,
-                &ProtocolError::from(&e).to_string(),
+                &Rejection::from(&e).to_string(),
             );
             return;
         }

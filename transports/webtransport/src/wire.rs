@@ -8,8 +8,9 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde_json::json;
+use streamgate_core::Rejection;
 use streamgate_core::{Epoch, Topic};
-use streamgate_proto::{ProtocolError, SubscribeQuery};
+use streamgate_proto::SubscribeQuery;
 
 /// Path of the session URL.
 pub const SESSION_PATH: &str = "/wt";
@@ -91,7 +92,7 @@ pub enum SessionRefusal {
     /// Not `/wt`: answered with HTTP 404.
     NotFound,
     /// A bad query: the session is accepted and closed with [`close_code::BAD_REQUEST`].
-    Bad(ProtocolError),
+    Bad(Rejection),
 }
 
 impl SessionParams {
@@ -112,13 +113,13 @@ impl SessionParams {
         for (key, value) in form_pairs(query.unwrap_or("")) {
             if key == "mode" {
                 if mode.is_some() {
-                    return Err(SessionRefusal::Bad(ProtocolError::new(
+                    return Err(SessionRefusal::Bad(Rejection::new(
                         "bad_query",
                         "parameter mode is given twice",
                     )));
                 }
                 mode = Some(DeliveryMode::from_name(&value).ok_or_else(|| {
-                    SessionRefusal::Bad(ProtocolError::new(
+                    SessionRefusal::Bad(Rejection::new(
                         "bad_query",
                         format!("mode must be stream, stream-per-event or datagram, got {value:?}"),
                     ))
@@ -126,7 +127,7 @@ impl SessionParams {
             }
         }
         if parsed.topics.is_empty() {
-            return Err(SessionRefusal::Bad(ProtocolError::new(
+            return Err(SessionRefusal::Bad(Rejection::new(
                 "no_topics",
                 "a WebTransport session needs topics=…",
             )));
