@@ -7,6 +7,8 @@
 //!
 //! Nothing here opens a socket, spawns a task or reads a clock; transports do that and call
 //! in. (The split follows quinn-proto / quinn.)
+//!
+//! What these bytes look like to a learner (the lab's annotator) is `streamgate-lab`'s.
 #![warn(missing_docs)]
 
 mod client;
@@ -19,7 +21,6 @@ mod origin;
 mod query;
 mod rate;
 mod sse;
-pub mod wire_notes;
 
 pub use client::{ClientMessage, PublishRequest, MAX_REF_LEN};
 pub use cors::{CorsPolicy, Preflight, ALLOWED_HEADERS, ALLOWED_METHODS, EXPOSED_HEADERS};

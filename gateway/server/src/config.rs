@@ -866,6 +866,12 @@ impl GatewayConfig {
                     .to_owned(),
             );
         }
+        if cfg!(not(feature = "upstream")) && !self.sources.is_empty() {
+            return fail(
+                "sources (upstream ingest) need a gateway built with the `upstream` feature"
+                    .to_owned(),
+            );
+        }
         for (i, source) in self.sources.iter().enumerate() {
             if !(source.url.starts_with("ws://") || source.url.starts_with("wss://")) {
                 return fail(format!(
