@@ -795,12 +795,15 @@ mod tests {
     #[test]
     fn frame_extents() {
         assert_eq!(frame_extent(&[0x81, 0x05]), Some(7));
-        assert_eq!(frame_extent(&[0x81, 0x85]), Some(11));
+        assert_eq!(frame_extent(&[0x81, 0x85, 1, 2, 3, 4]), Some(11));
+        // The masking key is part of the header: without it there is no header yet.
+        assert_eq!(frame_extent(&[0x81, 0x85]), None);
         assert_eq!(frame_extent(&[0x81, 126, 0x01, 0x00]), Some(260));
         assert_eq!(frame_extent(&[0x81, 126, 0x01]), None);
         assert_eq!(frame_extent(&[0x81]), None);
         assert!(looks_like_frame_start(&[0x81, 0x05], Direction::Out));
         assert!(!looks_like_frame_start(&[0x81, 0x85], Direction::Out));
+        assert!(looks_like_frame_start(&[0x81, 0x85, 1, 2, 3, 4], Direction::In));
         assert!(!looks_like_frame_start(&[0x78, 0x78], Direction::Out));
     }
 }
