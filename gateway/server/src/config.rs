@@ -866,12 +866,6 @@ impl GatewayConfig {
                     .to_owned(),
             );
         }
-        if cfg!(not(feature = "upstream")) && !self.sources.is_empty() {
-            return fail(
-                "sources (upstream ingest) need a gateway built with the `upstream` feature"
-                    .to_owned(),
-            );
-        }
         for (i, source) in self.sources.iter().enumerate() {
             if !(source.url.starts_with("ws://") || source.url.starts_with("wss://")) {
                 return fail(format!(
@@ -884,6 +878,12 @@ impl GatewayConfig {
                     "sources[{i}]: need 0 < reconnect_min <= reconnect_max"
                 ));
             }
+        }
+        if cfg!(not(feature = "upstream")) && !self.sources.is_empty() {
+            return fail(
+                "sources (upstream ingest) need a gateway built with the `upstream` feature"
+                    .to_owned(),
+            );
         }
         Ok(())
     }
@@ -911,6 +911,13 @@ mod tests {
     }
 
     use super::*;
+
+    #[cfg(not(feature = "upstream"))]
+    #[test]
+    fn sources_need_the_upstream_feature() {
+        let error = parse("[[sources]]\nurl = \"ws://127.0.0.1:9000/feed\"\n").unwrap_err();
+        assert!(error.contains("`upstream` feature"), "{error}");
+    }
 
     fn parse(text: &str) -> Result<GatewayConfig, String> {
         GatewayConfig::from_toml(text, Path::new("gw.toml")).map_err(|e| e.to_string())
