@@ -157,11 +157,12 @@ pub fn parse_header(frame: &[u8]) -> Result<FrameHeader, HeaderError> {
         key.copy_from_slice(&frame[length_end..needed]);
         key
     });
+    let first_byte_bit = |bit: u8| b0 & (0x80 >> bit) != 0;
     Ok(FrameHeader {
-        fin: b0 & 0x80 != 0,
-        rsv1: b0 & 0x40 != 0,
-        rsv2: b0 & 0x20 != 0,
-        rsv3: b0 & 0x10 != 0,
+        fin: first_byte_bit(0),
+        rsv1: first_byte_bit(1),
+        rsv2: first_byte_bit(2),
+        rsv3: first_byte_bit(3),
         opcode: b0 & 0x0f,
         length_field,
         length_form,

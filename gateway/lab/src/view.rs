@@ -803,7 +803,10 @@ mod tests {
         assert_eq!(frame_extent(&[0x81]), None);
         assert!(looks_like_frame_start(&[0x81, 0x05], Direction::Out));
         assert!(!looks_like_frame_start(&[0x81, 0x85], Direction::Out));
-        assert!(looks_like_frame_start(&[0x81, 0x85, 1, 2, 3, 4], Direction::In));
+        assert!(looks_like_frame_start(
+            &[0x81, 0x85, 1, 2, 3, 4],
+            Direction::In
+        ));
         assert!(!looks_like_frame_start(&[0x78, 0x78], Direction::Out));
     }
 }

@@ -195,12 +195,7 @@ pub fn run(args: &InspectArgs) -> ExitCode {
     let stop = StopWhen::new(args);
     let outcome = runtime.block_on(async {
         stop.listen_for_interrupt();
-        let run = Run {
-            target: &target,
-            args,
-            stop: &stop,
-            printer: &mut printer,
-        };
+        let run = Run(&target, args, &stop, &mut printer);
         match target.transport {
             Transport::WebSocket => ws::run(run).await,
             Transport::Sse => sse::run(run).await,
@@ -226,14 +221,15 @@ pub fn run(args: &InspectArgs) -> ExitCode {
     }
 }
 
-/// One run of `inspect`: what to connect to and how, when to stop, where to print.
+/// One run of `inspect`, as each transport's `run` takes it: what to connect to, how (the
+/// arguments), when to stop, and where to print.
 #[derive(Debug)]
-pub(crate) struct Run<'a> {
-    pub(crate) target: &'a Target,
-    pub(crate) args: &'a InspectArgs,
-    pub(crate) stop: &'a StopWhen,
-    pub(crate) printer: &'a mut Printer,
-}
+pub(crate) struct Run<'a>(
+    pub(crate) &'a Target,
+    pub(crate) &'a InspectArgs,
+    pub(crate) &'a StopWhen,
+    pub(crate) &'a mut Printer,
+);
 
 /// The target with `since=` when `--since` is given: how WebSocket and WebTransport resume.
 pub(crate) fn resume_target(target: &Target, args: &InspectArgs) -> Target {

@@ -13,13 +13,7 @@ use tokio::net::TcpStream;
 use super::http::{self, HeadRead};
 use super::{events_in, plural, Printer, Run, Side};
 
-pub(super) async fn run(run: Run<'_>) -> anyhow::Result<()> {
-    let Run {
-        target,
-        args,
-        stop,
-        printer,
-    } = run;
+pub(super) async fn run(Run(target, args, stop, printer): Run<'_>) -> anyhow::Result<()> {
     let mut target = target.clone();
     // The cursor is ours to carry from one poll to the next.
     let written = target.take_param("cursor");

@@ -10,13 +10,7 @@ use tokio::io::AsyncReadExt as _;
 use super::http;
 use super::{Printer, Run, Side, Stop};
 
-pub(super) async fn run(run: Run<'_>) -> anyhow::Result<()> {
-    let Run {
-        target,
-        args,
-        stop,
-        printer,
-    } = run;
+pub(super) async fn run(Run(target, args, stop, printer): Run<'_>) -> anyhow::Result<()> {
     // What a browser's EventSource sends, Last-Event-ID included when it resumes.
     let mut headers = vec![
         ("Accept", "text/event-stream"),

@@ -25,13 +25,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The offer Chromium makes.
 const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
-pub(super) async fn run(run: Run<'_>) -> anyhow::Result<()> {
-    let Run {
-        target,
-        args,
-        stop,
-        printer,
-    } = run;
+pub(super) async fn run(Run(target, args, stop, printer): Run<'_>) -> anyhow::Result<()> {
     let target = resume_target(target, args);
     // A fresh random key per handshake: the answer proves the server read this request,
     // not a cached one (RFC 6455 §4.1, §10.3).

@@ -24,13 +24,7 @@ use super::{events_in, plural, resume_target, Printer, Run, Side, Stop, StopWhen
 /// Longest the QUIC and HTTP/3 handshakes may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) async fn run(run: Run<'_>) -> anyhow::Result<()> {
-    let Run {
-        target,
-        args,
-        stop,
-        printer,
-    } = run;
+pub(super) async fn run(Run(target, args, stop, printer): Run<'_>) -> anyhow::Result<()> {
     let http_addr = args.http.clone().unwrap_or_else(|| {
         let mut http = target.clone();
         http.port = 8080;
