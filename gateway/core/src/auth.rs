@@ -15,11 +15,12 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, Response, StatusCode};
 use serde::Deserialize;
 
 use crate::event::{Topic, MAX_TOPIC_LEN};
-use crate::transport::{error_response, Body};
+use crate::http_message::Body;
+use crate::rejection::Rejection;
 
 /// The cookie a token is read from unless `[auth] cookie_name` says otherwise.
 pub const DEFAULT_COOKIE_NAME: &str = "streamgate_token";
@@ -239,17 +240,20 @@ impl AuthError {
     /// The HTTP answer: `{"error":{"code":…,"reason":…}}`, with `WWW-Authenticate: Bearer`
     /// on a 401 (RFC 6750 §3).
     pub fn to_response(&self) -> Response<Body> {
-        let mut response = error_response(self.status(), self.code(), &self.to_string());
-        let challenge = match self {
-            Self::Forbidden { .. } => return response,
-            Self::Missing => "Bearer",
-            Self::Invalid(_) | Self::Expired => "Bearer error=\"invalid_token\"",
-        };
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(challenge),
-        );
-        response
+        Rejection::from(self).into_response()
+    }
+}
+
+impl From<&AuthError> for Rejection {
+    fn from(e: &AuthError) -> Self {
+        let rejection = Rejection::new(e.code(), e.to_string()).with_status(e.status());
+        match e {
+            AuthError::Forbidden { .. } => rejection,
+            AuthError::Missing => rejection.challenge("Bearer"),
+            AuthError::Invalid(_) | AuthError::Expired => {
+                rejection.challenge("Bearer error=\"invalid_token\"")
+            }
+        }
     }
 }
 
@@ -395,6 +399,7 @@ pub fn mask_token_param(target: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn topic(name: &str) -> Topic {
         Topic::new(name).unwrap()

@@ -29,9 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerError, Feed};
 use crate::bus::{BoxFuture, BusHealth, EventBus, Notice, SubscribeRequest, Subscription};
+use crate::bus::{HistoryUsage, TopicStats};
 use crate::error::{PublishError, SubscribeError};
 use crate::event::{unix_micros_now, ContentType, Event, Topic};
-use crate::memory::{HistoryUsage, MemoryBus, MemoryBusConfig, TopicStats};
+use crate::memory::{MemoryBus, MemoryBusConfig};
 
 /// Settings of a [`BrokerBus`].
 #[derive(Clone, Debug, PartialEq, Eq)]

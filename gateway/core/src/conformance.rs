@@ -59,11 +59,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 
+use crate::bus::TopicStats;
 use crate::bus::{BoxFuture, Delivery, EventBus, Notice, SubscribeRequest, Subscription};
 use crate::error::{PayloadError, PublishError, SubscribeError};
 use crate::event::{ContentType, Epoch, Event, EventId, Topic};
 use crate::history::HistoryConfig;
-use crate::memory::{MemoryBusConfig, TopicStats};
+use crate::memory::MemoryBusConfig;
 
 /// The longest a check waits for any one step: building the bus, a publish, a subscribe, a
 /// delivery. Generous, because a broker round trip on a loaded CI machine can be slow; a

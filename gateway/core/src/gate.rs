@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::event::Topic;
+use crate::rejection::Rejection;
 use crate::transport::TransportContext;
 
 /// The error code of a publish over its client's publish rate.
@@ -38,6 +39,13 @@ impl PublishRefusal {
             reason: reason.into(),
             retry_after_secs: retry_after_secs.max(1),
         }
+    }
+}
+
+impl From<&PublishRefusal> for Rejection {
+    /// `429` with `Retry-After` over HTTP; an `error` reply on a session, which stays open.
+    fn from(refusal: &PublishRefusal) -> Self {
+        Rejection::new(refusal.code, refusal.reason.clone()).retry_after(refusal.retry_after_secs)
     }
 }
 

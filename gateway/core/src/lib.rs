@@ -18,6 +18,20 @@
 //! - Transports encode each event once per wire format with [`Event::encoded`] and write the
 //!   same bytes to every subscriber; the bus itself never knows a wire format.
 //!
+//! ## What every transport shares
+//!
+//! - [`HttpTransport`] and [`TransportContext`]: the shape of a transport served over the
+//!   gateway's HTTP listener, and what it is handed with each request. The pieces of an HTTP
+//!   message they share ([`Body`], [`read_body_limited`], [`header_has_token`]) have their own
+//!   module, which [`auth`](crate::Authorizer) uses too.
+//! - [`Rejection`]: every refusal, one type: a machine code, a reason, the HTTP status (or the
+//!   close code of a session it ends); each transport says it in its own wire format, and it
+//!   is counted the same way everywhere ([`Rejection::record`]).
+//! - [`ClientPublish`]: a client's publish through the same checks (token, publish rate, topic
+//!   budget), the bus and the same counters on every publish path; the transport only encodes
+//!   the outcome.
+//! - [`TopicStats`] and [`HistoryUsage`] are part of the [`EventBus`] contract, beside it.
+//!
 //! ## Quick start
 //!
 //! ```
@@ -50,10 +64,13 @@ mod error;
 mod event;
 mod gate;
 mod history;
+mod http_message;
 mod json;
 mod memory;
 mod per_ip;
+mod publish;
 mod redact;
+mod rejection;
 mod tap;
 pub mod telemetry;
 mod transport;
@@ -64,27 +81,33 @@ pub use auth::{
 };
 pub use broker::{Broker, BrokerError, Feed, FeedEvents};
 pub use broker_bus::{BrokerBus, BrokerBusConfig};
-pub use bus::{BoxFuture, BusHealth, Delivery, EventBus, Notice, SubscribeRequest, Subscription};
+pub use bus::{
+    BoxFuture, BusHealth, Delivery, EventBus, HistoryUsage, Notice, SubscribeRequest, Subscription,
+    TopicStats,
+};
 pub use error::{IdError, PayloadError, PublishError, SubscribeError, TopicError};
 pub use event::{
     ContentType, Epoch, Event, EventId, Topic, WireFormat, MAX_EPOCH_LEN, MAX_TOPIC_LEN,
 };
 pub use gate::{PublishGate, PublishRefusal, RATE_LIMITED, TOPIC_BUDGET};
 pub use history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
+pub use http_message::{
+    full_body, header_has_token, read_body_limited, Body, BodyReadTimeout, BoxError,
+};
 pub use json::{validate_json, JsonError, JsonRule, MAX_JSON_DEPTH};
-pub use memory::{HistoryUsage, MemoryBus, MemoryBusConfig, TopicStats};
+pub use memory::{MemoryBus, MemoryBusConfig};
 pub use per_ip::{IpSlot, PerIpLimit};
+pub use publish::ClientPublish;
 pub use redact::{
     is_credential_header, is_credential_param, mask_credential_params, mask_header_value,
     mask_websocket_protocols, masked_value, MASKED,
 };
+pub use rejection::{error_response, Rejection};
 pub use tap::{
     is_valid_tap_id, tap_id_from_query, Direction, RecordKind, Tap, TapConnection, TapRefused,
     TapRegistry, TapSink, MAX_TAP_ID_LEN, TAP_QUERY_PARAM,
 };
-pub use telemetry::{record_rejection, TransportMetrics};
+pub use telemetry::{record_rejection, PublishMetrics, TransportMetrics};
 pub use transport::{
-    body_read_error_response, error_response, full_body, header_has_token, read_body_limited,
-    request_scheme, Body, BodyReadTimeout, BoxError, ConnectionInfo, ConnectionLease,
-    HttpTransport, TransportContext,
+    request_scheme, ConnectionInfo, ConnectionLease, HttpTransport, TransportContext,
 };

@@ -46,11 +46,12 @@ use bytes::Bytes;
 use futures_core::Stream;
 
 use crate::bus::{
-    BoxFuture, BusHealth, Delivery, EventBus, Notice, SubscribeRequest, Subscription,
+    BoxFuture, BusHealth, Delivery, EventBus, HistoryUsage, Notice, SubscribeRequest, Subscription,
+    TopicStats,
 };
 use crate::error::{PublishError, SubscribeError};
 use crate::event::{unix_micros_now, ContentType, Epoch, Event, EventId, Topic};
-use crate::history::{HistoryConfig, HistoryWindow, ResumePlan, TopicHistory};
+use crate::history::{HistoryConfig, ResumePlan, TopicHistory};
 
 /// Settings of a [`MemoryBus`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,37 +135,6 @@ impl MemoryBusConfig {
         self.epoch = Some(epoch);
         self
     }
-}
-
-/// Summary of one topic, for `/topics` and metrics.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TopicStats {
-    /// The topic.
-    pub topic: Topic,
-    /// What its history holds.
-    pub history: HistoryWindow,
-    /// Current subscribers.
-    pub subscribers: usize,
-    /// Events published since the bus started.
-    pub published: u64,
-}
-
-/// What the bus's retained history costs, and what its bounds have dropped, for metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HistoryUsage {
-    /// Bytes of history kept across all topics (by [`Event::accounted_size`]).
-    pub bytes: usize,
-    /// [`MemoryBusConfig::history_memory`]: the bound on `bytes` (0: none).
-    pub limit: usize,
-    /// Events evicted to keep `bytes` under `limit`, since the bus started.
-    pub memory_evictions: u64,
-    /// Topics tracked now.
-    pub topics: usize,
-    /// Topics reclaimed (least recently used without subscribers) to make room for new
-    /// ones, since the bus started.
-    pub topics_reclaimed: u64,
 }
 
 /// The in-memory bus. Cheap to clone; clones share the same state.

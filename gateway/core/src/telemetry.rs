@@ -47,7 +47,37 @@ pub struct TransportMetrics {
     unavailable: Counter,
     available: Counter,
     latency: Histogram,
+    publishes: PublishMetrics,
+}
+
+/// The publish counter of one publish path (`streamgate_publishes_total{transport=…}`), for
+/// `ClientPublish`: a transport's ([`TransportMetrics::publishes`]) or the publish
+/// API's, which holds no connections to count.
+#[derive(Clone, Debug)]
+pub struct PublishMetrics {
+    transport: &'static str,
     published: Counter,
+}
+
+impl PublishMetrics {
+    /// Registers the counter of publishes through `transport` that succeed.
+    pub fn new(transport: &'static str) -> Self {
+        Self {
+            transport,
+            published: metrics::counter!(PUBLISHES, "transport" => transport, "outcome" => "ok"),
+        }
+    }
+
+    /// Counts a publish: `Ok` or the error code it was refused with.
+    pub fn record(&self, outcome: Result<(), &'static str>) {
+        match outcome {
+            Ok(()) => self.published.increment(1),
+            Err(code) => metrics::counter!(
+                PUBLISHES, "transport" => self.transport, "outcome" => code
+            )
+            .increment(1),
+        }
+    }
 }
 
 impl TransportMetrics {
@@ -67,7 +97,7 @@ impl TransportMetrics {
             unavailable: notice("unavailable"),
             available: notice("available"),
             latency: metrics::histogram!(DELIVERY_LATENCY, "transport" => transport),
-            published: metrics::counter!(PUBLISHES, "transport" => transport, "outcome" => "ok"),
+            publishes: PublishMetrics::new(transport),
         }
     }
 
@@ -117,13 +147,12 @@ impl TransportMetrics {
 
     /// Counts a publish through this transport: `Ok` or the error code it was refused with.
     pub fn publish(&self, outcome: Result<(), &'static str>) {
-        match outcome {
-            Ok(()) => self.published.increment(1),
-            Err(code) => metrics::counter!(
-                PUBLISHES, "transport" => self.transport, "outcome" => code
-            )
-            .increment(1),
-        }
+        self.publishes.record(outcome);
+    }
+
+    /// The transport's publish counter, for `ClientPublish`.
+    pub fn publishes(&self) -> &PublishMetrics {
+        &self.publishes
     }
 }
 
@@ -153,7 +182,7 @@ static REJECTION_LOG: LazyLock<RateLimitedLog> =
 
 /// Counts a refusal (`streamgate_rejections_total{reason}`) and logs it at WARN to
 /// `streamgate::rejection`, at most once per reason per 10 s, with how many were suppressed
-/// meanwhile. [`crate::error_response`] calls it for every HTTP refusal; transports call it
+/// meanwhile. `Rejection::record` calls it for every refusal; transports call it
 /// for refusals in their own protocol (a WebSocket close 1008, a connection over a limit).
 pub fn record_rejection(reason: &str, detail: &str) {
     metrics::counter!(REJECTIONS, "reason" => reason.to_owned()).increment(1);

@@ -4,129 +4,16 @@
 //! each request it gets into a response — streaming, or an upgrade whose connection it then
 //! drives as a task. It sees the bus only through [`EventBus`], and never another transport.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http::{Request, Response};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Authorizer, Grant};
 use crate::bus::{BoxFuture, EventBus};
-
-/// Errors a body can fail with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Request and response body type between the gateway and its transports.
-pub type Body = BoxBody<Bytes, BoxError>;
-
-/// A complete body from bytes.
-pub fn full_body(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never: Infallible| match never {})
-        .boxed()
-}
-
-/// Whether `headers` contain a comma-separated token equal to `token`, case-insensitively,
-/// in any instance of header `name` (`Connection: keep-alive, close`, `Upgrade: websocket`).
-pub fn header_has_token(headers: &http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    })
-}
-
-/// A whole request body, or `None` as soon as it is over `limit` bytes.
-///
-/// Frame by frame rather than with `http_body_util::Limited`: inside an `async fn`, rustc
-/// cannot prove `Limited`'s conversion of [`BoxError`] for every lifetime, and the caller's
-/// future would not be `Send`.
-pub async fn read_body_limited(mut body: Body, limit: usize) -> Result<Option<Bytes>, BoxError> {
-    let mut collected = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if collected.len() + data.len() > limit {
-                return Ok(None);
-            }
-            collected.extend_from_slice(&data);
-        }
-    }
-    Ok(Some(collected.freeze()))
-}
-
-/// The error a request body fails with when it is not complete within the gateway's
-/// `server.body_read_timeout` (counted from the end of the request head): a body that never
-/// arrives must not hold its connection and its handler forever.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BodyReadTimeout {
-    /// The time the body had.
-    pub timeout: std::time::Duration,
-}
-
-impl fmt::Display for BodyReadTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the request body was not complete within {:?} (server.body_read_timeout)",
-            self.timeout
-        )
-    }
-}
-
-impl std::error::Error for BodyReadTimeout {}
-
-/// The answer to a request whose body could not be read: `408` `body_timeout` when it did not
-/// arrive in time ([`BodyReadTimeout`]), with `connection: close` since the rest of it may
-/// still come and would be read as the next request; else `400` `body_read_failed`.
-pub fn body_read_error_response(error: &BoxError) -> Response<Body> {
-    if let Some(timeout) = error.downcast_ref::<BodyReadTimeout>() {
-        let mut response = error_response(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            &timeout.to_string(),
-        );
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
-    }
-    error_response(
-        StatusCode::BAD_REQUEST,
-        "body_read_failed",
-        &format!("could not read the request body: {error}"),
-    )
-}
-
-/// The HTTP error answer of `docs/PROTOCOL.md` §6, `{"error":{"code":…,"reason":…}}`.
-///
-/// Every refusal goes through here: it is counted (`streamgate_rejections_total{reason=code}`),
-/// logged at WARN at most once per code every 10 s (with how many were suppressed, see
-/// [`crate::record_rejection`]), and each one at TRACE to the target
-/// `streamgate::rejection` (`RUST_LOG=streamgate::rejection=trace`).
-pub fn error_response(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
-    crate::telemetry::record_rejection(code, reason);
-    tracing::trace!(
-        target: "streamgate::rejection",
-        status = status.as_u16(),
-        code,
-        reason,
-        "rejected request"
-    );
-    let body = serde_json::json!({"error": {"code": code, "reason": reason}}).to_string();
-    let mut response = Response::new(full_body(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
+use crate::http_message::Body;
 
 /// What the gateway hands a transport with each request.
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use streamgate_core::{validate_json, ContentType, EventId, JsonRule, Topic};
 
-use crate::error::ProtocolError;
+use streamgate_core::Rejection;
 
 /// Longest `ref` a client may attach, in bytes.
 pub const MAX_REF_LEN: usize = 64;
@@ -67,18 +67,18 @@ struct Raw<'a> {
     reference: Option<String>,
 }
 
-fn missing(field: &str, kind: &str) -> ProtocolError {
-    ProtocolError::new("bad_message", format!("{kind} needs the field {field:?}"))
+fn missing(field: &str, kind: &str) -> Rejection {
+    Rejection::new("bad_message", format!("{kind} needs the field {field:?}"))
 }
 
 impl ClientMessage {
     /// Parses and validates one message.
     ///
     /// # Errors
-    /// [`ProtocolError`] with code `bad_message` (not a known message), `bad_ref`,
+    /// [`Rejection`] with code `bad_message` (not a known message), `bad_ref`,
     /// `bad_topic`, `bad_cursor`, `bad_content_type` or `invalid_payload`. The error carries
     /// the `ref` when one could be read, so the reply can name the failed request.
-    pub fn parse(text: &str) -> Result<Self, (ProtocolError, Option<String>)> {
+    pub fn parse(text: &str) -> Result<Self, (Rejection, Option<String>)> {
         // The whole message is held to I-JSON before serde sees it: serde_json would stop a
         // deep `data` at its own limit with an unhelpful message, and never looks inside the
         // skipped `data` at all, which is embedded verbatim in every subscriber's envelope.
@@ -88,7 +88,7 @@ impl ClientMessage {
             (Err(error), parsed) if !matches!(error.rule, JsonRule::Syntax(_)) => {
                 let reference = parsed.ok().and_then(|raw| check_ref(raw.reference).ok()?);
                 return Err((
-                    ProtocolError::new(
+                    Rejection::new(
                         "invalid_payload",
                         format!("the message is not I-JSON: {error}"),
                     ),
@@ -98,13 +98,13 @@ impl ClientMessage {
             (_, Ok(raw)) => raw,
             (_, Err(e)) => {
                 return Err((
-                    ProtocolError::new("bad_message", format!("not a client message: {e}")),
+                    Rejection::new("bad_message", format!("not a client message: {e}")),
                     None,
                 ))
             }
         };
         let reference = check_ref(raw.reference)?;
-        let fail = |e: ProtocolError| (e, reference.clone());
+        let fail = |e: Rejection| (e, reference.clone());
         match raw.kind.as_str() {
             "subscribe" => {
                 let topics = raw
@@ -135,7 +135,7 @@ impl ClientMessage {
                 let content_type = match raw.content_type.as_deref() {
                     None => ContentType::Json,
                     Some(name) => ContentType::from_name(name).ok_or_else(|| {
-                        fail(ProtocolError::new(
+                        fail(Rejection::new(
                             "bad_content_type",
                             format!("content_type must be text, json or binary, got {name:?}"),
                         ))
@@ -150,7 +150,7 @@ impl ClientMessage {
                     reference,
                 }))
             }
-            other => Err(fail(ProtocolError::new(
+            other => Err(fail(Rejection::new(
                 "bad_message",
                 format!(
                     "unknown message type {other:?}; expected subscribe, unsubscribe or publish"
@@ -160,10 +160,10 @@ impl ClientMessage {
     }
 }
 
-fn check_ref(reference: Option<String>) -> Result<Option<String>, (ProtocolError, Option<String>)> {
+fn check_ref(reference: Option<String>) -> Result<Option<String>, (Rejection, Option<String>)> {
     match reference {
         Some(r) if r.len() > MAX_REF_LEN => Err((
-            ProtocolError::new(
+            Rejection::new(
                 "bad_ref",
                 format!("ref is {} bytes, the limit is {MAX_REF_LEN}", r.len()),
             ),
@@ -173,16 +173,16 @@ fn check_ref(reference: Option<String>) -> Result<Option<String>, (ProtocolError
     }
 }
 
-fn parse_topics(names: &[String]) -> Result<Vec<Topic>, ProtocolError> {
+fn parse_topics(names: &[String]) -> Result<Vec<Topic>, Rejection> {
     names
         .iter()
-        .map(|name| Topic::new(name).map_err(ProtocolError::from))
+        .map(|name| Topic::new(name).map_err(Rejection::from))
         .collect()
 }
 
-fn decode_data(content_type: ContentType, data: &RawValue) -> Result<Bytes, ProtocolError> {
+fn decode_data(content_type: ContentType, data: &RawValue) -> Result<Bytes, Rejection> {
     let not_string = || {
-        ProtocolError::new(
+        Rejection::new(
             "invalid_payload",
             format!("data must be a JSON string for content_type {content_type}"),
         )
@@ -198,9 +198,7 @@ fn decode_data(content_type: ContentType, data: &RawValue) -> Result<Bytes, Prot
             base64::engine::general_purpose::STANDARD
                 .decode(text.as_bytes())
                 .map(Bytes::from)
-                .map_err(|e| {
-                    ProtocolError::new("invalid_payload", format!("data is not base64: {e}"))
-                })
+                .map_err(|e| Rejection::new("invalid_payload", format!("data is not base64: {e}")))
         }
     }
 }

@@ -8,11 +8,13 @@
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::json;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use streamgate_core::{ContentType, Epoch, Event, EventId, Notice, Topic, WireFormat};
 
-use crate::error::ProtocolError;
+use streamgate_core::Rejection;
+
+use crate::query::EnvelopeFormat;
 
 /// First byte of every binary envelope.
 pub const BINARY_ENVELOPE_VERSION: u8 = 1;
@@ -135,11 +137,48 @@ pub fn encode_published(reference: Option<&str>, id: &EventId) -> Bytes {
 }
 
 /// `{"type":"error","code":…,"reason":…,"ref":…}`.
-pub fn encode_error(error: &ProtocolError, reference: Option<&str>) -> Bytes {
+pub fn encode_error(error: &Rejection, reference: Option<&str>) -> Bytes {
     Bytes::from(
         json!({"type": "error", "code": error.code, "reason": error.reason, "ref": reference})
             .to_string(),
     )
+}
+
+/// The `error` reply to a client message, the refusal recorded ([`Rejection::record`]).
+pub fn error_reply(error: &Rejection, reference: Option<&str>) -> Bytes {
+    error.record();
+    encode_error(error, reference)
+}
+
+/// The reply to a client's `publish` ([`streamgate_core::ClientPublish`]): `published` with
+/// the event's id, or the recorded `error` it was refused with.
+pub fn publish_reply(reference: Option<&str>, outcome: &Result<Arc<Event>, Rejection>) -> Bytes {
+    match outcome {
+        Ok(event) => encode_published(reference, &event.id),
+        Err(error) => error_reply(error, reference),
+    }
+}
+
+impl EnvelopeFormat {
+    /// The envelope `event` travels in, on a binary-capable transport, to a subscriber who
+    /// asked for `self`: binary when asked, and for a `binary` event always, so its payload
+    /// is not inflated by base64 (`docs/PROTOCOL.md` §3.3).
+    pub fn for_event(self, event: &Event) -> EnvelopeFormat {
+        if self == EnvelopeFormat::Binary || event.content_type == ContentType::Binary {
+            EnvelopeFormat::Binary
+        } else {
+            EnvelopeFormat::Json
+        }
+    }
+
+    /// `event` in this envelope, encoded once per event and shared ([`json_envelope`],
+    /// [`binary_envelope`]).
+    pub fn envelope(self, event: &Event) -> Bytes {
+        match self {
+            EnvelopeFormat::Json => json_envelope(event),
+            EnvelopeFormat::Binary => binary_envelope(event),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +232,31 @@ mod tests {
     }
 
     #[test]
+    fn envelope_follows_the_request_and_binary_events_stay_binary() {
+        use EnvelopeFormat::{Binary, Json};
+        for (asked, content_type, chosen) in [
+            (Json, ContentType::Json, Json),
+            (Json, ContentType::Text, Json),
+            (Json, ContentType::Binary, Binary),
+            (Binary, ContentType::Json, Binary),
+            (Binary, ContentType::Text, Binary),
+            (Binary, ContentType::Binary, Binary),
+        ] {
+            let event = event(content_type, b"1");
+            assert_eq!(
+                asked.for_event(&event),
+                chosen,
+                "{asked:?} {content_type:?}"
+            );
+            let expected = match chosen {
+                Json => encode_event_json(&event),
+                Binary => encode_event_binary(&event),
+            };
+            assert_eq!(chosen.envelope(&event), expected);
+        }
+    }
+
+    #[test]
     fn notices_and_replies() {
         let epoch = Epoch::new("ep").unwrap();
         let gap = encode_notice(&Notice::Gap {
@@ -209,7 +273,7 @@ mod tests {
             last_delivered: None,
         });
         assert_eq!(&lagged[..], br#"{"type":"lagged","last_delivered":null}"#);
-        let error = encode_error(&ProtocolError::new("bad_topic", "no"), Some("r1"));
+        let error = encode_error(&Rejection::new("bad_topic", "no"), Some("r1"));
         let value: serde_json::Value = serde_json::from_slice(&error).unwrap();
         assert_eq!(
             value,

@@ -8,6 +8,11 @@
 //! Nothing here opens a socket, spawns a task or reads a clock; transports do that and call
 //! in. (The split follows quinn-proto / quinn.)
 //!
+//! The choice of envelope for one subscriber ([`EnvelopeFormat::for_event`]) and the replies
+//! to client messages ([`publish_reply`], [`error_reply`]) live here once for every
+//! transport. Refusals of client input are [`Rejection`]s, the one refusal type of
+//! `streamgate-core`.
+//!
 //! What these bytes look like to a learner (the lab's annotator) is `streamgate-lab`'s.
 #![warn(missing_docs)]
 
@@ -15,7 +20,6 @@ mod client;
 mod cors;
 pub mod duration_secs;
 mod envelope;
-mod error;
 mod keepalive;
 mod origin;
 mod query;
@@ -26,9 +30,9 @@ pub use client::{ClientMessage, PublishRequest, MAX_REF_LEN};
 pub use cors::{CorsPolicy, Preflight, ALLOWED_HEADERS, ALLOWED_METHODS, EXPOSED_HEADERS};
 pub use envelope::{
     binary_envelope, encode_error, encode_event_binary, encode_event_json, encode_notice,
-    encode_published, encode_subscribed, json_envelope, BINARY_ENVELOPE_VERSION,
+    encode_published, encode_subscribed, error_reply, json_envelope, publish_reply,
+    BINARY_ENVELOPE_VERSION,
 };
-pub use error::ProtocolError;
 pub use keepalive::{Keepalive, KeepaliveAction};
 pub use origin::{
     check_cookie_request, default_port, is_listed, is_same_origin, CsrfRequest, Origin,
@@ -39,3 +43,7 @@ pub use sse::{
     encode_sse_block, parse_last_event_id, sse_comment, sse_event, sse_notice, sse_retry,
     SSE_NOTICE_PREFIX,
 };
+/// The refusals of client input are [`streamgate_core::Rejection`]s, like every refusal.
+pub use streamgate_core::Rejection;
+/// The earlier name of [`Rejection`], kept while the WebTransport crate still uses it.
+pub use streamgate_core::Rejection as ProtocolError;

@@ -2,7 +2,7 @@
 
 use streamgate_core::{EventId, Topic};
 
-use crate::error::ProtocolError;
+use streamgate_core::Rejection;
 
 /// How events are framed for a client that can take either.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl SubscribeQuery {
     ///
     /// # Errors
     /// `bad_topic`, `bad_cursor` or `bad_query` (a repeated or malformed parameter).
-    pub fn parse(query: Option<&str>) -> Result<Self, ProtocolError> {
+    pub fn parse(query: Option<&str>) -> Result<Self, Rejection> {
         let mut parsed = Self::default();
         let mut seen_topics = false;
         let mut seen_since = false;
@@ -38,7 +38,7 @@ impl SubscribeQuery {
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             let once = |seen: &mut bool| {
                 if std::mem::replace(seen, true) {
-                    Err(ProtocolError::new(
+                    Err(Rejection::new(
                         "bad_query",
                         format!("parameter {key} is given twice"),
                     ))
@@ -52,7 +52,7 @@ impl SubscribeQuery {
                     parsed.topics = value
                         .split(',')
                         .filter(|name| !name.is_empty())
-                        .map(|name| Topic::new(name).map_err(ProtocolError::from))
+                        .map(|name| Topic::new(name).map_err(Rejection::from))
                         .collect::<Result<_, _>>()?;
                 }
                 "since" | "cursor" | "last_event_id" => {
@@ -67,7 +67,7 @@ impl SubscribeQuery {
                         "json" => EnvelopeFormat::Json,
                         "binary" => EnvelopeFormat::Binary,
                         other => {
-                            return Err(ProtocolError::new(
+                            return Err(Rejection::new(
                                 "bad_query",
                                 format!("envelope must be json or binary, got {other:?}"),
                             ))

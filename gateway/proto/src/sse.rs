@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use streamgate_core::{Event, EventId, Notice, WireFormat};
 
 use crate::envelope::{encode_notice, json_envelope};
-use crate::error::ProtocolError;
+use streamgate_core::Rejection;
 
 static SSE_EVENT: LazyLock<WireFormat> = LazyLock::new(|| WireFormat::register("sse"));
 
@@ -96,16 +96,16 @@ pub fn sse_retry(millis: u64) -> Bytes {
 ///
 /// # Errors
 /// `bad_cursor` when the value is not an `epoch:seq` id.
-pub fn parse_last_event_id(value: &[u8]) -> Result<Option<EventId>, ProtocolError> {
+pub fn parse_last_event_id(value: &[u8]) -> Result<Option<EventId>, Rejection> {
     let text = std::str::from_utf8(value)
-        .map_err(|_| ProtocolError::new("bad_cursor", "Last-Event-ID is not UTF-8"))?
+        .map_err(|_| Rejection::new("bad_cursor", "Last-Event-ID is not UTF-8"))?
         .trim();
     if text.is_empty() {
         return Ok(None);
     }
     text.parse::<EventId>()
         .map(Some)
-        .map_err(|e| ProtocolError::new("bad_cursor", format!("Last-Event-ID: {e}")))
+        .map_err(|e| Rejection::new("bad_cursor", format!("Last-Event-ID: {e}")))
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{header, Method, Request, Response, StatusCode};
 use streamgate_core::{
-    body_read_error_response, credential_from_request, read_body_limited, request_scheme,
-    tap_id_from_query, Authorizer, ConnectionInfo, ConnectionLease, ContentType, Direction,
-    EventBus, HttpTransport, PerIpLimit, PublishError, PublishGate, PublishRefusal, RecordKind,
-    Tap, TapConnection, TapRegistry, TokenSource, Topic, TransportContext,
+    credential_from_request, read_body_limited, request_scheme, tap_id_from_query, Authorizer,
+    ClientPublish, ConnectionInfo, ConnectionLease, ContentType, Direction, EventBus,
+    HttpTransport, PerIpLimit, PublishGate, PublishMetrics, RecordKind, Rejection, Tap,
+    TapConnection, TapRegistry, TokenSource, Topic, TransportContext,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,11 +18,11 @@ use tokio_util::task::TaskTracker;
 use crate::capacity::{Listener, ListenerSlots, OpenConnection};
 use crate::client_limits::ClientLimits;
 use crate::config::GatewayConfig;
-use crate::http::{json, Body, Rejection};
+use crate::http::{json, Body};
 use crate::lab::{capture, Lab};
 use crate::switches::TransportSwitches;
 use crate::tls::{TlsError, TlsMaterial};
-use streamgate_proto::{check_cookie_request, CorsPolicy, CsrfRequest, Preflight, ProtocolError};
+use streamgate_proto::{check_cookie_request, CorsPolicy, CsrfRequest, Preflight};
 
 /// State shared by every connection and background task of one gateway.
 #[derive(Debug)]
@@ -57,6 +57,8 @@ pub struct App {
     /// The publish rate and topic budget per client IP, on every publish path, unless both
     /// are 0.
     publish_gate: Option<Arc<ClientLimits>>,
+    /// `streamgate_publishes_total{transport="http"}`: the publish API's outcomes.
+    publishes: PublishMetrics,
     /// The public listeners' cap, `server.max_connections` (a slot taken at accept, held by
     /// the connection's [`ConnectionLease`]).
     pub(crate) public_slots: ListenerSlots,
@@ -129,6 +131,7 @@ impl App {
             internal_slots,
             connections_per_ip,
             publish_gate,
+            publishes: PublishMetrics::new("http"),
             cors,
             csrf_trusted,
         }
@@ -270,7 +273,7 @@ impl App {
                 conn_id: info.map_or(0, |i| i.conn_id),
             },
         )
-        .map_err(|refused| Rejection::new(StatusCode::FORBIDDEN, "forbidden", refused.reason))
+        .map_err(|refused| Rejection::new("forbidden", refused.reason))
     }
 
     /// The context handed to transports with each request.
@@ -345,7 +348,6 @@ impl App {
         let path = request.uri().path();
         match listener {
             Listener::Internal if !internal_route(path) => Err(Rejection::new(
-                StatusCode::NOT_FOUND,
                 "not_found",
                 format!(
                     "{path} is not served on the internal listener (server.internal_listen), \
@@ -355,7 +357,6 @@ impl App {
             )),
             Listener::Public if !self.config.server.public_admin_routes && admin_route(path) => {
                 Err(Rejection::new(
-                    StatusCode::NOT_FOUND,
                     "not_found",
                     format!(
                         "{path} is served on the internal listener only \
@@ -386,7 +387,6 @@ impl App {
             Listener::Internal => "server.internal_max_connections",
         };
         Rejection::new(
-            StatusCode::SERVICE_UNAVAILABLE,
             crate::capacity::CONNECTION_LIMIT,
             format!(
                 "the gateway is full: {} of {} connections open on its {} listener ({setting}); \
@@ -396,6 +396,7 @@ impl App {
                 listener.name(),
             ),
         )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
         .retry_after(crate::capacity::FULL_RETRY_AFTER_SECS)
         .into_response()
     }
@@ -419,9 +420,9 @@ impl App {
                 response.headers_mut().extend(headers);
                 response
             }
-            Preflight::Refused(reason) => {
-                Rejection::new(StatusCode::FORBIDDEN, "cors_not_allowed", reason).into_response()
-            }
+            Preflight::Refused(reason) => Rejection::new("cors_not_allowed", reason)
+                .with_status(StatusCode::FORBIDDEN)
+                .into_response(),
         })
     }
 
@@ -473,7 +474,7 @@ impl App {
             },
             &self.csrf_trusted,
         )
-        .map_err(|reason| Rejection::new(StatusCode::FORBIDDEN, "csrf", reason))
+        .map_err(|reason| Rejection::new("csrf", reason).with_status(StatusCode::FORBIDDEN))
     }
 
     /// Hands the request to its transport or to the gateway's own routes.
@@ -650,35 +651,32 @@ impl App {
         request: Request<Body>,
         topic: &str,
     ) -> Result<Response<Body>, Rejection> {
-        // First of all: a flooding client costs no token check, no body read, no publish.
         let client = request
             .extensions()
             .get::<ConnectionInfo>()
             .map(|info| info.peer.ip());
-        let gate = self.publish_gate.as_ref().zip(client);
-        if let Some((gate, client)) = gate {
-            gate.admit_publish(client).map_err(refusal_rejection)?;
-        }
-        let topic = Topic::new(topic)
-            .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, "bad_topic", e.to_string()))?;
-        if let Some((gate, client)) = gate {
-            gate.admit_topic(client, &topic)
-                .map_err(refusal_rejection)?;
-        }
+        let gate = self
+            .publish_gate
+            .as_deref()
+            .map(|gate| gate as &dyn PublishGate);
+        let publisher = ClientPublish::new(self.bus.as_ref(), gate, client, &self.publishes);
+        // First of all: a flooding client costs no token check, no body read, no publish.
+        publisher.admit_rate()?;
+        let topic = Topic::new(topic).map_err(Rejection::from)?;
+        publisher.admit_topic(&topic)?;
         // Before the body is read: an unauthorized publisher does not get to upload.
         if let Some(auth) = &self.auth {
             let allowed = auth
                 .authenticate(request.headers(), request.uri().query())
                 .and_then(|grant| grant.check_publish(&topic));
             if let Err(e) = allowed {
-                return Ok(e.to_response());
+                return Err(Rejection::from(&e));
             }
         }
         let declared = declared_content_type(&request)?;
         let max = self.config.bus.max_payload;
         let too_large = |size: String| {
             Rejection::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!("payload is {size} bytes, the limit is {max}"),
             )
@@ -691,30 +689,19 @@ impl App {
         let payload = match read_body_limited(request.into_body(), max).await {
             Ok(Some(payload)) => payload,
             Ok(None) => return Err(too_large("over".to_owned())),
-            Err(e) => return Ok(body_read_error_response(&e)),
+            Err(e) => return Err(Rejection::body_read(&e)),
         };
         let content_type = declared.unwrap_or_else(|| sniff_content_type(&payload));
-        let published = self.bus.publish(topic, content_type, payload).await;
-        let outcome = match &published {
-            Ok(_) => "ok",
-            Err(e) => ProtocolError::from(e).code,
-        };
-        metrics::counter!(
-            streamgate_core::telemetry::PUBLISHES, "transport" => "http", "outcome" => outcome
-        )
-        .increment(1);
-        match published {
-            Ok(event) => Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "id": event.id.to_string(),
-                    "topic": event.topic.as_str(),
-                    "timestamp_us": event.timestamp_us,
-                    "content_type": event.content_type.as_str(),
-                }),
-            )),
-            Err(e) => Err(publish_rejection(&e)),
-        }
+        let event = publisher.publish(topic, content_type, payload).await?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "id": event.id.to_string(),
+                "topic": event.topic.as_str(),
+                "timestamp_us": event.timestamp_us,
+                "content_type": event.content_type.as_str(),
+            }),
+        ))
     }
 }
 
@@ -791,17 +778,6 @@ pub(crate) fn tag_connection(
     request.extensions_mut().insert(lease.clone());
 }
 
-/// A publish over its client's limits: `429` with `Retry-After`.
-fn refusal_rejection(refusal: PublishRefusal) -> Rejection {
-    Rejection::too_many(refusal.code, refusal.reason, refusal.retry_after_secs)
-}
-
-/// The publish API answers bus errors with the codes every transport uses.
-fn publish_rejection(error: &PublishError) -> Rejection {
-    let error = ProtocolError::from(error);
-    Rejection::new(error.status(), error.code, error.reason)
-}
-
 fn content_length(request: &Request<Body>) -> Option<u64> {
     request
         .headers()
@@ -823,7 +799,6 @@ fn declared_content_type(request: &Request<Body>) -> Result<Option<ContentType>,
     if let Some(name) = from_query {
         return ContentType::from_name(name).map(Some).ok_or_else(|| {
             Rejection::new(
-                StatusCode::BAD_REQUEST,
                 "bad_content_type",
                 format!("content_type must be text, json or binary, got {name:?}"),
             )

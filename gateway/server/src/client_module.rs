@@ -27,7 +27,8 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use streamgate_core::full_body;
 
-use crate::http::{Body, Rejection};
+use crate::http::Body;
+use streamgate_core::Rejection;
 
 /// The route.
 pub(crate) const PATH: &str = "/client/streamgate.js";

@@ -258,7 +258,7 @@ where
                 NextRequest::Head(Head::Partial | Head::Other, head_deadline) => {
                     // hyper's header timer starts afresh: the head begun here keeps its own.
                     let io = Rewind::with_head_deadline(Bytes::from(pending), io, head_deadline);
-                    return Box::pin(crate::server::serve_http(
+                    return Box::pin(crate::hyper_conn::serve_http(
                         app,
                         builder,
                         io,

@@ -3,8 +3,8 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
+use streamgate_core::full_body as full;
 pub use streamgate_core::Body;
-use streamgate_core::{error_response, full_body as full};
 
 /// A `200`-style JSON response.
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -17,104 +17,49 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
     response
 }
 
-/// A request the gateway refuses, with the status and reason the client gets (logged once,
-/// at TRACE, to `streamgate::rejection`, by [`error_response`]).
+/// A refusal built with an explicit status, the way the lab's routes build theirs: a thin
+/// shape over [`streamgate_core::Rejection`], the one refusal type, until the lab moves to a
+/// crate of its own and builds those directly.
 #[derive(Debug)]
-pub struct Rejection {
-    status: StatusCode,
-    code: &'static str,
-    reason: String,
-    allow: Option<&'static str>,
-    retry_after: Option<u64>,
-}
+pub struct Rejection(streamgate_core::Rejection);
 
 impl Rejection {
-    /// A rejection with a machine-readable `code` and a human `reason`.
+    /// A rejection with a machine-readable `code` and a human `reason`, answered with
+    /// `status`.
     pub fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            reason: reason.into(),
-            allow: None,
-            retry_after: None,
-        }
+        Self(streamgate_core::Rejection::new(code, reason).with_status(status))
     }
 
     /// `404 Not Found`.
     pub fn not_found(path: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no route for {path}"),
-        )
+        Self(streamgate_core::Rejection::not_found(path))
     }
 
     /// `405 Method Not Allowed`, with the `Allow` header.
     pub fn method_not_allowed(allow: &'static str) -> Self {
-        let mut rejection = Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("use {allow}"),
-        );
-        rejection.allow = Some(allow);
-        rejection
-    }
-
-    /// `429 Too Many Requests` `rate_limited`, with `Retry-After: <seconds>`.
-    pub fn rate_limited(reason: impl Into<String>, retry_after_secs: u64) -> Self {
-        Self::too_many(crate::limits::RATE_LIMITED, reason, retry_after_secs)
-    }
-
-    /// `429 Too Many Requests` with `code` and `Retry-After: <seconds>`.
-    pub fn too_many(code: &'static str, reason: impl Into<String>, retry_after_secs: u64) -> Self {
-        let mut rejection = Self::new(StatusCode::TOO_MANY_REQUESTS, code, reason);
-        rejection.retry_after = Some(retry_after_secs);
-        rejection
-    }
-
-    /// Adds `Retry-After: <seconds>` to the answer.
-    pub fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
-        self
+        Self(streamgate_core::Rejection::method_not_allowed(allow))
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status()
     }
 
     /// Turns the rejection into its response: `{"error":{"code":…,"reason":…}}`.
     pub fn into_response(self) -> Response<Body> {
-        let mut response = error_response(self.status, self.code, &self.reason);
-        if let Some(allow) = self.allow {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
-        }
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
+        self.0.into_response()
     }
 }
 
-impl Rejection {
-    /// Like [`Rejection::into_response`], with the body a client-message `error`
-    /// (`{"type":"error","code":…,"reason":…}`, `docs/PROTOCOL.md` §3), as a transport's own
-    /// replies to client messages are (`POST /poll`).
-    pub fn into_client_message_response(self) -> Response<Body> {
-        let error = streamgate_proto::ProtocolError::new(self.code, self.reason.clone());
-        let mut response = self.into_response();
-        *response.body_mut() = full(streamgate_proto::encode_error(&error, None));
-        response
+impl From<streamgate_core::Rejection> for Rejection {
+    fn from(rejection: streamgate_core::Rejection) -> Self {
+        Self(rejection)
     }
 }
 
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.reason)
+        write!(f, "{} {}", self.0.status().as_u16(), self.0)
     }
 }
 
@@ -130,11 +75,11 @@ pub(crate) fn host_refusal<B>(request: &http::Request<B>) -> Option<Response<Bod
         0 => "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)".to_owned(),
         n => format!("an HTTP/1.1 request has one Host header, this one has {n} (RFC 9112 §3.2)"),
     };
-    let mut response = Rejection::new(StatusCode::BAD_REQUEST, "bad_host", reason).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    Some(response)
+    Some(
+        streamgate_core::Rejection::new("bad_host", reason)
+            .close_connection()
+            .into_response(),
+    )
 }
 
 #[cfg(test)]

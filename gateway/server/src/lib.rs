@@ -25,6 +25,7 @@ pub mod config;
 pub mod demo;
 pub mod h1;
 mod http;
+mod hyper_conn;
 mod idle;
 /// `streamgate explain-frame` and `streamgate inspect`: the teaching lab on the command line
 /// (from `streamgate-lab`).

@@ -25,8 +25,6 @@ use crate::http::Body;
 pub(crate) const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
 /// The error code of a connection cut before its request head was complete.
 pub(crate) const HEADER_TIMEOUT: &str = "header_timeout";
-/// The error code of a publish refused for its IP's publish rate.
-pub(crate) const RATE_LIMITED: &str = "rate_limited";
 
 /// Client IPs whose publish buckets are tracked at most. Past it, buckets that have refilled
 /// (as good as new) are dropped first, then the least recently used eighth.
@@ -108,7 +106,7 @@ impl PublishRateLimit {
 
 /// The request body with `server.body_read_timeout` on it: once the time has passed since
 /// the head, a body not yet over fails with [`BodyReadTimeout`], which the handler reading it
-/// answers `408` `body_timeout` (see [`streamgate_core::body_read_error_response`]). A body
+/// answers `408` `body_timeout` (see [`streamgate_core::Rejection::body_read`]). A body
 /// that is already over (most `GET`s) and a timeout of 0 get no timer.
 pub(crate) fn timed_body<B>(body: B, timeout: Duration) -> Body
 where

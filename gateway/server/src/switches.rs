@@ -10,7 +10,7 @@
 use http::StatusCode;
 
 use crate::config::GatewayConfig;
-use crate::http::Rejection;
+use streamgate_core::Rejection;
 
 /// One transport: its name (as in `/healthz`), its routes on the HTTP listener, and why it is
 /// off, or `None` when it is served.
@@ -105,11 +105,13 @@ impl TransportSwitches {
     pub(crate) fn refusal(&self, path: &str) -> Option<Rejection> {
         let switch = self.switches.iter().find(|s| s.paths.contains(&path))?;
         let because = switch.off_because?;
-        Some(Rejection::new(
-            StatusCode::NOT_FOUND,
-            "transport_disabled",
-            format!("{because}: {path} is not served; use another transport"),
-        ))
+        Some(
+            Rejection::new(
+                "transport_disabled",
+                format!("{because}: {path} is not served; use another transport"),
+            )
+            .with_status(StatusCode::NOT_FOUND),
+        )
     }
 
     /// `{"ws":true,"sse":true,"longpoll":true,"webtransport":true}`.

@@ -8,7 +8,9 @@
 //!   the timeout or the gateway's shutdown, and answers
 //!   `{"cursor":"<next cursor>","messages":[<envelope>,…]}`. The client polls again with the
 //!   cursor it got; nothing is kept for it between requests.
-//! - `POST /poll` takes one JSON client message; only `publish` applies.
+//! - `POST /poll` takes one JSON client message; only `publish` applies, through the
+//!   gateway's one publish path (`streamgate_core::ClientPublish`), its rate taken before the
+//!   body is read.
 //!
 //! The envelopes in a batch are the encodings every transport shares (`json_envelope`,
 //! cached in the event), copied verbatim into the body. The pure rules (query, limits, next

@@ -19,8 +19,8 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use streamgate_core::{EventId, Topic};
-use streamgate_proto::{EnvelopeFormat, ProtocolError, SubscribeQuery};
+use streamgate_core::{EventId, Rejection, Topic};
+use streamgate_proto::{EnvelopeFormat, SubscribeQuery};
 
 /// What the client asked for in `GET /poll?topics=…&cursor=…&timeout=…&limit=…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl PollQuery {
     /// # Errors
     /// `bad_topic`, `bad_cursor`, `no_topics`, or `bad_query` (a malformed or repeated
     /// `timeout` or `limit`, or `envelope=binary`, which long polling cannot carry).
-    pub fn parse(query: Option<&str>, bounds: &QueryBounds) -> Result<Self, ProtocolError> {
+    pub fn parse(query: Option<&str>, bounds: &QueryBounds) -> Result<Self, Rejection> {
         let subscribe = SubscribeQuery::parse(query)?;
         let mut timeout = None;
         let mut limit = None;
@@ -63,20 +63,20 @@ impl PollQuery {
                 _ => continue,
             };
             if slot.replace(value.into_owned()).is_some() {
-                return Err(ProtocolError::new(
+                return Err(Rejection::new(
                     "bad_query",
                     format!("parameter {key} is given twice"),
                 ));
             }
         }
         if subscribe.envelope == EnvelopeFormat::Binary {
-            return Err(ProtocolError::new(
+            return Err(Rejection::new(
                 "bad_query",
                 "long polling answers with JSON batches only; drop envelope=binary",
             ));
         }
         if subscribe.topics.is_empty() {
-            return Err(ProtocolError::new(
+            return Err(Rejection::new(
                 "no_topics",
                 "name the topics to poll: GET /poll?topics=a,b",
             ));
@@ -102,9 +102,9 @@ impl PollQuery {
 ///
 /// # Errors
 /// `bad_query` if `text` is not digits with an optional fraction.
-pub fn parse_timeout(text: &str, max: Duration) -> Result<Duration, ProtocolError> {
+pub fn parse_timeout(text: &str, max: Duration) -> Result<Duration, Rejection> {
     let bad = || {
-        ProtocolError::new(
+        Rejection::new(
             "bad_query",
             format!("timeout must be a number of seconds such as 25 or 0.5, got {text:?}"),
         )
@@ -123,9 +123,9 @@ pub fn parse_timeout(text: &str, max: Duration) -> Result<Duration, ProtocolErro
 ///
 /// # Errors
 /// `bad_query` if `text` is not a positive integer.
-pub fn parse_limit(text: &str, max: usize) -> Result<usize, ProtocolError> {
+pub fn parse_limit(text: &str, max: usize) -> Result<usize, Rejection> {
     let bad = || {
-        ProtocolError::new(
+        Rejection::new(
             "bad_query",
             format!("limit must be a whole number of events, at least 1, got {text:?}"),
         )
@@ -311,7 +311,7 @@ mod tests {
         }
     }
 
-    fn parse(query: &str) -> Result<PollQuery, ProtocolError> {
+    fn parse(query: &str) -> Result<PollQuery, Rejection> {
         PollQuery::parse(Some(query), &bounds())
     }
 

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response};
 use streamgate_core::{
-    body_read_error_response, error_response, full_body, read_body_limited, record_rejection,
-    AuthError, Body, BodyReadTimeout, BoxFuture, ConnectionInfo, Delivery, HttpTransport,
-    PublishRefusal, SubscribeRequest, Subscription, TransportContext, TransportMetrics,
+    full_body, read_body_limited, AuthError, Body, BodyReadTimeout, BoxFuture, ClientPublish,
+    ConnectionInfo, Delivery, HttpTransport, Rejection, SubscribeRequest, Subscription,
+    TransportContext, TransportMetrics,
 };
 use streamgate_proto::{
-    encode_error, encode_notice, encode_published, json_envelope, ClientMessage, ProtocolError,
+    encode_error, encode_notice, encode_published, json_envelope, ClientMessage,
 };
 
 use crate::config::LongPollConfig;
@@ -64,13 +64,12 @@ impl HttpTransport for LongPollTransport {
                 // All a wait needs is taken from the request now and the request dropped: a
                 // waiter holds its query, not the request's headers.
                 if let Err(refused) = authorize_poll(&config, &request, &context) {
-                    let mut response = refused.to_response();
-                    set_json_headers(&mut response);
-                    return Box::pin(std::future::ready(response));
+                    let refused = Rejection::from(&refused);
+                    return Box::pin(std::future::ready(http_error(refused)));
                 }
                 let query = match PollQuery::parse(request.uri().query(), &query_bounds(&config)) {
                     Ok(query) => query,
-                    Err(e) => return Box::pin(std::future::ready(protocol_error(&e))),
+                    Err(e) => return Box::pin(std::future::ready(http_error(e))),
                 };
                 drop(request);
                 Box::pin(async move { poll(&config, query, context, &metrics).await })
@@ -78,17 +77,9 @@ impl HttpTransport for LongPollTransport {
             Method::POST => {
                 Box::pin(async move { post(&config, request, context, &metrics).await })
             }
-            _ => {
-                let mut response = http_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    &format!("use {ALLOW}"),
-                );
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-                Box::pin(std::future::ready(response))
-            }
+            _ => Box::pin(std::future::ready(http_error(
+                Rejection::method_not_allowed(ALLOW),
+            ))),
         }
     }
 }
@@ -119,7 +110,7 @@ async fn poll(
         .await
     {
         Ok(subscription) => subscription,
-        Err(e) => return protocol_error(&ProtocolError::from(&e)),
+        Err(e) => return http_error(Rejection::from(&e)),
     };
     // One poll is one "connection" of this transport: open while it waits.
     let _open = metrics.connection();
@@ -212,23 +203,21 @@ async fn post(
     context: TransportContext,
     metrics: &TransportMetrics,
 ) -> Response<Body> {
-    // The client's publish rate first of all: a flood costs no token check and no body. Its
-    // topic budget once the topic is known.
     let client = request
         .extensions()
         .get::<ConnectionInfo>()
         .map(|info| info.peer.ip());
-    if let (Some(gate), Some(client)) = (&context.publish_gate, client) {
-        if let Err(refusal) = gate.admit_publish(client) {
-            metrics.publish(Err(refusal.code));
-            return refused(None, &refusal);
-        }
+    let publisher = context.client_publish(client, metrics.publishes());
+    // The client's publish rate first of all: a flood costs no token check and no body. Its
+    // topic budget once the topic is known.
+    if let Err(refused) = publisher.admit_rate() {
+        return reply(None, Err(refused));
     }
     // `[auth]`: the token is checked before the body is read; its topic once it is parsed.
     let grant = match &context.auth {
         Some(auth) => match auth.authenticate(request.headers(), request.uri().query()) {
             Ok(grant) => Some(grant),
-            Err(e) => return reply(None, &Err(ProtocolError::from(&e))),
+            Err(e) => return reply(None, Err(Rejection::from(&e))),
         },
         None => None,
     };
@@ -236,7 +225,7 @@ async fn post(
     let too_large = || {
         reply(
             None,
-            &Err(ProtocolError::new(
+            Err(Rejection::new(
                 "payload_too_large",
                 format!("the message is over the limit of {limit} bytes"),
             )),
@@ -253,56 +242,43 @@ async fn post(
         Ok(Some(body)) => body,
         Ok(None) => return too_large(),
         // The gateway's `server.body_read_timeout`: an HTTP answer, and the connection closes.
-        Err(e) if e.is::<BodyReadTimeout>() => return body_read_error_response(&e),
-        Err(e) => {
-            return reply(
-                None,
-                &Err(ProtocolError::new(
-                    "body_read_failed",
-                    format!("could not read the request body: {e}"),
-                )),
-            )
-        }
+        Err(e) if e.is::<BodyReadTimeout>() => return Rejection::body_read(&e).into_response(),
+        Err(e) => return reply(None, Err(Rejection::body_read(&e))),
     };
     let Ok(text) = std::str::from_utf8(&body) else {
         return reply(
             None,
-            &Err(ProtocolError::new(
+            Err(Rejection::new(
                 "bad_message",
                 "the body must be one JSON client message, in UTF-8",
             )),
         );
     };
     match ClientMessage::parse(text) {
-        Err((error, reference)) => reply(reference.as_deref(), &Err(error)),
+        Err((error, reference)) => reply(reference.as_deref(), Err(error)),
         Ok(ClientMessage::Publish(publish)) => {
-            let reference = publish.reference;
-            if let Some(Err(e)) = grant.map(|g| g.check_publish(&publish.topic)) {
-                return reply(reference.as_deref(), &Err(ProtocolError::from(&e)));
-            }
-            if let (Some(gate), Some(client)) = (&context.publish_gate, client) {
-                if let Err(refusal) = gate.admit_topic(client, &publish.topic) {
-                    metrics.publish(Err(refusal.code));
-                    return refused(reference.as_deref(), &refusal);
+            let reference = publish.reference.as_deref();
+            let checked = ClientPublish::authorize(grant.as_ref(), &publish.topic)
+                .and_then(|()| publisher.admit_topic(&publish.topic));
+            let outcome = match checked {
+                Ok(()) => {
+                    publisher
+                        .publish(publish.topic, publish.content_type, publish.payload)
+                        .await
                 }
-            }
-            let result = match context
-                .bus
-                .publish(publish.topic, publish.content_type, publish.payload)
-                .await
-            {
-                Ok(event) => Ok(encode_published(reference.as_deref(), &event.id)),
-                Err(e) => Err(ProtocolError::from(&e)),
+                Err(refused) => Err(refused),
             };
-            metrics.publish(result.as_ref().map(|_| ()).map_err(|e| e.code));
-            reply(reference.as_deref(), &result)
+            reply(
+                reference,
+                outcome.map(|event| encode_published(reference, &event.id)),
+            )
         }
         Ok(
             ClientMessage::Subscribe { reference, .. }
             | ClientMessage::Unsubscribe { reference, .. },
         ) => reply(
             reference.as_deref(),
-            &Err(ProtocolError::new(
+            Err(Rejection::new(
                 "bad_message",
                 "long polling is stateless: there is no subscription to change; name the \
                  topics in each poll, GET /poll?topics=a,b&cursor=<cursor>",
@@ -311,52 +287,25 @@ async fn post(
     }
 }
 
-/// A `POST /poll` answer: `published` (200) or an `error` message with its HTTP status.
-fn reply(reference: Option<&str>, result: &Result<Bytes, ProtocolError>) -> Response<Body> {
-    let (status, body) = match result {
-        Ok(body) => (StatusCode::OK, body.clone()),
+/// A `POST /poll` answer: `published` (200), or an `error` message with the refusal's HTTP
+/// status and headers.
+fn reply(reference: Option<&str>, outcome: Result<Bytes, Rejection>) -> Response<Body> {
+    let mut response = match outcome {
+        Ok(body) => Response::new(full_body(body)),
         Err(error) => {
-            log_rejection(error.status().as_u16(), error.code, &error.reason);
-            (error.status(), encode_error(error, reference))
+            let body = encode_error(&error, reference);
+            error.into_response_with(body)
         }
     };
-    let mut response = Response::new(full_body(body));
-    *response.status_mut() = status;
-    set_json_headers(&mut response);
-    if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    response
-}
-
-/// A publish over its client's limits: `429` with `Retry-After`.
-fn refused(reference: Option<&str>, refusal: &PublishRefusal) -> Response<Body> {
-    let mut response = reply(reference, &Err(ProtocolError::from(refusal)));
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(refusal.retry_after_secs),
-    );
-    response
-}
-
-fn protocol_error(error: &ProtocolError) -> Response<Body> {
-    let mut response = error.to_response();
     set_json_headers(&mut response);
     response
 }
 
 /// An HTTP error: `{"error":{"code":…,"reason":…}}`.
-fn http_error(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
-    let mut response = error_response(status, code, reason);
+fn http_error(rejection: Rejection) -> Response<Body> {
+    let mut response = rejection.into_response();
     set_json_headers(&mut response);
     response
-}
-
-fn log_rejection(status: u16, code: &str, reason: &str) {
-    record_rejection(code, reason);
-    tracing::trace!(target: "streamgate::rejection", status, code, reason, "rejected long-poll request");
 }
 
 /// Every `/poll` answer is JSON and describes one moment of the stream: never cache it.

@@ -3,15 +3,12 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use streamgate_core::{
-    error_response, Body, BoxFuture, HttpTransport, SubscribeRequest, TransportContext,
-    TransportMetrics,
+    Body, BoxFuture, HttpTransport, Rejection, SubscribeRequest, TransportContext, TransportMetrics,
 };
-use streamgate_proto::{
-    parse_last_event_id, sse_comment, sse_retry, ProtocolError, SubscribeQuery,
-};
+use streamgate_proto::{parse_last_event_id, sse_comment, sse_retry, SubscribeQuery};
 
 use crate::body::EventStreamBody;
 use crate::config::SseConfig;
@@ -69,21 +66,12 @@ async fn handle(
     metrics: TransportMetrics,
 ) -> Result<Response<Body>, Response<Body>> {
     if request.method() != Method::GET {
-        let mut response = error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET",
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET"));
-        return Err(response);
+        return Err(Rejection::method_not_allowed("GET").into_response());
     }
     let query = SubscribeQuery::parse(request.uri().query()).map_err(|e| e.to_response())?;
     if query.topics.is_empty() {
         return Err(
-            ProtocolError::new("no_topics", "name the topics to stream: /sse?topics=a,b")
-                .to_response(),
+            Rejection::new("no_topics", "name the topics to stream: /sse?topics=a,b").to_response(),
         );
     }
     // `[auth]`: 401 without a valid token, 403 for a topic it does not cover.
@@ -100,7 +88,7 @@ async fn handle(
         .bus
         .subscribe(SubscribeRequest::resume(query.topics, since))
         .await
-        .map_err(|e| ProtocolError::from(&e).to_response())?;
+        .map_err(|e| Rejection::from(&e).to_response())?;
     let token_expiry = grant
         .map(|grant| tokio::time::Instant::now() + grant.remaining(std::time::SystemTime::now()));
     let mut preamble = BytesMut::new();

@@ -14,13 +14,12 @@ use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use hyper_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use streamgate_core::{
-    record_rejection, ContentType, Delivery, Event, EventId, Grant, SubscribeRequest, Subscription,
-    Topic, TransportContext, TransportMetrics, WireFormat,
+    Delivery, Event, EventId, Grant, Rejection, SubscribeRequest, Subscription, Topic,
+    TransportContext, TransportMetrics, WireFormat,
 };
 use streamgate_proto::{
-    binary_envelope, encode_error, encode_notice, encode_published, encode_subscribed,
-    json_envelope, ClientMessage, EnvelopeFormat, Keepalive, KeepaliveAction, ProtocolError,
-    TokenBucket,
+    encode_error, encode_notice, encode_subscribed, error_reply, publish_reply, ClientMessage,
+    EnvelopeFormat, Keepalive, KeepaliveAction, TokenBucket,
 };
 use tokio::time::Instant;
 
@@ -127,30 +126,26 @@ fn maybe_compressed(bytes: Bytes, data: Data) -> Message {
 }
 
 fn event_message(event: &Event, envelope: EnvelopeFormat, compress: bool) -> Message {
-    let binary = envelope == EnvelopeFormat::Binary || event.content_type == ContentType::Binary;
+    let format = envelope.for_event(event);
+    let binary = format == EnvelopeFormat::Binary;
     if compress {
         // Compressed once per event and shared, like the envelope it is made from.
-        let (format, data) = if binary {
+        let (compressed_format, data) = if binary {
             (*WS_BINARY_DEFLATE, Data::Binary)
         } else {
             (*WS_JSON_DEFLATE, Data::Text)
         };
-        let payload = event.encoded(format, |event| {
-            let plain = if binary {
-                binary_envelope(event)
-            } else {
-                json_envelope(event)
-            };
-            deflate::compress(&plain).unwrap_or_default()
+        let payload = event.encoded(compressed_format, |event| {
+            deflate::compress(&format.envelope(event)).unwrap_or_default()
         });
         if !payload.is_empty() {
             return compressed(payload, data);
         }
     }
     if binary {
-        Message::Binary(binary_envelope(event))
+        Message::Binary(format.envelope(event))
     } else {
-        text(json_envelope(event))
+        text(format.envelope(event))
     }
 }
 
@@ -232,8 +227,8 @@ pub(crate) async fn run<S>(
     match end {
         End::Close(code, reason) => {
             tracing::debug!(code = u16::from(code), %reason, "closing");
-            if let Some(refusal) = close_rejection(code) {
-                record_rejection(refusal, &reason);
+            if let Some(refusal) = close_rejection(code, &reason) {
+                refusal.record();
             }
             session.close(code, reason).await;
         }
@@ -375,49 +370,28 @@ where
             return Err(End::Close(CloseCode::Policy, AUTH_MISSING.to_owned()));
         }
         let reply = match ClientMessage::parse(message) {
-            Err((error, reference)) => {
-                record_rejection(error.code, &error.reason);
-                encode_error(&error, reference.as_deref())
-            }
+            Err((error, reference)) => error_reply(&error, reference.as_deref()),
+            // A refused publish is answered with an error, and the connection stays (the
+            // client can slow down and go on).
             Ok(ClientMessage::Publish(request)) => {
-                let reference = request.reference;
-                if let Some(Err(e)) = self.grant.as_ref().map(|g| g.check_publish(&request.topic)) {
-                    let reply = encode_error(&ProtocolError::from(&e), reference.as_deref());
-                    return self.send(text(reply)).await;
-                }
-                // Over the client's limits: this publish is answered with an error, and the
-                // connection stays (the client can slow down and go on).
-                if let Err(refusal) = self.context.admit_publish(self.client, &request.topic) {
-                    let error = ProtocolError::from(&refusal);
-                    self.metrics.publish(Err(error.code));
-                    record_rejection(error.code, &error.reason);
-                    let reply = encode_error(&error, reference.as_deref());
-                    return self.send(text(reply)).await;
-                }
-                match self
+                let outcome = self
                     .context
-                    .bus
-                    .publish(request.topic, request.content_type, request.payload)
-                    .await
-                {
-                    Ok(event) => {
-                        self.metrics.publish(Ok(()));
-                        encode_published(reference.as_deref(), &event.id)
-                    }
-                    Err(e) => {
-                        let error = ProtocolError::from(&e);
-                        self.metrics.publish(Err(error.code));
-                        record_rejection(error.code, &error.reason);
-                        encode_error(&error, reference.as_deref())
-                    }
-                }
+                    .client_publish(self.client, self.metrics.publishes())
+                    .publish_message(
+                        self.grant.as_ref(),
+                        request.topic,
+                        request.content_type,
+                        request.payload,
+                    )
+                    .await;
+                publish_reply(request.reference.as_deref(), &outcome)
             }
             Ok(ClientMessage::Subscribe {
                 topics,
                 since,
                 reference,
             }) => match self.grant.as_ref().map(|g| g.check_subscribe(&topics)) {
-                Some(Err(e)) => encode_error(&ProtocolError::from(&e), reference.as_deref()),
+                Some(Err(e)) => encode_error(&Rejection::from(&e), reference.as_deref()),
                 _ => self.resubscribe(topics, since, reference).await,
             },
             Ok(ClientMessage::Unsubscribe { topics, reference }) => {
@@ -440,7 +414,7 @@ where
     /// token stays in force).
     async fn on_auth(&mut self, token: &str) -> Result<(), End> {
         let Some(auth) = self.context.auth.clone() else {
-            let error = ProtocolError::new("bad_message", "authentication is not enabled");
+            let error = Rejection::new("bad_message", "authentication is not enabled");
             return self.send(text(encode_error(&error, None))).await;
         };
         let verified = auth
@@ -460,7 +434,7 @@ where
             }
             Err(e) if self.grant.is_none() => Err(End::Close(CloseCode::Policy, e.to_string())),
             Err(e) => {
-                let reply = encode_error(&ProtocolError::from(&e), None);
+                let reply = encode_error(&Rejection::from(&e), None);
                 self.send(text(reply)).await
             }
         }
@@ -498,7 +472,7 @@ where
                 self.topics = topics;
                 encode_subscribed(&self.topics, &epoch)
             }
-            Err(e) => encode_error(&ProtocolError::from(&e), reference.as_deref()),
+            Err(e) => encode_error(&Rejection::from(&e), reference.as_deref()),
         }
     }
 
@@ -586,17 +560,18 @@ where
     }
 }
 
-/// The rejection reason counted for a close we initiate, for the codes that refuse what the
-/// client did (not a normal or shutdown close).
-fn close_rejection(code: CloseCode) -> Option<&'static str> {
-    match code {
-        CloseCode::Policy => Some("ws_policy_violation"),
-        CloseCode::Size => Some("ws_message_too_big"),
-        CloseCode::Invalid => Some("ws_invalid_payload"),
-        CloseCode::Protocol => Some("ws_protocol_error"),
-        CloseCode::Unsupported => Some("ws_unsupported_data"),
-        _ => None,
-    }
+/// The rejection a close we initiate stands for, for the codes that refuse what the client
+/// did (not a normal or shutdown close).
+fn close_rejection(code: CloseCode, reason: &str) -> Option<Rejection> {
+    let machine_code = match code {
+        CloseCode::Policy => "ws_policy_violation",
+        CloseCode::Size => "ws_message_too_big",
+        CloseCode::Invalid => "ws_invalid_payload",
+        CloseCode::Protocol => "ws_protocol_error",
+        CloseCode::Unsupported => "ws_unsupported_data",
+        _ => return None,
+    };
+    Some(Rejection::closing(machine_code, code.into(), reason))
 }
 
 async fn next_delivery(subscription: &mut Option<Subscription>) -> Option<Delivery> {

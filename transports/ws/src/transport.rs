@@ -10,11 +10,11 @@ use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use hyper_tungstenite::WebSocketStream;
 use hyper_util::rt::TokioIo;
 use streamgate_core::{
-    error_response, full_body, request_scheme, token_from_request, AuthError, Body, BoxFuture,
-    ConnectionInfo, ConnectionLease, HttpTransport, SubscribeRequest, Tap, TransportContext,
+    full_body, request_scheme, token_from_request, AuthError, Body, BoxFuture, ConnectionInfo,
+    ConnectionLease, HttpTransport, Rejection, SubscribeRequest, Tap, TransportContext,
     TransportMetrics,
 };
-use streamgate_proto::{ProtocolError, SubscribeQuery};
+use streamgate_proto::SubscribeQuery;
 use tracing::Instrument;
 
 use crate::config::WsConfig;
@@ -67,11 +67,13 @@ impl HttpTransport for WsTransport {
         context: TransportContext,
     ) -> BoxFuture<'static, Response<Body>> {
         if request.uri().path() == "/ws/echo" && !self.echo {
-            return Box::pin(std::future::ready(error_response(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "/ws/echo is off (ws.echo: \"lab\" serves it only while the lab is on)",
-            )));
+            return Box::pin(std::future::ready(
+                Rejection::new(
+                    "not_found",
+                    "/ws/echo is off (ws.echo: \"lab\" serves it only while the lab is on)",
+                )
+                .into_response(),
+            ));
         }
         Box::pin(handle(
             Arc::clone(&self.config),
@@ -89,7 +91,7 @@ impl HttpTransport for WsTransport {
 ///
 /// # Errors
 /// `bad_query` for another value or a repeated parameter.
-fn compression_param(query: Option<&str>) -> Result<bool, ProtocolError> {
+fn compression_param(query: Option<&str>) -> Result<bool, Rejection> {
     let mut wanted = None;
     for pair in query.unwrap_or("").split('&') {
         let Some(value) = pair.strip_prefix("compression=") else {
@@ -99,14 +101,14 @@ fn compression_param(query: Option<&str>) -> Result<bool, ProtocolError> {
             "on" => true,
             "off" => false,
             other => {
-                return Err(ProtocolError::new(
+                return Err(Rejection::new(
                     "bad_query",
                     format!("compression must be on or off, got {other:?}"),
                 ))
             }
         };
         if wanted.replace(value).is_some() {
-            return Err(ProtocolError::new(
+            return Err(Rejection::new(
                 "bad_query",
                 "parameter compression is given twice",
             ));
@@ -116,7 +118,9 @@ fn compression_param(query: Option<&str>) -> Result<bool, ProtocolError> {
 }
 
 fn rejection_response(rejection: HandshakeRejection) -> Response<Body> {
-    let mut response = error_response(rejection.status, rejection.code, &rejection.reason);
+    let mut response = Rejection::new(rejection.code, rejection.reason)
+        .with_status(rejection.status)
+        .into_response();
     for (name, value) in rejection.headers {
         response.headers_mut().insert(name, value);
     }
@@ -160,7 +164,7 @@ async fn handle(
             Err(e) => return e.to_response(),
         };
         if query.topics.is_empty() && query.since.is_some() {
-            return ProtocolError::new("no_topics", "since needs topics=…").to_response();
+            return Rejection::new("no_topics", "since needs topics=…").to_response();
         }
         // `[auth]`: a token that came with the upgrade is checked now (401/403 before any
         // upgrade). Without one, topics in the URL are a 401; a bare `/ws` is upgraded and
@@ -201,7 +205,7 @@ async fn handle(
                 .await
             {
                 Ok(subscription) => Some(subscription),
-                Err(e) => return ProtocolError::from(&e).to_response(),
+                Err(e) => return Rejection::from(&e).to_response(),
             }
         };
         Mode::Subscriber {
@@ -231,11 +235,7 @@ async fn handle(
         .max_frame_size(Some(max_message));
     // Checked by `handshake::check` above; the key is what the accept hash is made from.
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY) else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "bad_key",
-            "missing Sec-WebSocket-Key",
-        );
+        return Rejection::new("bad_key", "missing Sec-WebSocket-Key").into_response();
     };
     let accept = derive_accept_key(key.as_bytes());
     let compression = if config.compression && compression_wanted {
