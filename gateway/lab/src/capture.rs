@@ -104,12 +104,12 @@ pub fn tapped_response(
         // A WebSocket's 101 has no body; its bytes are recorded by the transport itself.
         _ => return response,
     };
+    // `inspect_frame` keeps the body's size hint: a long-poll body keeps its content-length.
     response.map(|body| {
-        body.map_frame(move |frame| {
+        body.inspect_frame(move |frame| {
             if let Some(data) = frame.data_ref() {
                 tap.record(Direction::Out, kind, data);
             }
-            frame
         })
         .boxed()
     })
@@ -142,6 +142,30 @@ mod tests {
             String::from_utf8(response_head(&response, Version::HTTP_11)).unwrap(),
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
         );
+    }
+
+    #[derive(Debug)]
+    struct Kept(std::sync::Mutex<Vec<Vec<u8>>>);
+
+    impl streamgate_core::TapSink for Kept {
+        fn record(&self, _: Direction, _: RecordKind, bytes: &[u8]) {
+            self.0.lock().unwrap().push(bytes.to_vec());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tapped_body_is_recorded_and_keeps_its_size() {
+        let sink = std::sync::Arc::new(Kept(Default::default()));
+        let tap = Tap::new(sink.clone());
+        let response = Response::new(full_body("[1,2]"));
+        let tapped = tapped_response(response, Version::HTTP_11, tap, "longpoll");
+        // The content-length the head promised is what hyper will write.
+        assert_eq!(tapped.body().size_hint().exact(), Some(5));
+        let body = tapped.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"[1,2]");
+        let records = sink.0.lock().unwrap();
+        assert!(records[0].starts_with(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n"));
+        assert_eq!(records[1], b"[1,2]");
     }
 
     #[test]

@@ -81,10 +81,10 @@ impl Busy {
     /// The response body, holding this request in progress until the body is over (dropped
     /// by hyper, at its end or when the connection goes).
     pub(crate) fn hold(self, body: Body) -> impl HttpBody<Data = Bytes, Error = BoxError> {
-        body.map_frame(move |frame| {
-            // Owned by the closure, so by the body: dropped with it.
+        // Owned by the closure, so by the body: dropped with it. (`inspect_frame` keeps the
+        // body's size hint, so a sized response keeps its content-length.)
+        body.inspect_frame(move |_| {
             let _held = &self;
-            frame
         })
     }
 }
@@ -123,6 +123,8 @@ mod tests {
         // keeps it in progress.
         sleep(timeout / 2).await;
         let held = activity.busy().hold(streamgate_core::full_body("x"));
+        // Holding changes nothing hyper sees: a sized body keeps its content-length.
+        assert_eq!(held.size_hint().exact(), Some(1));
         sleep(timeout).await;
         assert!(!idle.is_finished(), "idle while a response is being sent");
         drop(held);
