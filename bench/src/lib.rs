@@ -66,10 +66,11 @@ use tokio::task::JoinSet;
 /// Bytes at the start of every payload that the scenario reads back: send time and index.
 pub const HEADER_BYTES: usize = 16;
 
-/// Below this much time to wait, the open-loop publisher stops trusting tokio's timer.
+/// Below this much time to wait, an open-loop publisher ([`wait_until`]) stops trusting
+/// tokio's timer.
 ///
 /// The timer fires on millisecond ticks, so a `sleep_until` can end up to a millisecond late,
-/// and that lateness would be charged to the bus as latency.
+/// and that lateness would be charged as latency to the bus (or Redis) under test.
 const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// How the publisher paces its events.
@@ -206,7 +207,7 @@ pub fn decode_payload(payload: &[u8]) -> Option<(u64, u64)> {
 }
 
 /// Nanoseconds elapsed since `base`, the clock every task of a run shares.
-fn nanos_since(base: Instant) -> u64 {
+pub fn nanos_since(base: Instant) -> u64 {
     u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -267,49 +268,38 @@ pub async fn run_fanout(scenario: &Scenario) -> anyhow::Result<RunReport> {
 
     let mut totals = Totals::default();
     let deadline = tokio::time::Instant::now() + scenario.drain_timeout;
-    let mut closed = false;
-    loop {
-        let joined = if closed {
-            subscribers.join_next().await
-        } else {
-            match tokio::time::timeout_at(deadline, subscribers.join_next()).await {
-                Ok(joined) => joined,
-                Err(_elapsed) => {
-                    // Closing ends every subscription once its queue is drained, so the
-                    // stragglers return what they have and the run still reports. One the
-                    // bus had detached for lagging ends without its Lagged notice (a core
-                    // bug), so what it missed shows only in `deliveries`.
-                    bus.close();
-                    closed = true;
-                    continue;
-                }
-            }
-        };
-        let Some(joined) = joined else { break };
-        totals.add(joined.context("subscriber task")?)?;
+    // Closing ends every subscription once its queue is drained, so the stragglers return
+    // what they have and the run still reports. One the bus had detached for lagging ends
+    // without its Lagged notice (a core bug), so what it missed shows only in `deliveries`.
+    let ends = join_by_deadline(&mut subscribers, deadline, || bus.close()).await;
+    for end in ends.context("subscriber task")? {
+        totals.add(end)?;
     }
     bus.close();
 
-    let elapsed_ns = totals.last_receive_ns.saturating_sub(published.start_ns);
+    let elapsed_ns = totals
+        .seen
+        .last_receive_ns
+        .saturating_sub(published.start_ns);
     let elapsed_secs = elapsed_ns as f64 / 1e9;
     let publish_secs = published.end_ns.saturating_sub(published.start_ns) as f64 / 1e9;
     let per_sec = |count: u64, secs: f64| if secs > 0.0 { count as f64 / secs } else { 0.0 };
     Ok(RunReport {
         subscribers: scenario.subscribers,
         published: published.count,
-        deliveries: totals.deliveries,
+        deliveries: totals.seen.deliveries,
         expected_deliveries: published.count * scenario.subscribers as u64,
-        lagged: totals.lagged,
-        gaps: totals.gaps,
-        other_notices: totals.other_notices,
-        misordered: totals.misordered,
+        lagged: totals.seen.lagged,
+        gaps: totals.seen.gaps,
+        other_notices: totals.seen.other_notices,
+        misordered: totals.seen.misordered,
         unfinished_subscribers: totals.unfinished,
         queue_capacity,
         elapsed_secs,
-        delivered_per_sec: per_sec(totals.deliveries, elapsed_secs),
+        delivered_per_sec: per_sec(totals.seen.deliveries, elapsed_secs),
         published_per_sec: per_sec(published.count, publish_secs),
         publisher_behind_max_us: published.behind_max_ns as f64 / 1_000.0,
-        latency: LatencySummary::from_nanos(&totals.latency),
+        latency: LatencySummary::from_nanos(&totals.seen.latency),
     })
 }
 
@@ -358,8 +348,40 @@ async fn publish_loop(
     })
 }
 
+/// Every task of `tasks`, as they finish. Once `deadline` passes, `cut_off` is called (once):
+/// it must make the tasks still running end, so that a run that stalls still reports what
+/// arrived.
+///
+/// # Errors
+/// A task that panicked.
+pub async fn join_by_deadline<T: 'static>(
+    tasks: &mut JoinSet<T>,
+    deadline: tokio::time::Instant,
+    cut_off: impl FnOnce(),
+) -> Result<Vec<T>, tokio::task::JoinError> {
+    let mut cut_off = Some(cut_off);
+    let mut finished = Vec::with_capacity(tasks.len());
+    loop {
+        let next = tasks.join_next();
+        let joined = if cut_off.is_none() {
+            next.await
+        } else if let Ok(joined) = tokio::time::timeout_at(deadline, next).await {
+            joined
+        } else {
+            if let Some(cut_off) = cut_off.take() {
+                cut_off();
+            }
+            continue;
+        };
+        match joined {
+            Some(joined) => finished.push(joined?),
+            None => return Ok(finished),
+        }
+    }
+}
+
 /// Waits until `due_ns` after `base`: on the timer while far away, then by yielding.
-async fn wait_until(base: Instant, due_ns: u64) {
+pub async fn wait_until(base: Instant, due_ns: u64) {
     let due = base + Duration::from_nanos(due_ns);
     let now = Instant::now();
     if due <= now {
@@ -375,7 +397,7 @@ async fn wait_until(base: Instant, due_ns: u64) {
     }
 }
 
-/// What one subscriber saw.
+/// What subscribers saw: one subscriber's, or every subscriber's merged into [`Totals`].
 #[derive(Debug)]
 struct Tally {
     latency: Histogram<u64>,
@@ -385,6 +407,26 @@ struct Tally {
     other_notices: u64,
     misordered: u64,
     last_receive_ns: u64,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            latency: latency_histogram(),
+            deliveries: 0,
+            lagged: 0,
+            gaps: 0,
+            other_notices: 0,
+            misordered: 0,
+            last_receive_ns: 0,
+        }
+    }
+}
+
+/// One subscriber's [`Tally`], and whether it saw the last event.
+#[derive(Debug)]
+struct SubscriberEnd {
+    tally: Tally,
     finished: bool,
 }
 
@@ -393,17 +435,8 @@ async fn subscribe_loop(
     last_index: u64,
     base: Instant,
     ready: Arc<Semaphore>,
-) -> anyhow::Result<Tally> {
-    let mut tally = Tally {
-        latency: latency_histogram(),
-        deliveries: 0,
-        lagged: 0,
-        gaps: 0,
-        other_notices: 0,
-        misordered: 0,
-        last_receive_ns: 0,
-        finished: false,
-    };
+) -> anyhow::Result<SubscriberEnd> {
+    let mut tally = Tally::default();
     let mut previous: Option<u64> = None;
     ready.add_permits(1);
     // The last event is always kept in history, so even a subscriber that lagged and lost
@@ -422,8 +455,10 @@ async fn subscribe_loop(
                 }
                 previous = Some(index);
                 if index >= last_index {
-                    tally.finished = true;
-                    break;
+                    return Ok(SubscriberEnd {
+                        tally,
+                        finished: true,
+                    });
                 }
             }
             Delivery::Notice(Notice::Lagged { .. }) => tally.lagged += 1,
@@ -431,48 +466,31 @@ async fn subscribe_loop(
             Delivery::Notice(_) => tally.other_notices += 1,
         }
     }
-    Ok(tally)
+    Ok(SubscriberEnd {
+        tally,
+        finished: false,
+    })
 }
 
-/// Every subscriber's [`Tally`], merged.
-#[derive(Debug)]
+/// Every subscriber's [`Tally`], merged, and how many never saw the last event.
+#[derive(Debug, Default)]
 struct Totals {
-    latency: Histogram<u64>,
-    deliveries: u64,
-    lagged: u64,
-    gaps: u64,
-    other_notices: u64,
-    misordered: u64,
-    last_receive_ns: u64,
+    seen: Tally,
     unfinished: usize,
 }
 
-impl Default for Totals {
-    fn default() -> Self {
-        Self {
-            latency: latency_histogram(),
-            deliveries: 0,
-            lagged: 0,
-            gaps: 0,
-            other_notices: 0,
-            misordered: 0,
-            last_receive_ns: 0,
-            unfinished: 0,
-        }
-    }
-}
-
 impl Totals {
-    fn add(&mut self, tally: anyhow::Result<Tally>) -> anyhow::Result<()> {
-        let tally = tally?;
-        self.latency.add(&tally.latency)?;
-        self.deliveries += tally.deliveries;
-        self.lagged += tally.lagged;
-        self.gaps += tally.gaps;
-        self.other_notices += tally.other_notices;
-        self.misordered += tally.misordered;
-        self.last_receive_ns = self.last_receive_ns.max(tally.last_receive_ns);
-        self.unfinished += usize::from(!tally.finished);
+    fn add(&mut self, end: anyhow::Result<SubscriberEnd>) -> anyhow::Result<()> {
+        let SubscriberEnd { tally, finished } = end?;
+        let seen = &mut self.seen;
+        seen.latency.add(&tally.latency)?;
+        seen.deliveries += tally.deliveries;
+        seen.lagged += tally.lagged;
+        seen.gaps += tally.gaps;
+        seen.other_notices += tally.other_notices;
+        seen.misordered += tally.misordered;
+        seen.last_receive_ns = seen.last_receive_ns.max(tally.last_receive_ns);
+        self.unfinished += usize::from(!finished);
         Ok(())
     }
 }

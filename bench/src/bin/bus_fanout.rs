@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use serde::Serialize;
 use streamgate_bench::{format_table, median, run_fanout, Pace, RunReport, Scenario, HEADER_BYTES};
+use streamgate_compare::WorkerRuntime;
 
 /// Deliveries (subscribers × events) aimed at per run when `--events` is not given.
 const DELIVERY_BUDGET: u64 = 5_000_000;
@@ -168,13 +169,11 @@ fn main() -> anyhow::Result<()> {
         args.payload_bytes >= HEADER_BYTES,
         "--payload-bytes must be at least {HEADER_BYTES}"
     );
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = args.workers.unwrap_or(cores);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
+    let WorkerRuntime {
+        runtime,
+        cores,
+        workers,
+    } = WorkerRuntime::new(args.workers)?;
 
     let pace = Pace::from_rate(args.rate);
     let mode = match pace {

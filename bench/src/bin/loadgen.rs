@@ -37,17 +37,16 @@ use hdrhistogram::Histogram;
 use streamgate_bench::vs_nchan::{
     hist_pairs, now_us, parse_stamp, LoadgenSummary, Server, TransportKind,
 };
-use streamgate_client::h1::{self, BodyFraming, ChunkedDecoder, ResponseHead};
 use streamgate_client::sse;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use streamgate_compare::clients::{ws_handshake, HttpConn};
+use streamgate_compare::wire::find;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// Bytes read at a time per connection (and the WebSocket read buffer).
+/// The WebSocket read buffer of each connection.
 const READ_CHUNK: usize = 4 * 1024;
 /// Receive buffer of a stallable connection, so that a stalled reader backs up quickly.
 const STALL_RCVBUF: u32 = 4 * 1024;
@@ -249,129 +248,16 @@ fn count(haystack: &[u8], needle: &[u8]) -> usize {
         .count()
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
-}
-
-/// A minimal HTTP/1.1 client connection: SSE streams and long polls, over
-/// streamgate-client's sans-IO pieces (heads through httparse, the chunked decoder).
-#[derive(Debug)]
-struct Http {
-    tcp: TcpStream,
-    buf: Vec<u8>,
-}
-
-#[derive(Debug, Default)]
-struct Head {
-    status: u16,
-    chunked: bool,
-    content_length: Option<usize>,
-    last_modified: Option<String>,
-    etag: Option<String>,
-}
-
-impl Http {
-    async fn fill(&mut self) -> anyhow::Result<()> {
-        if self.buf.capacity() - self.buf.len() < 512 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        let n = self.tcp.read_buf(&mut self.buf).await?;
-        if n == 0 {
-            bail!("connection closed");
-        }
-        Ok(())
-    }
-
-    async fn head(&mut self) -> anyhow::Result<Head> {
-        let head = loop {
-            if let Some(head) = ResponseHead::parse(&self.buf)? {
-                break head;
-            }
-            self.fill().await?;
-        };
-        self.buf.drain(..head.len);
-        let header = |name| head.header(name).map(str::to_owned);
-        Ok(Head {
-            status: head.status,
-            chunked: head.framing() == BodyFraming::Chunked,
-            content_length: head.header("content-length").and_then(|n| n.parse().ok()),
-            last_modified: header("last-modified"),
-            etag: header("etag"),
-        })
-    }
-
-    /// Decoded body bytes appended to `out`: at least one byte (reading as needed).
-    /// `chunked`: `None` when the body is not chunked.
-    async fn stream_into(
-        &mut self,
-        out: &mut Vec<u8>,
-        chunked: &mut Option<ChunkedDecoder>,
-    ) -> anyhow::Result<()> {
-        let before = out.len();
-        loop {
-            if !self.buf.is_empty() {
-                self.decode(out, chunked)?;
-                if out.len() > before {
-                    return Ok(());
-                }
-            }
-            self.fill().await?;
-        }
-    }
-
-    fn decode(
-        &mut self,
-        out: &mut Vec<u8>,
-        chunked: &mut Option<ChunkedDecoder>,
-    ) -> anyhow::Result<()> {
-        let Some(decoder) = chunked else {
-            out.extend_from_slice(&self.buf);
-            self.buf.clear();
-            return Ok(());
-        };
-        let used = decoder.feed(&self.buf, out)?;
-        self.buf.drain(..used);
-        if decoder.is_done() {
-            bail!("stream ended");
-        }
-        Ok(())
-    }
-
-    async fn body(&mut self, head: &Head) -> anyhow::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        if head.chunked {
-            let mut decoder = ChunkedDecoder::default();
-            loop {
-                let used = decoder.feed(&self.buf, &mut out)?;
-                self.buf.drain(..used);
-                if decoder.is_done() {
-                    return Ok(out);
-                }
-                self.fill().await?;
-            }
-        }
-        let len = head.content_length.unwrap_or(0);
-        while self.buf.len() < len {
-            self.fill().await?;
-        }
-        out.extend(self.buf.drain(..len));
-        Ok(out)
-    }
-}
-
 /// One open subscriber.
 #[derive(Debug)]
 enum Feed {
     Ws(Box<WebSocketStream<TcpStream>>),
     Sse {
-        http: Http,
-        chunked: Option<ChunkedDecoder>,
+        http: HttpConn,
         text: Vec<u8>,
     },
     Poll {
-        http: Http,
+        http: HttpConn,
         /// streamgate: the cursor; Nchan: `Last-Modified|Etag`.
         cursor: Option<String>,
         in_flight: bool,
@@ -390,21 +276,27 @@ async fn tcp_connect(ctx: &Ctx, slot: usize, stallable: bool) -> anyhow::Result<
     Ok(tcp)
 }
 
-fn poll_request(ctx: &Ctx, cursor: Option<&str>, timeout: u32) -> Vec<u8> {
-    let host = ctx.server.to_string();
+/// Sends the next long poll: after `cursor` (streamgate), or with the validators of the last
+/// answer (Nchan, `Last-Modified|Etag`).
+async fn send_poll(
+    ctx: &Ctx,
+    http: &mut HttpConn,
+    cursor: Option<&str>,
+    timeout: u32,
+) -> anyhow::Result<()> {
     let topic = &ctx.cli.topic;
     match ctx.cli.target {
         Server::Streamgate => {
             let cursor = cursor.unwrap_or("");
             let target = format!("/poll?topics={topic}&cursor={cursor}&timeout={timeout}");
-            h1::request("GET", &target, &host, &[], b"")
+            http.send_get(&target).await
         }
         Server::Nchan => {
             let headers: Vec<(&str, &str)> = match cursor.and_then(|c| c.split_once('|')) {
                 Some((lm, etag)) => vec![("if-modified-since", lm), ("if-none-match", etag)],
                 None => Vec::new(),
             };
-            h1::request("GET", &format!("/sub/{topic}"), &host, &headers, b"")
+            http.send_get_with(&format!("/sub/{topic}"), &headers).await
         }
     }
 }
@@ -433,13 +325,7 @@ async fn connect(ctx: &Ctx, slot: usize, st: &ConnState) -> anyhow::Result<Feed>
                     .headers_mut()
                     .insert("Sec-WebSocket-Protocol", "ws+meta.nchan".parse()?);
             }
-            let config = WebSocketConfig::default()
-                .read_buffer_size(READ_CHUNK)
-                .write_buffer_size(0);
-            let (mut socket, _) =
-                tokio_tungstenite::client_async_with_config(request, tcp, Some(config))
-                    .await
-                    .context("WebSocket handshake")?;
+            let (mut socket, _) = ws_handshake(request, tcp, READ_CHUNK).await?;
             if ctx.cli.target == Server::Streamgate {
                 // Wait for `subscribed`, so "ready" means subscribed.
                 loop {
@@ -469,31 +355,23 @@ async fn connect(ctx: &Ctx, slot: usize, st: &ConnState) -> anyhow::Result<Feed>
             if let Some(id) = resume {
                 headers.push(("last-event-id", id));
             }
-            let request = h1::request("GET", &target, &host.to_string(), &headers, b"");
-            let mut http = Http {
-                tcp,
-                buf: Vec::with_capacity(READ_CHUNK),
-            };
-            http.tcp.write_all(&request).await?;
+            let mut http = HttpConn::over(tcp)?;
+            http.send_get_with(&target, &headers).await?;
             let head = http.head().await?;
             if head.status != 200 {
                 bail!("SSE answered {}", head.status);
             }
             Ok(Feed::Sse {
                 http,
-                chunked: head.chunked.then(ChunkedDecoder::default),
                 text: Vec::new(),
             })
         }
         TransportKind::Longpoll => {
-            let mut http = Http {
-                tcp,
-                buf: Vec::with_capacity(READ_CHUNK),
-            };
+            let mut http = HttpConn::over(tcp)?;
             let mut cursor = resume.map(str::to_owned);
             if ctx.cli.target == Server::Streamgate && cursor.is_none() {
                 // A first poll that answers at once: its cursor is the newest id.
-                http.tcp.write_all(&poll_request(ctx, None, 0)).await?;
+                send_poll(ctx, &mut http, None, 0).await?;
                 let head = http.head().await?;
                 let body = http.body(&head).await?;
                 if head.status != 200 {
@@ -511,9 +389,7 @@ async fn connect(ctx: &Ctx, slot: usize, st: &ConnState) -> anyhow::Result<Feed>
 }
 
 fn json_cursor(body: &[u8]) -> Option<String> {
-    let at = find(body, b"\"cursor\":\"")? + 10;
-    let len = body[at..].iter().position(|&b| b == b'"')?;
-    Some(String::from_utf8_lossy(&body[at..at + len]).into_owned())
+    json_cursor_key(body, b"\"cursor\":\"")
 }
 
 /// streamgate envelope id (the first `"id":"…"`).
@@ -545,12 +421,10 @@ async fn read_some(ctx: &Ctx, st: &mut ConnState, feed: &mut Feed) -> anyhow::Re
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(e.into()),
         },
-        Feed::Sse {
-            http,
-            chunked,
-            text,
-        } => {
-            http.stream_into(text, chunked).await?;
+        Feed::Sse { http, text } => {
+            if !http.stream(text).await? {
+                bail!("stream ended");
+            }
             // Borrowed views of the complete blocks: no allocation per event.
             let mut start = 0;
             while let Some((block, used)) = sse::next_block(&text[start..]) {
@@ -574,8 +448,7 @@ async fn read_some(ctx: &Ctx, st: &mut ConnState, feed: &mut Feed) -> anyhow::Re
             in_flight,
         } => {
             if !*in_flight {
-                let request = poll_request(ctx, cursor.as_deref(), 55);
-                http.tcp.write_all(&request).await?;
+                send_poll(ctx, http, cursor.as_deref(), 55).await?;
                 *in_flight = true;
             }
             let head = http.head().await?;
@@ -589,7 +462,9 @@ async fn read_some(ctx: &Ctx, st: &mut ConnState, feed: &mut Feed) -> anyhow::Re
                     ctx.scan(st, &body);
                 }
                 (Server::Nchan, 200) => {
-                    if let (Some(lm), Some(etag)) = (head.last_modified, head.etag) {
+                    if let (Some(lm), Some(etag)) =
+                        (head.header("last-modified"), head.header("etag"))
+                    {
                         *cursor = Some(format!("{lm}|{etag}"));
                     }
                     ctx.scan(st, &body);

@@ -33,17 +33,13 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use streamgate_bench::{
-    decode_payload, encode_payload, format_table, latency_histogram, median, LatencySummary,
-    HEADER_BYTES,
+    decode_payload, encode_payload, format_table, join_by_deadline, latency_histogram, median,
+    nanos_since, wait_until, LatencySummary, HEADER_BYTES,
 };
 use streamgate_bus_redis::{Fanout, RedisBroker, RedisBrokerConfig};
 use streamgate_core::{Broker, ContentType, Epoch, Feed, Topic};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-
-/// Below this much time to wait, the open-loop appender stops trusting tokio's timer (it
-/// fires on millisecond ticks, and its lateness would be charged to Redis).
-const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// How long followers may take to receive a phase's events once it is sent.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -358,26 +354,6 @@ fn warn_about(row: &Row) {
     }
 }
 
-/// Nanoseconds since `base`, the clock every task of a run shares.
-fn nanos_since(base: Instant) -> u64 {
-    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Waits until `due_ns` after `base`: on the timer while far away, then by yielding.
-async fn wait_until(base: Instant, due_ns: u64) {
-    let due = base + Duration::from_nanos(due_ns);
-    let now = Instant::now();
-    if due <= now {
-        return;
-    }
-    if due - now > TIMER_SLACK {
-        tokio::time::sleep_until((due - TIMER_SLACK).into()).await;
-    }
-    while Instant::now() < due {
-        tokio::task::yield_now().await;
-    }
-}
-
 /// One run of both phases on a fresh prefix.
 async fn run(args: &Args, fanout: Fanout) -> anyhow::Result<RunReport> {
     let config = RedisBrokerConfig::new(args.url.as_str())
@@ -481,24 +457,10 @@ async fn measure(
     let saturate_secs = (nanos_since(base) - saturate_start_ns) as f64 / 1e9;
 
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    let mut tallies = Vec::new();
-    let mut stop_sent = false;
-    loop {
-        let joined = if stop_sent {
-            followers.join_next().await
-        } else {
-            match tokio::time::timeout_at(deadline, followers.join_next()).await {
-                Ok(joined) => joined,
-                Err(_) => {
-                    let _ = stop.send(true);
-                    stop_sent = true;
-                    continue;
-                }
-            }
-        };
-        let Some(joined) = joined else { break };
-        tallies.push(joined?);
-    }
+    let tallies = join_by_deadline(&mut followers, deadline, || {
+        let _ = stop.send(true);
+    })
+    .await?;
 
     let mut feed: Histogram<u64> = latency_histogram();
     let mut rates = Vec::new();

@@ -36,6 +36,7 @@ use streamgate_bench::vs_nchan::{
     children, cpu_us, fd_count, rss_kib, server_subscribers, slab_kib, LoadgenSummary, Percentiles,
     PublishReport, Publisher, Server, TransportKind,
 };
+use streamgate_compare::gateway::spawn_serve;
 
 /// Payload size of every event.
 const PAYLOAD_BYTES: usize = 256;
@@ -279,28 +280,33 @@ fn install_cleanup() {
         kill_everything();
         previous(info);
     }));
-    std::thread::spawn(|| {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        runtime.block_on(async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(term) => term,
-                    Err(_) => return,
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    // The benchmark itself is blocking code: the signals get a thread and a runtime of their own.
+    let Ok(signals) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if signals.block_on(interrupted()) {
             eprintln!("vs_nchan: interrupted, stopping the servers and load generators");
             kill_everything();
             std::process::exit(130);
-        });
+        }
     });
+}
+
+/// Waits for Ctrl-C or SIGTERM; false at once when SIGTERM cannot be watched.
+async fn interrupted() -> bool {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return false;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    true
 }
 
 // ---------------------------------------------------------------------------------------
@@ -327,7 +333,6 @@ struct RunningServer {
     kind: Server,
     addr: SocketAddr,
     proc: ServerProc,
-    dir: PathBuf,
 }
 
 impl RunningServer {
@@ -349,32 +354,19 @@ impl RunningServer {
                      [demo]\nenabled = false\n\
                      [lab]\nenabled = false\n"
                 );
-                let config_path = dir.join("streamgate.toml");
-                std::fs::write(&config_path, config)?;
-                let log = std::fs::File::create(dir.join("streamgate.log"))?;
-                let child = Command::new(&bin)
-                    .arg("serve")
-                    .arg("--config")
-                    .arg(&config_path)
-                    .env("RUST_LOG", "warn")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
+                let (child, log) = spawn_serve(Command::new(&bin), &dir, &config)
                     .with_context(|| format!("starting {}", bin.display()))?;
                 register_pid(child.id());
                 let mut server = Self {
                     kind,
                     addr,
                     proc: ServerProc::Streamgate { child },
-                    dir,
                 };
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while TcpStream::connect(addr).is_err() {
                     if let ServerProc::Streamgate { child } = &mut server.proc {
                         if let Ok(Some(status)) = child.try_wait() {
-                            let log = std::fs::read_to_string(server.dir.join("streamgate.log"))
-                                .unwrap_or_default();
+                            let log = std::fs::read_to_string(&log).unwrap_or_default();
                             bail!("streamgate exited at start ({status}): {log}");
                         }
                     }
@@ -414,7 +406,6 @@ impl RunningServer {
                         script: cli.nchan_script.clone(),
                         rundir,
                     },
-                    dir,
                 })
             }
         }

@@ -279,6 +279,33 @@ impl Schedule {
     fn due(&self, start: Instant, index: u64) -> Instant {
         due_at(start, index, self.rate)
     }
+
+    /// The blocking writers' loop: `fan_out` writes event `index` to each of `connections`
+    /// sockets, called at the event's due time, with this process's CPU counted from the
+    /// first event to the last write.
+    fn paced(
+        &self,
+        connections: usize,
+        mut fan_out: impl FnMut(u64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Run> {
+        let pid = std::process::id();
+        let cpu_before = cpu_us(pid);
+        let start = Instant::now();
+        for index in 0..self.events {
+            let due = self.due(start, index);
+            // Pacing an open-loop schedule, not waiting for a signal.
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            fan_out(index)?;
+        }
+        let cpu = cpu_us(pid) - cpu_before;
+        let last_due = self.due(start, self.events - 1);
+        let writes = self.events * connections as u64;
+        Ok(Run {
+            writes,
+            cpu_us_per_write: cpu as f64 / writes as f64,
+            last_fanout_ms: last_due.elapsed().as_secs_f64() * 1e3,
+        })
+    }
 }
 
 fn write_blocking(
@@ -286,25 +313,11 @@ fn write_blocking(
     schedule: &Schedule,
     frame: &[u8],
 ) -> anyhow::Result<Run> {
-    let pid = std::process::id();
-    let cpu_before = cpu_us(pid);
-    let start = Instant::now();
-    for index in 0..schedule.events {
-        let due = schedule.due(start, index);
-        // Pacing an open-loop schedule, not waiting for a signal.
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    schedule.paced(sockets.len(), |_| {
         for socket in &mut sockets {
             socket.write_all(frame)?;
         }
-    }
-    let cpu = cpu_us(pid) - cpu_before;
-    let last_due = schedule.due(start, schedule.events - 1);
-    let writes = schedule.events * sockets.len() as u64;
-    drop(sockets);
-    Ok(Run {
-        writes,
-        cpu_us_per_write: cpu as f64 / writes as f64,
-        last_fanout_ms: last_due.elapsed().as_secs_f64() * 1e3,
+        Ok(())
     })
 }
 
@@ -369,11 +382,9 @@ mod uring {
     use std::io::Write as _;
     use std::net::TcpStream;
     use std::os::fd::AsRawFd as _;
-    use std::time::Instant;
 
     use anyhow::Context as _;
     use io_uring::{opcode, types, IoUring};
-    use streamgate_bench::vs_nchan::cpu_us;
 
     use super::{Run, Schedule};
 
@@ -408,13 +419,7 @@ mod uring {
         let len = u32::try_from(frame.len()).context("frame size")?;
         let fds: Vec<types::Fd> = sockets.iter().map(|s| types::Fd(s.as_raw_fd())).collect();
         let mut short = 0u64;
-        let pid = std::process::id();
-        let cpu_before = cpu_us(pid);
-        let start = Instant::now();
-        for index in 0..schedule.events {
-            let due = schedule.due(start, index);
-            // Pacing an open-loop schedule, not waiting for a signal.
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let run = schedule.paced(sockets.len(), |_| {
             for (chunk_index, chunk) in fds.chunks(entries as usize).enumerate() {
                 let base = chunk_index * entries as usize;
                 {
@@ -456,20 +461,16 @@ mod uring {
                     }
                 }
             }
-        }
-        let cpu = cpu_us(pid) - cpu_before;
-        let last_due = schedule.due(start, schedule.events - 1);
-        let writes = schedule.events * sockets.len() as u64;
+            Ok(())
+        })?;
         if short > 0 {
             // Each was finished by a blocking write(), counted in the CPU above.
-            println!("  io-uring: {short} of {writes} sends were short (finished by write())");
+            println!(
+                "  io-uring: {short} of {} sends were short (finished by write())",
+                run.writes
+            );
         }
-        drop(sockets);
-        Ok(Run {
-            writes,
-            cpu_us_per_write: cpu as f64 / writes as f64,
-            last_fanout_ms: last_due.elapsed().as_secs_f64() * 1e3,
-        })
+        Ok(run)
     }
 }
 

@@ -3,7 +3,7 @@
 
 #![cfg(feature = "compare")]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use streamgate::config::GatewayConfig;
@@ -12,25 +12,9 @@ use streamgate_compare::Transport;
 
 #[test]
 fn quick_comparison_fills_every_row_and_loses_nothing() {
-    let dir = std::env::temp_dir().join(format!("streamgate-compare-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("compare.json");
+    let dir = output_dir("compare");
     let chart = dir.join("compare.svg");
-    let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-        .args(["compare", "--quick", "--no-progress", "--json"])
-        .arg(&json)
-        .arg("--chart")
-        .arg(&chart)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "compare failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (report, stdout) = run_compare(&dir, &["--chart", path(&chart)]);
     let rows = report["rows"].as_array().unwrap();
     let names: Vec<&str> = rows
         .iter()
@@ -135,6 +119,39 @@ fn quick_comparison_fills_every_row_and_loses_nothing() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A fresh directory for one test's outputs (the test removes it when it passes).
+fn output_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("streamgate-{test}-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary directory")
+}
+
+/// Runs `streamgate compare --quick --no-progress` with `args` and `--json` into `dir`, failing
+/// the test with both outputs unless it succeeds; returns the JSON report and the table
+/// (standard output).
+fn run_compare(dir: &Path, args: &[&str]) -> (serde_json::Value, String) {
+    let json = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["compare", "--quick", "--no-progress"])
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{args:?} failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (report, stdout)
+}
+
 #[test]
 fn bad_options_are_refused_before_anything_starts() {
     let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
@@ -172,14 +189,10 @@ fn netem_runs_show_the_link_delay() {
         eprintln!("skipped: --netem needs root");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("streamgate-netem-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("netem.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-        .args([
-            "compare",
-            "--quick",
-            "--no-progress",
+    let dir = output_dir("netem");
+    let (report, _) = run_compare(
+        &dir,
+        &[
             "--netem",
             "delay 5ms",
             "--transport",
@@ -188,19 +201,8 @@ fn netem_runs_show_the_link_delay() {
             "3",
             "--saturate-events",
             "0",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "compare --netem failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(report["impairment"].as_str().unwrap().contains("delay 5ms"));
     assert_eq!(report["latency_from_gateway_timestamp"], true);
     for row in report["rows"].as_array().unwrap() {
@@ -250,14 +252,10 @@ fn is_root() -> bool {
 )]
 fn cross_node_over_redis_delivers_every_event_with_the_same_ids() {
     let redis_url = streamgate_test_brokers::redis_url();
-    let dir = std::env::temp_dir().join(format!("streamgate-cross-node-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("cross-node.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-        .args([
-            "compare",
-            "--quick",
-            "--no-progress",
+    let dir = output_dir("cross-node");
+    let (report, stdout) = run_compare(
+        &dir,
+        &[
             "--transport",
             "ws",
             "--bus",
@@ -266,19 +264,8 @@ fn cross_node_over_redis_delivers_every_event_with_the_same_ids() {
             "2",
             "--redis-url",
             &redis_url,
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "compare --bus redis --nodes 2 failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "one row: ws on redis×2");
     let row = &rows[0];

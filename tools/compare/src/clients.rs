@@ -343,13 +343,7 @@ pub async fn connect(setup: &ClientSetup, slot: usize) -> anyhow::Result<Connect
             let request = format!("ws://{}/ws?{}", setup.http, setup.query)
                 .into_client_request()
                 .context("WebSocket request")?;
-            let config = WebSocketConfig::default()
-                .read_buffer_size(CLIENT_READ_BUFFER)
-                .write_buffer_size(0);
-            let (mut socket, response) =
-                tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-                    .await
-                    .context("WebSocket handshake")?;
+            let (mut socket, response) = ws_handshake(request, stream, CLIENT_READ_BUFFER).await?;
             anyhow::ensure!(
                 response.headers().get("sec-websocket-extensions").is_none(),
                 "the gateway answered an extension nobody offered"
@@ -364,11 +358,11 @@ pub async fn connect(setup: &ClientSetup, slot: usize) -> anyhow::Result<Connect
             let mut conn = HttpConn::connect(setup.http).await?;
             conn.send_get(&format!("/sse?{}", setup.query)).await?;
             let head = conn.head().await?;
-            if head.status != 200 || !head.chunked {
+            if head.status != 200 || head.framing != BodyFraming::Chunked {
                 bail!(
-                    "SSE answered {} (chunked: {}), expected a chunked 200",
+                    "SSE answered {} ({:?}), expected a chunked 200",
                     head.status,
-                    head.chunked
+                    head.framing
                 );
             }
             Feed::Sse {
@@ -456,6 +450,30 @@ async fn connect_sse_h2(setup: &ClientSetup) -> anyhow::Result<Feed> {
         counts,
         text: Vec::new(),
     })
+}
+
+/// The WebSocket handshake of `request` over `stream`, as a subscriber: reads of
+/// `read_buffer` bytes, every frame written at once (no write buffering).
+///
+/// # Errors
+/// If the handshake fails.
+pub async fn ws_handshake<S>(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    stream: S,
+    read_buffer: usize,
+) -> anyhow::Result<(
+    WebSocketStream<S>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = WebSocketConfig::default()
+        .read_buffer_size(read_buffer)
+        .write_buffer_size(0);
+    tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .context("WebSocket handshake")
 }
 
 /// Reads a WebSocket until its `subscribed` reply.
@@ -573,8 +591,9 @@ pub fn any_certificate(
 }
 
 /// An HTTP/1.1 client connection that counts every byte read and written, for SSE and long
-/// polling. On the socket directly so the counts are exactly the bytes on it (headers and
-/// chunked framing included) and reading is cancel-safe (all state is in the struct); the
+/// polling (here and in `bench/`'s `loadgen`). On the socket directly so the counts are
+/// exactly the bytes on it (headers and chunked framing included) and reading is cancel-safe
+/// (all state is in the struct, and a request is written apart from reading its answer); the
 /// parsing is streamgate-client's sans-IO `h1` (heads through httparse, chunked bodies).
 #[derive(Debug)]
 pub struct HttpConn {
@@ -582,19 +601,27 @@ pub struct HttpConn {
     counts: Arc<ByteCounts>,
     host: SocketAddr,
     buf: Vec<u8>,
+    /// How the body after the last head ends.
+    framing: BodyFraming,
     /// The chunked body being read, since the last head.
     chunked: ChunkedDecoder,
 }
 
-/// The parts of an HTTP response head the clients need.
+/// A response head, as streamgate-client parsed it.
 #[derive(Debug)]
 pub struct Head {
     /// Status code.
     pub status: u16,
-    /// `Transfer-Encoding: chunked`.
-    pub chunked: bool,
-    /// `Content-Length`.
-    pub content_length: Option<usize>,
+    /// How its body ends.
+    pub framing: BodyFraming,
+    response: ResponseHead,
+}
+
+impl Head {
+    /// The first header called `name` (lowercase), as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.response.header(name)
+    }
 }
 
 /// A long-polling response.
@@ -612,13 +639,23 @@ impl HttpConn {
     /// If the connection fails.
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
         let tcp = TcpStream::connect(addr).await.context("TCP connect")?;
+        Self::over(tcp)
+    }
+
+    /// The connection over `tcp`, already connected (from a chosen source address, say).
+    ///
+    /// # Errors
+    /// If the socket has no peer or refuses `TCP_NODELAY`.
+    pub fn over(tcp: TcpStream) -> anyhow::Result<Self> {
         tcp.set_nodelay(true)?;
+        let host = tcp.peer_addr()?;
         let tcp = Counted::new(tcp);
         Ok(Self {
             counts: tcp.counts(),
             tcp,
-            host: addr,
+            host,
             buf: Vec::with_capacity(CLIENT_READ_BUFFER),
+            framing: BodyFraming::Empty,
             chunked: ChunkedDecoder::default(),
         })
     }
@@ -628,8 +665,20 @@ impl HttpConn {
     /// # Errors
     /// If the write fails.
     pub async fn send_get(&mut self, target: &str) -> anyhow::Result<()> {
+        self.send_get_with(target, &[]).await
+    }
+
+    /// Writes a `GET` request for `target` with these extra headers.
+    ///
+    /// # Errors
+    /// If the write fails.
+    pub async fn send_get_with(
+        &mut self,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         use tokio::io::AsyncWriteExt as _;
-        let request = h1::request("GET", target, &self.host.to_string(), &[], b"");
+        let request = h1::request("GET", target, &self.host.to_string(), headers, b"");
         self.tcp.write_all(&request).await?;
         Ok(())
     }
@@ -637,7 +686,9 @@ impl HttpConn {
     /// Reads more into `buf`; an error at the end of the connection.
     async fn fill(&mut self) -> anyhow::Result<()> {
         use tokio::io::AsyncReadExt as _;
-        self.buf.reserve(CLIENT_READ_BUFFER);
+        if self.buf.capacity() - self.buf.len() < 512 {
+            self.buf.reserve(CLIENT_READ_BUFFER);
+        }
         let n = self.tcp.read_buf(&mut self.buf).await?;
         if n == 0 {
             bail!("connection ended");
@@ -650,18 +701,19 @@ impl HttpConn {
     /// # Errors
     /// If the connection ends or the head is malformed.
     pub async fn head(&mut self) -> anyhow::Result<Head> {
-        let head = loop {
+        let response = loop {
             if let Some(head) = ResponseHead::parse(&self.buf)? {
                 break head;
             }
             self.fill().await?;
         };
-        self.buf.drain(..head.len);
+        self.buf.drain(..response.len);
+        self.framing = response.framing();
         self.chunked = ChunkedDecoder::default();
         Ok(Head {
-            status: head.status,
-            chunked: head.framing() == BodyFraming::Chunked,
-            content_length: head.header("content-length").and_then(|n| n.parse().ok()),
+            status: response.status,
+            framing: self.framing,
+            response,
         })
     }
 
@@ -685,20 +737,39 @@ impl HttpConn {
         }
     }
 
-    /// A whole response body (chunked or with a length).
+    /// The next piece of a streamed body (an event stream) appended to `out`, chunked or
+    /// lasting until the connection closes; `false` once a chunked one has ended.
     ///
     /// # Errors
-    /// If the connection ends first.
+    /// If the connection ends or a chunk is malformed.
+    pub async fn stream(&mut self, out: &mut Vec<u8>) -> anyhow::Result<bool> {
+        if self.framing == BodyFraming::Chunked {
+            return self.chunk(out).await;
+        }
+        if self.buf.is_empty() {
+            self.fill().await?;
+        }
+        out.append(&mut self.buf);
+        Ok(true)
+    }
+
+    /// The whole body after `head`.
+    ///
+    /// # Errors
+    /// If the connection ends first, or the body would last until it does.
     pub async fn body(&mut self, head: &Head) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
-        if head.chunked {
-            while self.chunk(&mut out).await? {}
-        } else {
-            let len = head.content_length.context("no body length")?;
-            while self.buf.len() < len {
-                self.fill().await?;
+        match head.framing {
+            BodyFraming::Empty => {}
+            BodyFraming::Chunked => while self.chunk(&mut out).await? {},
+            BodyFraming::Length(len) => {
+                let len = usize::try_from(len).context("body length")?;
+                while self.buf.len() < len {
+                    self.fill().await?;
+                }
+                out.extend(self.buf.drain(..len));
             }
-            out.extend(self.buf.drain(..len));
+            BodyFraming::UntilClose => bail!("no body length"),
         }
         Ok(out)
     }

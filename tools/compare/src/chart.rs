@@ -38,7 +38,9 @@
 //! assert!(svg.starts_with("<svg"));
 //! ```
 
+use plotters::chart::MeshStyle;
 use plotters::coord::cartesian::Cartesian2d;
+use plotters::coord::combinators::{LogCoord, WithKeyPoints};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
@@ -583,37 +585,70 @@ fn draw_chart<DB: DrawingBackend>(
     draw_bar_panel(&right, data)
 }
 
+/// A panel's chart with its caption, `(left, right)` margins and the height of its x labels;
+/// the latency axis' labels take the same width in both panels.
+fn panel<'a, 'b, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    (left, right): (u32, u32),
+    x_label_height: u32,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, font(15.0).style(FontStyle::Bold).color(&BLACK))
+        .margin_left(left)
+        .margin_right(right)
+        .margin_top(6)
+        .margin_bottom(10)
+        .x_label_area_size(x_label_height)
+        .y_label_area_size(Y_LABEL_WIDTH);
+    builder
+}
+
+/// The latency axis both panels share: logarithmic, with the chosen ticks.
+fn latency_axis(data: &Prepared) -> LatencyCoord {
+    (data.latency.low..data.latency.high)
+        .log_scale()
+        .with_key_points(data.latency.ticks.clone())
+}
+
+/// The latency axis as plotters' coordinate.
+type LatencyCoord = WithKeyPoints<LogCoord<f64>>;
+
+/// The grid, axis and label styles of both panels, and their latency labels.
+fn grey_mesh<'m, 'a, 'b, X, DB>(
+    mesh: &'m mut MeshStyle<'a, 'b, X, LatencyCoord, DB>,
+) -> &'m mut MeshStyle<'a, 'b, X, LatencyCoord, DB>
+where
+    X: Ranged,
+    DB: DrawingBackend,
+{
+    mesh.bold_line_style(GRID_GREY)
+        .light_line_style(TRANSPARENT)
+        .axis_style(AXIS_GREY)
+        .label_style(font(12.0).color(&TEXT_GREY))
+        .y_label_formatter(&latency_label_of)
+}
+
+fn latency_label_of(us: &f64) -> String {
+    latency_label(*us)
+}
+
 fn draw_percentile_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     data: &Prepared,
 ) -> DrawResult<DB> {
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "Latency by percentile",
-            font(15.0).style(FontStyle::Bold).color(&BLACK),
-        )
-        .margin_left(16)
-        // Room for the last tick label ("99.9999%"), which is centred on the axis' end.
-        .margin_right(32)
-        .margin_top(6)
-        .margin_bottom(10)
-        .x_label_area_size(PERCENTILE_LABEL_HEIGHT)
-        .y_label_area_size(Y_LABEL_WIDTH)
-        .build_cartesian_2d(
-            NinesAxis::new(data.nines_max),
-            (data.latency.low..data.latency.high)
-                .log_scale()
-                .with_key_points(data.latency.ticks.clone()),
-        )?;
-    chart
-        .configure_mesh()
-        .bold_line_style(GRID_GREY)
-        .light_line_style(TRANSPARENT)
-        .axis_style(AXIS_GREY)
-        .label_style(font(12.0).color(&TEXT_GREY))
+    // Room on the right for the last tick label ("99.9999%"), centred on the axis' end.
+    let mut chart = panel(
+        area,
+        "Latency by percentile",
+        (16, 32),
+        PERCENTILE_LABEL_HEIGHT,
+    )
+    .build_cartesian_2d(NinesAxis::new(data.nines_max), latency_axis(data))?;
+    grey_mesh(&mut chart.configure_mesh())
         .axis_desc_style(font(13.0).color(&BLACK))
         .x_label_formatter(&|x| percentile_label(*x))
-        .y_label_formatter(&|us| latency_label(*us))
         .x_desc("percentile")
         .y_desc("publish → receive latency")
         .draw()?;
@@ -657,33 +692,17 @@ fn draw_bar_panel<DB: DrawingBackend>(
 ) -> DrawResult<DB> {
     let groups = data.names.len().max(1);
     let names = NameLabels::new(&data.names, area.dim_in_pixel().0);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "p50 · p99 · p99.9 by transport",
-            font(15.0).style(FontStyle::Bold).color(&BLACK),
-        )
-        .margin_left(8)
-        .margin_right(28)
-        .margin_top(6)
-        .margin_bottom(10)
-        .x_label_area_size(names.height)
-        .y_label_area_size(Y_LABEL_WIDTH)
-        .build_cartesian_2d(
-            0.0..groups as f64,
-            (data.latency.low..data.latency.high)
-                .log_scale()
-                .with_key_points(data.latency.ticks.clone()),
-        )?;
-    chart
-        .configure_mesh()
+    let mut chart = panel(
+        area,
+        "p50 · p99 · p99.9 by transport",
+        (8, 28),
+        names.height,
+    )
+    .build_cartesian_2d(0.0..groups as f64, latency_axis(data))?;
+    grey_mesh(&mut chart.configure_mesh())
         .disable_x_mesh()
         // Keeps the axis line but not its tick labels, which would be group indices.
         .x_labels(0)
-        .bold_line_style(GRID_GREY)
-        .light_line_style(TRANSPARENT)
-        .axis_style(AXIS_GREY)
-        .label_style(font(12.0).color(&TEXT_GREY))
-        .y_label_formatter(&|us| latency_label(*us))
         .draw()?;
 
     if !data.has_bars() {

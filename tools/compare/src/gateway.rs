@@ -163,6 +163,38 @@ pub fn gateway_config_with_bus(
     config
 }
 
+/// Writes `config` into `dir` and starts `command` (a gateway binary, possibly wrapped) as
+/// `serve --config …`, its standard error going to `dir/gateway.log`: the child and the log.
+/// [`GatewayProcess::start`] then waits for it to listen; `bench/`'s `vs_nchan` does the same
+/// on its own thread.
+///
+/// # Errors
+/// If `dir` or its files cannot be written, or the process cannot start.
+pub fn spawn_serve(
+    mut command: Command,
+    dir: &Path,
+    config: &str,
+) -> anyhow::Result<(Child, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let config_path = dir.join("streamgate.toml");
+    std::fs::write(&config_path, config)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let log = dir.join("gateway.log");
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let child = command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .context("starting the gateway")?;
+    Ok((child, log))
+}
+
 /// One `streamgate serve` child process; killed on drop if still running.
 #[derive(Debug)]
 pub struct GatewayProcess {
@@ -183,28 +215,12 @@ impl GatewayProcess {
     /// If the process cannot start, exits, or does not listen in time; the error carries
     /// the tail of its log.
     pub async fn start(
-        mut command: Command,
+        command: Command,
         dir: &Path,
         config: &str,
         endpoints: Endpoints,
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let config_path = dir.join("streamgate.toml");
-        std::fs::write(&config_path, config)
-            .with_context(|| format!("writing {}", config_path.display()))?;
-        let log = dir.join("gateway.log");
-        let log_file =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = command
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .context("starting the gateway")?;
+        let (child, log) = spawn_serve(command, dir, config)?;
         let mut gateway = Self {
             child,
             endpoints,

@@ -31,10 +31,10 @@ use crate::args::{Bus, CompareArgs, Deployment, Envelope, Plan, Transport};
 use crate::broker::BusSettings;
 use crate::clients::{self, ClientSetup, Feed, PhaseBounds, Tally};
 use crate::gateway::{self, Endpoints, GatewayProcess, BUS_READY_TIMEOUT};
-use crate::impair::ImpairedLink;
 use crate::progress::RunProgress;
 use crate::publisher::{PublishOrder, PublishReport, Publisher, PublisherSetup};
 use crate::stats::{latency_histogram, merge, quantile, LatencySummary};
+use streamgate_impair::ImpairedLink;
 
 /// The topic every run publishes to and subscribes to.
 pub const TOPIC: &str = "compare";

@@ -1,5 +1,9 @@
 //! # `streamgate compare`: every transport on the same events, side by side
 //!
+//! A tool (`tools/compare`), not part of what ships: the gateway binary links it for its
+//! `streamgate compare` subcommand (feature `compare`), and `bench/` for `fanout` and
+//! `cross_node`.
+//!
 //! One command measures what each transport costs on the same stream: connection setup
 //! time, publish → receive latency percentiles, delivered events per second at saturation,
 //! bytes on the wire per event (both directions, framing and headers included, counted at
@@ -32,7 +36,8 @@
 //! - [`wire`]: byte counting at the socket, reading events back;
 //! - [`wsdeflate`]: the WebSocket client that speaks permessage-deflate;
 //! - [`run`]: one run's phases; [`report`]: rows, table, JSON; [`chart`]: the SVG/PNG;
-//! - [`impair`]: `--netem`, an impaired link to a network namespace.
+//! - `--netem` puts the gateway behind the impaired link of the crate `streamgate-impair`
+//!   (`tools/impair`).
 //!
 //! `docs/COMPARISON.md` shows a full run and explains the differences in protocol terms;
 //! `bench/README.md` says what every figure means.
@@ -42,7 +47,6 @@ pub mod broker;
 pub mod chart;
 pub mod clients;
 pub mod gateway;
-pub mod impair;
 pub mod progress;
 pub mod publisher;
 pub mod report;
@@ -62,10 +66,10 @@ use anyhow::Context as _;
 pub use args::{Bus, CompareArgs, Deployment, Transport};
 
 use crate::gateway::Endpoints;
-use crate::impair::{ImpairedLink, Impairment};
 use crate::progress::RunProgress;
 use crate::report::{Output, Row};
 use crate::run::{GatewaySource, RunReport, RunSpec};
+use streamgate_impair::{ImpairedLink, Impairment};
 
 /// Runs a comparison as the command line asks, printing to the terminal and writing the
 /// files asked for. `default_gateway` is the gateway binary when `--gateway` is not given.
@@ -120,13 +124,11 @@ impl Comparison {
 /// Bad options, a gateway that cannot start or whose bus does not become available.
 pub fn compare(args: &CompareArgs, default_gateway: &Path) -> anyhow::Result<Comparison> {
     let plan = args.plan()?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = args.workers.unwrap_or(cores);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
+    let WorkerRuntime {
+        runtime,
+        cores,
+        workers,
+    } = WorkerRuntime::new(args.workers)?;
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
     // With JSON on standard output, everything for people goes to standard error.
     let mut out: Box<dyn std::io::Write> = if json_to_stdout {
@@ -401,6 +403,38 @@ pub fn compare(args: &CompareArgs, default_gateway: &Path) -> anyhow::Result<Com
         let _ = writeln!(out, "wrote {}", path.display());
     }
     Ok(Comparison { rows })
+}
+
+/// The clients' multi-threaded tokio runtime, and the figures a report's header gives of it.
+#[derive(Debug)]
+pub struct WorkerRuntime {
+    /// The runtime.
+    pub runtime: tokio::runtime::Runtime,
+    /// Cores this process may use.
+    pub cores: usize,
+    /// Its worker threads.
+    pub workers: usize,
+}
+
+impl WorkerRuntime {
+    /// A runtime of `workers` worker threads, one per core when `None`.
+    ///
+    /// # Errors
+    /// When the runtime cannot be built (threads cannot be spawned).
+    pub fn new(workers: Option<usize>) -> anyhow::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = workers.unwrap_or(cores);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .context("building the tokio runtime")?;
+        Ok(Self {
+            runtime,
+            cores,
+            workers,
+        })
+    }
 }
 
 /// Cores, client workers and kernel, for the report's header.
