@@ -124,6 +124,46 @@ export function assertIncreasingIds(events, what) {
   }
 }
 
+/// Page-side WebSocket witnesses, for tests that compare what a transport delivered with what a
+/// WebSocket open all along got: `await page.evaluate(installWitnesses)` defines
+/// `window.witnesses` in the page, with `open(name, topics)` (resolves once the socket is open),
+/// `all[name]` (its live record: `events`, `other` messages, `subscribed`, `closed`),
+/// `snapshot(name)` (a copy to return from the page) and `close(name)`.
+export function installWitnesses() {
+  window.witnesses = {
+    all: {},
+    open(name, topics) {
+      const w = { events: [], other: [], subscribed: null, closed: null };
+      const ws = new WebSocket('ws://' + location.host + '/ws?topics=' + topics);
+      w.ws = ws;
+      ws.onmessage = (m) => {
+        let msg;
+        try {
+          msg = JSON.parse(m.data);
+        } catch {
+          return w.other.push({ type: '(not JSON)' });
+        }
+        if (msg.type === 'event') w.events.push(msg);
+        else if (msg.type === 'subscribed') w.subscribed = msg;
+        else w.other.push(msg);
+      };
+      ws.onclose = (e) => { w.closed = { code: e.code, reason: e.reason }; };
+      witnesses.all[name] = w;
+      return new Promise((resolve, reject) => {
+        ws.onopen = () => resolve();
+        ws.onerror = () => reject(new Error(`witness ${topics}: WebSocket error before open`));
+      });
+    },
+    snapshot(name) {
+      const w = witnesses.all[name];
+      return { events: w.events, other: w.other, subscribed: w.subscribed, closed: w.closed };
+    },
+    close(name) {
+      witnesses.all[name].ws.close(1000, 'test done');
+    },
+  };
+}
+
 /// Short JSON for failure messages.
 export function brief(value, max = 300) {
   const s = JSON.stringify(value) ?? String(value); // undefined (and functions) stringify to undefined

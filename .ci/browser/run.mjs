@@ -1,19 +1,25 @@
-// Runs one browser test module against a running gateway, in a fresh Chromium:
-//   node run.mjs tests/websocket.mjs http://127.0.0.1:PORT [USER_DATA_DIR]
-// Prints `ok: NAME (… ms)` or `FAIL: NAME: reason` (plus the page's console), exits 0 or 1.
-// .ci/peers/chromium.sh also bounds the whole process with `timeout`.
+// Runs one browser test module in a fresh Chromium, against a gateway of its own:
+//   STREAMGATE_BIN=target/release/streamgate node run.mjs tests/websocket.mjs [USER_DATA_DIR]
+// Prints `ok: NAME (… ms)` or `FAIL: NAME: reason` (plus the page's console and the gateway's
+// last lines), exits 0 or 1. .ci/peers/chromium.sh also bounds the whole process with `timeout`.
 //
-// A test module that exports `stack` (stack.mjs) gets its own gateway, fault proxy or Redis,
-// started here from $STREAMGATE_BIN before the page opens and stopped after; the page then
-// opens on that stack (through the proxy when there is one) and BASE_URL is not used.
+// The gateway (and fault proxy, and Redis) is started here through stack.mjs before the page
+// opens, and stopped after: what the test's `stack` export asks for, or DEFAULT_STACK for a test
+// without one. The page opens on that stack (through the proxy when there is one).
+import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { resolve } from 'node:path';
 import { launch, openPage, withTimeout, DEFAULT_TIMEOUT_MS } from './lib.mjs';
 import { startStack } from './stack.mjs';
 
-const [file, sharedBase, userDataDir] = process.argv.slice(2);
-if (!file || !sharedBase) {
-  console.error('usage: node run.mjs TEST.mjs BASE_URL [USER_DATA_DIR]');
+/** gateway.toml's settings (short SSE streams, fast reconnects) and 50 demo events a second. */
+const DEFAULT_STACK = {
+  gateway: { config: readFileSync(new URL('./gateway.toml', import.meta.url), 'utf8'), args: ['--demo-rate', '50'] },
+};
+
+const [file, userDataDir] = process.argv.slice(2);
+if (!file) {
+  console.error('usage: STREAMGATE_BIN=path/to/streamgate node run.mjs TEST.mjs [USER_DATA_DIR]');
   process.exit(2);
 }
 
@@ -29,7 +35,7 @@ let ok = false;
 let reason = '';
 let opened;
 let stack;
-let base = sharedBase;
+let base;
 
 // `timeout` (in chromium.sh) or Ctrl-C: report, close Chromium (bounded), exit non-zero.
 for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
@@ -43,10 +49,8 @@ for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
   });
 }
 try {
-  if (test.stack) {
-    stack = await withTimeout(startStack(test.stack, { log }), 30000, 'starting the stack');
-    base = stack.base;
-  }
+  stack = await withTimeout(startStack(test.stack ?? DEFAULT_STACK, { log }), 30000, 'starting the stack');
+  base = stack.base;
   browser = await withTimeout(launch({ userDataDir }), 30000, 'launching chromium');
   opened = await withTimeout(openPage(browser.context, base), 15000, `opening ${base}`);
   await withTimeout(

@@ -1,6 +1,6 @@
-// A test's own gateway (and fault proxy, and Redis), for the browser client's Chromium tests:
-// a test module that exports `stack` gets one, started by run.mjs before Chromium opens the page
-// and stopped after, instead of the gateway .ci/peers/chromium.sh shares between the other tests.
+// A test's own gateway (and fault proxy, and Redis), for the Chromium tests: run.mjs starts one
+// for every test before Chromium opens the page and stops it after, as the test's `stack` export
+// asks (the browser client's fallback tests), or its DEFAULT_STACK for a test without one.
 //
 //   export const stack = {
 //     gateway: { config: 'toml text', args: ['--demo-rate', '50'],   // all optional

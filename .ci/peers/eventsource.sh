@@ -11,17 +11,9 @@ bin=$(realpath "${1:?usage: eventsource.sh path/to/streamgate}")
 browser_dir=$(cd "$(dirname "$0")/../browser" && pwd)
 limit=${EVENTSOURCE_TIMEOUT:-120} # seconds for all the checks
 
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if ((node_major < 20)); then
-  echo "eventsource: node >= 20 is needed (found: $(node --version 2>&1 || echo none))"
-  echo "eventsource: 0 passed, 1 failed"
-  exit 1
-fi
-if ! (cd "$browser_dir" && node -e 'require("eventsource")' 2>/dev/null) ||
-  [[ $browser_dir/package-lock.json -nt $browser_dir/node_modules/.package-lock.json ]]; then
-  echo "npm ci in .ci/browser"
-  (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+source "$(dirname "$0")/node.sh"
+need_node eventsource
+browser_packages eventsource
 
 work=$(mktemp -d /tmp/streamgate-eventsource.XXXXXX)
 pids=()

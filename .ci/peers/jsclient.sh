@@ -5,17 +5,12 @@
 # Last line: `jsclient: N passed, M failed`; exits non-zero on any failure.
 #   bash .ci/peers/jsclient.sh [target/release/streamgate]
 set -uo pipefail
+source "$(dirname "$0")/node.sh"
+need_node jsclient
 dir=$(cd "$(dirname "$0")/../../clients/js" && pwd)
 bin=${1:-}
 [[ -n $bin ]] && bin=$(realpath "$bin")
 cd "$dir" || exit 1
-
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if ((node_major < 20)); then
-  echo "jsclient: node >= 20 is needed (found: $(node --version 2>&1 || echo none))"
-  echo "jsclient: 0 passed, 1 failed"
-  exit 1
-fi
 
 passed=0
 failed=0

@@ -24,6 +24,8 @@
 //!   topic names and ids checked before anything is sent.
 //! - [`run`]: one subscription limited to the binary's transport, printed one line per event
 //!   on stdout, `<id> <topic> <data>`, and notices and connection news on stderr.
+//! - [`main`]: the whole `main` of a client with no options of its own (`ws_client`,
+//!   `sse_client`).
 //!
 //! # What every client does
 //!
@@ -42,7 +44,34 @@ pub mod cli;
 use std::io::Write;
 use std::process::ExitCode;
 
+use clap::{CommandFactory, FromArgMatches};
 use streamgate_client::{Item, Notice, Outcome, Subscription, SubscriptionBuilder, Transport};
+
+/// The command line of a client with no options of its own.
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+struct CommonOnly {
+    #[command(flatten)]
+    common: cli::Common,
+}
+
+/// The `main` of a client with no options of its own: the common command line, with `about`
+/// as its help text, then [`run`] on a single-threaded runtime.
+pub fn main(client: &'static str, transport: Transport, about: &'static str) -> ExitCode {
+    let matches = CommonOnly::command().about(about).get_matches();
+    let args = CommonOnly::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{client}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(client, transport, &args.common, |b| b))
+}
 
 /// Runs one subscription over `transport` until `--count` events were printed, stdout closed,
 /// or the gateway refused it. `configure` adds the transport's own options to the builder.

@@ -12,7 +12,7 @@
 //     while catching up, each resumed from the last cursor) delivers every published id once, in
 //     order, and exactly the witness's events of those topics over the whole range (more than
 //     1000 consecutive ids), with no notice.
-import { assert, assertIncreasingIds, brief, parseId } from '../lib.mjs';
+import { assert, assertIncreasingIds, brief, installWitnesses, parseId } from '../lib.mjs';
 
 export const name = 'longpoll: cursor loop, hold, POST /poll publish, 1100-event burst';
 export const timeoutMs = 75000;
@@ -20,39 +20,9 @@ export const timeoutMs = 75000;
 const BURST = 1100;
 
 export async function run({ page, log }) {
+  await page.evaluate(installWitnesses);
   await page.evaluate(() => {
     window.sg = {
-      witnesses: {},
-      // A WebSocket witness on `topics`, recording every event and any other message.
-      openWitness(name, topics) {
-        const w = { events: [], other: [], subscribed: null, closed: null };
-        const ws = new WebSocket('ws://' + location.host + '/ws?topics=' + topics);
-        w.ws = ws;
-        ws.onmessage = (m) => {
-          let msg;
-          try {
-            msg = JSON.parse(m.data);
-          } catch {
-            return w.other.push({ type: '(not JSON)' });
-          }
-          if (msg.type === 'event') w.events.push(msg);
-          else if (msg.type === 'subscribed') w.subscribed = msg;
-          else w.other.push(msg);
-        };
-        ws.onclose = (e) => { w.closed = { code: e.code, reason: e.reason }; };
-        sg.witnesses[name] = w;
-        return new Promise((resolve, reject) => {
-          ws.onopen = () => resolve();
-          ws.onerror = () => reject(new Error(`witness ${topics}: WebSocket error before open`));
-        });
-      },
-      witness(name) {
-        const w = sg.witnesses[name];
-        return { events: w.events, other: w.other, subscribed: w.subscribed, closed: w.closed };
-      },
-      closeWitness(name) {
-        sg.witnesses[name].ws.close(1000, 'test done');
-      },
       // One GET /poll; returns status, headers that matter, parsed body and how long it took.
       async poll(query) {
         const t0 = performance.now();
@@ -100,11 +70,11 @@ export async function run({ page, log }) {
     sg.burst.readCount = 0;
   });
 
-  const witness = (n) => page.evaluate((n) => sg.witness(n), n);
+  const witness = (n) => page.evaluate((n) => witnesses.snapshot(n), n);
   const waitWitness = async (n, seq) => {
     try {
       await page.waitForFunction(
-        ([n, seq]) => sg.witnesses[n].events.some((e) => BigInt(e.id.split(':')[1]) >= BigInt(seq)),
+        ([n, seq]) => witnesses.all[n].events.some((e) => BigInt(e.id.split(':')[1]) >= BigInt(seq)),
         [n, String(seq)],
         { timeout: 10000 },
       );
@@ -118,8 +88,8 @@ export async function run({ page, log }) {
     return w;
   };
   const openWitness = async (n, topics) => {
-    await page.evaluate(([n, topics]) => sg.openWitness(n, topics), [n, topics]);
-    await page.waitForFunction((n) => sg.witnesses[n].subscribed || sg.witnesses[n].events.length, n, { timeout: 10000 });
+    await page.evaluate(([n, topics]) => witnesses.open(n, topics), [n, topics]);
+    await page.waitForFunction((n) => witnesses.all[n].subscribed || witnesses.all[n].events.length, n, { timeout: 10000 });
   };
   const checkAnswer = (r, what) => {
     assert(r.status === 200, `${what}: HTTP ${r.status}: ${r.text ?? brief(r.body)}`);
@@ -321,5 +291,5 @@ export async function run({ page, log }) {
       `(${burstGot.length} lpburst, largest batch ${maxBatch}) over seq ${b0 + 1n}…${lastSeq} (${span} ids): ` +
       `identical to the witness (${compared} events), every published id once`,
   );
-  await page.evaluate(() => { sg.closeWitness('W'); sg.closeWitness('W2'); });
+  await page.evaluate(() => { witnesses.close('W'); witnesses.close('W2'); });
 }

@@ -9,38 +9,16 @@
 //     those a witness WebSocket (/ws?topics=demo, open all along) got: none lost, none repeated,
 //     no @gap / @reset / @lagged notice;
 //  3. `?since=X` on a new EventSource starts right after X (the witness's next event).
-import { assert, assertIncreasingIds, brief, parseId } from '../lib.mjs';
+import { assert, assertIncreasingIds, brief, installWitnesses, parseId } from '../lib.mjs';
 
 export const name = 'sse: EventSource live, server-ended streams resumed with Last-Event-ID, since';
 export const timeoutMs = 45000;
 
 export async function run({ page, log }) {
+  await page.evaluate(installWitnesses);
   await page.evaluate(() => {
     const now = () => performance.now();
     window.sg = {
-      // Witness: a WebSocket on the same topic, recording every event.
-      witness: { events: [], other: [], subscribed: null, closed: null },
-      openWitness(path) {
-        const w = sg.witness;
-        const ws = new WebSocket('ws://' + location.host + path);
-        w.ws = ws;
-        ws.onmessage = (m) => {
-          let msg;
-          try {
-            msg = JSON.parse(m.data);
-          } catch {
-            return w.other.push({ type: '(not JSON)' });
-          }
-          if (msg.type === 'event') w.events.push(msg);
-          else if (msg.type === 'subscribed') w.subscribed = msg;
-          else w.other.push(msg);
-        };
-        ws.onclose = (e) => { w.closed = { code: e.code, reason: e.reason }; };
-        return new Promise((resolve, reject) => {
-          ws.onopen = () => resolve();
-          ws.onerror = () => reject(new Error(`witness ${path}: WebSocket error before open`));
-        });
-      },
       // EventSources by name; each records its demo events (with the connection they came on),
       // opens, errors (with readyState at that moment) and anything else it was sent.
       sources: {},
@@ -82,10 +60,7 @@ export async function run({ page, log }) {
   });
 
   const snapshot = (n) => page.evaluate((n) => sg.snapshot(n), n);
-  const witness = () =>
-    page.evaluate(() => ({
-      events: sg.witness.events, other: sg.witness.other, subscribed: sg.witness.subscribed, closed: sg.witness.closed,
-    }));
+  const witness = () => page.evaluate(() => witnesses.snapshot('W'));
   const waitFor = async (fn, arg, ms, what, dump) => {
     try {
       await page.waitForFunction(fn, arg, { timeout: ms });
@@ -135,8 +110,8 @@ export async function run({ page, log }) {
   };
 
   // The witness first, subscribed before any EventSource, so it sees every event they see.
-  await page.evaluate(() => sg.openWitness('/ws?topics=demo'));
-  await waitFor(() => sg.witness.subscribed || sg.witness.events.length > 0, null, 10000, 'witness subscribed', witness);
+  await page.evaluate(() => witnesses.open('W', 'demo'));
+  await waitFor(() => witnesses.all.W.subscribed || witnesses.all.W.events.length > 0, null, 10000, 'witness subscribed', witness);
   const w0 = await witness();
   const epoch = w0.subscribed?.epoch;
 
@@ -166,7 +141,7 @@ export async function run({ page, log }) {
   const a = await page.evaluate(() => sg.stopSource('A'));
   const last = a.events.at(-1).env.id;
   await waitFor(
-    (lastSeq) => sg.witness.events.some((e) => BigInt(e.id.split(':')[1]) >= BigInt(lastSeq)),
+    (lastSeq) => witnesses.all.W.events.some((e) => BigInt(e.id.split(':')[1]) >= BigInt(lastSeq)),
     String(parseId(last).seq),
     10000,
     `witness reaching ${last}`,
@@ -220,7 +195,7 @@ export async function run({ page, log }) {
   checkEnvelopes(b.events, 'since');
   const bLast = b.events.at(-1).env.id;
   await waitFor(
-    (lastSeq) => sg.witness.events.some((e) => BigInt(e.id.split(':')[1]) >= BigInt(lastSeq)),
+    (lastSeq) => witnesses.all.W.events.some((e) => BigInt(e.id.split(':')[1]) >= BigInt(lastSeq)),
     String(parseId(bLast).seq),
     10000,
     `witness reaching ${bLast}`,
@@ -229,5 +204,5 @@ export async function run({ page, log }) {
   w = await witness();
   matchWitness(b.events.map((e) => e.env), w.events, since, `?since=${since}`);
   log(`since ${since}: ${b.events.length} events ${b.events[0].env.id} … ${bLast}, the witness's next ones`);
-  await page.evaluate(() => sg.witness.ws.close(1000, 'test done'));
+  await page.evaluate(() => witnesses.close('W'));
 }

@@ -44,20 +44,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use streamgate_client::Transport;
-use streamgate_examples::cli::Common;
 
-/// Subscribe to streamgate topics over WebSocket and print each event as `<id> <topic> <data>`.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    common: Common,
+fn main() -> ExitCode {
+    streamgate_examples::main("ws_client", Transport::WebSocket, ABOUT)
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    let args = Args::parse();
-    streamgate_examples::run("ws_client", Transport::WebSocket, &args.common, |b| b).await
-}
+/// What `--help` says first.
+const ABOUT: &str =
+    "Subscribe to streamgate topics over WebSocket and print each event as `<id> <topic> <data>`.";

@@ -19,11 +19,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{parse, read_until_closed, within, Response, Sse, TestClient, TestGateway};
+use common::{parse, publish_json, raw_exchange, within, Response, Sse, TestClient, TestGateway};
 use futures_util::StreamExt;
 use streamgate::config::GatewayConfig;
 use streamgate_compare::clients::{cert_hash, connect_wt, wt_endpoint, FrameReader};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -109,17 +108,7 @@ fn assert_full(response: &Response, open: usize) {
 /// A plain `GET /sse` on a raw socket over the cap: the whole answer, until the gateway
 /// closes, and how long that took.
 async fn refused_sse(addr: SocketAddr) -> (String, Duration) {
-    let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /sse?topics=t HTTP/1.1\r\nhost: test\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_until_closed(&mut stream).await;
-    (
-        String::from_utf8_lossy(&answer).into_owned(),
-        started.elapsed(),
-    )
+    raw_exchange(addr, "GET /sse?topics=t HTTP/1.1\r\nhost: test\r\n\r\n").await
 }
 
 fn assert_refused_head(answer: &str) {
@@ -266,32 +255,16 @@ async fn a_full_gateway_takes_publishes_answers_health_and_refuses_quickly() {
 
     // Publishing through the public listener is refused too (no slot), through the internal
     // one it is taken and reaches every subscriber.
-    let (answer, _) = {
-        let started = Instant::now();
-        let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
-        stream
-            .write_all(b"POST /publish/t HTTP/1.1\r\nhost: test\r\ncontent-length: 2\r\n\r\n{}")
-            .await
-            .unwrap();
-        let answer = read_until_closed(&mut stream).await;
-        (
-            String::from_utf8_lossy(&answer).into_owned(),
-            started.elapsed(),
-        )
-    };
+    let (answer, _) = raw_exchange(
+        gateway.addr,
+        "POST /publish/t HTTP/1.1\r\nhost: test\r\ncontent-length: 2\r\n\r\n{}",
+    )
+    .await;
     assert_refused_head(&answer);
     let mut publisher = TestClient::connect(internal).await;
     let started = Instant::now();
-    let published = publisher
-        .request(
-            "POST",
-            "/publish/t",
-            &[("content-type", "application/json")],
-            r#"{"at":"cap"}"#,
-        )
-        .await;
+    publish_json(&mut publisher, "t", r#"{"at":"cap"}"#).await;
     let publish_took = started.elapsed();
-    assert_eq!(published.status, 200, "{}", published.text());
     for stream in &mut ws {
         ws_expect(stream, r#"{"at":"cap"}"#).await;
     }
@@ -421,14 +394,7 @@ async fn a_full_gateway_takes_publishes_answers_health_and_refuses_quickly() {
     })
     .await;
     wt.push(reopened);
-    publisher
-        .request(
-            "POST",
-            "/publish/t",
-            &[("content-type", "application/json")],
-            r#"{"at":"freed"}"#,
-        )
-        .await;
+    publish_json(&mut publisher, "t", r#"{"at":"freed"}"#).await;
     for stream in &mut ws {
         ws_expect(stream, r#"{"at":"freed"}"#).await;
     }

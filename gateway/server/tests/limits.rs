@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{scrape, send, tls_connect, within, Sse, TestClient, TestGateway};
+use common::{publish_json, scrape, send, tls_connect, within, Sse, TestClient, TestGateway};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -232,15 +232,7 @@ async fn a_websocket_publish_flood_is_closed_with_1008_and_subscribers_lose_noth
     const LEGIT: usize = 50;
     let mut publisher = TestClient::connect(gateway.addr).await;
     for i in 0..LEGIT {
-        let response = publisher
-            .request(
-                "POST",
-                "/publish/news",
-                &[("content-type", "application/json")],
-                format!(r#"{{"n":{i}}}"#),
-            )
-            .await;
-        assert_eq!(response.status, 200);
+        publish_json(&mut publisher, "news", format!(r#"{{"n":{i}}}"#)).await;
     }
     for i in 0..LEGIT {
         let message = within("a news event", subscriber.next())
@@ -286,15 +278,44 @@ async fn an_http_publish_flood_does_not_stop_other_clients() {
     gateway.shutdown().await;
 }
 
+/// A gateway whose per-IP publish rate allows a burst of `burst` and then one publish per
+/// 100 s (nothing refills while a test runs), and an SSE subscriber of `news` on it.
+async fn publish_rate_gateway(burst: usize) -> (TestGateway, Sse) {
+    let mut config = TestGateway::quiet_config();
+    config.server.publish_rate = 0.01;
+    config.server.publish_burst = burst as u32;
+    let gateway = TestGateway::start(config).await;
+    let subscriber = Sse::open(gateway.addr, "news").await;
+    (gateway, subscriber)
+}
+
+/// `count` publishes on one keep-alive connection, `POST path` with `body(i)`: the first `burst`
+/// are taken (200), every later one refused (429), which `check_refusal` looks at. Returns the
+/// statuses.
+async fn publish_past_the_burst(
+    client: &mut TestClient,
+    (count, burst): (usize, usize),
+    path: &str,
+    body: impl Fn(usize) -> String,
+    check_refusal: impl Fn(&common::Response),
+) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for i in 0..count {
+        let response = client.request("POST", path, &[], body(i)).await;
+        if response.status == 429 {
+            check_refusal(&response);
+        }
+        statuses.push(response.status);
+    }
+    assert_eq!(statuses[..burst], vec![200; burst], "{statuses:?}");
+    assert!(statuses[burst..].iter().all(|s| *s == 429), "{statuses:?}");
+    statuses
+}
+
 #[tokio::test]
 async fn http_publishes_over_the_per_ip_rate_get_429_and_other_addresses_are_served() {
     const BURST: usize = 5;
-    let mut config = TestGateway::quiet_config();
-    // One token per 100 s: nothing refills while the test runs.
-    config.server.publish_rate = 0.01;
-    config.server.publish_burst = BURST as u32;
-    let gateway = TestGateway::start(config).await;
-    let mut subscriber = Sse::open(gateway.addr, "news").await;
+    let (gateway, mut subscriber) = publish_rate_gateway(BURST).await;
     let rejections = |scrape: &common::Scrape| {
         scrape.get("streamgate_rejections_total", &[("reason", "rate_limited")])
     };
@@ -302,20 +323,18 @@ async fn http_publishes_over_the_per_ip_rate_get_429_and_other_addresses_are_ser
 
     // One client publishes past its burst, on one keep-alive connection.
     let mut flooder = TestClient::connect(gateway.addr).await;
-    let mut statuses = Vec::new();
-    for i in 0..20 {
-        let response = flooder
-            .request("POST", "/publish/spam", &[], format!("{i}"))
-            .await;
-        if response.status == 429 {
+    let statuses = publish_past_the_burst(
+        &mut flooder,
+        (20, BURST),
+        "/publish/spam",
+        |i| format!("{i}"),
+        |response| {
             assert_eq!(response.json()["error"]["code"], "rate_limited");
             assert_eq!(response.header("retry-after"), Some("100"));
             assert_eq!(response.header("content-type"), Some("application/json"));
-        }
-        statuses.push(response.status);
-    }
-    assert_eq!(statuses[..BURST], [200; BURST], "{statuses:?}");
-    assert!(statuses[BURST..].iter().all(|s| *s == 429), "{statuses:?}");
+        },
+    )
+    .await;
     // The limit is per IP, not per connection.
     let response = send(&gateway, "POST", "/publish/news", &[], "again").await;
     assert_eq!(response.status, 429, "{}", response.text());
@@ -349,28 +368,18 @@ async fn http_publishes_over_the_per_ip_rate_get_429_and_other_addresses_are_ser
 #[tokio::test]
 async fn long_poll_publishes_share_the_per_ip_publish_rate() {
     const BURST: usize = 3;
-    let mut config = TestGateway::quiet_config();
-    config.server.publish_rate = 0.01;
-    config.server.publish_burst = BURST as u32;
-    let gateway = TestGateway::start(config).await;
-    let mut subscriber = Sse::open(gateway.addr, "news").await;
+    let (gateway, mut subscriber) = publish_rate_gateway(BURST).await;
     let publish =
         |i: usize| format!(r#"{{"type":"publish","topic":"news","data":{{"poll":{i}}}}}"#);
 
     let mut flooder = TestClient::connect(gateway.addr).await;
-    let mut statuses = Vec::new();
-    for i in 0..10 {
-        let response = flooder.request("POST", "/poll", &[], publish(i)).await;
-        if response.status == 429 {
-            // The transport's own reply format for client messages.
-            assert_eq!(response.json()["type"], "error", "{}", response.text());
-            assert_eq!(response.json()["code"], "rate_limited");
-            assert_eq!(response.header("retry-after"), Some("100"));
-        }
-        statuses.push(response.status);
-    }
-    assert_eq!(statuses[..BURST], [200; BURST], "{statuses:?}");
-    assert!(statuses[BURST..].iter().all(|s| *s == 429), "{statuses:?}");
+    publish_past_the_burst(&mut flooder, (10, BURST), "/poll", publish, |response| {
+        // The transport's own reply format for client messages.
+        assert_eq!(response.json()["type"], "error", "{}", response.text());
+        assert_eq!(response.json()["code"], "rate_limited");
+        assert_eq!(response.header("retry-after"), Some("100"));
+    })
+    .await;
     // POST /publish from that address draws on the same bucket.
     let response = send(&gateway, "POST", "/publish/news", &[], "more").await;
     assert_eq!(response.status, 429, "{}", response.text());
@@ -601,15 +610,7 @@ async fn the_internal_listener_serves_the_operator_routes_and_no_subscriber() {
     let mut subscriber = Sse::open(gateway.addr, "t").await;
 
     let mut inside = TestClient::connect(internal).await;
-    let published = inside
-        .request(
-            "POST",
-            "/publish/t",
-            &[("content-type", "application/json")],
-            r#"{"via":"internal"}"#,
-        )
-        .await;
-    assert_eq!(published.status, 200, "{}", published.text());
+    publish_json(&mut inside, "t", r#"{"via":"internal"}"#).await;
     subscriber.expect(r#"{"via":"internal"}"#).await;
     let health = inside.get("/healthz").await;
     assert_eq!(health.status, 200);

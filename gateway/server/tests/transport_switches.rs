@@ -6,7 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{assert_refused_because, send, within, Sse, TestGateway};
+use common::{assert_refused_because, raw_exchange, send, within, Sse, TestGateway};
 use futures_util::StreamExt;
 use streamgate::config::GatewayConfig;
 
@@ -26,11 +26,43 @@ fn config(off: &[&str]) -> GatewayConfig {
     config
 }
 
+/// A 404 `transport_disabled` that names the switch: `[name] enabled = false`.
+fn assert_disabled(response: &common::Response, name: &str) {
+    let switch = format!("[{name}] enabled = false");
+    assert_refused_because(response, 404, "transport_disabled", &switch);
+}
+
 /// `/healthz`'s `transports`.
 async fn healthz_transports(gateway: &TestGateway) -> serde_json::Value {
     let response = send(gateway, "GET", "/healthz", &[], "").await;
     assert_eq!(response.status, 200);
     response.json()["transports"].clone()
+}
+
+/// `/healthz` says every transport but those in `off` is on, and each of those works; then
+/// the gateway shuts down.
+async fn the_others_work(gateway: TestGateway, off: &[&str]) {
+    let on = |name: &str| !off.contains(&name);
+    assert_eq!(
+        healthz_transports(&gateway).await,
+        serde_json::json!({
+            "ws": on("ws"), "sse": on("sse"), "longpoll": on("longpoll"),
+            "webtransport": on("webtransport"),
+        })
+    );
+    if on("ws") {
+        ws_works(&gateway, "a").await;
+    }
+    if on("sse") {
+        sse_works(&gateway, "b").await;
+    }
+    if on("longpoll") {
+        poll_works(&gateway, "c").await;
+    }
+    if on("webtransport") {
+        cert_hash_works(&gateway).await;
+    }
+    gateway.shutdown().await;
 }
 
 /// A WebSocket subscription receives an event published over HTTP.
@@ -116,15 +148,7 @@ fn upgrade_headers() -> [(&'static str, &'static str); 4] {
 #[tokio::test]
 async fn everything_is_on_by_default() {
     let gateway = TestGateway::start(config(&[])).await;
-    assert_eq!(
-        healthz_transports(&gateway).await,
-        serde_json::json!({"ws": true, "sse": true, "longpoll": true, "webtransport": true})
-    );
-    ws_works(&gateway, "a").await;
-    sse_works(&gateway, "b").await;
-    poll_works(&gateway, "c").await;
-    cert_hash_works(&gateway).await;
-    gateway.shutdown().await;
+    the_others_work(gateway, &[]).await;
 }
 
 #[tokio::test]
@@ -132,7 +156,7 @@ async fn ws_off_refuses_ws_and_echo_and_the_rest_works() {
     let gateway = TestGateway::start(config(&["ws"])).await;
     for path in ["/ws?topics=a", "/ws/echo"] {
         let response = send(&gateway, "GET", path, &upgrade_headers(), "").await;
-        assert_refused_because(&response, 404, "transport_disabled", "[ws] enabled = false");
+        assert_disabled(&response, "ws");
     }
     // A real client sees the handshake refused with that status.
     let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws?topics=a", gateway.addr))
@@ -144,50 +168,26 @@ async fn ws_off_refuses_ws_and_echo_and_the_rest_works() {
         }
         other => panic!("{other}"),
     }
-    assert_eq!(
-        healthz_transports(&gateway).await,
-        serde_json::json!({"ws": false, "sse": true, "longpoll": true, "webtransport": true})
-    );
-    sse_works(&gateway, "b").await;
-    poll_works(&gateway, "c").await;
-    cert_hash_works(&gateway).await;
-    gateway.shutdown().await;
+    the_others_work(gateway, &["ws"]).await;
 }
 
 #[tokio::test]
 async fn sse_off_refuses_sse_and_the_rest_works() {
     let gateway = TestGateway::start(config(&["sse"])).await;
     let response = send(&gateway, "GET", "/sse?topics=a", &[], "").await;
-    assert_refused_because(
-        &response,
-        404,
-        "transport_disabled",
-        "[sse] enabled = false",
-    );
+    assert_disabled(&response, "sse");
     // Also on a raw HTTP/1.1 connection, where /sse would take the lean path.
     let raw = raw_get(gateway.addr, "/sse?topics=a").await;
     assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
     assert!(raw.contains("transport_disabled"), "{raw}");
-    assert_eq!(
-        healthz_transports(&gateway).await,
-        serde_json::json!({"ws": true, "sse": false, "longpoll": true, "webtransport": true})
-    );
-    ws_works(&gateway, "a").await;
-    poll_works(&gateway, "c").await;
-    cert_hash_works(&gateway).await;
-    gateway.shutdown().await;
+    the_others_work(gateway, &["sse"]).await;
 }
 
 #[tokio::test]
 async fn longpoll_off_refuses_get_and_post_poll_and_the_rest_works() {
     let gateway = TestGateway::start(config(&["longpoll"])).await;
     let get = send(&gateway, "GET", "/poll?topics=a&timeout=0", &[], "").await;
-    assert_refused_because(
-        &get,
-        404,
-        "transport_disabled",
-        "[longpoll] enabled = false",
-    );
+    assert_disabled(&get, "longpoll");
     let post = send(
         &gateway,
         "POST",
@@ -196,20 +196,8 @@ async fn longpoll_off_refuses_get_and_post_poll_and_the_rest_works() {
         r#"{"type":"publish","topic":"a","data":1}"#,
     )
     .await;
-    assert_refused_because(
-        &post,
-        404,
-        "transport_disabled",
-        "[longpoll] enabled = false",
-    );
-    assert_eq!(
-        healthz_transports(&gateway).await,
-        serde_json::json!({"ws": true, "sse": true, "longpoll": false, "webtransport": true})
-    );
-    ws_works(&gateway, "a").await;
-    sse_works(&gateway, "b").await;
-    cert_hash_works(&gateway).await;
-    gateway.shutdown().await;
+    assert_disabled(&post, "longpoll");
+    the_others_work(gateway, &["longpoll"]).await;
 }
 
 #[tokio::test]
@@ -217,20 +205,8 @@ async fn webtransport_off_refuses_cert_hash_and_the_rest_works() {
     let gateway = TestGateway::start(config(&["webtransport"])).await;
     assert!(gateway.wt_addr.is_none(), "no UDP listener");
     let response = send(&gateway, "GET", "/wt/cert-hash", &[], "").await;
-    assert_refused_because(
-        &response,
-        404,
-        "transport_disabled",
-        "[webtransport] enabled = false",
-    );
-    assert_eq!(
-        healthz_transports(&gateway).await,
-        serde_json::json!({"ws": true, "sse": true, "longpoll": true, "webtransport": false})
-    );
-    ws_works(&gateway, "a").await;
-    sse_works(&gateway, "b").await;
-    poll_works(&gateway, "c").await;
-    gateway.shutdown().await;
+    assert_disabled(&response, "webtransport");
+    the_others_work(gateway, &["webtransport"]).await;
 }
 
 /// Only long polling left: what a client behind the most hostile proxy still gets.
@@ -244,20 +220,12 @@ async fn all_but_longpoll_off() {
     // Unknown paths are still plain not_found.
     let unknown = send(&gateway, "GET", "/nowhere", &[], "").await;
     assert_refused_because(&unknown, 404, "not_found", "/nowhere");
-    poll_works(&gateway, "c").await;
-    gateway.shutdown().await;
+    the_others_work(gateway, &["ws", "sse", "webtransport"]).await;
 }
 
 /// One GET on a fresh raw connection, read until the gateway has answered (the head and a
 /// `Content-Length` body).
 async fn raw_get(addr: SocketAddr, target: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!("GET {target} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut seen = Vec::new();
-    within("the answer", stream.read_to_end(&mut seen))
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&seen).into_owned()
+    raw_exchange(addr, &head).await.0
 }

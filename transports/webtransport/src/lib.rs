@@ -28,9 +28,16 @@
 //! bytes handed to it, each datagram, the close.
 #![warn(missing_docs)]
 
+mod cert;
+mod client_messages;
 mod config;
+mod delivery;
+mod handshake;
 mod server;
+mod session;
+mod tap;
 pub mod wire;
 
+pub use cert::{CertHashHandle, CertHashTransport, CertSource, Regenerate};
 pub use config::WtConfig;
-pub use server::{CertHashHandle, CertHashTransport, CertSource, Regenerate, WtServer};
+pub use server::WtServer;

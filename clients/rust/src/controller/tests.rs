@@ -40,10 +40,13 @@ fn setup(order: &[Transport]) -> Harness {
 }
 
 fn setup_with(order: &[Transport], timeouts: Timeouts) -> Harness {
-    let t0 = Instant::now();
-    let config = ControllerConfig::default()
+    rig(ControllerConfig::default()
         .with_order(order.iter().copied())
-        .with_timeouts(timeouts);
+        .with_timeouts(timeouts))
+}
+
+fn rig(config: ControllerConfig) -> Harness {
+    let t0 = Instant::now();
     // Random fixed at 0.5: no jitter, as FakeClock.
     Harness {
         ctrl: Controller::new(config, t0),
@@ -53,6 +56,11 @@ fn setup_with(order: &[Transport], timeouts: Timeouts) -> Harness {
         unsupported: Vec::new(),
         rec: Recorder::default(),
     }
+}
+
+/// A catch-up deadline that never comes in a test: a probe takes over only by catching up.
+fn no_catch_up_deadline() -> Timeouts {
+    Timeouts::default().with_catch_up(ms(1_000_000_000))
 }
 
 fn ms(n: u64) -> Duration {
@@ -80,6 +88,40 @@ impl Harness {
     fn start(&mut self) {
         self.ctrl.start(self.now);
         self.pump();
+    }
+
+    /// Starts, and the first transport tried opens. Returns that connection.
+    fn open_first(&mut self) -> usize {
+        self.start();
+        self.open(0)
+    }
+
+    /// The start most switch-back tests share: the first transport tried is refused at t=0, so
+    /// the controller falls back to the next one, which opens. Returns that open connection.
+    fn fall_back(&mut self) -> usize {
+        self.start();
+        self.fail(self.conns.len() - 1, "refused");
+        self.open(self.conns.len() - 1)
+    }
+
+    /// The probe of the refused better transport, started 1000 ms later (backoff(0) with no
+    /// jitter). Returns that connection.
+    fn probe(&mut self) -> usize {
+        let before = self.conns.len();
+        self.advance(1000);
+        assert_eq!(self.conns.len(), before + 1, "a probe after 1000 ms");
+        before
+    }
+
+    /// [`Self::fall_back`], then the fallback delivers `before`, the probe starts, the fallback
+    /// delivers `during`, and the probe opens (subscribed from the last id before it started).
+    /// Returns (fallback, probe).
+    fn fall_back_and_probe(&mut self, before: &[&str], during: &[&str]) -> (usize, usize) {
+        let fallback = self.fall_back();
+        self.events(fallback, before);
+        let probe = self.probe();
+        self.events(fallback, during);
+        (fallback, self.open(probe))
     }
 
     /// Carries out the controller's actions (FakeNet) and records its outputs.
@@ -238,9 +280,8 @@ fn fallback_in_the_default_order_with_a_reason_for_every_step() {
         h.conns.iter().map(|c| c.name).collect::<Vec<_>>(),
         [WebTransport, WebSocket]
     );
-    let ws = h.last(WebSocket);
     h.fail(
-        ws,
+        h.last(WebSocket),
         "closed before opening (code 1006): refused, or a proxy stripped Upgrade",
     );
     assert_eq!(h.tail().name, Sse);
@@ -252,8 +293,7 @@ fn fallback_in_the_default_order_with_a_reason_for_every_step() {
         "a silent SSE attempt is closed at its deadline"
     );
     assert_eq!(h.tail().name, Poll);
-    let poll = h.last(Poll);
-    h.open(poll);
+    h.open(h.last(Poll));
     assert_eq!(h.ctrl.transport(), Some(Poll));
     assert_eq!(h.rec.transports.len(), 1);
     let change = &h.rec.transports[0];
@@ -288,12 +328,8 @@ fn fallback_in_the_default_order_with_a_reason_for_every_step() {
 fn a_transport_that_is_unsupported_is_never_tried_again_one_that_failed_is_probed_with_backoff() {
     let mut h = setup(&Transport::DEFAULT_ORDER);
     h.unsupported.push(WebTransport);
-    h.start();
-    let ws = h.last(WebSocket);
-    h.fail(ws, "refused");
-    let sse = h.last(Sse);
-    h.open(sse);
-    // websocket failed at t=0: probed at t=1000 (backoff(0) with no jitter), never webtransport.
+    h.fall_back(); // webtransport unsupported, websocket refused, sse open
+                   // websocket failed at t=0: probed at t=1000 (backoff(0) with no jitter), never webtransport.
     h.advance(999);
     assert_eq!(h.conns.len(), 3);
     h.advance(1);
@@ -317,11 +353,7 @@ fn backoff_base_doubling_to_the_cap_with_jitter() {
 #[test]
 fn probes_of_a_better_transport_that_keeps_failing_back_off_exponentially() {
     let mut h = setup(&[WebSocket, Poll]);
-    h.start();
-    let ws = h.last(WebSocket);
-    h.fail(ws, "refused");
-    let poll = h.last(Poll);
-    h.open(poll);
+    h.fall_back();
     let mut times = Vec::new();
     for _ in 0..5 {
         let before = h.conns.len();
@@ -329,8 +361,7 @@ fn probes_of_a_better_transport_that_keeps_failing_back_off_exponentially() {
             h.advance(1);
         }
         times.push(h.clock());
-        let ws = h.last(WebSocket);
-        h.fail(ws, "refused");
+        h.fail(h.last(WebSocket), "refused");
     }
     // failed at 0 → probe at 1000; fails → +2000; → +4000; → +8000; → +16000
     assert_eq!(times, [1000, 3000, 7000, 15000, 31000]);
@@ -352,21 +383,12 @@ fn probes_of_a_better_transport_that_keeps_failing_back_off_exponentially() {
 #[test]
 fn switch_back_once_the_better_transport_caught_up_no_loss_no_repetition_the_worse_one_closed() {
     let mut h = setup(&[WebSocket, Sse, Poll]);
-    h.start();
-    let ws = h.last(WebSocket);
-    h.fail(ws, "refused");
-    let sse = h.last(Sse);
-    h.open(sse);
-    h.events(sse, &["1", "2"]);
-    h.advance(1000);
-    let ws = h.last(WebSocket);
+    let (sse, ws) = h.fall_back_and_probe(&["1", "2"], &["3"]);
     assert_eq!(
         h.at(ws).since.as_deref(),
         Some("e:2"),
         "the probe resumes from lastId"
     );
-    h.events(sse, &["3"]);
-    h.open(ws);
     assert_eq!(
         h.ctrl.transport(),
         Some(Sse),
@@ -399,16 +421,7 @@ fn switch_back_once_the_better_transport_caught_up_no_loss_no_repetition_the_wor
 #[test]
 fn overlapping_transports_every_id_once_in_order_whichever_delivers_first() {
     let mut h = setup(&[WebSocket, Poll]);
-    h.start();
-    let ws = h.last(WebSocket);
-    h.fail(ws, "refused");
-    let poll = h.last(Poll);
-    h.open(poll);
-    h.events(poll, &["1"]);
-    h.advance(1000);
-    let ws = h.last(WebSocket);
-    h.events(poll, &["2", "3"]);
-    h.open(ws);
+    let (poll, ws) = h.fall_back_and_probe(&["1"], &["2", "3"]);
     h.events(ws, &["2"]); // behind: duplicate
     h.events(poll, &["4"]);
     h.events(ws, &["3"]); // still behind
@@ -420,20 +433,8 @@ fn overlapping_transports_every_id_once_in_order_whichever_delivers_first() {
     assert_eq!(h.rec.events, ["e:1", "e:2", "e:3", "e:4", "e:5", "e:6"]);
 
     // The other way round: the probe runs ahead of the active transport.
-    let mut h = setup_with(
-        &[WebSocket, Poll],
-        Timeouts::default().with_catch_up(ms(1_000_000_000)),
-    );
-    h.start();
-    let ws = h.last(WebSocket);
-    h.fail(ws, "refused");
-    let poll = h.last(Poll);
-    h.open(poll);
-    h.events(poll, &["1", "2"]);
-    h.advance(1000);
-    let ws = h.last(WebSocket);
-    h.events(poll, &["3"]);
-    h.open(ws);
+    let mut h = setup_with(&[WebSocket, Poll], no_catch_up_deadline());
+    let (poll, ws) = h.fall_back_and_probe(&["1", "2"], &["3"]);
     h.events(poll, &["4"]);
     h.events(ws, &["2", "3", "4", "5"]); // e:5 first from the probe: delivered, and it is caught up
     h.events(poll, &["5"]);
@@ -444,16 +445,7 @@ fn overlapping_transports_every_id_once_in_order_whichever_delivers_first() {
 #[test]
 fn a_probe_that_subscribed_but_does_not_catch_up_takes_over_at_the_catch_up_deadline() {
     let mut h = setup(&[WebSocket, Poll]);
-    h.start();
-    let ws = h.last(WebSocket);
-    h.fail(ws, "refused");
-    let poll = h.last(Poll);
-    h.open(poll);
-    h.events(poll, &["1"]);
-    h.advance(1000);
-    h.events(poll, &["2"]);
-    let ws = h.last(WebSocket);
-    h.open(ws);
+    h.fall_back_and_probe(&["1"], &["2"]);
     h.advance(4999);
     assert_eq!(h.ctrl.transport(), Some(Poll));
     h.advance(1);
@@ -470,15 +462,7 @@ fn a_probe_that_subscribed_but_does_not_catch_up_takes_over_at_the_catch_up_dead
 #[test]
 fn a_probe_whose_since_is_still_last_id_takes_over_as_soon_as_it_is_subscribed_idle_stream() {
     let mut h = setup(&[WebSocket, Poll]);
-    h.start();
-    let ws = h.last(WebSocket);
-    h.fail(ws, "refused");
-    let poll = h.last(Poll);
-    h.open(poll);
-    h.events(poll, &["7"]);
-    h.advance(1000);
-    let ws = h.last(WebSocket);
-    h.open(ws);
+    h.fall_back_and_probe(&["7"], &[]);
     assert_eq!(h.ctrl.transport(), Some(WebSocket));
 }
 
@@ -486,9 +470,7 @@ fn a_probe_whose_since_is_still_last_id_takes_over_as_soon_as_it_is_subscribed_i
 fn after_a_drop_the_same_transport_reconnects_from_last_id_then_the_next_one_takes_over_from_last_id(
 ) {
     let mut h = setup(&[WebSocket, Sse, Poll]);
-    h.start();
-    let ws = h.last(WebSocket);
-    h.open(ws);
+    let ws = h.open_first();
     h.events(ws, &["1", "2", "3"]);
     h.advance(5000);
     h.fail(ws, "closed (code 1006)");
@@ -518,15 +500,12 @@ fn after_a_drop_the_same_transport_reconnects_from_last_id_then_the_next_one_tak
 #[test]
 fn a_connection_that_keeps_dropping_right_after_it_opens_is_retried_with_backoff() {
     let mut h = setup(&[WebSocket, Poll]);
-    h.start();
-    let ws = h.last(WebSocket);
-    h.open(ws);
+    let ws = h.open_first();
     h.fail(ws, "closed (code 1008: token expired)");
     assert_eq!(h.conns.len(), 1, "not at once: it dropped within `stable`");
     h.advance(1000);
     assert_eq!(h.conns.len(), 2);
-    let ws = h.last(WebSocket);
-    h.open(ws);
+    let ws = h.open(h.last(WebSocket));
     h.fail(ws, "again");
     h.advance(1999);
     assert_eq!(h.conns.len(), 2);
@@ -538,15 +517,11 @@ fn a_connection_that_keeps_dropping_right_after_it_opens_is_retried_with_backoff
 #[test]
 fn when_every_transport_fails_the_chain_starts_over_from_the_best_after_a_backoff() {
     let mut h = setup(&[WebSocket, Poll]);
-    h.start();
-    let ws = h.last(WebSocket);
-    h.open(ws);
+    let ws = h.open_first();
     h.advance(2000);
     h.fail(ws, "gateway gone");
-    let ws = h.last(WebSocket);
-    h.fail(ws, "refused");
-    let poll = h.last(Poll);
-    h.fail(poll, "fetch failed");
+    h.fail(h.last(WebSocket), "refused");
+    h.fail(h.last(Poll), "fetch failed");
     assert_eq!(
         h.rec.transports.last().unwrap(),
         &TransportChange {
@@ -559,10 +534,8 @@ fn when_every_transport_fails_the_chain_starts_over_from_the_best_after_a_backof
     h.advance(1000);
     assert_eq!(h.conns.len(), n + 1);
     assert_eq!(h.tail().name, WebSocket);
-    let ws = h.last(WebSocket);
-    h.fail(ws, "refused");
-    let poll = h.last(Poll);
-    h.fail(poll, "fetch failed");
+    h.fail(h.last(WebSocket), "refused");
+    h.fail(h.last(Poll), "fetch failed");
     h.advance(1999);
     assert_eq!(h.conns.len(), n + 2, "second round waits 2000 ms");
     h.advance(1);
@@ -572,9 +545,7 @@ fn when_every_transport_fails_the_chain_starts_over_from_the_best_after_a_backof
 #[test]
 fn an_sse_stream_silent_past_sse_idle_is_dropped_comments_keep_it_alive() {
     let mut h = setup(&[Sse, Poll]);
-    h.start();
-    let sse = h.last(Sse);
-    h.open(sse);
+    let sse = h.open_first();
     h.advance(44000);
     h.ctrl.handle_activity(h.conns[sse].id, h.now); // a heartbeat comment
     h.advance(44000);
@@ -590,20 +561,9 @@ fn an_sse_stream_silent_past_sse_idle_is_dropped_comments_keep_it_alive() {
 
 #[test]
 fn gap_reset_lagged_unavailable_available_surfaced_once_each_even_from_overlapping_transports() {
-    let mut h = setup_with(
-        &[WebSocket, Poll],
-        Timeouts::default().with_catch_up(ms(1_000_000_000)),
-    );
-    h.start();
-    let ws = h.last(WebSocket);
-    h.fail(ws, "refused");
-    let poll = h.last(Poll);
-    h.open(poll);
-    h.events(poll, &["1"]);
-    h.advance(1000);
-    h.events(poll, &["2"]); // so the probe (since e:1) is behind and both stay open
-    let ws = h.last(WebSocket);
-    h.open(ws);
+    let mut h = setup_with(&[WebSocket, Poll], no_catch_up_deadline());
+    // e:2 while the probe starts: the probe (since e:1) is behind and both stay open.
+    let (poll, ws) = h.fall_back_and_probe(&["1"], &["2"]);
     assert_eq!(h.ctrl.transport(), Some(Poll));
     h.notice(poll, notice(gap("e:2", "e:9")));
     h.notice(ws, notice(gap("e:2", "e:9")));
@@ -671,9 +631,7 @@ fn gap_reset_lagged_unavailable_available_surfaced_once_each_even_from_overlappi
 #[test]
 fn an_undecodable_event_is_surfaced_and_the_resume_point_moves_past_it() {
     let mut h = setup(&[Poll]);
-    h.start();
-    let poll = h.last(Poll);
-    h.open(poll);
+    let poll = h.open_first();
     h.events(poll, &["1"]);
     let undecodable = Undecodable {
         id: Some("e:2".parse().unwrap()),
@@ -688,9 +646,7 @@ fn an_undecodable_event_is_surfaced_and_the_resume_point_moves_past_it() {
 #[test]
 fn the_first_poll_cursor_gives_a_fresh_subscription_its_resume_point() {
     let mut h = setup(&[Poll, Sse]);
-    h.start();
-    let poll = h.last(Poll);
-    h.open(poll);
+    let poll = h.open_first();
     h.notice(poll, Incoming::Cursor("e:41".parse().unwrap()));
     assert_eq!(h.ctrl.cursor().last_id().unwrap().to_string(), "e:41");
     h.advance(5000);
@@ -703,8 +659,7 @@ fn a_refusal_every_transport_would_get_400_401_403_ends_the_subscription_with_an
     let mut h = setup(&Transport::DEFAULT_ORDER);
     h.unsupported.push(WebTransport);
     h.start();
-    let ws = h.last(WebSocket);
-    h.fail(ws, "closed before opening");
+    h.fail(h.last(WebSocket), "closed before opening");
     let sse = h.last(Sse);
     let flags = CloseFlags {
         fatal: true,
@@ -735,20 +690,15 @@ fn no_usable_transport_at_all_is_an_error_not_an_endless_loop() {
 #[test]
 fn close_stops_every_connection_and_timer() {
     let mut h = setup(&[WebSocket, Sse, Poll]);
-    h.start();
-    let ws = h.last(WebSocket);
-    h.fail(ws, "refused");
-    let sse = h.last(Sse);
-    h.open(sse);
+    let sse = h.fall_back();
     h.events(sse, &["1"]);
-    h.advance(1000); // a probe of websocket is connecting
+    let ws = h.probe(); // connecting
     assert_eq!(h.live(), 2);
     h.ctrl.close(h.now);
     h.pump();
     assert_eq!(h.live(), 0);
     assert_eq!(h.ctrl.poll_timeout(), None);
     h.events(sse, &["2"]);
-    let ws = h.last(WebSocket);
     h.open(ws);
     h.events(ws, &["3"]);
     h.advance(100_000);
@@ -781,12 +731,8 @@ fn unordered_webtransport_modes_deliver_each_id_once_in_any_order() {
     // Rust only: WebTransport's stream-per-event and datagram modes.
     let mut config = ControllerConfig::default().with_order([WebTransport]);
     config.unordered = vec![WebTransport];
-    let t0 = Instant::now();
-    let mut h = setup(&[WebTransport]);
-    h.ctrl = Controller::new(config, t0);
-    h.start();
-    let wt = h.last(WebTransport);
-    h.open(wt);
+    let mut h = rig(config);
+    let wt = h.open_first();
     h.events(wt, &["2", "1", "2", "3"]);
     assert_eq!(h.rec.events, ["e:2", "e:1", "e:3"]);
     assert_eq!(h.ctrl.cursor().last_id().unwrap().to_string(), "e:3");

@@ -26,7 +26,7 @@ use crate::controller::{Action, ConnId, Controller, ControllerConfig};
 use crate::h1::encode_query_value;
 use crate::{
     check_topic, describe_http_error, Backoff, CloseFlags, Data, EventId, Incoming, InvalidTopic,
-    LogEntry, Timeouts, Transport,
+    LogEntry, Message, Timeouts, Transport,
 };
 
 /// What a [`Subscription`] yields: events, notices, transport changes, errors, and the end of
@@ -270,6 +270,55 @@ impl Sink {
     }
     fn message(&self, incoming: Incoming) {
         let _ = self.tx.send((self.conn, Report::Incoming(incoming)));
+    }
+}
+
+/// One connection attempt as its adapter sees it: the subscription's settings, where to
+/// resume from, and where to report.
+pub(crate) struct Attempt {
+    ctx: Arc<Ctx>,
+    since: Option<EventId>,
+    sink: Sink,
+}
+
+impl Attempt {
+    /// `since=<id>` for an adapter that resumes with the query (WebSocket, WebTransport; SSE
+    /// sends `Last-Event-ID`, long polling its cursor).
+    #[cfg_attr(not(any(feature = "ws", feature = "webtransport")), allow(dead_code))]
+    fn since_param(&self) -> Option<(&'static str, String)> {
+        let since = self.since.as_ref()?;
+        Some(("since", encode_query_value(&since.to_string())))
+    }
+
+    fn finish(&self, ended: Ended) {
+        let _ = self.sink.tx.send((self.sink.conn, Report::Closed(ended)));
+    }
+}
+
+/// The publishes an adapter with a session of its own (WebSocket, WebTransport) sends over it.
+#[cfg_attr(not(any(feature = "ws", feature = "webtransport")), allow(dead_code))]
+pub(crate) type Publishes = mpsc::UnboundedReceiver<PublishRequest>;
+
+/// The gateway's reply to a publish sent over a session (§6): `published` with the new
+/// event's id, or `error`, each with the reference the publish carried, if any. `None` for
+/// any other message.
+#[cfg_attr(not(any(feature = "ws", feature = "webtransport")), allow(dead_code))]
+fn publish_reply(message: &Message) -> Option<(Option<&str>, Result<EventId, PublishError>)> {
+    match message {
+        Message::Published { reference, id } => Some((reference.as_deref(), Ok(id.clone()))),
+        Message::Error {
+            code,
+            reason,
+            reference,
+        } => Some((
+            reference.as_deref(),
+            Err(PublishError::Refused {
+                status: None,
+                code: code.clone(),
+                reason: reason.clone(),
+            }),
+        )),
+        _ => None,
     }
 }
 
@@ -703,49 +752,37 @@ fn spawn(
     since: Option<EventId>,
     tx: mpsc::UnboundedSender<(ConnId, Report)>,
 ) -> Result<Connection, String> {
-    let sink = Sink { conn, tx };
-    let ctx = Arc::clone(ctx);
+    let attempt = Attempt {
+        ctx: Arc::clone(ctx),
+        since,
+        sink: Sink { conn, tx },
+    };
     #[allow(unused_variables)]
     let (publish, publishes) = mpsc::unbounded_channel::<PublishRequest>();
-    let finish = |sink: Sink, ended: Ended| {
-        let _ = sink.tx.send((sink.conn, Report::Closed(ended)));
-    };
     match transport {
         #[cfg(feature = "ws")]
         Transport::WebSocket => Ok(Connection {
-            task: tokio::spawn(async move {
-                let ended = ws::run(ctx, since, &sink, publishes).await;
-                finish(sink, ended);
-            }),
+            task: tokio::spawn(async move { attempt.finish(ws::run(&attempt, publishes).await) }),
             publish: Some(publish),
         }),
         #[cfg(feature = "webtransport")]
         Transport::WebTransport => Ok(Connection {
-            task: tokio::spawn(async move {
-                let ended = wt::run(ctx, since, &sink, publishes).await;
-                finish(sink, ended);
-            }),
+            task: tokio::spawn(async move { attempt.finish(wt::run(&attempt, publishes).await) }),
             publish: Some(publish),
         }),
         #[cfg(feature = "sse")]
         Transport::Sse => Ok(Connection {
-            task: tokio::spawn(async move {
-                let ended = sse::run(ctx, since, &sink).await;
-                finish(sink, ended);
-            }),
+            task: tokio::spawn(async move { attempt.finish(sse::run(&attempt).await) }),
             publish: None,
         }),
         #[cfg(feature = "poll")]
         Transport::Poll => Ok(Connection {
-            task: tokio::spawn(async move {
-                let ended = poll::run(ctx, since, &sink).await;
-                finish(sink, ended);
-            }),
+            task: tokio::spawn(async move { attempt.finish(poll::run(&attempt).await) }),
             publish: None,
         }),
         #[allow(unreachable_patterns)]
         other => {
-            let _ = (ctx, since, sink, finish, publish, publishes);
+            let _ = (attempt, publish, publishes);
             Err(format!(
                 "unsupported: built without the `{}` feature",
                 match other {

@@ -2,15 +2,14 @@
 //! The first poll asks for `timeout=0` so the gateway answers at once and the transport is
 //! confirmed without a hold. One HTTP/1.1 connection is reused while the gateway keeps it.
 
-use std::sync::Arc;
-
 use super::http::{refusal, HttpConn};
-use super::{Ctx, Ended, Sink};
+use super::{Attempt, Ended};
 use crate::h1::encode_query_value;
-use crate::{EventId, Incoming, PollAnswer};
+use crate::{Incoming, PollAnswer};
 
-pub(crate) async fn run(ctx: Arc<Ctx>, since: Option<EventId>, sink: &Sink) -> Ended {
-    let mut cursor = since;
+pub(crate) async fn run(attempt: &Attempt) -> Ended {
+    let (ctx, sink) = (&attempt.ctx, &attempt.sink);
+    let mut cursor = attempt.since.clone();
     let mut conn: Option<HttpConn> = None;
     let bearer = ctx.token().map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = bearer

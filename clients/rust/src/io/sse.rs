@@ -2,20 +2,19 @@
 //! HTTP, not through an EventSource-like layer, so the comment lines (the stream's preamble
 //! and heartbeats, the liveness signal that tells a buffering proxy apart) are seen.
 
-use std::sync::Arc;
-
 use super::http::{refusal, HttpConn};
-use super::{Ctx, Ended, Sink};
+use super::{Attempt, Ended};
 use crate::sse::{SseDecoder, SseItem};
-use crate::{EventId, Incoming, Message};
+use crate::{Incoming, Message};
 
-pub(crate) async fn run(ctx: Arc<Ctx>, since: Option<EventId>, sink: &Sink) -> Ended {
+pub(crate) async fn run(attempt: &Attempt) -> Ended {
+    let (ctx, since, sink) = (&attempt.ctx, &attempt.since, &attempt.sink);
     let mut conn = match HttpConn::open(&ctx.gateway).await {
         Ok(conn) => conn,
         Err(e) => return Ended::retry(e),
     };
     let target = ctx.target("/sse", &[]);
-    let since = since.map(|id| id.to_string());
+    let since = since.as_ref().map(|id| id.to_string());
     let token = ctx.token();
     let mut headers = vec![("accept", "text/event-stream")];
     if let Some(id) = &since {

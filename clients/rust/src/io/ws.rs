@@ -3,29 +3,19 @@
 //! HTTP status of a refused upgrade, so 400/401/403 end the subscription here.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use super::http::refusal;
-use super::{Ctx, Ended, PublishError, PublishRequest, Sink};
-use crate::h1::encode_query_value;
+use super::{publish_reply, Attempt, Ended, PublishError, Publishes};
 use crate::{publish_message, EventId, Incoming, Message};
 
-pub(crate) async fn run(
-    ctx: Arc<Ctx>,
-    since: Option<EventId>,
-    sink: &Sink,
-    mut publishes: mpsc::UnboundedReceiver<PublishRequest>,
-) -> Ended {
-    let mut params = Vec::new();
-    if let Some(since) = &since {
-        params.push(("since", encode_query_value(&since.to_string())));
-    }
+pub(crate) async fn run(attempt: &Attempt, mut publishes: Publishes) -> Ended {
+    let (ctx, sink) = (&attempt.ctx, &attempt.sink);
+    let params: Vec<_> = attempt.since_param().into_iter().collect();
     let url = format!(
         "ws://{}{}",
         ctx.gateway.authority(),
@@ -77,19 +67,22 @@ pub(crate) async fn run(
                     Some(Err(e)) => return Ended::retry(format!("closed: {e}")),
                     None => return Ended::retry("closed: the connection ended"),
                 };
-                match parsed {
-                    Ok(Message::Published { reference: Some(r), id }) if waiting.contains_key(&r) => {
-                        if let Some(reply) = waiting.remove(&r) {
-                            let _ = reply.send(Ok(id));
-                        }
+                let message = match parsed {
+                    Ok(message) => message,
+                    Err(undecodable) => {
+                        sink.message(Incoming::Undecodable(undecodable));
+                        continue;
                     }
-                    Ok(Message::Error { code, reason, reference: Some(r) }) if waiting.contains_key(&r) => {
-                        if let Some(reply) = waiting.remove(&r) {
-                            let _ = reply.send(Err(PublishError::Refused { status: None, code, reason }));
-                        }
+                };
+                // A reply to one of our publishes, by its reference; anything else is the
+                // subscription's.
+                let reply = publish_reply(&message)
+                    .and_then(|(reference, result)| Some((waiting.remove(reference?)?, result)));
+                match reply {
+                    Some((reply, result)) => {
+                        let _ = reply.send(result);
                     }
-                    Ok(message) => sink.message(Incoming::Message(message)),
-                    Err(undecodable) => sink.message(Incoming::Undecodable(undecodable)),
+                    None => sink.message(Incoming::Message(message)),
                 }
             }
             Some(request) = publishes.recv() => {

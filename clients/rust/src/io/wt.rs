@@ -3,19 +3,17 @@
 //! stream starts with `subscribed`. QUIC and HTTP/3 are wtransport's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use wtransport::error::ConnectionError;
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Endpoint, RecvStream};
 
 use super::http::{exchange, refusal};
-use super::{Ctx, Ended, Gateway, PublishError, PublishRequest, Sink, WebTransportMode};
+use super::{publish_reply, Attempt, Ended, Gateway, PublishError, Publishes, WebTransportMode};
 use crate::frame::{encode, FrameDecoder};
 use crate::h1::encode_query_value;
 use crate::{publish_message, EventId, Incoming, Message};
@@ -51,20 +49,14 @@ impl FrameReader {
     }
 }
 
-pub(crate) async fn run(
-    ctx: Arc<Ctx>,
-    since: Option<EventId>,
-    sink: &Sink,
-    mut publishes: mpsc::UnboundedReceiver<PublishRequest>,
-) -> Ended {
+pub(crate) async fn run(attempt: &Attempt, mut publishes: Publishes) -> Ended {
+    let (ctx, sink) = (&attempt.ctx, &attempt.sink);
     let (url, hash) = match cert_hash(&ctx.gateway).await {
         Ok(found) => found,
         Err(e) => return Ended::retry(format!("certificate hash unavailable: {e}")),
     };
     let mut params = vec![("mode", ctx.wt_mode.as_str().to_owned())];
-    if let Some(since) = &since {
-        params.push(("since", encode_query_value(&since.to_string())));
-    }
+    params.extend(attempt.since_param());
     if let Some(token) = ctx.token() {
         params.push(("token", encode_query_value(&token)));
     }
@@ -156,15 +148,11 @@ async fn publish(
         .map_err(|e| failed(&e))?
         .ok_or_else(|| PublishError::Failed("no reply to the publish".to_owned()))?;
     let _ = send.finish().await;
-    match Message::parse(&reply) {
-        Ok(Message::Published { id, .. }) => Ok(id),
-        Ok(Message::Error { code, reason, .. }) => Err(PublishError::Refused {
-            status: None,
-            code,
-            reason,
-        }),
-        other => Err(PublishError::Failed(format!(
-            "an unexpected reply: {other:?}"
+    let reply = Message::parse(&reply);
+    match reply.as_ref().ok().and_then(publish_reply) {
+        Some((_, result)) => result,
+        None => Err(PublishError::Failed(format!(
+            "an unexpected reply: {reply:?}"
         ))),
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -138,6 +138,32 @@ pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     })
     .await;
     seen
+}
+
+/// One raw request on a fresh connection, read until the gateway closes it: the whole answer
+/// and how long that took.
+pub async fn raw_exchange(addr: SocketAddr, request: &str) -> (String, Duration) {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// `POST /publish/{topic}` with a JSON body over `client`; the gateway must take it (200).
+pub async fn publish_json(client: &mut TestClient, topic: &str, json: impl Into<Bytes>) {
+    let response = client
+        .request(
+            "POST",
+            &format!("/publish/{topic}"),
+            &[("content-type", "application/json")],
+            json,
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text());
 }
 
 /// Seconds since the Unix epoch.
