@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use streamgate_proto::wire_notes::annotate_sse;
+use streamgate_lab::wire_notes::annotate_sse;
 use streamgate_proto::{encode_sse_block, sse_comment};
 
 /// One dispatched event: its id, its event name and its data.

@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use streamgate_proto::wire_notes::MessageInflater;
+use streamgate_lab::wire_notes::MessageInflater;
 use ws::deflate::{compress, negotiate_values, Inbound};
 
 const MAX_MESSAGE: usize = 64 * 1024;

@@ -57,6 +57,7 @@ pub mod h1;
 mod id;
 pub mod sse;
 mod transport;
+pub mod ws_frame;
 
 #[cfg(feature = "io")]
 mod io;

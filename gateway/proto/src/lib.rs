@@ -12,6 +12,8 @@
 //! to client messages ([`publish_reply`], [`error_reply`]) live here once for every
 //! transport. Refusals of client input are [`Rejection`]s, the one refusal type of
 //! `streamgate-core`.
+//!
+//! What these bytes look like to a learner (the lab's annotator) is `streamgate-lab`'s.
 #![warn(missing_docs)]
 
 mod client;
@@ -23,7 +25,6 @@ mod origin;
 mod query;
 mod rate;
 mod sse;
-pub mod wire_notes;
 
 pub use client::{ClientMessage, PublishRequest, MAX_REF_LEN};
 pub use cors::{CorsPolicy, Preflight, ALLOWED_HEADERS, ALLOWED_METHODS, EXPOSED_HEADERS};

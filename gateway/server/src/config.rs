@@ -879,6 +879,12 @@ impl GatewayConfig {
                 ));
             }
         }
+        if cfg!(not(feature = "upstream")) && !self.sources.is_empty() {
+            return fail(
+                "sources (upstream ingest) need a gateway built with the `upstream` feature"
+                    .to_owned(),
+            );
+        }
         Ok(())
     }
 }
@@ -905,6 +911,13 @@ mod tests {
     }
 
     use super::*;
+
+    #[cfg(not(feature = "upstream"))]
+    #[test]
+    fn sources_need_the_upstream_feature() {
+        let error = parse("[[sources]]\nurl = \"ws://127.0.0.1:9000/feed\"\n").unwrap_err();
+        assert!(error.contains("`upstream` feature"), "{error}");
+    }
 
     fn parse(text: &str) -> Result<GatewayConfig, String> {
         GatewayConfig::from_toml(text, Path::new("gw.toml")).map_err(|e| e.to_string())

@@ -8,14 +8,13 @@
 //! poll keeps its connection busy; a connection whose count stays 0 for the idle timeout is
 //! idle.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt as _;
 use streamgate_core::BoxError;
 use tokio::time::Instant;
 
@@ -79,9 +78,14 @@ impl Activity {
 }
 
 impl Busy {
-    /// The response body, holding this request in progress until the body is over.
-    pub(crate) fn hold(self, body: Body) -> HeldBody {
-        HeldBody { body, _busy: self }
+    /// The response body, holding this request in progress until the body is over (dropped
+    /// by hyper, at its end or when the connection goes).
+    pub(crate) fn hold(self, body: Body) -> impl HttpBody<Data = Bytes, Error = BoxError> {
+        // Owned by the closure, so by the body: dropped with it. (`inspect_frame` keeps the
+        // body's size hint, so a sized response keeps its content-length.)
+        body.inspect_frame(move |_| {
+            let _held = &self;
+        })
     }
 }
 
@@ -92,33 +96,6 @@ impl Drop for Busy {
         let now = u64::try_from(activity.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         activity.quiet_since.store(now, Ordering::Release);
         activity.busy.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A response body that keeps its request counted in progress while hyper holds it.
-#[derive(Debug)]
-pub(crate) struct HeldBody {
-    body: Body,
-    _busy: Busy,
-}
-
-impl HttpBody for HeldBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -146,6 +123,8 @@ mod tests {
         // keeps it in progress.
         sleep(timeout / 2).await;
         let held = activity.busy().hold(streamgate_core::full_body("x"));
+        // Holding changes nothing hyper sees: a sized body keeps its content-length.
+        assert_eq!(held.size_hint().exact(), Some(1));
         sleep(timeout).await;
         assert!(!idle.is_finished(), "idle while a response is being sent");
         drop(held);

@@ -27,8 +27,9 @@ pub mod h1;
 mod http;
 mod hyper_conn;
 mod idle;
-/// `streamgate explain-frame` and `streamgate inspect`: the teaching lab on the command line.
-pub mod inspect;
+/// `streamgate explain-frame` and `streamgate inspect`: the teaching lab on the command line
+/// (from `streamgate-lab`).
+pub use streamgate_lab::inspect;
 mod lab;
 mod limits;
 mod prometheus;
@@ -37,10 +38,14 @@ mod switches;
 #[doc(hidden)]
 pub mod testkit;
 pub mod tls;
+// Without the `upstream` feature, a stand-in that ingests nothing (configuration validation
+// refuses `[[sources]]` in such a build).
+#[cfg_attr(not(feature = "upstream"), path = "upstream_off.rs")]
 mod upstream;
 
 pub use app::App;
 pub use capacity::Listener;
 pub use http::{Body, Rejection};
 pub use server::{Gateway, ShutdownOutcome};
+#[cfg(feature = "upstream")]
 pub use upstream::run as run_upstream_source;

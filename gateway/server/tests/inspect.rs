@@ -67,6 +67,30 @@ async fn publish(gateway: &TestGateway, topic: &str, json: &str) -> Arc<Event> {
         .expect("publish")
 }
 
+/// A gateway with two events published on `news`: `inspect --since <first>` shows the second.
+async fn gateway_with_two_events() -> (TestGateway, Arc<Event>, Arc<Event>) {
+    let gateway = TestGateway::start(TestGateway::quiet_config()).await;
+    let first = publish(&gateway, "news", r#"{"headline":"one"}"#).await;
+    let second = publish(&gateway, "news", r#"{"headline":"two"}"#).await;
+    (gateway, first, second)
+}
+
+/// `inspect <url> --since <since> --count 1 --duration …`, then `more`, run to its end.
+async fn inspect_one_event(url: &str, since: &str, more: &[&str]) -> Run {
+    let mut args = vec![
+        "inspect",
+        url,
+        "--since",
+        since,
+        "--count",
+        "1",
+        "--duration",
+        DURATION,
+    ];
+    args.extend_from_slice(more);
+    streamgate(&args).await
+}
+
 /// The value column of the first tree line labelled `label`: lines read
 /// `[range]  label  value`, the range column blank for computed notes.
 fn value_of<'a>(text: &'a str, label: &str) -> Option<&'a str> {
@@ -136,22 +160,10 @@ async fn explain_frame_refuses_bad_hex_and_reports_missing_bytes() {
 
 #[tokio::test]
 async fn inspect_ws_shows_the_handshake_and_each_frame() {
-    let gateway = TestGateway::start(TestGateway::quiet_config()).await;
-    let first = publish(&gateway, "news", r#"{"headline":"one"}"#).await;
-    let second = publish(&gateway, "news", r#"{"headline":"two"}"#).await;
+    let (gateway, first, second) = gateway_with_two_events().await;
     let url = format!("ws://{}/ws?topics=news", gateway.addr);
     let since = first.id.to_string();
-    let run = streamgate(&[
-        "inspect",
-        &url,
-        "--since",
-        &since,
-        "--count",
-        "1",
-        "--duration",
-        DURATION,
-    ])
-    .await;
+    let run = inspect_one_event(&url, &since, &[]).await;
     assert_eq!(run.code, Some(0), "{}", run.context());
     let out = &run.stdout;
 
@@ -255,19 +267,7 @@ async fn inspect_ws_with_deflate_shows_compressed_frames_inflated() {
     let second = publish(&gateway, "news", &format!(r#"{{"body":"{body}"}}"#)).await;
     let url = format!("ws://{}/ws?topics=news", gateway.addr);
     let since = first.id.to_string();
-    let run = streamgate(&[
-        "inspect",
-        &url,
-        "--since",
-        &since,
-        "--count",
-        "1",
-        "--deflate",
-        "--duration",
-        DURATION,
-        "--brief",
-    ])
-    .await;
+    let run = inspect_one_event(&url, &since, &["--deflate", "--brief"]).await;
     assert_eq!(run.code, Some(0), "{}", run.context());
     let out = &run.stdout;
     assert!(
@@ -283,22 +283,10 @@ async fn inspect_ws_with_deflate_shows_compressed_frames_inflated() {
 
 #[tokio::test]
 async fn inspect_sse_shows_chunks_and_explains_the_id_line() {
-    let gateway = TestGateway::start(TestGateway::quiet_config()).await;
-    let first = publish(&gateway, "news", r#"{"headline":"one"}"#).await;
-    let second = publish(&gateway, "news", r#"{"headline":"two"}"#).await;
+    let (gateway, first, second) = gateway_with_two_events().await;
     let url = format!("http://{}/sse?topics=news", gateway.addr);
     let since = first.id.to_string();
-    let run = streamgate(&[
-        "inspect",
-        &url,
-        "--since",
-        &since,
-        "--count",
-        "1",
-        "--duration",
-        DURATION,
-    ])
-    .await;
+    let run = inspect_one_event(&url, &since, &[]).await;
     assert_eq!(run.code, Some(0), "{}", run.context());
     let out = &run.stdout;
     // Resuming is a Last-Event-ID header, as an EventSource sends it.
@@ -331,9 +319,7 @@ async fn inspect_sse_shows_chunks_and_explains_the_id_line() {
 
 #[tokio::test]
 async fn inspect_poll_shows_two_cycles_and_the_held_request() {
-    let gateway = TestGateway::start(TestGateway::quiet_config()).await;
-    let first = publish(&gateway, "news", r#"{"headline":"one"}"#).await;
-    let second = publish(&gateway, "news", r#"{"headline":"two"}"#).await;
+    let (gateway, first, second) = gateway_with_two_events().await;
     let url = format!("http://{}/poll?topics=news", gateway.addr);
     let since = first.id.to_string();
     let mut child = Command::new(STREAMGATE)
@@ -425,28 +411,14 @@ async fn inspect_poll_shows_two_cycles_and_the_held_request() {
     gateway.shutdown().await;
 }
 
+#[cfg(feature = "webtransport")]
 #[tokio::test]
 async fn inspect_wt_shows_the_session_streams_and_envelopes() {
-    let gateway = TestGateway::start(TestGateway::quiet_config()).await;
+    let (gateway, first, second) = gateway_with_two_events().await;
     assert!(gateway.wt_addr.is_some(), "WebTransport is on by default");
-    let first = publish(&gateway, "news", r#"{"headline":"one"}"#).await;
-    let second = publish(&gateway, "news", r#"{"headline":"two"}"#).await;
     let http = gateway.addr.to_string();
     let since = first.id.to_string();
-    let run = streamgate(&[
-        "inspect",
-        "wt?topics=news",
-        "--http",
-        &http,
-        "--since",
-        &since,
-        "--count",
-        "1",
-        "--duration",
-        DURATION,
-        "--brief",
-    ])
-    .await;
+    let run = inspect_one_event("wt?topics=news", &since, &["--http", &http, "--brief"]).await;
     assert_eq!(run.code, Some(0), "{}", run.context());
     let out = &run.stdout;
     assert!(out.contains("GET /wt/cert-hash HTTP/1.1"), "{out}");

@@ -1,4 +1,5 @@
 //! Upstream ingest against a local WebSocket feed: subscribe message, republish, reconnect.
+#![cfg(feature = "upstream")]
 
 use std::sync::Arc;
 use std::time::Duration;

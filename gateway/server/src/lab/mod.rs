@@ -15,12 +15,15 @@
 //!    records nothing (the connection is served, untapped); an id issued to another client
 //!    is refused (`403`, WebTransport `4403`).
 //! 2. Whoever holds the bytes records them, once, with no parsing: the gateway the response
-//!    head and each chunk of a streaming body ([`capture`]), the WebSocket transport the bytes
-//!    of the upgraded socket, the WebTransport transport its session events, stream writes
-//!    and datagrams.
-//! 3. Records go to a bounded ring per tap ([`ring`]).
+//!    head and each chunk of a streaming body (`streamgate_lab::capture`), the WebSocket
+//!    transport the bytes of the upgraded socket, the WebTransport transport its session
+//!    events, stream writes and datagrams.
+//! 3. Records go to a bounded ring per tap (`streamgate_lab::taps`).
 //! 4. Only when the inspector asks (`GET /lab/api/taps/{id}`) are records put back together
-//!    and annotated by `streamgate_proto::wire_notes` ([`view`]).
+//!    and annotated by `streamgate_lab::wire_notes` (`streamgate_lab::view`).
+//!
+//! This module is the gateway's side of it: the routes, which need the gateway's state; the
+//! store, the views and the annotator are the `streamgate-lab` crate's.
 //!
 //! ## Routes
 //!
@@ -38,9 +41,7 @@
 //! (`lab.enabled = false`, or `"auto"` on a non-loopback listener) none of this exists:
 //! `/lab` is a `404` and `lab=` is ignored.
 
-pub(crate) mod capture;
-mod ring;
-mod view;
+pub(crate) use streamgate_lab::capture;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -52,7 +53,8 @@ use crate::config::LabConfig;
 use crate::http::{json, Body, Rejection};
 use crate::App;
 
-use self::ring::{client_ip, Denied, IssueRefusal, Taps};
+use streamgate_lab::taps::{client_ip, Denied, IssueRefusal, TapLimits, Taps};
+use streamgate_lab::view;
 
 /// The topic the page's publish button publishes to (and every panel subscribes to, beside
 /// the demo topic): events the page itself made, so it can tell whether a resumed connection
@@ -66,16 +68,22 @@ const LAB_JS: &str = include_str!("../../lab/lab.js");
 /// The lab: its taps and its routes. One per gateway, when `[lab] enabled`.
 #[derive(Debug)]
 pub(crate) struct Lab {
-    config: LabConfig,
+    limits: TapLimits,
     taps: Taps,
 }
 
 impl Lab {
     /// A lab with no taps yet.
     pub(crate) fn new(config: LabConfig) -> Self {
+        let limits = TapLimits {
+            max_connections: config.max_connections,
+            taps_per_client: config.taps_per_client,
+            records_per_connection: config.records_per_connection,
+            max_record_bytes: config.max_record_bytes,
+        };
         Self {
-            taps: Taps::new(config.clone()),
-            config,
+            taps: Taps::new(limits),
+            limits,
         }
     }
 
@@ -179,12 +187,7 @@ impl Lab {
     }
 
     fn limits(&self) -> serde_json::Value {
-        serde_json::json!({
-            "max_connections": self.config.max_connections,
-            "taps_per_client": self.config.taps_per_client,
-            "records_per_connection": self.config.records_per_connection,
-            "max_record_bytes": self.config.max_record_bytes,
-        })
+        serde_json::json!(self.limits)
     }
 
     fn page_config(&self, app: &App) -> serde_json::Value {

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::wire_notes::{annotate_http_head, Note};
 use anyhow::{bail, Context as _};
 use streamgate_client::h1::{self, BodyFraming, ChunkedDecoder, ResponseHead};
-use streamgate_proto::wire_notes::{annotate_http_head, Note};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -62,6 +62,27 @@ pub(super) async fn open_get(
             Ok(None)
         }
     }
+}
+
+/// [`open_get`] for a stream that must answer `expected`: any other status is a refusal, shown
+/// with its body, explained by `refused[0]`, and returned as the error, `refused[1]` then the
+/// status line.
+pub(super) async fn open_stream(
+    at: (&str, &str),
+    headers: &[(&str, &str)],
+    what: [&str; 3],
+    (expected, refused): (u16, [&str; 2]),
+    stop: &StopWhen,
+    printer: &mut Printer,
+) -> anyhow::Result<Option<(TcpStream, Vec<u8>, Box<Answer>)>> {
+    let Some((mut tcp, mut buf, answer)) = open_get(at, headers, what, stop, printer).await? else {
+        return Ok(None);
+    };
+    if answer.head.status != expected {
+        show_refusal(&mut tcp, &mut buf, &answer.head, refused[0], printer).await;
+        bail!("{} {}", refused[1], answer.status_line());
+    }
+    Ok(Some((tcp, buf, answer)))
 }
 
 /// Shows the body of a refusal (streamgate explains itself in a JSON body, §6).

@@ -5,20 +5,15 @@
 
 use std::time::Instant;
 
+use crate::wire_notes::annotate_poll_body;
 use anyhow::bail;
 use streamgate_client::h1::ResponseHead;
-use streamgate_proto::wire_notes::annotate_poll_body;
 use tokio::net::TcpStream;
 
 use super::http::{self, HeadRead};
-use super::{events_in, plural, InspectArgs, Printer, Side, StopWhen, Target};
+use super::{events_in, plural, Printer, Run, Side};
 
-pub(super) async fn run(
-    target: &Target,
-    args: &InspectArgs,
-    stop: &StopWhen,
-    printer: &mut Printer,
-) -> anyhow::Result<()> {
+pub(super) async fn run(Run(target, args, stop, printer): Run<'_>) -> anyhow::Result<()> {
     let mut target = target.clone();
     // The cursor is ours to carry from one poll to the next.
     let written = target.take_param("cursor");

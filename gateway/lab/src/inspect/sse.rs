@@ -2,20 +2,15 @@
 //! request, the response head, the HTTP/1.1 chunks that carry a body of unknown length, and
 //! the SSE blocks inside them.
 
+use crate::wire_notes::{annotate_chunks, annotate_sse};
 use anyhow::Context as _;
 use streamgate_client::h1::BodyFraming;
-use streamgate_proto::wire_notes::{annotate_chunks, annotate_sse};
 use tokio::io::AsyncReadExt as _;
 
 use super::http;
-use super::{InspectArgs, Printer, Side, Stop, StopWhen, Target};
+use super::{Printer, Run, Side, Stop};
 
-pub(super) async fn run(
-    target: &Target,
-    args: &InspectArgs,
-    stop: &StopWhen,
-    printer: &mut Printer,
-) -> anyhow::Result<()> {
+pub(super) async fn run(Run(target, args, stop, printer): Run<'_>) -> anyhow::Result<()> {
     // What a browser's EventSource sends, Last-Event-ID included when it resumes.
     let mut headers = vec![
         ("Accept", "text/event-stream"),
@@ -29,17 +24,17 @@ pub(super) async fn run(
         "the response head",
         "stopped before the server answered",
     ];
+    let refused = [
+        "Why the request was refused (docs/PROTOCOL.md §6).",
+        "the server answered",
+    ];
     let at = (&*target.authority(), &*target.path_and_query());
-    let Some((mut tcp, mut raw, head)) = http::open_get(at, &headers, what, stop, printer).await?
+    let Some((mut tcp, mut raw, head)) =
+        http::open_stream(at, &headers, what, (200, refused), stop, printer).await?
     else {
         return Ok(());
     };
     let chunked = head.head.framing() == BodyFraming::Chunked;
-    if head.head.status != 200 {
-        let why = "Why the request was refused (docs/PROTOCOL.md §6).";
-        http::show_refusal(&mut tcp, &mut raw, &head.head, why, printer).await;
-        anyhow::bail!("the server answered {}", head.status_line());
-    }
     if chunked {
         printer.say("the body is chunked: each piece the server writes comes as a chunk (size in hex, data, CR LF); the SSE text is inside");
     }

@@ -1,7 +1,7 @@
 //! # `streamgate explain-frame` and `streamgate inspect`: the protocols on the wire
 //!
 //! The command-line half of the teaching lab. Both print trees of
-//! [`Note`]s from [`streamgate_proto::wire_notes`]: every field of every
+//! [`Note`]s from [`crate::wire_notes`]: every field of every
 //! message, its bytes, its value and why it is there.
 //!
 //! - `explain-frame` decodes WebSocket frames typed as hex, for instance the examples of
@@ -24,8 +24,8 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::wire_notes::{annotate_ws_frames, render_text, render_text_brief, Note};
 use clap::Args;
-use streamgate_proto::wire_notes::{annotate_ws_frames, render_text, render_text_brief, Note};
 use tokio_util::sync::CancellationToken;
 
 mod http;
@@ -33,6 +33,7 @@ mod poll;
 mod sse;
 mod url;
 mod ws;
+#[cfg(feature = "webtransport")]
 mod wt;
 
 pub use url::{Target, Transport};
@@ -194,11 +195,18 @@ pub fn run(args: &InspectArgs) -> ExitCode {
     let stop = StopWhen::new(args);
     let outcome = runtime.block_on(async {
         stop.listen_for_interrupt();
+        let run = Run(&target, args, &stop, &mut printer);
         match target.transport {
-            Transport::WebSocket => ws::run(&target, args, &stop, &mut printer).await,
-            Transport::Sse => sse::run(&target, args, &stop, &mut printer).await,
-            Transport::Poll => poll::run(&target, args, &stop, &mut printer).await,
-            Transport::WebTransport => wt::run(&target, args, &stop, &mut printer).await,
+            Transport::WebSocket => ws::run(run).await,
+            Transport::Sse => sse::run(run).await,
+            Transport::Poll => poll::run(run).await,
+            #[cfg(feature = "webtransport")]
+            Transport::WebTransport => wt::run(run).await,
+            #[cfg(not(feature = "webtransport"))]
+            Transport::WebTransport => Err(anyhow::anyhow!(
+                "this streamgate was built without the `webtransport` feature: it has no \
+                 WebTransport client (rebuild with `--features webtransport`)"
+            )),
         }
     });
     printer.summary(stop.events_seen());
@@ -211,6 +219,25 @@ pub fn run(args: &InspectArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One run of `inspect`, as each transport's `run` takes it: what to connect to, how (the
+/// arguments), when to stop, and where to print.
+#[derive(Debug)]
+pub(crate) struct Run<'a>(
+    pub(crate) &'a Target,
+    pub(crate) &'a InspectArgs,
+    pub(crate) &'a StopWhen,
+    pub(crate) &'a mut Printer,
+);
+
+/// The target with `since=` when `--since` is given: how WebSocket and WebTransport resume.
+pub(crate) fn resume_target(target: &Target, args: &InspectArgs) -> Target {
+    let mut target = target.clone();
+    if let Some(since) = &args.since {
+        target.set_param("since", since);
+    }
+    target
 }
 
 /// When to stop: after `--count` events, at `--duration`, or on Ctrl-C.
@@ -426,8 +453,8 @@ fn print_out(text: &str) {
     let _ = stdout.flush();
 }
 
-pub(crate) use streamgate_proto::wire_notes::plural;
-use streamgate_proto::wire_notes::wrap;
+pub(crate) use crate::wire_notes::plural;
+use crate::wire_notes::wrap;
 
 #[cfg(test)]
 mod tests {

@@ -12,28 +12,21 @@ use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use streamgate_client::h1::ResponseHead;
-use streamgate_proto::wire_notes::{explain_accept, WsAnnotator};
+use streamgate_client::ws_frame;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::http;
-use super::{events_in, InspectArgs, Printer, Side, StopWhen, Target};
+use super::{events_in, resume_target, Printer, Run, Side};
+use crate::wire_notes::{explain_accept, WsAnnotator};
 
 /// How long the close handshake may take before we drop the connection, as a browser would.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The offer Chromium makes.
 const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
-pub(super) async fn run(
-    target: &Target,
-    args: &InspectArgs,
-    stop: &StopWhen,
-    printer: &mut Printer,
-) -> anyhow::Result<()> {
-    let mut target = target.clone();
-    if let Some(since) = &args.since {
-        target.set_param("since", since);
-    }
+pub(super) async fn run(Run(target, args, stop, printer): Run<'_>) -> anyhow::Result<()> {
+    let target = resume_target(target, args);
     // A fresh random key per handshake: the answer proves the server read this request,
     // not a cached one (RFC 6455 §4.1, §10.3).
     let key = BASE64.encode(rand::random::<[u8; 16]>());
@@ -51,17 +44,16 @@ pub(super) async fn run(
         "the handshake response head",
         "stopped before the server answered the handshake",
     ];
+    let refused = [
+        "Why the server refused the upgrade (docs/PROTOCOL.md §6).",
+        "the server refused the upgrade:",
+    ];
     let at = (&*target.authority(), &*target.path_and_query());
-    let Some((mut tcp, mut buf, response)) =
-        http::open_get(at, &headers, what, stop, printer).await?
+    let Some((tcp, mut buf, response)) =
+        http::open_stream(at, &headers, what, (101, refused), stop, printer).await?
     else {
         return Ok(());
     };
-    if response.head.status != 101 {
-        let why = "Why the server refused the upgrade (docs/PROTOCOL.md §6).";
-        http::show_refusal(&mut tcp, &mut buf, &response.head, why, printer).await;
-        bail!("the server refused the upgrade: {}", response.status_line());
-    }
     check_accept(&key, &response.head, printer)?;
     let mut inbound = inbound_annotator(&response.head, args.deflate, printer);
     let mut outbound = WsAnnotator::new();
@@ -216,43 +208,28 @@ impl Session {
 }
 
 /// A client frame: FIN set, masked with a fresh random key (RFC 6455 §5.3). Only control
-/// frames are sent, so the payload always fits the 7-bit length.
+/// frames are sent, so the payload is cut to what a control frame may carry.
 fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let payload = &payload[..payload.len().min(125)];
+    let payload = &payload[..payload.len().min(ws_frame::MAX_SHORT_LEN as usize)];
     let key: [u8; 4] = rand::random();
-    let mut frame = Vec::with_capacity(6 + payload.len());
-    frame.push(0x80 | opcode);
-    frame.push(0x80 | payload.len() as u8);
-    frame.extend_from_slice(&key);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    let mut frame = ws_frame::encode_header(true, opcode, Some(key), payload.len() as u64);
+    let payload_at = frame.len();
+    frame.extend_from_slice(payload);
+    ws_frame::apply_mask(key, &mut frame[payload_at..], 0);
     frame
 }
 
-/// The opcode and unmasked payload of a complete frame.
+/// The opcode and unmasked payload of a complete frame (the annotator has cut `raw` to one).
 fn frame_parts(raw: &[u8]) -> (u8, Vec<u8>) {
-    let (Some(&b0), Some(&b1)) = (raw.first(), raw.get(1)) else {
+    let Ok(header) = ws_frame::parse_header(raw) else {
         return (0xff, Vec::new());
     };
-    let mut at = match b1 & 0x7f {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    let key = if b1 & 0x80 != 0 {
-        let key = raw.get(at..at + 4).unwrap_or(&[0; 4]).to_vec();
-        at += 4;
-        key
-    } else {
-        vec![0; 4]
-    };
-    let payload = raw
-        .get(at..)
+    let mut payload = raw
+        .get(header.payload_offset()..)
         .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, b)| b ^ key[i % 4])
-        .collect();
-    (b0 & 0x0f, payload)
+        .to_vec();
+    header.unmask(&mut payload, 0);
+    (header.opcode, payload)
 }
 
 /// Checks the 101's accept key against the one computed from our key, and says so.
@@ -318,7 +295,7 @@ async fn wait_for_tcp_close(tcp: &mut TcpStream, printer: &mut Printer) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use streamgate_proto::wire_notes::annotate_ws_frames;
+    use crate::wire_notes::annotate_ws_frames;
 
     #[test]
     fn our_frames_are_masked_control_frames() {

@@ -12,51 +12,59 @@
 //! long it is); when the hole swallowed a header too, it resumes at the next record that
 //! starts with a plausible frame header, and says so.
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
-use serde::Serialize;
-use streamgate_core::{Direction, RecordKind};
-use streamgate_proto::wire_notes::{
+use crate::wire_notes::{
     annotate_chunks, annotate_envelope, annotate_http_head, annotate_length_prefixed,
     annotate_poll_body, annotate_sse, explain_accept, Note, WsAnnotator,
 };
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde::Serialize;
+use streamgate_client::ws_frame;
+use streamgate_core::{Direction, RecordKind};
 
-use super::ring::Record;
+use crate::taps::Record;
 
 /// One thing the inspector shows: a frame, a head, a chunk, an event.
 #[derive(Debug, Serialize)]
-pub(crate) struct Item {
+pub struct Item {
     /// Stable across requests, so a page can merge what it fetches with what it has.
-    pub(crate) key: String,
-    /// The record it starts in and the record it ends in.
-    pub(crate) seq: u64,
-    pub(crate) last_seq: u64,
-    pub(crate) conn: u64,
+    pub key: String,
+    /// The record it starts in.
+    pub seq: u64,
+    /// The record it ends in.
+    pub last_seq: u64,
+    /// The connection of its records.
+    pub conn: u64,
     /// When its first record was made, microseconds on the lab's clock.
-    pub(crate) t_us: u64,
-    pub(crate) direction: &'static str,
+    pub t_us: u64,
+    /// `in` (from the client) or `out` (to it).
+    pub direction: &'static str,
     /// `http-head`, `ws-frame`, `ws-fragment`, `sse-chunk`, `poll-body`, `wt-session`,
     /// `wt-stream`, `wt-datagram`.
-    pub(crate) kind: &'static str,
-    pub(crate) title: String,
+    pub kind: &'static str,
+    /// One line saying what it is.
+    pub title: String,
     /// How the bytes were obtained: what is exactly the wire, and what was rebuilt.
-    pub(crate) captured: &'static str,
-    /// Bytes it took on the wire, and bytes shown (fewer when the tap cut them).
-    pub(crate) size: u64,
-    pub(crate) kept: usize,
+    pub captured: &'static str,
+    /// Bytes it took on the wire.
+    pub size: u64,
+    /// Bytes shown (fewer when the tap cut them).
+    pub kept: usize,
     /// The bytes shown, base64; every note's byte range is an offset into them.
-    pub(crate) data: String,
-    pub(crate) notes: Vec<Note>,
+    pub data: String,
+    /// The annotation.
+    pub notes: Vec<Note>,
 }
 
 /// The answer to one inspector request.
 #[derive(Debug, Serialize)]
-pub(crate) struct View {
-    pub(crate) items: Vec<Item>,
+pub struct View {
+    /// What changed since `after`, in record order.
+    pub items: Vec<Item>,
     /// What to pass as `after` next time: everything up to it has been shown in full. Items
     /// that were not yet complete (a frame whose end is still on its way) come again, whole,
     /// with the same key.
-    pub(crate) next_after: u64,
+    pub next_after: u64,
 }
 
 const CAPTURED_REQUEST: &str = "Rebuilt from the request as hyper parsed it: the same request line and headers, header names in lower case; credentials (Authorization, Cookie, X-Api-Key, token= and the like, a token passed as a subprotocol) were masked before they were recorded.";
@@ -70,7 +78,7 @@ const CAPTURED_WT_EVENT: &str =
 const CAPTURED_WT_BYTES: &str = "The bytes handed to (or read from) QUIC for this stream or datagram, before QUIC framing and encryption.";
 
 /// Annotates `records` (one tap's, in seq order) and keeps the items that end after `after`.
-pub(crate) fn view(records: &[Record], after: u64) -> View {
+pub fn view(records: &[Record], after: u64) -> View {
     let mut items = Vec::new();
     let mut pending: Option<u64> = None;
     let mut streams: Vec<((u64, Direction), Vec<&Record>)> = Vec::new();
@@ -420,34 +428,23 @@ fn client_context_takeover(all: &[Record], conn: u64) -> bool {
 /// Only to skip over a frame the tap did not keep whole; what the header means is the
 /// annotator's business.
 fn frame_extent(bytes: &[u8]) -> Option<u64> {
-    let b1 = *bytes.get(1)?;
-    let (payload, mut header) = match b1 & 0x7f {
-        126 => (
-            u64::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)),
-            4,
-        ),
-        127 => (u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?), 10),
-        n => (u64::from(n), 2),
-    };
-    if b1 & 0x80 != 0 {
-        header += 4;
-    }
-    payload.checked_add(header)
+    ws_frame::parse_header(bytes)
+        .ok()
+        .map(|header| header.frame_len())
 }
 
 /// Whether `bytes` plausibly start a frame sent in `direction`: reserved bits 2 and 3 clear,
 /// a known opcode other than continuation, masked exactly when sent by the client, and a
 /// control frame whole and short. A guess, used only to resume after a hole.
 fn looks_like_frame_start(bytes: &[u8], direction: Direction) -> bool {
-    let (Some(&b0), Some(&b1)) = (bytes.first(), bytes.get(1)) else {
+    let Ok(header) = ws_frame::parse_header(bytes) else {
         return false;
     };
-    let opcode = b0 & 0x0f;
-    let masked = b1 & 0x80 != 0;
-    b0 & 0x30 == 0
-        && matches!(opcode, 0x1 | 0x2 | 0x8 | 0x9 | 0xa)
-        && masked == (direction == Direction::In)
-        && (opcode < 0x8 || (b0 & 0x80 != 0 && b1 & 0x7f <= 125))
+    !header.rsv2
+        && !header.rsv3
+        && matches!(header.opcode, 0x1 | 0x2 | 0x8 | 0x9 | 0xa)
+        && header.mask.is_some() == (direction == Direction::In)
+        && (!header.is_control() || (header.fin && header.payload_len <= ws_frame::MAX_SHORT_LEN))
 }
 
 fn ws_annotator(context_takeover: bool) -> WsAnnotator {
@@ -798,12 +795,18 @@ mod tests {
     #[test]
     fn frame_extents() {
         assert_eq!(frame_extent(&[0x81, 0x05]), Some(7));
-        assert_eq!(frame_extent(&[0x81, 0x85]), Some(11));
+        assert_eq!(frame_extent(&[0x81, 0x85, 1, 2, 3, 4]), Some(11));
+        // The masking key is part of the header: without it there is no header yet.
+        assert_eq!(frame_extent(&[0x81, 0x85]), None);
         assert_eq!(frame_extent(&[0x81, 126, 0x01, 0x00]), Some(260));
         assert_eq!(frame_extent(&[0x81, 126, 0x01]), None);
         assert_eq!(frame_extent(&[0x81]), None);
         assert!(looks_like_frame_start(&[0x81, 0x05], Direction::Out));
         assert!(!looks_like_frame_start(&[0x81, 0x85], Direction::Out));
+        assert!(looks_like_frame_start(
+            &[0x81, 0x85, 1, 2, 3, 4],
+            Direction::In
+        ));
         assert!(!looks_like_frame_start(&[0x78, 0x78], Direction::Out));
     }
 }

@@ -11,25 +11,20 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::wire_notes::{annotate_envelope, annotate_length_prefixed, Note};
 use anyhow::{bail, Context as _};
-use streamgate_proto::wire_notes::{annotate_envelope, annotate_length_prefixed, Note};
 use tokio::sync::mpsc;
 use wtransport::error::ConnectionError;
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Endpoint, RecvStream, VarInt};
 
 use super::http;
-use super::{events_in, plural, InspectArgs, Printer, Side, Stop, StopWhen, Target};
+use super::{events_in, plural, resume_target, Printer, Run, Side, Stop, StopWhen};
 
 /// Longest the QUIC and HTTP/3 handshakes may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) async fn run(
-    target: &Target,
-    args: &InspectArgs,
-    stop: &StopWhen,
-    printer: &mut Printer,
-) -> anyhow::Result<()> {
+pub(super) async fn run(Run(target, args, stop, printer): Run<'_>) -> anyhow::Result<()> {
     let http_addr = args.http.clone().unwrap_or_else(|| {
         let mut http = target.clone();
         http.port = 8080;
@@ -49,10 +44,7 @@ pub(super) async fn run(
         .and_then(|bytes| bytes.try_into().ok())
         .context("/wt/cert-hash has no 32-byte `value`")?;
 
-    let mut session_target = target.clone();
-    if let Some(since) = &args.since {
-        session_target.set_param("since", since);
-    }
+    let session_target = resume_target(target, args);
     let url = if target.explicit {
         format!(
             "https://{}{}",

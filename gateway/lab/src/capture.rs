@@ -2,16 +2,10 @@
 //! response body chunk by chunk. Transports record what only they can see (the bytes of an
 //! upgraded WebSocket, a WebTransport session); everything HTTP passes through here.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
 use http::{header, Request, Response, StatusCode, Version};
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::BodyExt;
-use streamgate_core::{mask_header_value, BoxError, Direction, RecordKind, Tap};
-
-use crate::http::Body;
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use streamgate_core::{mask_header_value, Body, Direction, RecordKind, Tap};
 
 fn version_text(version: Version) -> &'static str {
     match version {
@@ -42,7 +36,7 @@ fn push_headers(head: &mut Vec<u8>, headers: &http::HeaderMap) {
 /// become `[masked, N bytes]`, tokens passed as WebSocket subprotocols likewise, and
 /// credential query parameters (`token=`, `api_key=`, …) `[masked]`
 /// (`streamgate_core::mask_header_value`, `mask_credential_params`).
-pub(crate) fn request_head<B>(request: &Request<B>) -> Vec<u8> {
+pub fn request_head<B>(request: &Request<B>) -> Vec<u8> {
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let target = streamgate_core::mask_credential_params(target);
     let mut head = format!(
@@ -60,7 +54,7 @@ pub(crate) fn request_head<B>(request: &Request<B>) -> Vec<u8> {
 /// the gateway set, plus the framing header hyper adds from the body (`content-length` for a
 /// body of known size, `transfer-encoding: chunked` for a stream). hyper also adds `date`,
 /// left out here rather than invented.
-pub(crate) fn response_head(response: &Response<Body>, version: Version) -> Vec<u8> {
+pub fn response_head(response: &Response<Body>, version: Version) -> Vec<u8> {
     let status = response.status();
     let mut head = format!(
         "{} {} {}\r\n",
@@ -93,7 +87,7 @@ pub(crate) fn response_head(response: &Response<Body>, version: Version) -> Vec<
 
 /// Records the response head, and wraps the body of a streaming transport so that each chunk
 /// is recorded as it leaves (`sse` chunks, `longpoll` bodies).
-pub(crate) fn tapped_response(
+pub fn tapped_response(
     response: Response<Body>,
     version: Version,
     tap: Tap,
@@ -110,42 +104,15 @@ pub(crate) fn tapped_response(
         // A WebSocket's 101 has no body; its bytes are recorded by the transport itself.
         _ => return response,
     };
-    response.map(|inner| TappedBody { inner, tap, kind }.boxed())
-}
-
-/// A response body that records each data chunk it yields.
-#[derive(Debug)]
-struct TappedBody {
-    inner: Body,
-    tap: Tap,
-    kind: RecordKind,
-}
-
-impl HttpBody for TappedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
+    // `inspect_frame` keeps the body's size hint: a long-poll body keeps its content-length.
+    response.map(|body| {
+        body.inspect_frame(move |frame| {
             if let Some(data) = frame.data_ref() {
-                this.tap.record(Direction::Out, this.kind, data);
+                tap.record(Direction::Out, kind, data);
             }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+        })
+        .boxed()
+    })
 }
 
 #[cfg(test)]
@@ -175,6 +142,30 @@ mod tests {
             String::from_utf8(response_head(&response, Version::HTTP_11)).unwrap(),
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
         );
+    }
+
+    #[derive(Debug)]
+    struct Kept(std::sync::Mutex<Vec<Vec<u8>>>);
+
+    impl streamgate_core::TapSink for Kept {
+        fn record(&self, _: Direction, _: RecordKind, bytes: &[u8]) {
+            self.0.lock().unwrap().push(bytes.to_vec());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tapped_body_is_recorded_and_keeps_its_size() {
+        let sink = std::sync::Arc::new(Kept(Default::default()));
+        let tap = Tap::new(sink.clone());
+        let response = Response::new(full_body("[1,2]"));
+        let tapped = tapped_response(response, Version::HTTP_11, tap, "longpoll");
+        // The content-length the head promised is what hyper will write.
+        assert_eq!(tapped.body().size_hint().exact(), Some(5));
+        let body = tapped.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"[1,2]");
+        let records = sink.0.lock().unwrap();
+        assert!(records[0].starts_with(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n"));
+        assert_eq!(records[1], b"[1,2]");
     }
 
     #[test]

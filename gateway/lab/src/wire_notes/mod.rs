@@ -6,9 +6,8 @@
 //! turns captured bytes into that explanation, a tree of [`Note`]s, each naming a byte range
 //! of the input, what is in it, and why it is there.
 //!
-//! Like the rest of this crate it does no I/O: it is handed bytes someone else captured (a
-//! tap in the gateway, a client in the CLI, a hex string typed by a learner) and returns
-//! notes. It never panics, whatever the bytes: wire data is hostile by nature, and a
+//! It does no I/O: it is handed bytes someone else captured (a tap in the gateway, a client
+//! in the CLI, a hex string typed by a learner) and returns notes. It never panics, whatever the bytes: wire data is hostile by nature, and a
 //! teaching tool that crashes on a malformed frame would hide exactly the case worth seeing.
 //! Malformed input is explained too, as notes labelled [`VIOLATION`].
 //!
@@ -26,7 +25,7 @@
 //! [`render_text`] draws notes as an aligned tree for a terminal:
 //!
 //! ```
-//! use streamgate_proto::wire_notes::{annotate_ws_frames, render_text};
+//! use streamgate_lab::wire_notes::{annotate_ws_frames, render_text};
 //!
 //! // RFC 6455 §5.7: a single-frame masked text message, "Hello".
 //! let frames = annotate_ws_frames(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);

@@ -27,6 +27,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sha1::{Digest as _, Sha1};
 
+use streamgate_client::ws_frame::{parse_header, FrameHeader, HeaderError};
+
 use super::envelope::annotate_envelope;
 use super::inflate::MessageInflater;
 use super::{hex_bytes, hex_preview, payload_preview, plural, quoted, Note};
@@ -153,38 +155,32 @@ impl WsAnnotator {
     fn frame_note(&mut self, data: &[u8], start: usize, frame: &Layout) -> Note {
         let number = self.frames_seen;
         let b0 = data[start];
-        let payload_at = start + frame.payload_offset;
+        let payload_at = start + frame.header.payload_offset();
         let end = start + frame.total;
         let masked_payload = &data[payload_at..end];
-        let payload: Vec<u8> = match frame.mask {
-            Some(key) => masked_payload
-                .iter()
-                .enumerate()
-                .map(|(i, byte)| byte ^ key[i % 4])
-                .collect(),
-            None => masked_payload.to_vec(),
-        };
-        let control = frame.opcode >= 0x8;
-        let data_frame = matches!(frame.opcode, 0x1 | 0x2);
+        let mut payload = masked_payload.to_vec();
+        frame.header.unmask(&mut payload, 0);
+        let control = frame.header.is_control();
+        let data_frame = matches!(frame.header.opcode, 0x1 | 0x2);
 
         let first_byte = format!("{b0:08b}");
         let mut fields = vec![
             Note::new(
                 "FIN",
-                bit(frame.fin),
-                if frame.fin {
+                bit(frame.header.fin),
+                if frame.header.fin {
                     "Set: this frame ends its message (RFC 6455 §5.2); a message in one frame has FIN set on its only frame."
                 } else {
                     "Clear: more frames of this message follow, each with opcode 0 (continuation), the last with FIN set (RFC 6455 §5.4)."
                 },
             ),
             rsv1_note(frame, data_frame, control),
-            rsv_note("RSV2", b0 & 0x20 != 0),
-            rsv_note("RSV3", b0 & 0x10 != 0),
+            rsv_note("RSV2", frame.header.rsv2),
+            rsv_note("RSV3", frame.header.rsv3),
             Note::new(
                 "opcode",
-                format!("{:#x} ({})", frame.opcode, opcode_name(frame.opcode)),
-                opcode_explain(frame.opcode),
+                format!("{:#x} ({})", frame.header.opcode, opcode_name(frame.header.opcode)),
+                opcode_explain(frame.header.opcode),
             ),
         ]
         .into_iter()
@@ -209,8 +205,8 @@ impl WsAnnotator {
         fields.push(
             Note::new(
                 "MASK",
-                if frame.mask.is_some() { "1 (masked)" } else { "0 (not masked)" },
-                if frame.mask.is_some() {
+                if frame.header.mask.is_some() { "1 (masked)" } else { "0 (not masked)" },
+                if frame.header.mask.is_some() {
                     "The top bit of the second byte. Set: a 4-byte masking key follows the length and the payload is XORed with it. A client masks every frame it sends (RFC 6455 §5.3), so this frame went client → server."
                 } else {
                     "The top bit of the second byte. Clear: the payload is sent as is. A server never masks (RFC 6455 §5.1), so this frame went server → client; a server must close the connection on an unmasked frame from a client."
@@ -219,10 +215,11 @@ impl WsAnnotator {
             .at(start + 1, start + 2),
         );
         fields.push(
-            length_note(frame, &data[start..payload_at]).at(start + 1, start + frame.length_end),
+            length_note(frame, &data[start..payload_at])
+                .at(start + 1, start + frame.header.length_end()),
         );
-        if let Some(key) = frame.mask {
-            let key_at = start + frame.length_end;
+        if let (Some(key), Some(key_range)) = (frame.header.mask, frame.header.mask_range()) {
+            let key_at = start + key_range.start;
             fields.push(
                 Note::new(
                     "masking key",
@@ -252,7 +249,7 @@ impl WsAnnotator {
                 .at(payload_at, end),
             );
         } else {
-            let explain = if frame.rsv1 && data_frame {
+            let explain = if frame.header.rsv1 && data_frame {
                 "The payload as sent: DEFLATE-compressed data without its final 00 00 ff ff (RFC 7692 §7.2.1); the receiver appends those four bytes and inflates."
             } else if control {
                 "The control frame's payload, at most 125 bytes (RFC 6455 §5.5)."
@@ -264,31 +261,31 @@ impl WsAnnotator {
         }
 
         let mut notes = Vec::new();
-        if frame.opcode == 0x8 {
+        if frame.header.opcode == 0x8 {
             notes.extend(close_notes(&payload, payload_at));
         }
-        notes.extend(layout_violations(frame, start, b0));
+        notes.extend(layout_violations(frame, start));
         let (role, message_notes) = self.follow_message(frame, number, &payload, start, end);
         notes.extend(message_notes);
         fields.extend(notes);
 
-        let mut summary = vec![opcode_name(frame.opcode).to_owned()];
-        if frame.fin {
+        let mut summary = vec![opcode_name(frame.header.opcode).to_owned()];
+        if frame.header.fin {
             summary.push("FIN".to_owned());
         }
-        if frame.rsv1 {
+        if frame.header.rsv1 {
             summary.push("RSV1".to_owned());
         }
         summary.push(
-            if frame.mask.is_some() {
+            if frame.header.mask.is_some() {
                 "masked"
             } else {
                 "unmasked"
             }
             .to_owned(),
         );
-        summary.push(format!("{}-byte payload", frame.payload_len));
-        let direction = if frame.mask.is_some() {
+        summary.push(format!("{}-byte payload", frame.header.payload_len));
+        let direction = if frame.header.mask.is_some() {
             "Masked, so sent by a client."
         } else {
             "Unmasked, so sent by a server."
@@ -314,9 +311,9 @@ impl WsAnnotator {
         end: usize,
     ) -> (String, Vec<Note>) {
         let mut notes = Vec::new();
-        match frame.opcode {
+        match frame.header.opcode {
             0x8..=0xf => {
-                let role = match frame.opcode {
+                let role = match frame.header.opcode {
                     0x8 => "A close frame: the sender will send nothing more; the receiver answers with a close frame of its own, then the server closes the TCP connection (RFC 6455 §5.5.1, §7).",
                     0x9 => "A ping: the receiver must answer with a pong carrying the same payload (RFC 6455 §5.5.2); it checks that the peer is still there.",
                     0xa => "A pong: the answer to a ping, echoing its payload (RFC 6455 §5.5.3); an unsolicited pong is a one-way heartbeat.",
@@ -352,7 +349,7 @@ impl WsAnnotator {
                     }
                 }
                 let kind = opcode_name(message.opcode);
-                if !frame.fin {
+                if !frame.header.fin {
                     let role = format!(
                         "A continuation of the {kind} message begun in frame {}; FIN is clear, so more fragments follow.",
                         message.first_frame
@@ -408,10 +405,10 @@ impl WsAnnotator {
                 }
                 let kind = opcode_name(opcode);
                 let data_frame = matches!(opcode, 0x1 | 0x2);
-                if !frame.fin {
+                if !frame.header.fin {
                     self.message = Some(PartialMessage {
                         opcode,
-                        compressed: frame.rsv1,
+                        compressed: frame.header.rsv1,
                         first_frame: number,
                         frames: 1,
                         payload: Some(payload.to_vec()),
@@ -424,9 +421,9 @@ impl WsAnnotator {
                 if data_frame {
                     notes.extend(self.finish_message(
                         opcode,
-                        frame.rsv1,
+                        frame.header.rsv1,
                         payload,
-                        Some(start + frame.payload_offset),
+                        Some(start + frame.header.payload_offset()),
                     ));
                 }
                 (format!("A whole {kind} message in one frame."), notes)
@@ -492,18 +489,10 @@ impl WsAnnotator {
 }
 
 /// A frame's layout, once all of it is in the buffer.
+/// A complete frame at the start of a buffer: its header, and how many bytes it takes.
 #[derive(Debug)]
 struct Layout {
-    fin: bool,
-    rsv1: bool,
-    opcode: u8,
-    /// The 7-bit length field: 0–125, or 126/127 for the extended forms.
-    length_field: u8,
-    payload_len: u64,
-    /// Offset just after the length (where the masking key or the payload starts).
-    length_end: usize,
-    mask: Option<[u8; 4]>,
-    payload_offset: usize,
+    header: FrameHeader,
     total: usize,
 }
 
@@ -514,71 +503,50 @@ enum Located {
 
 /// Reads the header at the start of `buf` and says whether the whole frame is there.
 fn locate_frame(buf: &[u8]) -> Located {
-    let Some(&[b0, b1]) = buf.get(..2) else {
-        return Located::Incomplete(
-            "a frame header is at least 2 bytes; 1 is here, so at least 1 more byte is needed"
-                .to_owned(),
-        );
-    };
-    let masked = b1 & 0x80 != 0;
-    let length_field = b1 & 0x7f;
-    let extended = match length_field {
-        126 => 2,
-        127 => 8,
-        _ => 0,
-    };
-    let length_end = 2 + extended;
-    let payload_offset = length_end + if masked { 4 } else { 0 };
-    let describe = || {
+    let describe = |b0: u8, b1: u8| {
         format!(
             "{}{}{}",
             opcode_name(b0 & 0x0f),
             if b0 & 0x80 != 0 { ", FIN" } else { "" },
-            if masked { ", masked" } else { "" }
+            if b1 & 0x80 != 0 { ", masked" } else { "" }
         )
     };
-    if buf.len() < payload_offset {
-        let missing = payload_offset - buf.len();
-        return Located::Incomplete(format!(
-            "a {} frame whose header is {payload_offset} bytes; {} here, {} more needed",
-            describe(),
-            buf.len(),
-            plural(missing as u64, "byte")
-        ));
-    }
-    let payload_len = match extended {
-        2 => u64::from(u16::from_be_bytes([buf[2], buf[3]])),
-        8 => {
-            let mut be = [0u8; 8];
-            be.copy_from_slice(&buf[2..10]);
-            u64::from_be_bytes(be)
-        }
-        _ => u64::from(length_field),
-    };
-    let total = (payload_offset as u64).saturating_add(payload_len);
+    let header =
+        match parse_header(buf) {
+            Ok(header) => header,
+            Err(HeaderError::Truncated { have: ..2, .. }) => return Located::Incomplete(
+                "a frame header is at least 2 bytes; 1 is here, so at least 1 more byte is needed"
+                    .to_owned(),
+            ),
+            Err(HeaderError::Truncated { needed, have }) => {
+                return Located::Incomplete(format!(
+                    "a {} frame whose header is {needed} bytes; {have} here, {} more needed",
+                    describe(buf[0], buf[1]),
+                    plural((needed - have) as u64, "byte")
+                ))
+            }
+            Err(HeaderError::LengthTopBit { len }) => {
+                return Located::Incomplete(format!(
+                    "a {} frame declaring a {len}-byte payload, a 64-bit length with its top bit \
+                 set: RFC 6455 §5.2 requires that bit 0, and no frame ends, so nothing after \
+                 it can be read",
+                    describe(buf[0], buf[1]),
+                ))
+            }
+        };
+    let total = header.frame_len();
     if (buf.len() as u64) < total {
         let missing = total - buf.len() as u64;
         return Located::Incomplete(format!(
-            "a {} frame declaring a {payload_len}-byte payload ({total} bytes in all); {} here, {} more needed",
-            describe(),
+            "a {} frame declaring a {}-byte payload ({total} bytes in all); {} here, {} more needed",
+            describe(buf[0], buf[1]),
+            header.payload_len,
             buf.len(),
             plural(missing, "byte")
         ));
     }
-    let mask = masked.then(|| {
-        let mut key = [0u8; 4];
-        key.copy_from_slice(&buf[length_end..length_end + 4]);
-        key
-    });
     Located::Complete(Layout {
-        fin: b0 & 0x80 != 0,
-        rsv1: b0 & 0x40 != 0,
-        opcode: b0 & 0x0f,
-        length_field,
-        payload_len,
-        length_end,
-        mask,
-        payload_offset,
+        header,
         // `total` is at most `buf.len()`, so it fits.
         total: total as usize,
     })
@@ -630,7 +598,7 @@ fn rsv_note(label: &str, set: bool) -> Note {
 }
 
 fn rsv1_note(frame: &Layout, data_frame: bool, control: bool) -> Note {
-    let (value, explain) = match (frame.rsv1, data_frame, control) {
+    let (value, explain) = match (frame.header.rsv1, data_frame, control) {
         (true, true, _) => (
             "1 (compressed (permessage-deflate))",
             "Set on the first frame of a data message: the message is compressed with DEFLATE (RFC 7692 §6), which the handshake must have negotiated with Sec-WebSocket-Extensions: permessage-deflate.",
@@ -657,8 +625,8 @@ fn rsv1_note(frame: &Layout, data_frame: bool, control: bool) -> Note {
 
 /// The payload length field, naming which of the three encodings the frame uses.
 fn length_note(frame: &Layout, header: &[u8]) -> Note {
-    let len = frame.payload_len;
-    match frame.length_field {
+    let len = frame.header.payload_len;
+    match frame.header.length_field {
         126 => Note::new(
             "payload length",
             format!("{len} (16-bit length: 126, then {})", hex_bytes(&header[2..4])),
@@ -790,10 +758,10 @@ fn close_code(code: u16) -> (&'static str, bool) {
 }
 
 /// Rules the frame's header breaks on its own, whatever came before it.
-fn layout_violations(frame: &Layout, start: usize, b0: u8) -> Vec<Note> {
+fn layout_violations(frame: &Layout, start: usize) -> Vec<Note> {
     let mut notes = Vec::new();
-    let header = (start, start + frame.length_end);
-    if frame.rsv1 && frame.opcode >= 0x8 {
+    let header = (start, start + frame.header.length_end());
+    if frame.header.rsv1 && frame.header.opcode >= 0x8 {
         notes.push(
             Note::violation(
                 "RSV1 on a control frame",
@@ -802,7 +770,7 @@ fn layout_violations(frame: &Layout, start: usize, b0: u8) -> Vec<Note> {
             .at(start, start + 1),
         );
     }
-    if frame.rsv1 && frame.opcode == 0x0 {
+    if frame.header.rsv1 && frame.header.opcode == 0x0 {
         notes.push(
             Note::violation(
                 "RSV1 on a continuation frame",
@@ -811,8 +779,8 @@ fn layout_violations(frame: &Layout, start: usize, b0: u8) -> Vec<Note> {
             .at(start, start + 1),
         );
     }
-    for (bit, name) in [(0x20, "RSV2"), (0x10, "RSV3")] {
-        if b0 & bit != 0 {
+    for (set, name) in [(frame.header.rsv2, "RSV2"), (frame.header.rsv3, "RSV3")] {
+        if set {
             notes.push(
                 Note::violation(
                     format!("{name} set"),
@@ -822,17 +790,17 @@ fn layout_violations(frame: &Layout, start: usize, b0: u8) -> Vec<Note> {
             );
         }
     }
-    if matches!(frame.opcode, 0x3..=0x7 | 0xb..=0xf) {
+    if matches!(frame.header.opcode, 0x3..=0x7 | 0xb..=0xf) {
         notes.push(
             Note::violation(
-                format!("reserved opcode {:#x}", frame.opcode),
+                format!("reserved opcode {:#x}", frame.header.opcode),
                 "Opcodes 0x3–0x7 and 0xB–0xF are reserved (RFC 6455 §5.2): a receiver fails the connection with 1002.",
             )
             .at(start, start + 1),
         );
     }
-    if frame.opcode >= 0x8 {
-        if frame.payload_len > 125 {
+    if frame.header.opcode >= 0x8 {
+        if frame.header.payload_len > 125 {
             notes.push(
                 Note::violation(
                     "control frame longer than 125 bytes",
@@ -841,7 +809,7 @@ fn layout_violations(frame: &Layout, start: usize, b0: u8) -> Vec<Note> {
                 .at(header.0, header.1),
             );
         }
-        if !frame.fin {
+        if !frame.header.fin {
             notes.push(
                 Note::violation(
                     "fragmented control frame",
@@ -851,30 +819,16 @@ fn layout_violations(frame: &Layout, start: usize, b0: u8) -> Vec<Note> {
             );
         }
     }
-    let minimal = match frame.length_field {
-        126 => frame.payload_len >= 126,
-        127 => frame.payload_len > 0xffff,
-        _ => true,
-    };
-    if !minimal {
+    if !frame.header.is_minimal_length() {
         notes.push(
             Note::violation(
                 "non-minimal length encoding",
                 format!(
                     "A length of {} fits a shorter form; \"the minimal number of bytes MUST be used to encode the length\" (RFC 6455 §5.2).",
-                    frame.payload_len
+                    frame.header.payload_len
                 ),
             )
             .at(start + 1, header.1),
-        );
-    }
-    if frame.length_field == 127 && frame.payload_len >> 63 != 0 {
-        notes.push(
-            Note::violation(
-                "64-bit length with its top bit set",
-                "The most significant bit of a 64-bit length must be 0 (RFC 6455 §5.2).",
-            )
-            .at(start + 2, header.1),
         );
     }
     notes
@@ -1225,9 +1179,9 @@ mod tests {
         );
         let mut top_bit = vec![0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0];
         top_bit.extend_from_slice(&[0; 4]);
-        // Declares 2^63 bytes: never complete, and says how many bytes it still needs.
+        // Declares 2^63 bytes: no frame ends, and the note says why.
         let frames = annotate_ws_frames(&top_bit);
-        assert!(frames.incomplete.unwrap().contains("more needed"));
+        assert!(frames.incomplete.unwrap().contains("top bit"));
         for note in annotate_ws_frames(&[0xa1, 0x00]).frames {
             assert!(note.violations().iter().all(|v| v.label == VIOLATION));
         }

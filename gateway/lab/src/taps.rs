@@ -5,7 +5,7 @@
 //! address) and never listed. Only that client may attach a connection to it or read it, and
 //! only by naming it; an id the lab did not issue records nothing.
 //!
-//! Bounds, all from `[lab]`:
+//! Bounds, all from `[lab]` ([`TapLimits`]):
 //! - at most `taps_per_client` taps per client IP. Asking for one more reclaims that
 //!   client's least recently active tap whose connections have all ended; when every one of
 //!   them has a live connection, the request is refused (`429`);
@@ -33,69 +33,90 @@ use streamgate_core::{
     Direction, RecordKind, Tap, TapConnection, TapRefused, TapRegistry, TapSink,
 };
 
-use crate::config::LabConfig;
+/// The bounds of the store (the gateway's `[lab]` settings of the same names; see the module
+/// documentation for what each bounds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TapLimits {
+    /// Most taps issued at once, all clients together.
+    pub max_connections: usize,
+    /// Most taps issued at once to one client IP.
+    pub taps_per_client: usize,
+    /// Records kept per tap, oldest dropped first.
+    pub records_per_connection: usize,
+    /// Bytes kept of one record; the rest is cut and its full length remembered.
+    pub max_record_bytes: usize,
+}
 
 /// One recorded piece of a connection's traffic.
 #[derive(Clone, Debug)]
-pub(crate) struct Record {
+pub struct Record {
     /// Position in its tap, from 1, never reused: `?after=<seq>` pages on it.
-    pub(crate) seq: u64,
+    pub seq: u64,
     /// The connection (or WebTransport session) it came from: a tap can outlive several
     /// (a reconnecting client, successive long polls).
-    pub(crate) conn: u64,
+    pub conn: u64,
     /// Microseconds since the lab started (a monotonic clock, shared by every tap).
-    pub(crate) at_us: u64,
-    pub(crate) direction: Direction,
-    pub(crate) kind: RecordKind,
+    pub at_us: u64,
+    /// Which way the bytes went: `In` from the client, `Out` to it.
+    pub direction: Direction,
+    /// What the bytes are (an HTTP head, WebSocket bytes, an SSE chunk, …).
+    pub kind: RecordKind,
     /// How many bytes the transport handed over.
-    pub(crate) len: usize,
+    pub len: usize,
     /// The first `min(len, max_record_bytes)` of them.
-    pub(crate) bytes: Bytes,
+    pub bytes: Bytes,
 }
 
 impl Record {
     /// Whether bytes were cut off the end of this record.
-    pub(crate) fn truncated(&self) -> bool {
+    pub fn truncated(&self) -> bool {
         self.bytes.len() < self.len
     }
 }
 
 /// What a tap says about itself in `GET /lab/api/taps`.
 #[derive(Clone, Debug, serde::Serialize)]
-pub(crate) struct TapSummary {
-    pub(crate) id: String,
+pub struct TapSummary {
+    /// The tap id.
+    pub id: String,
     /// The transport of its latest connection (`ws`, `sse`, `longpoll`, `webtransport`),
     /// `null` before the first.
-    pub(crate) transport: Option<&'static str>,
+    pub transport: Option<&'static str>,
     /// The client address (IP and port) of its latest connection: always the owner's IP,
     /// shown only to the owner.
-    pub(crate) peer: Option<String>,
+    pub peer: Option<String>,
     /// When it was opened, milliseconds since the Unix epoch (for people).
-    pub(crate) opened_unix_ms: u64,
-    /// When it was opened and when it last recorded, on the records' clock.
-    pub(crate) opened_us: u64,
-    pub(crate) last_us: u64,
-    /// Connections that used it so far, and those still open.
-    pub(crate) connections: u64,
-    pub(crate) live: usize,
-    /// Records kept now, the highest seq handed out, records dropped by the ring and
-    /// records cut to `max_record_bytes`.
-    pub(crate) records: usize,
-    pub(crate) last_seq: u64,
-    pub(crate) evicted: u64,
-    pub(crate) truncated: u64,
-    /// Bytes that crossed the wire each way, counted in full even when not kept.
-    /// WebTransport session events are descriptions, not wire bytes, and are not counted.
-    pub(crate) bytes_in: u64,
-    pub(crate) bytes_out: u64,
+    pub opened_unix_ms: u64,
+    /// When it was opened, on the records' clock.
+    pub opened_us: u64,
+    /// When it last recorded, on the records' clock.
+    pub last_us: u64,
+    /// Connections that used it so far.
+    pub connections: u64,
+    /// Connections still open.
+    pub live: usize,
+    /// Records kept now.
+    pub records: usize,
+    /// The highest seq handed out.
+    pub last_seq: u64,
+    /// Records dropped by the ring.
+    pub evicted: u64,
+    /// Records cut to `max_record_bytes`.
+    pub truncated: u64,
+    /// Bytes that came from the client, counted in full even when not kept. WebTransport
+    /// session events are descriptions, not wire bytes, and are not counted (here or below).
+    pub bytes_in: u64,
+    /// Bytes that went to the client, likewise.
+    pub bytes_out: u64,
 }
 
 /// A tap's records, copied out of the ring so that annotation runs without the lock.
 #[derive(Debug)]
-pub(crate) struct TapSnapshot {
-    pub(crate) summary: TapSummary,
+pub struct TapSnapshot {
+    /// The tap, as listed.
+    pub summary: TapSummary,
     /// Pinned opening and ring together, by seq, without duplicates.
-    pub(crate) records: Vec<Record>,
+    pub records: Vec<Record>,
 }
 
 #[derive(Debug)]
@@ -118,7 +139,7 @@ struct RingState {
 
 /// The records of one tap id.
 #[derive(Debug)]
-pub(crate) struct TapRing {
+pub struct TapRing {
     id: String,
     /// The client the tap was issued to, the only one that may use it.
     owner: IpAddr,
@@ -141,7 +162,7 @@ fn micros_since(clock: Instant) -> u64 {
 }
 
 impl TapRing {
-    fn new(id: String, owner: IpAddr, config: &LabConfig, clock: Instant) -> Self {
+    fn new(id: String, owner: IpAddr, limits: &TapLimits, clock: Instant) -> Self {
         let now = micros_since(clock);
         Self {
             id,
@@ -151,8 +172,8 @@ impl TapRing {
             opened_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            records_per_connection: config.records_per_connection,
-            max_record_bytes: config.max_record_bytes,
+            records_per_connection: limits.records_per_connection,
+            max_record_bytes: limits.max_record_bytes,
             state: Mutex::new(RingState {
                 records: VecDeque::new(),
                 opening: Vec::new(),
@@ -269,8 +290,8 @@ impl TapSink for ConnectionSink {
 
 /// Every tap of one gateway. See the module documentation for its bounds.
 #[derive(Debug)]
-pub(crate) struct Taps {
-    config: LabConfig,
+pub struct Taps {
+    limits: TapLimits,
     clock: Instant,
     taps: Mutex<HashMap<String, Arc<TapRing>>>,
 }
@@ -283,22 +304,28 @@ fn live_connections(ring: &Arc<TapRing>) -> usize {
 
 /// The address a client is known by: an IPv4 client of a dual-stack listener
 /// (`::ffff:127.0.0.1`) is the same client as on an IPv4 one.
-pub(crate) fn client_ip(peer: SocketAddr) -> IpAddr {
+pub fn client_ip(peer: SocketAddr) -> IpAddr {
     peer.ip().to_canonical()
 }
 
 /// Why no tap was issued.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum IssueRefusal {
+pub enum IssueRefusal {
     /// This client holds `limit` taps, each with a live connection.
-    ClientFull { limit: usize },
+    ClientFull {
+        /// `taps_per_client`.
+        limit: usize,
+    },
     /// The lab holds `limit` taps, each with a live connection.
-    LabFull { limit: usize },
+    LabFull {
+        /// `max_connections`.
+        limit: usize,
+    },
 }
 
 /// Why a tap named by a request cannot be used by its sender.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Denied {
+pub enum Denied {
     /// No such tap: never issued, or reclaimed since.
     Unknown,
     /// The tap was issued to another client.
@@ -313,34 +340,35 @@ fn new_tap_id() -> String {
 }
 
 impl Taps {
-    pub(crate) fn new(config: LabConfig) -> Self {
+    /// A store with no taps yet, its clock starting now.
+    pub fn new(limits: TapLimits) -> Self {
         Self {
-            config,
+            limits,
             clock: Instant::now(),
             taps: Mutex::new(HashMap::new()),
         }
     }
 
     /// Microseconds since the lab started, the clock of every record.
-    pub(crate) fn now_us(&self) -> u64 {
+    pub fn now_us(&self) -> u64 {
         micros_since(self.clock)
     }
 
     /// Issues a new tap to `owner`, reclaiming an idle one when a bound is reached.
-    pub(crate) fn issue(&self, owner: IpAddr) -> Result<TapSummary, IssueRefusal> {
+    pub fn issue(&self, owner: IpAddr) -> Result<TapSummary, IssueRefusal> {
         let mut taps = lock(&self.taps);
         let held = taps.values().filter(|ring| ring.owner == owner).count();
-        if held >= self.config.taps_per_client {
+        if held >= self.limits.taps_per_client {
             let reclaimed = reclaim(&mut taps, |ring| ring.owner == owner);
             if !reclaimed {
                 return Err(IssueRefusal::ClientFull {
-                    limit: self.config.taps_per_client,
+                    limit: self.limits.taps_per_client,
                 });
             }
         }
-        if taps.len() >= self.config.max_connections && !reclaim(&mut taps, |_| true) {
+        if taps.len() >= self.limits.max_connections && !reclaim(&mut taps, |_| true) {
             return Err(IssueRefusal::LabFull {
-                limit: self.config.max_connections,
+                limit: self.limits.max_connections,
             });
         }
         let id = loop {
@@ -350,7 +378,7 @@ impl Taps {
                 break id;
             }
         };
-        let ring = Arc::new(TapRing::new(id.clone(), owner, &self.config, self.clock));
+        let ring = Arc::new(TapRing::new(id.clone(), owner, &self.limits, self.clock));
         let summary = ring.summary(0);
         taps.insert(id, ring);
         Ok(summary)
@@ -369,7 +397,7 @@ impl Taps {
     /// The summaries of those of `ids` that `caller` owns, most recently opened first, and
     /// the ids it asked for that it cannot have (unknown and foreign alike: a caller learns
     /// nothing about ids that are not its own).
-    pub(crate) fn summaries<'a>(
+    pub fn summaries<'a>(
         &self,
         ids: impl IntoIterator<Item = &'a str>,
         caller: IpAddr,
@@ -387,7 +415,7 @@ impl Taps {
     }
 
     /// One tap's records and summary, for its owner.
-    pub(crate) fn snapshot(&self, id: &str, caller: IpAddr) -> Result<TapSnapshot, Denied> {
+    pub fn snapshot(&self, id: &str, caller: IpAddr) -> Result<TapSnapshot, Denied> {
         let (live, ring) = self.owned(id, caller)?;
         Ok(TapSnapshot {
             summary: ring.summary(live),
@@ -397,7 +425,7 @@ impl Taps {
 
     /// Forgets tap `id` at its owner's request (the page going away). Connections still
     /// attached keep recording into the ring until they end; nobody can read it any more.
-    pub(crate) fn release(&self, id: &str, caller: IpAddr) -> Result<(), Denied> {
+    pub fn release(&self, id: &str, caller: IpAddr) -> Result<(), Denied> {
         self.owned(id, caller)?;
         lock(&self.taps).remove(id);
         Ok(())
@@ -456,13 +484,12 @@ impl TapRegistry for Taps {
 mod tests {
     use super::*;
 
-    fn config(taps: usize, per_client: usize, records: usize, bytes: usize) -> LabConfig {
-        LabConfig {
+    fn config(taps: usize, per_client: usize, records: usize, bytes: usize) -> TapLimits {
+        TapLimits {
             max_connections: taps,
             taps_per_client: per_client,
             records_per_connection: records,
             max_record_bytes: bytes,
-            ..LabConfig::default()
         }
     }
 
