@@ -33,7 +33,8 @@
 //! - **Wire pieces, sans-IO and byte-exact** (always built, no runtime): [`EventId`] and
 //!   topic names; the envelope decoder ([`Message`], JSON and the binary envelope of §3.3);
 //!   the [`sse`] block decoder; HTTP/1.1 response heads with byte offsets and chunked bodies
-//!   ([`h1`], through `httparse`); the WebTransport length prefix ([`frame`]).
+//!   ([`h1`], through `httparse`); the WebTransport length prefix ([`frame`]); WebSocket frame headers with the byte range of
+//!   every field ([`ws_frame`]), for tools that show every byte.
 //! - **The logic, sans-IO**: the [`Cursor`] (dedupe by id, in order, epochs, notices), the
 //!   [`Backoff`] schedule, and the [`controller`], the fallback-and-switch-back state machine
 //!   with an injected clock. Each mirrors the JavaScript client's piece of the same name and

@@ -45,5 +45,3 @@ pub use sse::{
 };
 /// The refusals of client input are [`streamgate_core::Rejection`]s, like every refusal.
 pub use streamgate_core::Rejection;
-/// The earlier name of [`Rejection`], kept while the WebTransport crate still uses it.
-pub use streamgate_core::Rejection as ProtocolError;

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
+use streamgate_client::ws_frame;
 use streamgate_lab::wire_notes::MessageInflater;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -223,41 +224,35 @@ struct FrameHead {
     end: usize,
 }
 
-/// The first frame of `buf`, if all of it is there. Server frames are never masked.
+/// The first frame of `buf`, if all of it is there. Server frames are never masked. The
+/// header is read by the client crate's byte-exact parser; what a server may not send is
+/// refused here.
 fn parse_frame(buf: &[u8]) -> anyhow::Result<Option<FrameHead>> {
-    if buf.len() < 2 {
-        return Ok(None);
-    }
-    let (first, second) = (buf[0], buf[1]);
-    if first & 0x30 != 0 {
+    let header = match ws_frame::parse_header(buf) {
+        Ok(header) => header,
+        Err(ws_frame::HeaderError::Truncated { .. }) => return Ok(None),
+        Err(e) => bail!("{e}"),
+    };
+    if header.rsv2 || header.rsv3 {
         bail!("RSV2/RSV3 set");
     }
-    if second & 0x80 != 0 {
+    if header.mask.is_some() {
         bail!("a masked frame from the server");
     }
-    let (len, header) = match second & 0x7f {
-        126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
-        127 if buf.len() >= 10 => {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&buf[2..10]);
-            let len = u64::from_be_bytes(bytes);
-            (usize::try_from(len).unwrap_or(usize::MAX), 10)
-        }
-        126 | 127 => return Ok(None),
-        len => (usize::from(len), 2),
-    };
+    let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
     if len > MAX_MESSAGE {
         bail!("frame over {MAX_MESSAGE} bytes");
     }
-    if buf.len() < header + len {
+    let payload_at = header.payload_offset();
+    if buf.len() < payload_at + len {
         return Ok(None);
     }
     Ok(Some(FrameHead {
-        fin: first & 0x80 != 0,
-        rsv1: first & 0x40 != 0,
-        opcode: first & 0x0f,
-        payload_at: header,
-        end: header + len,
+        fin: header.fin,
+        rsv1: header.rsv1,
+        opcode: header.opcode,
+        payload_at,
+        end: payload_at + len,
     }))
 }
 
