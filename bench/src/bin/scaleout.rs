@@ -155,10 +155,14 @@ struct Guarded {
 impl Guarded {
     fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> anyhow::Result<Self> {
         let log = std::fs::File::create(log)?;
-        let script = r#""$@" </dev/null >&2 & child=$!; echo "$child"; read -r _; kill -9 "$child""#;
+        let script =
+            r#""$@" </dev/null >&2 & child=$!; echo "$child"; read -r _; kill -9 "$child""#;
         let mut command = Command::new("sh");
         command.env("RUST_LOG", "warn");
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log);
         command.args(["-c", script, "sh"]).arg(program).args(args);
         let mut shell = command
             .spawn()
@@ -346,7 +350,11 @@ impl Cluster {
             let most = share(plan.subscribers, plan.nodes, node) + 512;
             std::fs::write(&config, node_config(addr, &nats_url, most))?;
             let log = dir.join(format!("node{node}.log"));
-            let args = ["serve".into(), "--config".into(), config.display().to_string()];
+            let args = [
+                "serve".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ];
             let process = Guarded::spawn(&format!("node {node}"), &gateway, &args, &log)?;
             process.wait_listening(addr, &log)?;
             // Its first request's allocations belong to the baseline, not to the subscribers.
@@ -362,7 +370,10 @@ impl Cluster {
     }
 
     fn spawn_generators(&mut self, cli: &Cli, plan: &Plan) -> anyhow::Result<()> {
-        let loadgen = cli.loadgen_bin.clone().unwrap_or_else(|| sibling("loadgen"));
+        let loadgen = cli
+            .loadgen_bin
+            .clone()
+            .unwrap_or_else(|| sibling("loadgen"));
         let kinds = &plan.transports;
         for node in 0..plan.nodes {
             let on_node = share(plan.subscribers, plan.nodes, node);
@@ -546,12 +557,7 @@ fn run_once(cli: &Cli, plan: &Plan, dir: &Path) -> anyhow::Result<RunFigures> {
     let mut publishers: Vec<Publisher> = (0..plan.topics)
         .map(|k| {
             let addr = cluster.nodes[k % plan.nodes].1;
-            Publisher::new(
-                Server::Streamgate,
-                addr,
-                &topic_name(k),
-                cli.payload_bytes,
-            )
+            Publisher::new(Server::Streamgate, addr, &topic_name(k), cli.payload_bytes)
         })
         .collect();
 
@@ -671,7 +677,9 @@ fn run_once(cli: &Cli, plan: &Plan, dir: &Path) -> anyhow::Result<RunFigures> {
             .iter()
             .zip(&summaries)
             .filter(|(g, _)| g.node == node)
-            .fold((0, 0), |(n, d), (g, s)| (n + g.connections, d + s.deliveries));
+            .fold((0, 0), |(n, d), (g, s)| {
+                (n + g.connections, d + s.deliveries)
+            });
         let cpu = cpu_after.nodes[node].saturating_sub(cpu_before.nodes[node]);
         let rss = rss_connected[node].max(rss_end[node]);
         per_node.push(NodeFigures {
@@ -822,6 +830,15 @@ fn print_run(run: &RunFigures) {
     );
 }
 
+fn warn_unacknowledged(run: &RunFigures) {
+    if run.publisher_failed > 0 {
+        println!(
+            "warning: {} publishes were not acknowledged; their events reached nobody and count as missing",
+            run.publisher_failed
+        );
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -916,6 +933,7 @@ fn run(mut cli: Cli) -> anyhow::Result<bool> {
             match run_once(&cli, &plan, &dir) {
                 Ok(figures) => {
                     print_run(&figures);
+                    warn_unacknowledged(&figures);
                     failed |= figures.received != figures.expected;
                     runs.push(figures);
                 }
