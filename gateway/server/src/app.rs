@@ -110,6 +110,7 @@ impl App {
         let connections_per_ip = PerIpLimit::new(config.server.max_connections_per_ip);
         let publish_gate = ClientLimits::new(&config.server, Arc::clone(&bus)).map(Arc::new);
         let cors = CorsPolicy::new(&config.http.cors_origins, config.http.cors_max_age);
+        #[cfg_attr(not(feature = "ws"), allow(unused_mut))]
         let mut csrf_trusted = cors.listed().to_vec();
         #[cfg(feature = "ws")]
         csrf_trusted.extend(config.ws.origins.allow.iter().cloned());
@@ -238,6 +239,7 @@ impl App {
     }
 
     /// The lab's tap registry, for a transport with its own listener (WebTransport).
+    #[cfg(feature = "webtransport")]
     pub(crate) fn tap_registry(&self) -> Option<Arc<dyn TapRegistry>> {
         // With `[auth]` on, nothing is recorded: a tap keeps message payloads, and a
         // WebSocket `auth` message or a WebTransport stream may carry a token.
@@ -745,6 +747,10 @@ fn cors_applies<B>(request: &Request<B>) -> bool {
 /// `/wt/cert-hash` is added at bind time, when its listener is).
 fn enabled_transports(config: &GatewayConfig) -> Vec<Arc<dyn HttpTransport>> {
     let _ = config;
+    #[cfg_attr(
+        not(any(feature = "ws", feature = "longpoll", feature = "sse")),
+        allow(unused_mut)
+    )]
     let mut transports: Vec<Arc<dyn HttpTransport>> = Vec::new();
     #[cfg(feature = "ws")]
     if config.ws.enabled {

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use streamgate_core::{Broker, BrokerBus, BrokerBusConfig, BrokerError, EventBus, MemoryBus};
+#[cfg(any(feature = "redis", feature = "nats"))]
+use streamgate_core::BrokerError;
+use streamgate_core::{Broker, BrokerBus, BrokerBusConfig, EventBus, MemoryBus};
 
 use crate::config::{BusBackend, BusConfig};
 

@@ -279,6 +279,10 @@ fn announce_urls(gateway: &Gateway, addr: SocketAddr) {
     };
     // Only the transports this configuration serves: a URL that answers 404
     // `transport_disabled` would be the first thing a new user tries.
+    #[cfg_attr(
+        not(any(feature = "ws", feature = "longpoll", feature = "sse")),
+        allow(unused_variables)
+    )]
     let config = &gateway.app().config;
     let mut endpoints: Vec<String> = Vec::new();
     #[cfg(feature = "ws")]

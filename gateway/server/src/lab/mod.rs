@@ -44,7 +44,6 @@
 pub(crate) use streamgate_lab::capture;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use streamgate_core::{full_body, ConnectionInfo, Tap, TapConnection, TapRefused, TapRegistry};
@@ -303,6 +302,7 @@ fn api(value: serde_json::Value) -> Response<Body> {
 }
 
 /// A shareable handle on the lab, for a transport with its own listener (WebTransport).
-pub(crate) fn registry(lab: &Arc<Lab>) -> Arc<dyn TapRegistry> {
-    Arc::clone(lab) as Arc<dyn TapRegistry>
+#[cfg(feature = "webtransport")]
+pub(crate) fn registry(lab: &std::sync::Arc<Lab>) -> std::sync::Arc<dyn TapRegistry> {
+    std::sync::Arc::clone(lab) as std::sync::Arc<dyn TapRegistry>
 }
