@@ -47,14 +47,7 @@ pub async fn publish(
     content_type: ContentType,
     payload: impl Into<Bytes>,
 ) -> Arc<Event> {
-    let topic = Topic::new(topic).expect("valid topic");
-    tokio::time::timeout(
-        WAIT,
-        gateway.app.bus.publish(topic, content_type, payload.into()),
-    )
-    .await
-    .expect("publish within the bound")
-    .expect("publish accepted")
+    gateway.publish(topic, content_type, payload).await
 }
 
 /// The bus's current subscriber count of `topic`.

@@ -81,6 +81,25 @@ impl TestGateway {
         config
     }
 
+    /// Publishes one event straight on the bus (no HTTP, no client limits).
+    ///
+    /// # Panics
+    /// If `topic` is not a valid topic name, or the bus refuses the event or does not answer
+    /// within 10 s.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        content_type: streamgate_core::ContentType,
+        payload: impl Into<Bytes>,
+    ) -> Arc<streamgate_core::Event> {
+        let topic = streamgate_core::Topic::new(topic).expect("valid topic");
+        let publish = self.app.bus.publish(topic, content_type, payload.into());
+        tokio::time::timeout(Duration::from_secs(10), publish)
+            .await
+            .expect("publish within 10 s")
+            .expect("publish accepted")
+    }
+
     /// Triggers shutdown and returns how it ended.
     ///
     /// # Panics

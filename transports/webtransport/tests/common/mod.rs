@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::Value;
 use streamgate::config::GatewayConfig;
-use streamgate_core::{ContentType, Event, Topic};
+use streamgate_core::{ContentType, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wtransport::error::{ConnectingError, ConnectionError};
@@ -163,12 +163,7 @@ pub async fn publish(
     content_type: ContentType,
     payload: impl Into<Bytes>,
 ) -> Arc<Event> {
-    gateway
-        .app
-        .bus
-        .publish(Topic::new(topic).unwrap(), content_type, payload.into())
-        .await
-        .expect("publish")
+    gateway.publish(topic, content_type, payload).await
 }
 
 /// Waits for the session to be closed by the server: (code, reason).
