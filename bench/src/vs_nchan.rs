@@ -1,6 +1,7 @@
-//! What `vs_nchan` (the orchestrator) and `loadgen` (the subscribers) share: the servers and
-//! transports, the payload that carries its scheduled send time, the summary a load generator
-//! prints, the open-loop HTTP publisher, the servers' subscriber counts and `/proc` readings.
+//! What `vs_nchan` (the orchestrator), `scaleout` and `loadgen` (the subscribers) share: the
+//! servers and transports, the payload that carries its scheduled send time, the summary a load
+//! generator prints, the open-loop HTTP publisher, the servers' subscriber counts, `/proc`
+//! readings, free ports and the package's other binaries.
 //!
 //! See bench/README.md (`vs_nchan`) for what the figures mean.
 
@@ -422,6 +423,25 @@ pub fn server_subscribers(server: Server, addr: SocketAddr) -> anyhow::Result<u6
         let start: String = answer.chars().take(200).collect();
         format!("GET {path} answered {start:?}")
     })
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+///
+/// # Errors
+/// When no loopback port can be bound.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A binary of this package, next to the running one (whatever `CARGO_TARGET_DIR` is), else
+/// `name` for a search of `PATH`.
+pub fn sibling_bin(name: &str) -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| std::path::PathBuf::from(name))
 }
 
 /// CPU time of a process, in microseconds: the sum of its threads' `schedstat` run time

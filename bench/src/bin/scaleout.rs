@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +39,8 @@ use anyhow::{bail, ensure, Context as _};
 use clap::Parser;
 use serde::Serialize;
 use streamgate_bench::vs_nchan::{
-    cpu_us, rss_kib, server_subscribers, slab_kib, LoadgenSummary, Percentiles, Publisher, Server,
-    TransportKind,
+    cpu_us, free_port, rss_kib, server_subscribers, sibling_bin, slab_kib, LoadgenSummary,
+    Percentiles, Publisher, Server, TransportKind,
 };
 
 /// Subscribers one gateway node may hold: the 20 000-descriptor limit of a process here,
@@ -106,17 +106,6 @@ impl Cli {
             .unwrap_or_else(|| subscribers.div_ceil(15_000).max(5))
             .max(1)
     }
-}
-
-fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -342,7 +331,7 @@ impl Cluster {
         let gateway = cli
             .streamgate_bin
             .clone()
-            .unwrap_or_else(|| sibling("streamgate"));
+            .unwrap_or_else(|| sibling_bin("streamgate"));
         let mut nodes = Vec::new();
         for node in 0..plan.nodes {
             let addr = loopback(free_port()?);
@@ -373,7 +362,7 @@ impl Cluster {
         let loadgen = cli
             .loadgen_bin
             .clone()
-            .unwrap_or_else(|| sibling("loadgen"));
+            .unwrap_or_else(|| sibling_bin("loadgen"));
         let kinds = &plan.transports;
         for node in 0..plan.nodes {
             let on_node = share(plan.subscribers, plan.nodes, node);

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -33,8 +33,8 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use serde::Serialize;
 use streamgate_bench::vs_nchan::{
-    children, cpu_us, fd_count, rss_kib, server_subscribers, slab_kib, LoadgenSummary, Percentiles,
-    PublishReport, Publisher, Server, TransportKind,
+    children, cpu_us, fd_count, free_port, rss_kib, server_subscribers, sibling_bin, slab_kib,
+    LoadgenSummary, Percentiles, PublishReport, Publisher, Server, TransportKind,
 };
 use streamgate_compare::gateway::spawn_serve;
 
@@ -312,10 +312,6 @@ async fn interrupted() -> bool {
 // ---------------------------------------------------------------------------------------
 // Servers.
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 #[derive(Debug)]
 enum ServerProc {
     Streamgate {
@@ -494,14 +490,6 @@ fn loadgen_bin(cli: &Cli) -> PathBuf {
         return bin.clone();
     }
     sibling_bin("loadgen")
-}
-
-/// A binary of this package, next to this one.
-fn sibling_bin(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
-        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 // ---------------------------------------------------------------------------------------
