@@ -102,7 +102,7 @@ pub use redact::{
     is_credential_header, is_credential_param, mask_credential_params, mask_header_value,
     mask_websocket_protocols, masked_value, MASKED,
 };
-pub use rejection::{error_response, Rejection};
+pub use rejection::Rejection;
 pub use tap::{
     is_valid_tap_id, tap_id_from_query, Direction, RecordKind, Tap, TapConnection, TapRefused,
     TapRegistry, TapSink, MAX_TAP_ID_LEN, TAP_QUERY_PARAM,

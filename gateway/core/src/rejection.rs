@@ -200,14 +200,6 @@ impl Rejection {
     }
 }
 
-/// The HTTP error answer of `docs/PROTOCOL.md` §6 with an explicit status: the shape the
-/// WebTransport crate still calls; new code builds a [`Rejection`].
-pub fn error_response(status: StatusCode, code: &'static str, reason: &str) -> Response<Body> {
-    Rejection::new(code, reason)
-        .with_status(status)
-        .into_response()
-}
-
 impl From<TopicError> for Rejection {
     fn from(e: TopicError) -> Self {
         Self::new("bad_topic", e.to_string())
