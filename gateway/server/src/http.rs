@@ -1,5 +1,5 @@
-//! HTTP plumbing shared by the gateway's handlers: the body type, JSON responses and typed
-//! rejections.
+//! HTTP plumbing shared by the gateway's handlers: the body type, JSON responses and the
+//! `Host` rule. Refusals are [`streamgate_core::Rejection`]s.
 
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -15,52 +15,6 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
         HeaderValue::from_static("application/json"),
     );
     response
-}
-
-/// A refusal built with an explicit status, the way the lab's routes build theirs: a thin
-/// shape over [`streamgate_core::Rejection`], the one refusal type, until the lab moves to a
-/// crate of its own and builds those directly.
-#[derive(Debug)]
-pub struct Rejection(streamgate_core::Rejection);
-
-impl Rejection {
-    /// A rejection with a machine-readable `code` and a human `reason`, answered with
-    /// `status`.
-    pub fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Self {
-        Self(streamgate_core::Rejection::new(code, reason).with_status(status))
-    }
-
-    /// `404 Not Found`.
-    pub fn not_found(path: &str) -> Self {
-        Self(streamgate_core::Rejection::not_found(path))
-    }
-
-    /// `405 Method Not Allowed`, with the `Allow` header.
-    pub fn method_not_allowed(allow: &'static str) -> Self {
-        Self(streamgate_core::Rejection::method_not_allowed(allow))
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.0.status()
-    }
-
-    /// Turns the rejection into its response: `{"error":{"code":…,"reason":…}}`.
-    pub fn into_response(self) -> Response<Body> {
-        self.0.into_response()
-    }
-}
-
-impl From<streamgate_core::Rejection> for Rejection {
-    fn from(rejection: streamgate_core::Rejection) -> Self {
-        Self(rejection)
-    }
-}
-
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.0.status().as_u16(), self.0)
-    }
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`; the refusal of one with none

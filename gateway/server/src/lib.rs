@@ -45,7 +45,8 @@ mod upstream;
 
 pub use app::App;
 pub use capacity::Listener;
-pub use http::{Body, Rejection};
+pub use http::Body;
 pub use server::{Gateway, ShutdownOutcome};
+pub use streamgate_core::Rejection;
 #[cfg(feature = "upstream")]
 pub use upstream::run as run_upstream_source;

@@ -46,10 +46,12 @@ pub(crate) use streamgate_lab::capture;
 use std::net::IpAddr;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use streamgate_core::{full_body, ConnectionInfo, Tap, TapConnection, TapRefused, TapRegistry};
+use streamgate_core::{
+    full_body, ConnectionInfo, Rejection, Tap, TapConnection, TapRefused, TapRegistry,
+};
 
 use crate::config::LabConfig;
-use crate::http::{json, Body, Rejection};
+use crate::http::{json, Body};
 use crate::App;
 
 use streamgate_lab::taps::{client_ip, Denied, IssueRefusal, TapLimits, Taps};
@@ -137,7 +139,7 @@ impl Lab {
                      again when one ends"
                 ),
             };
-            Rejection::new(StatusCode::TOO_MANY_REQUESTS, "too_many_taps", reason)
+            Rejection::new("too_many_taps", reason).with_status(StatusCode::TOO_MANY_REQUESTS)
         })?;
         let mut response = api(serde_json::json!({
             "id": summary.id,
@@ -157,11 +159,11 @@ impl Lab {
             .find_map(|pair| pair.strip_prefix("ids="))
             .ok_or_else(|| {
                 Rejection::new(
-                    StatusCode::BAD_REQUEST,
                     "bad_query",
                     "name your taps: GET /lab/api/taps?ids=<id>,<id> (the lab lists nobody's \
                      taps unasked; POST /lab/api/taps issues one)",
                 )
+                .with_status(StatusCode::BAD_REQUEST)
             })?;
         // A comma may come percent-encoded; ids themselves never need encoding.
         let ids = ids.replace("%2C", ",").replace("%2c", ",");
@@ -248,16 +250,16 @@ fn caller_ip<B>(request: &Request<B>) -> IpAddr {
 fn tap_denied(denied: Denied) -> Rejection {
     match denied {
         Denied::Unknown => Rejection::new(
-            StatusCode::NOT_FOUND,
             "not_found",
             "no such tap: it was never issued, or was reclaimed; POST /lab/api/taps issues a new one",
-        ),
+        )
+        .with_status(StatusCode::NOT_FOUND),
         Denied::Foreign => Rejection::new(
-            StatusCode::FORBIDDEN,
             "forbidden",
             "this tap was issued to another client: a tap is read only by the client it was \
              issued to",
-        ),
+        )
+        .with_status(StatusCode::FORBIDDEN),
     }
 }
 
@@ -271,10 +273,10 @@ fn parse_after(query: Option<&str>) -> Result<u64, Rejection> {
         None | Some("") => Ok(0),
         Some(text) => text.parse().map_err(|_| {
             Rejection::new(
-                StatusCode::BAD_REQUEST,
                 "bad_query",
                 format!("after must be a record number (0 or more), got {text:?}"),
             )
+            .with_status(StatusCode::BAD_REQUEST)
         }),
     }
 }
