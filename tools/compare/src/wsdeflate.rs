@@ -199,16 +199,12 @@ impl DeflateSocket {
 
     /// A masked control frame (a client must mask everything it sends).
     async fn send_control(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
-        let len = payload.len().min(125);
+        let payload = &payload[..payload.len().min(ws_frame::MAX_SHORT_LEN as usize)];
         let mask: [u8; 4] = rand::random();
-        let mut frame = vec![0x80 | opcode, 0x80 | len as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(
-            payload[..len]
-                .iter()
-                .enumerate()
-                .map(|(i, b)| b ^ mask[i % 4]),
-        );
+        let mut frame = ws_frame::encode_header(true, opcode, Some(mask), payload.len() as u64);
+        let payload_at = frame.len();
+        frame.extend_from_slice(payload);
+        ws_frame::apply_mask(mask, &mut frame[payload_at..], 0);
         self.tcp.write_all(&frame).await?;
         Ok(())
     }
