@@ -255,9 +255,29 @@ pub fn encode_header(fin: bool, opcode: u8, mask: Option<[u8; 4]>, payload_len: 
     header
 }
 
+/// A whole client frame (RFC 6455 §5.3): FIN set to `fin`, the header of [`encode_header`] with
+/// `key`, and `payload` masked with it.
+pub fn encode_masked(fin: bool, opcode: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut frame = encode_header(fin, opcode, Some(key), payload.len() as u64);
+    let payload_at = frame.len();
+    frame.extend_from_slice(payload);
+    apply_mask(key, &mut frame[payload_at..], 0);
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_masked_frame_is_the_rfc_6455_5_7_example() {
+        // "A single-frame masked text message containing "Hello"".
+        let frame = encode_masked(true, 0x1, [0x37, 0xfa, 0x21, 0x3d], b"Hello");
+        assert_eq!(
+            frame,
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+    }
 
     #[test]
     fn rfc_6455_5_7_examples() {

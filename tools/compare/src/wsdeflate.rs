@@ -200,11 +200,7 @@ impl DeflateSocket {
     /// A masked control frame (a client must mask everything it sends).
     async fn send_control(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
         let payload = &payload[..payload.len().min(ws_frame::MAX_SHORT_LEN as usize)];
-        let mask: [u8; 4] = rand::random();
-        let mut frame = ws_frame::encode_header(true, opcode, Some(mask), payload.len() as u64);
-        let payload_at = frame.len();
-        frame.extend_from_slice(payload);
-        ws_frame::apply_mask(mask, &mut frame[payload_at..], 0);
+        let frame = ws_frame::encode_masked(true, opcode, rand::random(), payload);
         self.tcp.write_all(&frame).await?;
         Ok(())
     }

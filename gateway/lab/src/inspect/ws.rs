@@ -211,12 +211,7 @@ impl Session {
 /// frames are sent, so the payload is cut to what a control frame may carry.
 fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let payload = &payload[..payload.len().min(ws_frame::MAX_SHORT_LEN as usize)];
-    let key: [u8; 4] = rand::random();
-    let mut frame = ws_frame::encode_header(true, opcode, Some(key), payload.len() as u64);
-    let payload_at = frame.len();
-    frame.extend_from_slice(payload);
-    ws_frame::apply_mask(key, &mut frame[payload_at..], 0);
-    frame
+    ws_frame::encode_masked(true, opcode, rand::random(), payload)
 }
 
 /// The opcode and unmasked payload of a complete frame (the annotator has cut `raw` to one).
